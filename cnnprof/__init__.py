@@ -1,0 +1,44 @@
+"""cnnprof: parameters, FLOPs and measured runtime of CNNs, side by side.
+
+The public API is importable without importing torch; torch is loaded on first use.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["build_model", "count_params", "count_flops", "benchmark", "list_models", "__version__"]
+
+
+def build_model(spec, device=None, **overrides):
+    """Build a model from a zoo name, YAML path, `module:callable` or nn.Module; overrides are config keys."""
+    from cnnprof.models.spec import build_model as _build
+
+    return _build(spec, device=device, overrides=overrides)
+
+
+def count_params(model):
+    """Count parameters of an nn.Module (or a model spec); returns a frozen ParamCount."""
+    from cnnprof.analysis.params import count_params as _count
+
+    return _count(model)
+
+
+def count_flops(model, input_shape=None, scope="conv", backend="torch"):
+    """Count MACs of one forward pass; returns a frozen FlopCount (see cnnprof.analysis.flops)."""
+    from cnnprof.analysis.flops import count_flops as _count
+
+    return _count(model, input_shape=input_shape, scope=scope, backend=backend)
+
+
+def benchmark(model, input_shape=None, device="cpu", **options):
+    """Measure forward-pass latency; returns a frozen BenchResult (see cnnprof.analysis.runtime)."""
+    from cnnprof.analysis.runtime import benchmark as _bench
+
+    return _bench(model, input_shape=input_shape, device=device, **options)
+
+
+def list_models():
+    """Zoo model names, sorted."""
+    from cnnprof.config import zoo_names
+
+    return zoo_names()

@@ -1,0 +1,21 @@
+"""User-facing errors: each carries a one-line message; the CLI prints it and exits with code 2."""
+
+
+class CnnprofError(Exception):
+    """Bad input from the user (model spec, config, option value). Message is one line."""
+
+
+class ModelSpecError(CnnprofError):
+    """A model spec that names no zoo model, file or importable callable."""
+
+
+class ConfigError(CnnprofError):
+    """A YAML config that cannot be parsed or validated; the message names the file and the key."""
+
+
+class InputShapeError(CnnprofError):
+    """A model that cannot run on the requested input shape."""
+
+
+class DeviceError(CnnprofError):
+    """A device that is not available (e.g. CUDA on a machine without a GPU)."""

@@ -1,0 +1,1 @@
+"""Layers, blocks (registered by name) and the one config -> nn.Module builder."""

@@ -1,0 +1,123 @@
+"""Model specs: a zoo name (or alias), a YAML config path, or `module:callable` / `file.py:callable`."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from cnnprof.config import ModelConfig, load_config, resolve_zoo_name, unknown_model_message, zoo_path
+from cnnprof.errors import CnnprofError, ModelSpecError
+
+DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model spec: knows its display name and default input, builds on any device."""
+
+    label: str
+    config: ModelConfig | None = None
+    factory: Callable[[], nn.Module] | None = None
+    module: nn.Module | None = None
+
+    @property
+    def default_input_shape(self) -> tuple[int, ...]:
+        if self.config is not None:
+            return self.config.input_shape
+        return tuple(getattr(self.module, "default_input_shape", DEFAULT_INPUT_SHAPE))
+
+    def build(self, device: str | torch.device | None = None) -> nn.Module:
+        """A fresh model in eval mode on `device` ('meta' allocates nothing)."""
+        if self.module is not None:
+            return self.module if device is None else self.module.to(device)
+        with torch.device(device or "cpu"):
+            if self.config is not None:
+                from cnnprof.models.builder import build
+
+                model = build(self.config)
+            else:
+                model = _call_factory(self.label, self.factory)
+        return model.eval()
+
+
+def resolve(spec: Any, overrides: Mapping[str, Any] | None = None) -> ModelSource:
+    """Resolve a model spec (string, ModelConfig or nn.Module) without building it."""
+    overrides = dict(overrides or {})
+    if isinstance(spec, nn.Module):
+        if overrides:
+            raise CnnprofError("overrides (--set) apply to configs and factories, not to a built nn.Module")
+        return ModelSource(label=type(spec).__name__, module=spec)
+    if isinstance(spec, ModelConfig):
+        return ModelSource(label=spec.name, config=spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ModelSpecError(f"{spec}: no such config file")
+        config = load_config(path, overrides)
+        return ModelSource(label=config.name, config=config)
+    if ":" in spec:
+        return ModelSource(label=spec, factory=_import_factory(spec, overrides))
+    if resolve_zoo_name(spec) is None:
+        raise ModelSpecError(unknown_model_message(spec))
+    config = load_config(zoo_path(spec), overrides)
+    return ModelSource(label=config.name, config=config)
+
+
+def build_model(spec: Any, device: str | torch.device | None = None, overrides: Mapping[str, Any] | None = None):
+    """Build a model from any spec, in eval mode, on `device` (default CPU; 'meta' allocates nothing)."""
+    return resolve(spec, overrides).build(device)
+
+
+def _import_factory(spec: str, overrides: Mapping[str, Any]) -> Callable[[], nn.Module]:
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise ModelSpecError(f"'{spec}': expected package.module:callable or path/to/file.py:callable")
+    try:
+        if target.endswith(".py"):
+            file = Path(target)
+            if not file.is_file():
+                raise ModelSpecError(f"'{spec}': no such file {target}")
+            name = f"cnnprof_user_{abs(hash(str(file.resolve())))}"
+            mod_spec = importlib.util.spec_from_file_location(name, file)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except CnnprofError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any import failure of user code is reported in one line
+        raise ModelSpecError(f"'{spec}': cannot import {target}: {type(exc).__name__}: {_first_line(exc)}") from None
+    if not hasattr(module, attr):
+        raise ModelSpecError(f"'{spec}': module {target} has no attribute '{attr}'")
+    factory = getattr(module, attr)
+    if not callable(factory):
+        raise ModelSpecError(f"'{spec}': {attr} is not callable")
+    return lambda: factory(**overrides)
+
+
+def _call_factory(label: str, factory: Callable[[], nn.Module]) -> nn.Module:
+    try:
+        model = factory()
+    except TypeError as exc:
+        raise ModelSpecError(f"'{label}': calling it failed: {_first_line(exc)} "
+                             f"(it must take no required arguments; --set values are passed as keywords)") from None
+    except Exception as exc:  # noqa: BLE001
+        raise ModelSpecError(f"'{label}': calling it failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(f"'{label}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
