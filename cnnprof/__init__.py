@@ -23,11 +23,11 @@ def count_params(model):
     return _count(model)
 
 
-def count_flops(model, input_shape=None, scope="conv", backend="torch"):
+def count_flops(model, input_shape=None, scope="conv", backend="torch", **overrides):
     """Count MACs of one forward pass; returns a frozen FlopCount (see cnnprof.analysis.flops)."""
     from cnnprof.analysis.flops import count_flops as _count
 
-    return _count(model, input_shape=input_shape, scope=scope, backend=backend)
+    return _count(model, input_shape=input_shape, scope=scope, backend=backend, overrides=overrides)
 
 
 def benchmark(model, input_shape=None, device="cpu", **options):

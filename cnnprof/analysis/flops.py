@@ -1,0 +1,272 @@
+"""FLOP counting: dispatch-level (TorchDispatchMode on the meta device) or fvcore as a cross-check.
+
+MACs are counted internally; conventions are applied only when asked (`FlopCount.flops`):
+  macc   : 1 multiply-accumulate = 1 FLOP (most papers)
+  nvidia : 1 multiply-accumulate = 2 FLOPs (NVIDIA, torch.utils.flop_counter)
+Other elementary ops (scope "all": activations, additions, comparisons) count 1 FLOP in both.
+"""
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from cnnprof.analysis.formulas import Cost, is_free, lookup
+from cnnprof.analysis.types import type_sort_key
+from cnnprof.errors import CnnprofError, InputShapeError
+
+SCOPES = ("conv", "all")
+CONVENTIONS = ("macc", "nvidia")
+BACKENDS = ("torch", "fvcore")
+MAC_FLOPS = {"macc": 1, "nvidia": 2}
+
+
+@dataclass(frozen=True)
+class OpStat:
+    """Cost of one op type inside one module (exclusive of its children), summed over calls."""
+
+    module: str
+    op: str
+    type: str
+    scope: str  # "conv" or "all"
+    macs: int
+    ops: int
+    calls: int
+
+
+@dataclass(frozen=True)
+class Share:
+    """One row of a breakdown: name, MACs, other ops, FLOPs in the result's convention-free form."""
+
+    name: str
+    macs: int
+    ops: int
+    calls: int = 0
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """MACs of one forward pass, every op attributed to its module, op and layer type."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    scope: str
+    backend: str
+    records: tuple[OpStat, ...]
+    uncounted: tuple[tuple[str, int], ...]  # ops that ran but have no formula: (op, calls)
+    module_names: tuple[str, ...]  # every module path, in module order
+
+    def _in_scope(self) -> Iterable[OpStat]:
+        return (r for r in self.records if self.scope == "all" or r.scope == "conv")
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates in scope."""
+        return sum(r.macs for r in self._in_scope())
+
+    @property
+    def other_ops(self) -> int:
+        """Non-MAC elementary ops in scope (0 in the conv scope)."""
+        return sum(r.ops for r in self._in_scope())
+
+    def flops(self, convention: str = "macc") -> int:
+        """FLOPs under a convention: macc (1 MAC = 1 FLOP) or nvidia (1 MAC = 2 FLOPs)."""
+        if convention not in MAC_FLOPS:
+            raise CnnprofError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+        return MAC_FLOPS[convention] * self.macs + self.other_ops
+
+    def _group(self, key) -> list[Share]:
+        acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for r in self._in_scope():
+            a = acc[key(r)]
+            a[0] += r.macs
+            a[1] += r.ops
+            a[2] += r.calls
+        return [Share(k, *v) for k, v in acc.items()]
+
+    def by_op(self) -> list[Share]:
+        """Per aten op, largest first."""
+        return sorted(self._group(lambda r: r.op), key=lambda s: -(s.macs + s.ops))
+
+    def by_type(self) -> list[Share]:
+        """Per layer type (conv KxK, depthwise, pointwise, grouped, linear, norm, ...)."""
+        return sorted(self._group(lambda r: r.type), key=lambda s: type_sort_key(s.name))
+
+    def by_stage(self) -> list[Share]:
+        """Per top-level child of the model (stem, stage1.., head), in model order."""
+        shares = {s.name: s for s in self._group(lambda r: r.module.split(".")[0] or "(root)")}
+        order = [n for n in self.module_names if n and "." not in n] + ["(root)"]
+        return [shares[n] for n in order if n in shares]
+
+    def by_module(self, depth: int | None = None) -> list[tuple[str, Share]]:
+        """Inclusive totals of every module up to `depth` levels (None: all), in module order."""
+        acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for r in self._in_scope():
+            parts = r.module.split(".") if r.module else []
+            for d in range(len(parts) + 1):
+                a = acc[".".join(parts[:d])]
+                a[0] += r.macs
+                a[1] += r.ops
+                a[2] += r.calls
+        rows = []
+        for name in self.module_names:
+            level = 0 if not name else name.count(".") + 1
+            if (depth is None or level <= depth) and name in acc:
+                rows.append((name, Share(name or "(model)", *acc[name])))
+        return rows
+
+
+class _ModuleTracker:
+    """Keeps the path of the module whose forward is running, via forward pre/post hooks."""
+
+    def __init__(self, model: nn.Module):
+        self.stack: list[str] = [""]
+        self.handles = []
+        for name, module in model.named_modules():
+            if name:
+                self.handles.append(module.register_forward_pre_hook(partial(self._enter, name)))
+                self.handles.append(module.register_forward_hook(partial(self._exit, name), always_call=True))
+
+    def _enter(self, name: str, *_: Any) -> None:
+        self.stack.append(name)
+
+    def _exit(self, name: str, *_: Any) -> None:
+        if self.stack[-1] == name:
+            self.stack.pop()
+
+    @property
+    def current(self) -> str:
+        return self.stack[-1]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class OpCounter(TorchDispatchMode):
+    """Dispatch mode that prices every aten op with the formulas and attributes it to a module."""
+
+    def __init__(self, tracker: _ModuleTracker | None = None):
+        super().__init__()
+        self.tracker = tracker
+        self.acc: dict[tuple[str, str, str, str], list[int]] = {}
+        self.uncounted: dict[str, int] = defaultdict(int)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.record(func.overloadpacket.__name__, args, kwargs, out)
+        return out
+
+    def record(self, name: str, args: tuple, kwargs: dict, out: Any) -> Cost | None:
+        formula, scope = lookup(name)
+        if formula is None:
+            if not is_free(name):
+                self.uncounted[name] += 1
+            return None
+        cost = formula(args, kwargs, out)
+        key = (self.tracker.current if self.tracker else "", name.rstrip("_"), cost.type, scope)
+        a = self.acc.setdefault(key, [0, 0, 0])
+        a[0] += cost.macs
+        a[1] += cost.ops
+        a[2] += 1
+        return cost
+
+    def records(self) -> tuple[OpStat, ...]:
+        return tuple(OpStat(m, op, t, s, *v) for (m, op, t, s), v in self.acc.items())
+
+
+def parse_shape(shape: Sequence[int] | None, default: Sequence[int]) -> tuple[int, ...]:
+    """Validate an input shape (all positive integers)."""
+    shape = tuple(default if shape is None else shape)
+    if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in shape):
+        raise CnnprofError(f"input shape must be positive integers like 1,3,224,224, got {shape}")
+    return shape
+
+
+def run_forward(model: nn.Module, x: torch.Tensor, label: str) -> Any:
+    """Forward pass that turns shape errors into a one-line InputShapeError."""
+    try:
+        return model(x)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputShapeError(f"{label}: does not fit input shape {tuple(x.shape)}: {first}") from None
+
+
+def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str = "conv",
+                backend: str = "torch", overrides: dict | None = None) -> FlopCount:
+    """Count MACs of one forward pass of `model` (nn.Module or model spec) at `input_shape`."""
+    from cnnprof.models.spec import resolve
+
+    if scope not in SCOPES:
+        raise CnnprofError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    if backend not in BACKENDS:
+        raise CnnprofError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    source = resolve(model, overrides)
+    shape = parse_shape(input_shape, source.default_input_shape)
+    if backend == "fvcore":
+        if scope != "conv":
+            raise CnnprofError("the fvcore backend cross-checks the conv scope only; use --backend torch for "
+                               "--scope all")
+        return _count_fvcore(source, shape)
+    if source.module is not None:
+        # A user's built module: count a meta copy so that no activations are allocated.
+        net = copy.deepcopy(source.module).to("meta").eval()
+    else:
+        net = source.build("meta")
+    tracker = _ModuleTracker(net)
+    counter = OpCounter(tracker)
+    try:
+        # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
+        # (pytorch#126268); on meta tensors nothing is computed either way.
+        with torch.no_grad(), counter:
+            run_forward(net, torch.empty(shape, device="meta"), source.label)
+    finally:
+        tracker.remove()
+    return FlopCount(
+        model=source.label, input_shape=shape, scope=scope, backend="torch", records=counter.records(),
+        uncounted=tuple(sorted(counter.uncounted.items())),
+        module_names=tuple(name for name, _ in net.named_modules()),
+    )
+
+
+def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
+    """fvcore's JIT-traced count on real CPU tensors, restricted to conv and matrix products."""
+    from fvcore.nn.jit_analysis import JitModelAnalysis
+    from fvcore.nn.jit_handles import addmm_flop_jit, bmm_flop_jit, conv_flop_jit, linear_flop_jit, matmul_flop_jit
+
+    from cnnprof.analysis.params import module_type
+
+    net = source.build("cpu") if source.module is None else source.module.cpu().eval()
+    x = torch.zeros(shape)
+    analysis = JitModelAnalysis(net, (x,)).set_op_handle(
+        "aten::_convolution", conv_flop_jit, "aten::addmm", addmm_flop_jit, "aten::linear", linear_flop_jit,
+        "aten::matmul", matmul_flop_jit, "aten::mm", matmul_flop_jit, "aten::bmm", bmm_flop_jit,
+    )
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    try:
+        with torch.no_grad():
+            inclusive = analysis.by_module_and_operator()
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputShapeError(f"{source.label}: does not fit input shape {shape}: {first}") from None
+    modules = dict(net.named_modules())
+    records = []
+    for name, ops in inclusive.items():
+        children = [f"{name}.{c}" if name else c for c, _ in modules[name].named_children()] if name in modules else []
+        for op, total in ops.items():
+            own = total - sum(inclusive.get(c, {}).get(op, 0) for c in children)
+            if own:
+                kind = module_type(modules[name]) if name in modules else "other"
+                kind = "linear" if op in ("linear", "addmm", "matmul", "mm", "bmm") else kind
+                records.append(OpStat(name, op, kind, "conv", int(own), 0, 1))
+    return FlopCount(
+        model=source.label, input_shape=shape, scope="conv", backend="fvcore", records=tuple(records),
+        uncounted=(), module_names=tuple(modules),
+    )

@@ -1,0 +1,75 @@
+"""Parameter counts: total, trainable, per stage and per layer type."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from cnnprof.analysis.types import conv_type, type_sort_key
+
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts of one model. Shared parameters are counted once."""
+
+    total: int
+    trainable: int
+    by_stage: tuple[tuple[str, int], ...]  # top-level child (stem, stage1.., head) -> params
+    by_type: tuple[tuple[str, int], ...]  # layer type -> params
+    by_module: tuple[tuple[str, int], ...]  # every module path (inclusive counts), in module order
+
+    @property
+    def non_trainable(self) -> int:
+        return self.total - self.trainable
+
+
+def module_type(module: nn.Module) -> str:
+    """Layer type of a module that owns parameters directly."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return conv_type(module.in_channels, module.groups, module.kernel_size)
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, NORM_TYPES):
+        return "norm"
+    return "other"
+
+
+def count_params(model) -> ParamCount:
+    """Count parameters of an nn.Module, or of a model spec (built on the meta device)."""
+    if not isinstance(model, nn.Module):
+        from cnnprof.models.spec import build_model
+
+        model = build_model(model, device="meta")
+    from cnnprof.models.layers import SqueezeExcite
+
+    seen: set[int] = set()
+    total = trainable = 0
+    by_stage: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    by_module: dict[str, int] = {name: 0 for name, _ in model.named_modules()}
+    se_scopes: list[str] = [name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)]
+    for name, module in model.named_modules():
+        for param in module.parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            n = param.numel()
+            total += n
+            trainable += n if param.requires_grad else 0
+            stage = name.split(".")[0] if name else "(root)"
+            by_stage[stage] = by_stage.get(stage, 0) + n
+            in_se = any(name == s or name.startswith(s + ".") for s in se_scopes)
+            kind = "SE" if in_se else module_type(module)
+            by_type[kind] = by_type.get(kind, 0) + n
+            parts = name.split(".") if name else []
+            for depth in range(len(parts) + 1):
+                by_module[".".join(parts[:depth])] += n
+    return ParamCount(
+        total=total,
+        trainable=trainable,
+        by_stage=tuple((k, v) for k, v in by_stage.items() if v),
+        by_type=tuple(sorted(by_type.items(), key=lambda kv: type_sort_key(kv[0]))),
+        by_module=tuple(by_module.items()),
+    )
