@@ -158,6 +158,12 @@ class OpCounter(TorchDispatchMode):
         self.acc: dict[tuple[str, str, str, str], list[int]] = {}
         self.uncounted: dict[str, int] = defaultdict(int)
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Counting never runs under torch.compile; letting torch wrap __torch_dispatch__ in
+        # dynamo.disable would import torch._dynamo (~2 s) on the first counted op.
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
@@ -216,8 +222,9 @@ def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str
                                "--scope all")
         return _count_fvcore(source, shape)
     if source.module is not None:
-        # A user's built module: count a meta copy so that no activations are allocated.
-        net = copy.deepcopy(source.module).to("meta").eval()
+        # A built module: count it on meta (a meta copy of a real one) so that nothing is allocated.
+        on_meta = all(p.is_meta for p in source.module.parameters())
+        net = source.module if on_meta else copy.deepcopy(source.module).to("meta").eval()
     else:
         net = source.build("meta")
     tracker = _ModuleTracker(net)

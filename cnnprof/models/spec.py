@@ -49,6 +49,8 @@ class ModelSource:
 def resolve(spec: Any, overrides: Mapping[str, Any] | None = None) -> ModelSource:
     """Resolve a model spec (string, ModelConfig or nn.Module) without building it."""
     overrides = dict(overrides or {})
+    if isinstance(spec, ModelSource) and not overrides:
+        return spec
     if isinstance(spec, nn.Module):
         if overrides:
             raise CnnprofError("overrides (--set) apply to configs and factories, not to a built nn.Module")

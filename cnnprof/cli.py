@@ -1,0 +1,349 @@
+"""cnnprof command line: thin Typer commands that parse, call a plain function and render.
+
+torch is imported inside the commands that need it, so `cnnprof --help` and `cnnprof list` start fast.
+Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an internal error;
+2 bad input (unknown model, invalid config or option), reported in one line on stderr.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from typing_extensions import Annotated
+
+from cnnprof.errors import CnnprofError
+
+app = typer.Typer(
+    name="cnnprof",
+    help="Profile CNN complexity: parameters, FLOPs (under an explicit convention) and measured runtime.\n\n"
+         "MODEL is a zoo name or alias (see `cnnprof list`), a path to a YAML config, or "
+         "package.module:callable / path/to/file.py:callable returning a torch.nn.Module.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class Convention(str, Enum):
+    macc = "macc"
+    nvidia = "nvidia"
+
+
+class Scope(str, Enum):
+    conv = "conv"
+    all = "all"
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    fvcore = "fvcore"
+
+
+class ParamsBy(str, Enum):
+    stage = "stage"
+    type = "type"
+    layer = "layer"
+
+
+class FlopsBy(str, Enum):
+    layer = "layer"
+    op = "op"
+    stage = "stage"
+    type = "type"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+ModelsArg = Annotated[Optional[list[str]], typer.Argument(
+    metavar="[MODEL]...", help="Models to analyse; none means the whole zoo.", show_default=False)]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format; json/csv/markdown write only data to stdout.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE",
+    help="Override a config value (repeatable): a param such as width_mult=0.75 or stride_in_1x1=true, or a "
+         "dotted path such as stages.2.depth=9. For module:callable, passed to the callable as keywords.",
+    show_default=False)]
+ConventionOpt = Annotated[Convention, typer.Option(
+    help="FLOP convention: macc counts 1 multiply-accumulate as 1 FLOP (most papers); nvidia counts it as 2.")]
+ScopeOpt = Annotated[Scope, typer.Option(
+    help="conv: convolution and linear layers only (papers, torchvision); all: also norm, activations, "
+         "pooling and element-wise ops, each with a documented formula.")]
+ResolutionOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Input height and width (default: the config's resolution, usually 224).", show_default=False)]
+InputShapeOpt = Annotated[Optional[str], typer.Option(
+    metavar="N,C,H,W", help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides "
+                            "--batch-size and --resolution.", show_default=False)]
+
+
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    from cnnprof.config import parse_override
+
+    return dict(parse_override(item) for item in items or [])
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise CnnprofError(f"--input-shape {text!r}: expected integers like 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise CnnprofError(f"--input-shape {text!r}: every dimension must be a positive integer")
+    return dims
+
+
+def input_shape(source: Any, batch_size: int | None, resolution: int | None, explicit: tuple[int, ...] | None):
+    """The input a command uses: explicit shape, else the model's default with batch/resolution applied."""
+    if explicit is not None:
+        return explicit
+    shape = list(source.default_input_shape)
+    if batch_size is not None:
+        shape[0] = batch_size
+    if resolution is not None and len(shape) >= 3:
+        shape[2:] = [resolution] * (len(shape) - 2)
+    return tuple(shape)
+
+
+def _specs(models: list[str] | None) -> list[str]:
+    if models:
+        return models
+    from cnnprof.config import zoo_names
+
+    return zoo_names()
+
+
+def for_each_model(specs: list[str], work: Callable[[str], Any], what: str) -> tuple[list[Any], int]:
+    """Run `work` per model; a failing model is reported on stderr and the others still run.
+    Returns (results, exit code so far)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results, code = [], 0
+    show = len(specs) > 1 and err.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not show) as progress:
+        task = progress.add_task(what, total=len(specs))
+        for spec in specs:
+            progress.update(task, description=f"{what} {spec}")
+            try:
+                results.append(work(spec))
+            except CnnprofError as exc:
+                err.print(f"error: {exc}", markup=False)
+                code = max(code, 2)
+            except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
+                if os.environ.get("CNNPROF_DEBUG"):
+                    raise
+                err.print(f"error: {spec}: internal error: {type(exc).__name__}: {exc} "
+                          f"(set CNNPROF_DEBUG=1 for the traceback)", markup=False)
+                code = max(code, 1)
+            progress.advance(task)
+    return results, code
+
+
+def _guard(fn: Callable[[], int]) -> None:
+    """Run a command body: bad input -> one line on stderr and exit 2; the body's code otherwise."""
+    try:
+        code = fn()
+    except CnnprofError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+@app.command("list")
+def list_cmd(fmt: FormatOpt = Format.table) -> None:
+    """List the zoo: name, aliases, family, paper and a one-line description."""
+    from cnnprof.config import zoo_info
+    from cnnprof.report.render import emit
+    from cnnprof.report.tables import zoo_report
+
+    def body() -> int:
+        emit(fmt.value, *zoo_report(zoo_info()))
+        return 0
+
+    _guard(body)
+
+
+@app.command()
+def params(
+    models: ModelsArg = None,
+    by: Annotated[Optional[ParamsBy], typer.Option(
+        help="Breakdown: stage (stem, stage1.., head), type (conv KxK, depthwise, pointwise, grouped, linear, "
+             "norm, SE, other) or layer (module tree).", show_default=False)] = None,
+    depth: Annotated[Optional[int], typer.Option(min=0, help="With --by layer: deepest module level shown.",
+                                                 show_default=False)] = None,
+    set_: SetOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Count parameters (total and trainable) of models, built on the meta device (no memory used)."""
+
+    def body() -> int:
+        from cnnprof.analysis.params import count_params
+        from cnnprof.models.spec import resolve
+        from cnnprof.report.render import emit
+        from cnnprof.report.tables import params_report
+
+        overrides = _overrides(set_)
+
+        def work(spec: str):
+            source = resolve(spec, overrides)
+            return source.label, count_params(source.build("meta"))
+
+        results, code = for_each_model(_specs(models), work, "Counting parameters of")
+        if results:
+            emit(fmt.value, *params_report(results, by.value if by else None, depth))
+        return code
+
+    _guard(body)
+
+
+def _flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: int | None,
+              resolution: int | None, shape: tuple[int, ...] | None, per_module: bool = False):
+    """(FlopCount, params, params per module or None) for one model spec."""
+    from cnnprof.analysis.flops import count_flops
+    from cnnprof.analysis.params import count_params
+    from cnnprof.models.spec import resolve
+
+    source = resolve(spec, overrides)
+    model = source.build("meta")
+    pc = count_params(model)
+    shape = input_shape(source, batch_size, resolution, shape)
+    fc = count_flops(source if backend == "fvcore" else model, shape, scope=scope, backend=backend)
+    fc = _relabel(fc, source.label)
+    return fc, pc.total, dict(pc.by_module) if per_module else None
+
+
+def _relabel(fc, label: str):
+    from dataclasses import replace
+
+    return replace(fc, model=label)
+
+
+@app.command()
+def flops(
+    models: ModelsArg = None,
+    convention: ConventionOpt = Convention.macc,
+    scope: ScopeOpt = Scope.conv,
+    resolution: ResolutionOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size N of the input.")] = 1,
+    input_shape_: Annotated[Optional[str], typer.Option("--input-shape", metavar="N,C,H,W", show_default=False,
+        help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides --batch-size "
+             "and --resolution.")] = None,
+    by: Annotated[Optional[FlopsBy], typer.Option(
+        help="Breakdown with share %: layer (module tree, see --depth), op (aten op), stage, or type "
+             "(conv KxK, depthwise, pointwise, grouped, linear, norm, activation, pooling, element-wise).",
+        show_default=False)] = None,
+    depth: Annotated[int, typer.Option(min=0, help="With --by layer: deepest module level shown.")] = 2,
+    backend: Annotated[Backend, typer.Option(
+        help="torch: dispatch-level counting on the meta device (no memory, any batch/resolution); "
+             "fvcore: fvcore's JIT-traced FlopCountAnalysis on real CPU tensors, as a cross-check (conv scope).")
+    ] = Backend.torch,
+    set_: SetOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Count FLOPs of one forward pass under an explicit convention and scope; lists uncounted ops."""
+
+    def body() -> int:
+        from cnnprof.report.render import emit
+        from cnnprof.report.tables import flops_report
+
+        overrides, shape = _overrides(set_), _shape(input_shape_)
+        per_module = by is FlopsBy.layer
+        results, code = for_each_model(
+            _specs(models),
+            lambda spec: _flops_of(spec, overrides, scope.value, backend.value, batch_size, resolution, shape,
+                                   per_module),
+            "Counting FLOPs of")
+        if results:
+            emit(fmt.value, *flops_report(results, convention.value, by.value if by else None, depth))
+        return code
+
+    _guard(body)
+
+
+@app.command()
+def compare(
+    models: Annotated[list[str], typer.Argument(metavar="MODEL MODEL [MODEL]...",
+                                                help="Models to compare; ratios are against the first.")],
+    convention: ConventionOpt = Convention.macc,
+    scope: ScopeOpt = Scope.conv,
+    resolution: ResolutionOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size N (FLOPs scale with it; also used by --bench).")] = 1,
+    bench: Annotated[bool, typer.Option("--bench", help="Also measure latency and throughput (see `cnnprof bench`).")] = False,
+    device: Annotated[Device, typer.Option(help="Device for --bench.")] = Device.cpu,
+    min_time: Annotated[float, typer.Option(min=0.0, help="With --bench: seconds of timed runs per model.")] = 1.0,
+    set_: SetOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Side-by-side params, FLOPs and MACs per parameter, with each model's ratio to the first."""
+
+    def body() -> int:
+        from cnnprof.report.render import emit
+        from cnnprof.report.tables import compare_report
+
+        if len(models) < 2:
+            raise CnnprofError("compare needs at least two models, e.g. cnnprof compare resnet50 resnext50")
+        if bench:
+            from cnnprof.analysis.runtime import check_device
+
+            check_device(device.value)
+        overrides = _overrides(set_)
+
+        def work(spec: str) -> dict[str, Any]:
+            fc, params_total, _ = _flops_of(spec, overrides, scope.value, "torch", batch_size, resolution, None)
+            row = {"model": fc.model, "params": params_total, "flops": fc.flops(convention.value), "macs": fc.macs,
+                   "convention": convention.value, "scope": scope.value, "input_shape": list(fc.input_shape),
+                   "macs_per_param": fc.macs / params_total if params_total else None}
+            if bench:
+                from cnnprof.analysis.runtime import benchmark
+
+                r = benchmark(spec, fc.input_shape, device=device.value, min_time=min_time, overrides=overrides)
+                row.update(latency_ms=r.median_ms, throughput=r.throughput, bench_status=r.status)
+            return row
+
+        rows, code = for_each_model(models, work, "Profiling")
+        if rows:
+            ref = rows[0]
+            for row in rows:
+                row["params_ratio"] = row["params"] / ref["params"] if ref["params"] else None
+                row["flops_ratio"] = row["flops"] / ref["flops"] if ref["flops"] else None
+                row["macs_ratio"] = row["macs"] / ref["macs"] if ref["macs"] else None
+                if bench:
+                    ok = row.get("latency_ms") and ref.get("latency_ms")
+                    row["latency_ratio"] = row["latency_ms"] / ref["latency_ms"] if ok else None
+                    row["throughput_ratio"] = row["throughput"] / ref["throughput"] if ok else None
+                    code = max(code, 0 if row.get("bench_status") == "ok" else 1)
+            emit(fmt.value, *compare_report(rows, convention.value, scope.value, bench))
+        return code
+
+    _guard(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Results -> rich tables, JSON, CSV, Markdown. The only place that formats numbers."""

@@ -1,0 +1,156 @@
+"""Per-command report builders: results in, (tables, JSON rows, CSV rows) out."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from cnnprof.report.render import Column, Table, fixed, integer, percent, ratio, shape, si
+
+CONVENTION_TEXT = {"macc": "macc (1 MAC = 1 FLOP)", "nvidia": "nvidia (1 MAC = 2 FLOPs)"}
+SCOPE_TEXT = {"conv": "conv (convolution and linear layers only)",
+              "all": "all (conv, linear, norm, activations, pooling, element-wise)"}
+Report = tuple[list[Table], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _share(part: int, total: int) -> float:
+    return part / total if total else 0.0
+
+
+def zoo_report(rows: list[dict[str, Any]]) -> Report:
+    table = Table(f"cnnprof zoo: {len(rows)} models", [
+        Column("model", "Model", justify="left"), Column("family", "Family", justify="left"),
+        Column("summary", "Description / paper", justify="left"),
+    ], [{**r, "model": "\n".join([r["model"], *(f"  ({a})" for a in r["aliases"])]),
+         "summary": f"{r['description']}\n{r['paper']}"} for r in rows])
+    table.notes = ["A MODEL argument may be a name or alias above, a .yaml config file, or module:callable."]
+    csv_rows = [{**r, "aliases": " ".join(r["aliases"])} for r in rows]
+    return [table], rows, csv_rows
+
+
+def _breakdown_rows(items: Sequence[tuple[str, int]], total: int, key: str) -> list[dict[str, Any]]:
+    return [{"name": name, key: value, "share": _share(value, total)} for name, value in items]
+
+
+def params_report(results: list[tuple[str, Any]], by: str | None, depth: int | None) -> Report:
+    """results: (model label, ParamCount)."""
+    main = Table("Parameters", [
+        Column("model", "Model", justify="left"), Column("params", "Params", integer),
+        Column("size", "Params (≈)", si), Column("trainable_params", "Trainable", integer),
+        Column("non_trainable_params", "Non-trainable", integer),
+    ], [])
+    tables, json_rows, csv_rows = [main], [], []
+    for label, pc in results:
+        row = {"model": label, "params": pc.total, "trainable_params": pc.trainable,
+               "non_trainable_params": pc.non_trainable}
+        main.rows.append({**row, "size": pc.total})
+        if by:
+            items = _param_items(pc, by, depth)
+            rows = _breakdown_rows(items, pc.total, "params")
+            row[f"by_{by}"] = rows
+            csv_rows += [{"model": label, "by": by, **r} for r in rows]
+            tables.append(Table(f"{label}: parameters by {by}", [
+                Column("name", by.capitalize(), _indent if by == "layer" else str, "left"),
+                Column("params", "Params", integer), Column("share", "Share", percent),
+            ], rows))
+        else:
+            csv_rows.append(row)
+        json_rows.append(row)
+    return tables, json_rows, csv_rows
+
+
+def _param_items(pc: Any, by: str, depth: int | None) -> list[tuple[str, int]]:
+    if by == "stage":
+        return list(pc.by_stage)
+    if by == "type":
+        return list(pc.by_type)
+    return [(name or "(model)", n) for name, n in pc.by_module
+            if n and (depth is None or (name.count(".") + 1 if name else 0) <= depth)]
+
+
+def _indent(name: str) -> str:
+    if name == "(model)":
+        return name
+    level = name.count(".")
+    return "  " * (level + 1) + name
+
+
+def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], convention: str, by: str | None,
+                 depth: int | None) -> Report:
+    """results: (FlopCount, params, params per module path or None)."""
+    scope = results[0][0].scope if results else "conv"
+    columns = [Column("model", "Model", justify="left"), Column("input_shape", "Input", shape),
+               Column("params", "Params", si), Column("macs", "MACs", si)]
+    if scope == "all":
+        columns.append(Column("other_ops", "Other ops", si))
+    columns.append(Column("flops", f"FLOPs [{convention}]", si))
+    main = Table(f"FLOPs per forward pass — convention: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
+                 columns, [])
+    tables, json_rows, csv_rows = [main], [], []
+    for fc, params, module_params in results:
+        flops = fc.flops(convention)
+        row = {"model": fc.model, "flops": flops, "macs": fc.macs, "other_ops": fc.other_ops,
+               "convention": convention, "scope": fc.scope, "backend": fc.backend,
+               "input_shape": list(fc.input_shape), "params": params, "uncounted_ops": dict(fc.uncounted)}
+        main.rows.append({**row, "input_shape": fc.input_shape})
+        if fc.uncounted:
+            main.notes.append(f"{fc.model}: ops that ran but have no formula (not counted): "
+                              + ", ".join(f"{op} ×{n}" for op, n in fc.uncounted))
+        if by:
+            rows = _flops_breakdown(fc, by, depth, convention, flops, module_params)
+            row[f"by_{by}"] = rows
+            csv_rows += [{"model": fc.model, "by": by, "convention": convention, "scope": fc.scope, **r} for r in rows]
+            cols = [Column("name", {"layer": "Module", "op": "Op"}.get(by, by.capitalize()),
+                           _indent if by == "layer" else str, "left")]
+            if by == "layer":
+                cols.append(Column("params", "Params", si))
+            if by == "op":
+                cols.append(Column("calls", "Calls", integer))
+            cols += [Column("macs", "MACs", si)]
+            cols += [Column("other_ops", "Other ops", si)] if fc.scope == "all" else []
+            cols += [Column("flops", f"FLOPs [{convention}]", si), Column("share", "Share", percent)]
+            tables.append(Table(f"{fc.model}: FLOPs by {by} ({shape(fc.input_shape)})", cols, rows))
+        else:
+            csv_rows.append({k: v for k, v in row.items() if k != "uncounted_ops"}
+                            | {"uncounted_ops": " ".join(f"{op}:{n}" for op, n in fc.uncounted)})
+        json_rows.append(row)
+    return tables, json_rows, csv_rows
+
+
+def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total: int,
+                     module_params: dict[str, int] | None) -> list[dict[str, Any]]:
+    if by == "layer":
+        shares = [(name, s) for name, s in fc.by_module(depth)]
+    else:
+        shares = [(s.name, s) for s in {"op": fc.by_op, "stage": fc.by_stage, "type": fc.by_type}[by]()]
+    rows = []
+    for name, s in shares:
+        flops = s.macs * (2 if convention == "nvidia" else 1) + s.ops
+        row = {"name": s.name, "macs": s.macs, "other_ops": s.ops, "flops": flops, "share": _share(flops, total)}
+        if by == "op":
+            row["calls"] = s.calls
+        if by == "layer" and module_params is not None:
+            row["params"] = module_params.get(name, 0)
+        rows.append(row)
+    return rows
+
+
+def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, bench: bool) -> Report:
+    """rows: one per model with params, macs, flops and (if bench) latency statistics; first is the reference."""
+    ref = rows[0]["model"] if rows else ""
+    cols = [Column("model", "Model", justify="left"), Column("params", "Params", si),
+            Column("params_ratio", "vs ref", ratio), Column("flops", f"FLOPs [{convention}]", si),
+            Column("flops_ratio", "vs ref", ratio), Column("macs_per_param", "MACs/param", fixed(1))]
+    if bench:
+        cols += [Column("latency_ms", "Latency (ms)", fixed(2)), Column("latency_ratio", "vs ref", ratio),
+                 Column("throughput", "Samples/s", fixed(1))]
+    shape_text = shape(rows[0]["input_shape"]) if rows else ""
+    table = Table(f"Model comparison at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
+                  cols, [{**r, "params_ratio": r["params_ratio"] if i else None,
+                          "flops_ratio": r["flops_ratio"] if i else None,
+                          "latency_ratio": r.get("latency_ratio") if i else None} for i, r in enumerate(rows)])
+    notes = [f"vs ref: ratio to {ref}, the first model."] if len(rows) > 1 else []
+    if bench and rows:
+        notes.append(f"Latency: median forward pass on {rows[0].get('device', 'cpu')}, batch "
+                     f"{rows[0]['input_shape'][0]}; see `cnnprof bench` for the full statistics.")
+    table.notes = notes
+    csv_rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
+    return [table], rows, csv_rows
