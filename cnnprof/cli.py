@@ -7,7 +7,8 @@ Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an in
 from __future__ import annotations
 
 import os
-import sys
+import re
+from dataclasses import replace
 from enum import Enum
 from typing import Any, Callable, Optional
 
@@ -77,7 +78,7 @@ class DType(str, Enum):
 
 
 ModelsArg = Annotated[Optional[list[str]], typer.Argument(
-    metavar="[MODEL]...", help="Models to analyse; none means the whole zoo.", show_default=False)]
+    metavar="MODEL", help="Models to analyse; none means the whole zoo.", show_default=False)]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format; json/csv/markdown write only data to stdout.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE",
@@ -106,7 +107,7 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+        dims = tuple(int(d) for d in re.split(r"[,x×]", text.strip()))
     except ValueError:
         raise CnnprofError(f"--input-shape {text!r}: expected integers like 1,3,224,224") from None
     if not dims or any(d <= 0 for d in dims):
@@ -229,15 +230,10 @@ def _flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: 
     model = source.build("meta")
     pc = count_params(model)
     shape = input_shape(source, batch_size, resolution, shape)
-    fc = count_flops(source if backend == "fvcore" else model, shape, scope=scope, backend=backend)
-    fc = _relabel(fc, source.label)
+    # The torch backend counts the meta model just built; fvcore builds its own on the CPU.
+    fc = count_flops(source if backend == "fvcore" else replace(source, module=model), shape, scope=scope,
+                     backend=backend)
     return fc, pc.total, dict(pc.by_module) if per_module else None
-
-
-def _relabel(fc, label: str):
-    from dataclasses import replace
-
-    return replace(fc, model=label)
 
 
 @app.command()

@@ -8,6 +8,7 @@ Other elementary ops (scope "all": activations, additions, comparisons) count 1 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
@@ -258,7 +259,8 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit deprecation and tracer chatter
             inclusive = analysis.by_module_and_operator()
     except (RuntimeError, ValueError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0]

@@ -90,7 +90,7 @@ class Bottleneck(nn.Module):
                  activation: str = "relu", se_ratio: float = 0.0, se_placement: str = "output",
                  se_base: str = "mid", se_divisor: int = 1, se_activation: str = "relu", se_gate: str = "sigmoid"):
         super().__init__()
-        width = int(out_channels * bottleneck_ratio)
+        width = int(round(out_channels * bottleneck_ratio))
         if group_width:
             if width % group_width:
                 raise ValueError(f"group_width={group_width} does not divide the bottleneck width {width}")

@@ -1,0 +1,35 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cnnprof.cli import app
+from cnnprof.config import CONFIG_DIR
+
+GOLDEN = {k: v for k, v in json.loads((Path(__file__).parent / "golden.json").read_text()).items()
+          if not k.startswith("_")}
+ZOO = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+HAS_CUDA = torch.cuda.is_available()
+cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+
+class Cli:
+    """Invoke the Typer app in-process; returns the result with .exit_code, .stdout, .stderr."""
+
+    def __init__(self):
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str):
+        return self.runner.invoke(app, list(args))
+
+    def json(self, *args: str):
+        result = self(*args, "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def cli():
+    return Cli()

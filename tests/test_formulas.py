@@ -1,0 +1,143 @@
+"""Op formulas against closed forms (hypothesis) and hand-derived counts on tiny nets."""
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+import cnnprof
+from cnnprof.analysis.flops import OpCounter
+from cnnprof.analysis.formulas import FORMULAS, lookup
+from cnnprof.models.blocks import get_block
+
+small = st.integers(min_value=1, max_value=8)
+FAST = settings(max_examples=40, deadline=None)
+
+
+def out_size(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+@FAST
+@given(g=small, a=small, b=small, k=st.sampled_from([1, 3, 5, 7]), h=st.integers(7, 40), w=st.integers(7, 40),
+       s=st.sampled_from([1, 2]), n=st.integers(1, 4))
+def test_grouped_conv_costs_cin_cout_over_g_hw_k2(g, a, b, k, h, w, s, n):
+    cin, cout = g * a, g * b
+    conv = nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False)
+    fc = cnnprof.count_flops(conv, (n, cin, h, w))
+    ho, wo = out_size(h, k, s, k // 2), out_size(w, k, s, k // 2)
+    assert fc.macs == n * cin * cout // g * ho * wo * k * k
+    assert fc.flops("nvidia") == 2 * fc.flops("macc")
+
+
+@FAST
+@given(c=small, k=st.sampled_from([3, 5]), h=st.integers(4, 30))
+def test_depthwise_conv_is_groups_equal_cin(c, k, h):
+    conv = nn.Conv2d(8 * c, 8 * c, k, 1, k // 2, groups=8 * c, bias=False)
+    fc = cnnprof.count_flops(conv, (1, 8 * c, h, h))
+    assert fc.macs == 8 * c * h * h * k * k
+    assert [s.name for s in fc.by_type()] == ["depthwise conv"]
+
+
+@FAST
+@given(c=st.integers(1, 32), h=st.integers(2, 24), w=st.integers(2, 24))
+def test_resnet_bottleneck_costs_17_hw_c2(c, h, w):
+    block = get_block("bottleneck")(4 * c, 4 * c, 1)
+    assert cnnprof.count_flops(block, (1, 4 * c, h, w)).macs == 17 * h * w * c * c
+
+
+@FAST
+@given(c=st.integers(1, 16), g=st.sampled_from([1, 2, 4, 8, 32]), d=st.integers(1, 8), h=st.integers(2, 16))
+def test_resnext_block_costs_8Cc_plus_9c2_hw_g(c, g, d, h):
+    # G groups of d channels; block input and output 4C channels.
+    block = get_block("bottleneck")(4 * c, 4 * c, 1, bottleneck_ratio=g * d / (4 * c), groups=g)
+    assert cnnprof.count_flops(block, (1, 4 * c, h, h)).macs == (8 * c * d + 9 * d * d) * h * h * g
+
+
+@FAST
+@given(fin=st.integers(1, 300), fout=st.integers(1, 300), batch=st.integers(1, 5), bias=st.booleans())
+def test_linear_costs_in_times_out_per_row(fin, fout, batch, bias):
+    fc = cnnprof.count_flops(nn.Linear(fin, fout, bias=bias), (batch, fin))
+    assert fc.macs == batch * fin * fout
+    assert fc.flops("nvidia") == 2 * fc.macs
+
+
+def test_linear_on_channels_last_tensor_counts_every_position():
+    fc = cnnprof.count_flops(nn.Linear(96, 384), (2, 56, 56, 96))
+    assert fc.macs == 2 * 56 * 56 * 96 * 384
+
+
+class Tiny(nn.Module):
+    """conv -> BN -> ReLU -> residual add -> maxpool -> global pool -> LayerNorm -> linear, by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.norm = nn.LayerNorm(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x))) + x
+        return self.fc(self.norm(self.gap(self.pool(y)).flatten(1)))
+
+
+def test_all_scope_formulas_on_a_tiny_net():
+    n = 2 * 4 * 8 * 8  # elements of the 2x4x8x8 feature map
+    fc = cnnprof.count_flops(Tiny(), (2, 4, 8, 8), scope="all")
+    by_type = {s.name: (s.macs, s.ops) for s in fc.by_type()}
+    assert by_type["conv 3x3"] == (n * 4 * 9, 0)
+    assert by_type["linear"] == (2 * 4 * 3, 0)
+    assert by_type["norm"] == (n + 2 * 2 * 4, 3 * 2 * 4)  # BN: 1 MAC/elem; LN: 2 MACs + 3 ops/elem
+    assert by_type["activation"] == (0, n)
+    assert by_type["element-wise"] == (0, n)
+    assert by_type["pooling"] == (0, (n // 4) * 4 + n // 4)  # max 2x2: 4 per output; GAP: 1 per input
+    assert fc.flops("macc") == fc.macs + fc.other_ops
+    assert fc.flops("nvidia") == 2 * fc.macs + fc.other_ops
+    conv_only = cnnprof.count_flops(Tiny(), (2, 4, 8, 8), scope="conv")
+    assert conv_only.macs == n * 4 * 9 + 2 * 4 * 3 and conv_only.other_ops == 0
+
+
+def test_composite_ops_under_inference_mode_cost_the_same_as_decomposed_ones():
+    model = cnnprof.build_model("mobilenet_v3_small").eval()
+    x = torch.zeros(1, 3, 64, 64)
+    totals = []
+    for ctx in (torch.no_grad, torch.inference_mode):
+        counter = OpCounter()
+        with ctx(), counter:
+            model(x)
+        assert not counter.uncounted
+        totals.append(sum(macs for macs, _, _ in counter.acc.values()))
+    assert totals[0] == totals[1] == cnnprof.count_flops("mobilenet_v3_small", (1, 3, 64, 64), scope="all").macs
+
+
+def test_ops_without_a_formula_are_reported_not_dropped():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, dim=1)
+
+    fc = cnnprof.count_flops(Odd(), (1, 8))
+    assert dict(fc.uncounted) == {"cumsum": 1}
+
+
+def test_inplace_variants_share_formulas():
+    assert lookup("relu_")[0] is FORMULAS["relu"]
+    assert lookup("add_")[0] is FORMULAS["add"]
+    assert lookup("convolution")[1] == "conv" and lookup("relu")[1] == "all"
+
+
+def test_breakdowns_add_up():
+    fc = cnnprof.count_flops("resnet18", scope="all")
+    total = fc.macs + fc.other_ops
+    for shares in (fc.by_type(), fc.by_op(), fc.by_stage()):
+        assert sum(s.macs + s.ops for s in shares) == total
+    assert [s.name for s in fc.by_stage()] == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
+    rows = dict(fc.by_module(depth=1))
+    assert rows[""].macs + rows[""].ops == total
+    assert all(name.count(".") == 0 for name in rows)
+
+
+def test_counting_does_not_depend_on_batch_cost():
+    one = cnnprof.count_flops("resnet50", (1, 3, 224, 224)).macs
+    assert cnnprof.count_flops("resnet50", (8, 3, 224, 224)).macs == 8 * one
