@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -81,17 +82,17 @@ def _widest_line(col: Column, rows: list[dict[str, Any]]) -> int:
 
 
 def render_table(table: Table, console: Console) -> None:
-    rich_table = RichTable(title=table.title, caption=table.caption or None, title_justify="left",
+    rich_table = RichTable(title=Text(table.title), caption=Text(table.caption) if table.caption else None, title_justify="left",
                            caption_justify="left", header_style="bold")
     for i, col in enumerate(table.columns):
         # The first column names the row (model, module): never wrap or truncate it.
-        rich_table.add_column(col.header, justify=col.justify, no_wrap=col.justify == "right" or i == 0,
+        rich_table.add_column(Text(col.header), justify=col.justify, no_wrap=col.justify == "right" or i == 0,
                               min_width=_widest_line(col, table.rows) if i == 0 else None)
     for row in table.rows:
-        rich_table.add_row(*(col.fmt(row.get(col.key)) for col in table.columns))
+        rich_table.add_row(*(Text(col.fmt(row.get(col.key))) for col in table.columns))
     console.print(rich_table)
     for note in table.notes:
-        console.print(note, style="dim")
+        console.print(Text(note, style="dim"))
 
 
 def render_markdown(table: Table) -> str:

@@ -154,3 +154,94 @@ def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, benc
     table.notes = notes
     csv_rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
     return [table], rows, csv_rows
+
+
+def _bar(share: float, width: int = 12) -> str:
+    filled = round(share * width)
+    return "█" * filled + "·" * (width - filled) + f" {100 * share:5.1f}%"
+
+
+def bench_json(r: Any) -> dict[str, Any]:
+    """One benchmark result as a JSON object (raw numbers, seconds converted to ms)."""
+    ms = lambda s: None if s is None else 1e3 * s  # noqa: E731
+    row = {
+        "model": r.model, "device": r.device, "batch_size": r.batch_size, "dtype": r.dtype,
+        "input_shape": list(r.input_shape), "status": r.status, "error": r.error,
+        "latency_ms": r.latency_ms(), "throughput": r.throughput, "runs": r.runs, "noisy": r.noisy,
+        "cold_ms": ms(r.cold_s), "compile_ms": ms(r.compile_s), "warmup_runs": r.warmup_runs, "macs": r.macs,
+        "gflops": {"macc": r.gflops("macc"), "nvidia": r.gflops("nvidia")},
+        "peak_memory_bytes": {"allocated": r.peak_allocated, "reserved": r.peak_reserved},
+        "env": {k: getattr(r.env, k) for k in r.env.__dataclass_fields__},
+    }
+    if r.breakdown:
+        row["breakdown"] = breakdown_rows(r)
+    return row
+
+
+def breakdown_rows(r: Any) -> list[dict[str, Any]]:
+    total_t = sum(t.time_s for t in r.breakdown) or 1.0
+    total_m = sum(t.macs for t in r.breakdown) or 1
+    return [{"type": t.type, "macs": t.macs, "other_ops": t.ops, "time_ms": 1e3 * t.time_s, "calls": t.calls,
+             "macs_share": t.macs / total_m, "time_share": t.time_s / total_t,
+             "gflops_macc": (t.macs + t.ops) / t.time_s / 1e9 if t.time_s else None,
+             "gflops_nvidia": (2 * t.macs + t.ops) / t.time_s / 1e9 if t.time_s else None} for t in r.breakdown]
+
+
+def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
+    """results: BenchResult per (model, batch size); settings: the options the run used."""
+    def ms(key: str):
+        return lambda v: "-" if v is None else f"{v[key]:,.2f}" if v.get(key) is not None else "-"
+
+    cols = [Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
+            Column("latency_ms", "Median (ms)", ms("median")), Column("latency_ms", "Mean", ms("mean")),
+            Column("latency_ms", "Min", ms("min")), Column("latency_ms", "P90", ms("p90")),
+            Column("latency_ms", "P99", ms("p99")), Column("latency_ms", "IQR", ms("iqr")),
+            Column("runs", "Runs", integer), Column("throughput", "Samples/s", fixed(1)),
+            Column("gflops", "GFLOP/s [macc]", lambda g: "-" if not g or g["macc"] is None else f"{g['macc']:,.1f}"),
+            Column("gflops", "[nvidia]", lambda g: "-" if not g or g["nvidia"] is None else f"{g['nvidia']:,.1f}"),
+            Column("cold_ms", "Cold (ms)", fixed(1))]
+    json_rows = [bench_json(r) for r in results]
+    cuda = any(r.device == "cuda" for r in results)
+    if cuda:
+        cols.append(Column("peak_memory_bytes", "Peak mem (alloc/resv)",
+                           lambda m: "-" if not m or m["allocated"] is None
+                           else f"{si(m['allocated'], 1)}B / {si(m['reserved'], 1)}B"))
+    if any(r.compile_s for r in results):
+        cols.append(Column("compile_ms", "Compile (ms)", fixed(0)))
+    cols.append(Column("flags", "Notes", justify="left"))
+    rows = []
+    for r, j in zip(results, json_rows):
+        flags = "noisy (IQR > 10% of median)" if r.noisy else ""
+        if r.status != "ok":
+            flags = r.status.upper() + (f": {r.error}" if r.status == "error" else "")
+        rows.append({**j, "flags": flags})
+    env = results[0].env if results else None
+    title = "Forward-pass latency (inference_mode, warm-up excluded)"
+    table = Table(title, cols, rows)
+    if env:
+        table.caption = (f"torch {env.torch_version} · {env.device} ({env.device_name}) · {env.threads} threads · "
+                         f"{env.dtype} · channels_last {'on' if env.channels_last else 'off'} · "
+                         f"compile {'on' if env.compiled else 'off'} · warm-up {settings['warmup']} s · "
+                         f"min time {settings['min_time']} s · GFLOP/s from conv-scope FLOPs at the median")
+    tables = [table]
+    csv_rows = []
+    for r, j in zip(results, json_rows):
+        flat = {k: v for k, v in j.items() if k not in ("latency_ms", "gflops", "peak_memory_bytes", "env", "breakdown")}
+        flat.update({f"latency_{k}_ms": v for k, v in j["latency_ms"].items()})
+        flat.update(gflops_macc=j["gflops"]["macc"], gflops_nvidia=j["gflops"]["nvidia"],
+                    peak_allocated_bytes=j["peak_memory_bytes"]["allocated"],
+                    peak_reserved_bytes=j["peak_memory_bytes"]["reserved"],
+                    torch_version=r.env.torch_version, device_name=r.env.device_name, threads=r.env.threads)
+        csv_rows.append(flat)
+        if r.breakdown:
+            parts = breakdown_rows(r)
+            tables.append(Table(
+                f"{r.model} (batch {r.batch_size}, {r.device}): share of MACs vs share of measured time by layer type",
+                [Column("type", "Type", justify="left"), Column("macs", "MACs", si),
+                 Column("macs_share", "Share of MACs", _bar, "left"), Column("time_ms", "Time (ms)", fixed(2)),
+                 Column("time_share", "Share of time", _bar, "left"),
+                 Column("gflops_macc", "GFLOP/s [macc]", fixed(1))], parts))
+            covered = sum(p["time_ms"] for p in parts) / (1e3 * r.median_s) if r.median_s else 0
+            tables[-1].notes.append(f"Op-level timing covers {100 * covered:.0f}% of the median latency "
+                                    f"(the rest is Python and framework overhead between ops).")
+    return tables, json_rows, csv_rows
