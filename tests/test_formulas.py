@@ -1,4 +1,5 @@
 """Op formulas against closed forms (hypothesis) and hand-derived counts on tiny nets."""
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from torch import nn
@@ -7,6 +8,7 @@ import cnnprof
 from cnnprof.analysis.flops import OpCounter
 from cnnprof.analysis.formulas import FORMULAS, lookup
 from cnnprof.models.blocks import get_block
+from tests.conftest import ZOO
 
 small = st.integers(min_value=1, max_value=8)
 FAST = settings(max_examples=40, deadline=None)
@@ -141,3 +143,48 @@ def test_breakdowns_add_up():
 def test_counting_does_not_depend_on_batch_cost():
     one = cnnprof.count_flops("resnet50", (1, 3, 224, 224)).macs
     assert cnnprof.count_flops("resnet50", (8, 3, 224, 224)).macs == 8 * one
+
+
+def _meta(*shape, channels_last=False):
+    t = torch.empty(*shape, device="meta")
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+FAST_CASES = [
+    (torch.ops.aten.relu.default, (_meta(2, 8, 5, 5),)),
+    (torch.ops.aten.relu_.default, (_meta(2, 8, 5, 5, channels_last=True),)),
+    (torch.ops.aten.hardswish.default, (_meta(2, 8, 5, 5, channels_last=True),)),
+    (torch.ops.aten.gelu.default, (_meta(2, 5, 5, 32),)),
+    (torch.ops.aten.native_batch_norm.default,
+     (_meta(2, 8, 5, 5, channels_last=True), _meta(8), _meta(8), _meta(8), _meta(8), False, 0.1, 1e-5)),
+    (torch.ops.aten._native_batch_norm_legit_no_training.default,
+     (_meta(2, 8, 5, 5), _meta(8), _meta(8), _meta(8), _meta(8), 0.1, 1e-5)),
+    (torch.ops.aten.native_layer_norm.default, (_meta(2, 8, 5, 6).permute(0, 2, 3, 1), [8], _meta(8), _meta(8), 1e-6)),
+    (torch.ops.aten.add.Tensor, (_meta(2, 8, 5, 5), _meta(2, 8, 5, 5))),
+    (torch.ops.aten.add.Tensor, (_meta(2, 8, 5, 5, channels_last=True), _meta(2, 8, 5, 5, channels_last=True))),
+    (torch.ops.aten.mul.Tensor, (_meta(2, 8, 5, 5), _meta(2, 8, 1, 1))),
+    (torch.ops.aten.mul.Tensor, (_meta(2, 5, 5, 8), _meta(8))),
+    (torch.ops.aten.add_.Tensor, (_meta(2, 8, 5, 5), _meta(2, 8, 5, 5))),
+]
+
+
+def test_fast_meta_outputs_match_torchs_meta_kernels():
+    from cnnprof.analysis.flops import fast_meta
+
+    for op, args in FAST_CASES:
+        ours = fast_meta(op.overloadpacket.__name__, args)
+        theirs = op(*args)
+        ours, theirs = (ours, theirs) if isinstance(theirs, tuple) else ((ours,), (theirs,))
+        assert [(t.shape, t.stride(), t.dtype) for t in ours] == [(t.shape, t.stride(), t.dtype) for t in theirs], op
+    assert fast_meta("add", (torch.zeros(2),)) is None  # real tensors always run the real kernel
+    assert fast_meta("div", (torch.empty(2, dtype=torch.int64, device="meta"), 2)) is None  # int division promotes
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_fast_path_does_not_change_any_count(monkeypatch, name):
+    import cnnprof.analysis.flops as flops
+
+    fast = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
+    monkeypatch.setattr(flops, "fast_meta", lambda name, args: None)
+    slow = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
+    assert set(fast.records) == set(slow.records) and fast.uncounted == slow.uncounted
