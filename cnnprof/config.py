@@ -125,8 +125,24 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- YAML loading
 
 
+# libyaml's C loader when available: the same safe constructor, ~10x faster than the pure-Python one.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path) -> dict:
-    """Parse a YAML file with safe_load; errors name the file and line."""
+    """Parse a YAML file with the safe loader (plain data only); errors name the file and line."""
+    return copy.deepcopy(_read_yaml_cached(Path(path), _mtime(path)))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+@lru_cache(maxsize=256)
+def _read_yaml_cached(path: Path, mtime: float) -> dict:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -134,7 +150,7 @@ def read_yaml(path: Path) -> dict:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader: no Python object tags
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -1,0 +1,55 @@
+"""Run every benchmark and write benchmarks/RESULTS.md, headed by the machine they ran on.
+
+Run: make bench   (or .venv/bin/python benchmarks/run_all.py [--quick])
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SCRIPTS = [
+    ("Start-up time (issue: `--help` and `list` must not import torch)", "startup.py", ["--runs", "10"], ["--runs", "3"]),
+    ("FLOP counting speed vs fvcore (median of 3 counts per model, 224x224)", "flops_speed.py", ["--repeat", "3"],
+     ["--repeat", "1", "--models", "resnet50,mobilenet_v2,vgg16"]),
+    ("Meta-device counting at an impossible size", "meta_memory.py", [], []),
+    ("CPU timing accuracy vs torch.utils.benchmark (interleaved, one process)", "timer_accuracy.py",
+     ["--rounds", "8", "--min-time", "3"], ["--rounds", "2", "--min-time", "1"]),
+]
+
+
+def machine() -> str:
+    import torch
+
+    from cnnprof.analysis.runtime import cpu_name
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return (f"- date: {datetime.date.today()}\n- CPU: {cpu_name()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM\n"
+            f"- GPU: {gpu}\n- Python {platform.python_version()}, torch {torch.__version__}, {platform.platform()}\n"
+            f"- PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')} "
+            f"(when set, every process recompiles its Python imports: start-up times include that)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    parts = ["# Benchmark results\n", "Written by `benchmarks/run_all.py` (`make bench`). Machine:\n", machine(), ""]
+    for title, script, full, quick in SCRIPTS:
+        print(f"running {script} ...", file=sys.stderr, flush=True)
+        out = subprocess.run([sys.executable, str(HERE / script), *(quick if args.quick else full)],
+                             capture_output=True, text=True, check=True).stdout
+        parts += [f"## {title}\n", f"`{script} {' '.join(quick if args.quick else full)}`\n", out.strip(), ""]
+    Path(args.out).write_text("\n".join(parts) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
