@@ -19,7 +19,7 @@ SCRIPTS = [
      ["--repeat", "1", "--models", "resnet50,mobilenet_v2,vgg16"]),
     ("Meta-device counting at an impossible size", "meta_memory.py", [], []),
     ("CPU timing accuracy vs torch.utils.benchmark (interleaved, one process)", "timer_accuracy.py",
-     ["--rounds", "8", "--min-time", "3"], ["--rounds", "2", "--min-time", "1"]),
+     ["--rounds", "12", "--min-time", "2"], ["--rounds", "2", "--min-time", "1"]),
 ]
 
 

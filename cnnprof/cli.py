@@ -135,8 +135,9 @@ def _specs(models: list[str] | None) -> list[str]:
     return zoo_names()
 
 
-def for_each_model(specs: list[str], work: Callable[[str], Any], what: str) -> tuple[list[Any], int]:
-    """Run `work` per model; a failing model is reported on stderr and the others still run.
+def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
+                   name: Callable[[Any], str] = str) -> tuple[list[Any], int]:
+    """Run `work` per model (or job); a failing one is reported on stderr and the others still run.
     Returns (results, exit code so far)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -146,7 +147,7 @@ def for_each_model(specs: list[str], work: Callable[[str], Any], what: str) -> t
                   console=err, transient=True, disable=not show) as progress:
         task = progress.add_task(what, total=len(specs))
         for spec in specs:
-            progress.update(task, description=f"{what} {spec}")
+            progress.update(task, description=f"{what} {name(spec)}")
             try:
                 results.append(work(spec))
             except CnnprofError as exc:
@@ -155,7 +156,7 @@ def for_each_model(specs: list[str], work: Callable[[str], Any], what: str) -> t
             except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
                 if os.environ.get("CNNPROF_DEBUG"):
                     raise
-                err.print(f"error: {spec}: internal error: {type(exc).__name__}: {exc} "
+                err.print(f"error: {name(spec)}: internal error: {type(exc).__name__}: {exc} "
                           f"(set CNNPROF_DEBUG=1 for the traceback)", markup=False)
                 code = max(code, 1)
             progress.advance(task)
@@ -315,7 +316,7 @@ def compare(
                 from cnnprof.analysis.runtime import benchmark
 
                 r = benchmark(spec, fc.input_shape, device=device.value, min_time=min_time, overrides=overrides)
-                row.update(latency_ms=r.median_ms, throughput=r.throughput, bench_status=r.status)
+                row.update(device=device.value, latency_ms=r.median_ms, throughput=r.throughput, bench_status=r.status)
             return row
 
         rows, code = for_each_model(models, work, "Profiling")
@@ -376,7 +377,6 @@ def bench_cmd(
 
         check_device(device.value)  # before anything else runs
         sizes, overrides = _batch_sizes(batch_size), _overrides(set_)
-        results, code = [], 0
         jobs = [(spec, b) for spec in _specs(models) for b in sizes]
 
         def work(job: tuple[str, int]):
@@ -387,7 +387,7 @@ def bench_cmd(
                              threads=threads, warmup=warmup, min_time=min_time, min_runs=min_runs,
                              compile=compile_, breakdown=breakdown)
 
-        results, code = for_each_model(jobs, work, "Benchmarking")
+        results, code = for_each_model(jobs, work, "Benchmarking", name=lambda job: f"{job[0]} (batch {job[1]})")
         if results:
             emit(fmt.value, *bench_report(results, {"warmup": warmup, "min_time": min_time}))
         failed = [r for r in results if r.status != "ok"]

@@ -172,7 +172,18 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _timed_runs(model: nn.Module, x: torch.Tensor, device: str, min_time: float, min_runs: int) -> list[float]:
-    """Per-call latencies in seconds: CUDA events on the GPU, perf_counter on the CPU."""
+    """Per-call latencies in seconds: CUDA events on the GPU, perf_counter on the CPU. The garbage
+    collector is paused while timing, as timeit (and so torch.utils.benchmark) does."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _timed_loop(model, x, device, min_time, min_runs)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _timed_loop(model: nn.Module, x: torch.Tensor, device: str, min_time: float, min_runs: int) -> list[float]:
     if device == "cuda":
         pairs = []
         start_wall = time.perf_counter()
