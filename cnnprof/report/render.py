@@ -10,7 +10,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -23,6 +25,7 @@ class Column:
     header: str
     fmt: Callable[[Any], str] = str
     justify: str = "right"
+    no_wrap: bool = False  # keep a left-justified cell on one line (bars)
 
 
 @dataclass
@@ -55,10 +58,10 @@ def percent(share: float | None) -> str:
 
 
 def ratio(value: float | None) -> str:
-    """1.035 -> '1.03× (+3.5%)'; None (the reference) -> 'ref'."""
+    """1.035 -> '1.03× +3.5%'; None (the reference) -> 'ref'."""
     if value is None:
         return "ref"
-    return f"{value:.2f}× ({100 * (value - 1):+.1f}%)"
+    return f"{value:.2f}× {100 * (value - 1):+.1f}%"
 
 
 def fixed(digits: int) -> Callable[[Any], str]:
@@ -82,14 +85,22 @@ def _widest_line(col: Column, rows: list[dict[str, Any]]) -> int:
 
 
 def render_table(table: Table, console: Console) -> None:
-    rich_table = RichTable(title=Text(table.title), caption=Text(table.caption) if table.caption else None, title_justify="left",
-                           caption_justify="left", header_style="bold")
-    for i, col in enumerate(table.columns):
-        # The first column names the row (model, module): never wrap or truncate it.
-        rich_table.add_column(Text(col.header), justify=col.justify, no_wrap=col.justify == "right" or i == 0,
-                              min_width=_widest_line(col, table.rows) if i == 0 else None)
+    """Print a rich table. Cells are never truncated: a table wider than the terminal first loses its
+    vertical rules, and is then printed at its natural width (the terminal wraps it)."""
+    rich_table = RichTable(title=Text(table.title), caption=Text(table.caption) if table.caption else None,
+                           title_justify="left", caption_justify="left", header_style="bold")
+    for col in table.columns:
+        rich_table.add_column(Text(col.header), justify=col.justify, no_wrap=True,
+                              min_width=max(len(col.header), _widest_line(col, table.rows)))
     for row in table.rows:
         rich_table.add_row(*(Text(col.fmt(row.get(col.key))) for col in table.columns))
+    unbounded = console.options.update_width(10_000)
+    natural = Measurement.get(console, unbounded, rich_table).maximum
+    if natural > console.width:
+        rich_table.box, rich_table.pad_edge, rich_table.show_edge = box.SIMPLE_HEAD, False, False
+        natural = Measurement.get(console, unbounded, rich_table).maximum
+    if natural > console.width:
+        console = Console(file=console.file, width=natural, highlight=False, soft_wrap=False)
     console.print(rich_table)
     for note in table.notes:
         console.print(Text(note, style="dim"))
