@@ -89,18 +89,20 @@ def render_table(table: Table, console: Console) -> None:
     vertical rules, and is then printed at its natural width (the terminal wraps it)."""
     rich_table = RichTable(title=Text(table.title), caption=Text(table.caption) if table.caption else None,
                            title_justify="left", caption_justify="left", header_style="bold")
-    for col in table.columns:
-        rich_table.add_column(Text(col.header), justify=col.justify, no_wrap=True,
-                              min_width=max(len(col.header), _widest_line(col, table.rows)))
+    for i, col in enumerate(table.columns):
+        # Numbers, bars and the row's name stay on one line; descriptive text columns may wrap.
+        keep = col.justify == "right" or col.no_wrap or i == 0
+        rich_table.add_column(Text(col.header), justify=col.justify, no_wrap=keep,
+                              min_width=max(len(col.header), _widest_line(col, table.rows)) if keep else None)
     for row in table.rows:
         rich_table.add_row(*(Text(col.fmt(row.get(col.key))) for col in table.columns))
     unbounded = console.options.update_width(10_000)
-    natural = Measurement.get(console, unbounded, rich_table).maximum
-    if natural > console.width:
+    needed = Measurement.get(console, unbounded, rich_table).minimum
+    if needed > console.width:
         rich_table.box, rich_table.pad_edge, rich_table.show_edge = box.SIMPLE_HEAD, False, False
-        natural = Measurement.get(console, unbounded, rich_table).maximum
-    if natural > console.width:
-        console = Console(file=console.file, width=natural, highlight=False, soft_wrap=False)
+        needed = Measurement.get(console, unbounded, rich_table).minimum
+    if needed > console.width:
+        console = Console(file=console.file, width=needed, highlight=False, soft_wrap=False)
     console.print(rich_table)
     for note in table.notes:
         console.print(Text(note, style="dim"))

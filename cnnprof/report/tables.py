@@ -198,7 +198,7 @@ def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
     json_rows = [bench_json(r) for r in results]
     rows = []
     for r, j in zip(results, json_rows):
-        flags = "noisy: IQR > 10% of median" if r.noisy else ""
+        flags = "noisy" if r.noisy else ""
         if r.status != "ok":
             flags = r.status.upper() + (f": {r.error}" if r.status == "error" else "")
         rows.append({**j, "flags": flags})
@@ -209,6 +209,9 @@ def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
         Column("latency_ms", "P99 (ms)", ms("p99")), Column("latency_ms", "IQR (ms)", ms("iqr")),
         Column("runs", "Runs", integer), Column("flags", "Notes", justify="left"),
     ], rows)
+    if any(r.noisy for r in results):
+        latency.notes.append("noisy: IQR above 10% of the median (torch.utils.benchmark's rule); rerun on a quieter "
+                             "machine or with a longer --min-time.")
     cols = [Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
             Column("throughput", "Samples/s", fixed(1)), Column("gflops", "GFLOP/s [macc]", gflops("macc")),
             Column("gflops", "GFLOP/s [nvidia]", gflops("nvidia")), Column("cold_ms", "Cold call (ms)", fixed(1))]
