@@ -36,6 +36,21 @@ def machine() -> str:
             f"(when set, every process recompiles its Python imports: start-up times include that)")
 
 
+def cuda_section(quick: bool) -> list[str]:
+    """`cnnprof bench --device cuda` over the zoo when a GPU is present; otherwise say so."""
+    import torch
+
+    title = "## `cnnprof bench --device cuda` on the zoo\n"
+    if not torch.cuda.is_available():
+        return [title, "No CUDA device on this machine: not measured. The CUDA tests in tests/test_runtime.py "
+                       "were skipped; run `make bench` on a GPU machine to fill this section.", ""]
+    args = ["bench", "--device", "cuda", "--batch-size", "1" if quick else "1,32", "--format", "markdown"]
+    if quick:
+        args[1:1] = ["resnet50", "mobilenet_v2"]
+    out = subprocess.run([str(Path(sys.executable).parent / "cnnprof"), *args], capture_output=True, text=True).stdout
+    return [title, f"`cnnprof {' '.join(args)}`\n", out.strip(), ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
@@ -47,6 +62,7 @@ def main() -> None:
         out = subprocess.run([sys.executable, str(HERE / script), *(quick if args.quick else full)],
                              capture_output=True, text=True, check=True).stdout
         parts += [f"## {title}\n", f"`{script} {' '.join(quick if args.quick else full)}`\n", out.strip(), ""]
+    parts += cuda_section(args.quick)
     Path(args.out).write_text("\n".join(parts) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 

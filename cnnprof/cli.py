@@ -376,6 +376,8 @@ def bench_cmd(
         from cnnprof.report.tables import bench_report
 
         check_device(device.value)  # before anything else runs
+        if compile_ and breakdown:
+            raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
         sizes, overrides = _batch_sizes(batch_size), _overrides(set_)
         jobs = [(spec, b) for spec in _specs(models) for b in sizes]
 

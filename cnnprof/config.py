@@ -178,7 +178,10 @@ def _zoo_index() -> tuple[dict[str, Path], dict[str, str]]:
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         name = path.stem
         paths[name] = path
-        for key in [name, *(read_yaml(path).get("aliases") or [])]:
+        aliases = read_yaml(path).get("aliases") or []
+        if not isinstance(aliases, list):
+            raise ConfigError(f"{path}: aliases: expected a list of names, got {aliases!r}")
+        for key in [name, *aliases]:
             key = str(key).lower()
             if key in lookup:
                 raise ConfigError(f"{path}: name or alias '{key}' is already used by {lookup[key]}")
@@ -249,6 +252,8 @@ def materialize(raw: dict, overrides: Mapping[str, Any], source: str, default_na
     if unknown:
         v.fail(sorted(unknown)[0], f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
     raw = copy.deepcopy(raw)
+    if not isinstance(raw.get("aliases", []), list):
+        v.fail("aliases", f"expected a list of names, got {raw['aliases']!r}")
     declared = raw.get("params") or {}
     if not isinstance(declared, dict):
         v.fail("params", "must be a mapping of knob names to values")
