@@ -93,8 +93,8 @@ ScopeOpt = Annotated[Scope, typer.Option(
 ResolutionOpt = Annotated[Optional[int], typer.Option(
     min=1, help="Input height and width (default: the config's resolution, usually 224).", show_default=False)]
 InputShapeOpt = Annotated[Optional[str], typer.Option(
-    metavar="N,C,H,W", help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides "
-                            "--batch-size and --resolution.", show_default=False)]
+    "--input-shape", metavar="N,C,H,W", show_default=False,
+    help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides --batch-size and --resolution.")]
 
 
 def _overrides(items: list[str] | None) -> dict[str, Any]:
@@ -156,7 +156,8 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
             except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
                 if os.environ.get("CNNPROF_DEBUG"):
                     raise
-                err.print(f"error: {name(spec)}: internal error: {type(exc).__name__}: {exc} "
+                first = (str(exc).strip().splitlines() or [""])[0]
+                err.print(f"error: {name(spec)}: internal error: {type(exc).__name__}: {first} "
                           f"(set CNNPROF_DEBUG=1 for the traceback)", markup=False)
                 code = max(code, 1)
             progress.advance(task)
@@ -244,9 +245,7 @@ def flops(
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size N of the input.")] = 1,
-    input_shape_: Annotated[Optional[str], typer.Option("--input-shape", metavar="N,C,H,W", show_default=False,
-        help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides --batch-size "
-             "and --resolution.")] = None,
+    input_shape_: InputShapeOpt = None,
     by: Annotated[Optional[FlopsBy], typer.Option(
         help="Breakdown with share %: layer (module tree, see --depth), op (aten op), stage, or type "
              "(conv KxK, depthwise, pointwise, grouped, linear, norm, activation, pooling, element-wise).",

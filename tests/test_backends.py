@@ -1,6 +1,5 @@
 """The fvcore cross-check agrees exactly with dispatch-level counting; meta counting scales for free."""
 import json
-import resource
 import subprocess
 import sys
 
