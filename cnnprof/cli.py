@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from typing_extensions import Annotated
 
-from cnnprof.errors import CnnprofError
+from cnnprof.errors import CnnprofError, first_line
 
 app = typer.Typer(
     name="cnnprof",
@@ -156,8 +156,7 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
             except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
                 if os.environ.get("CNNPROF_DEBUG"):
                     raise
-                first = (str(exc).strip().splitlines() or [""])[0]
-                err.print(f"error: {name(spec)}: internal error: {type(exc).__name__}: {first} "
+                err.print(f"error: {name(spec)}: internal error: {type(exc).__name__}: {first_line(exc)} "
                           f"(set CNNPROF_DEBUG=1 for the traceback)", markup=False)
                 code = max(code, 1)
             progress.advance(task)

@@ -1,6 +1,12 @@
 """User-facing errors: each carries a one-line message; the CLI prints it and exits with code 2."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class CnnprofError(Exception):
     """Bad input from the user (model spec, config, option value). Message is one line."""
 

@@ -1,9 +1,7 @@
 """FLOP counting: dispatch-level (TorchDispatchMode on the meta device) or fvcore as a cross-check.
 
-MACs are counted internally; conventions are applied only when asked (`FlopCount.flops`):
-  macc   : 1 multiply-accumulate = 1 FLOP (most papers)
-  nvidia : 1 multiply-accumulate = 2 FLOPs (NVIDIA, torch.utils.flop_counter)
-Other elementary ops (scope "all": activations, additions, comparisons) count 1 FLOP in both.
+MACs are counted internally; conventions are applied only when asked (`FlopCount.flops`, see
+cnnprof.analysis.conventions).
 """
 from __future__ import annotations
 
@@ -18,14 +16,13 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cnnprof.analysis.conventions import to_flops
 from cnnprof.analysis.formulas import Cost, is_free, lookup
 from cnnprof.analysis.types import type_sort_key
-from cnnprof.errors import CnnprofError, InputShapeError
+from cnnprof.errors import CnnprofError, InputShapeError, first_line
 
 SCOPES = ("conv", "all")
-CONVENTIONS = ("macc", "nvidia")
 BACKENDS = ("torch", "fvcore")
-MAC_FLOPS = {"macc": 1, "nvidia": 2}
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,9 @@ class Share:
     macs: int
     ops: int
     calls: int = 0
+
+    def flops(self, convention: str = "macc") -> int:
+        return to_flops(self.macs, self.ops, convention)
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,7 @@ class FlopCount:
 
     def flops(self, convention: str = "macc") -> int:
         """FLOPs under a convention: macc (1 MAC = 1 FLOP) or nvidia (1 MAC = 2 FLOPs)."""
-        if convention not in MAC_FLOPS:
-            raise CnnprofError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
-        return MAC_FLOPS[convention] * self.macs + self.other_ops
+        return to_flops(self.macs, self.other_ops, convention)
 
     def _group(self, key) -> list[Share]:
         acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -243,8 +241,7 @@ def run_forward(model: nn.Module, x: torch.Tensor, label: str) -> Any:
     try:
         return model(x)
     except (RuntimeError, ValueError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputShapeError(f"{label}: does not fit input shape {tuple(x.shape)}: {first}") from None
+        raise InputShapeError(f"{label}: does not fit input shape {tuple(x.shape)}: {first_line(exc)}") from None
 
 
 def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str = "conv",
@@ -307,8 +304,7 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
             warnings.simplefilter("ignore")  # torch.jit deprecation and tracer chatter
             inclusive = analysis.by_module_and_operator()
     except (RuntimeError, ValueError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise InputShapeError(f"{source.label}: does not fit input shape {shape}: {first}") from None
+        raise InputShapeError(f"{source.label}: does not fit input shape {shape}: {first_line(exc)}") from None
     modules = dict(net.named_modules())
     records = []
     for name, ops in inclusive.items():

@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cnnprof.analysis.conventions import to_flops
 from cnnprof.analysis.formulas import lookup
 from cnnprof.analysis.types import type_sort_key
-from cnnprof.errors import CnnprofError, DeviceError
+from cnnprof.errors import CnnprofError, DeviceError, first_line
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 NOISY_IQR = 0.10  # flag results whose IQR exceeds 10% of the median (torch.utils.benchmark's rule)
@@ -121,7 +122,7 @@ class BenchResult:
         """Achieved GFLOP/s of the conv-scope FLOPs at the median latency."""
         if not self.median_s or self.macs is None:
             return None
-        return self.macs * (2 if convention == "nvidia" else 1) / self.median_s / 1e9
+        return to_flops(self.macs, 0, convention) / self.median_s / 1e9
 
     def latency_ms(self) -> dict[str, float | None]:
         ms = lambda s: None if s is None else 1e3 * s  # noqa: E731
@@ -314,8 +315,7 @@ def _failure(exc: BaseException) -> tuple[str, str]:
     """(status, one-line error) of a failed measurement."""
     if _is_oom(exc):
         return "oom", "out of memory"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return "error", f"{type(exc).__name__}: {first}"
+    return "error", f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _prepare(source: Any, device: str, dtype: str, channels_last: bool, compile: bool) -> nn.Module:

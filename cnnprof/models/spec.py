@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnprof.config import ModelConfig, load_config, resolve_zoo_name, unknown_model_message, zoo_path
-from cnnprof.errors import CnnprofError, ModelSpecError
+from cnnprof.errors import CnnprofError, ModelSpecError, first_line
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
@@ -98,7 +98,7 @@ def _import_factory(spec: str, overrides: Mapping[str, Any]) -> Callable[[], nn.
     except CnnprofError:
         raise
     except Exception as exc:  # noqa: BLE001 - any import failure of user code is reported in one line
-        raise ModelSpecError(f"'{spec}': cannot import {target}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise ModelSpecError(f"'{spec}': cannot import {target}: {type(exc).__name__}: {first_line(exc)}") from None
     if not hasattr(module, attr):
         raise ModelSpecError(f"'{spec}': module {target} has no attribute '{attr}'")
     factory = getattr(module, attr)
@@ -111,15 +111,10 @@ def _call_factory(label: str, factory: Callable[[], nn.Module]) -> nn.Module:
     try:
         model = factory()
     except TypeError as exc:
-        raise ModelSpecError(f"'{label}': calling it failed: {_first_line(exc)} "
+        raise ModelSpecError(f"'{label}': calling it failed: {first_line(exc)} "
                              f"(it must take no required arguments; --set values are passed as keywords)") from None
     except Exception as exc:  # noqa: BLE001
-        raise ModelSpecError(f"'{label}': calling it failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise ModelSpecError(f"'{label}': calling it failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"'{label}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from cnnprof.analysis.conventions import to_flops
 from cnnprof.report.render import Column, Table, fixed, integer, percent, ratio, shape, si
 
 CONVENTION_TEXT = {"macc": "macc (1 MAC = 1 FLOP)", "nvidia": "nvidia (1 MAC = 2 FLOPs)"}
@@ -123,7 +124,7 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
         shares = [(s.name, s) for s in {"op": fc.by_op, "stage": fc.by_stage, "type": fc.by_type}[by]()]
     rows = []
     for name, s in shares:
-        flops = s.macs * (2 if convention == "nvidia" else 1) + s.ops
+        flops = s.flops(convention)
         row = {"name": s.name, "macs": s.macs, "other_ops": s.ops, "flops": flops, "share": _share(flops, total)}
         if by == "op":
             row["calls"] = s.calls
@@ -183,8 +184,9 @@ def breakdown_rows(r: Any) -> list[dict[str, Any]]:
     total_m = sum(t.macs for t in r.breakdown) or 1
     return [{"type": t.type, "macs": t.macs, "other_ops": t.ops, "time_ms": 1e3 * t.time_s, "calls": t.calls,
              "macs_share": t.macs / total_m, "time_share": t.time_s / total_t,
-             "gflops_macc": (t.macs + t.ops) / t.time_s / 1e9 if t.time_s else None,
-             "gflops_nvidia": (2 * t.macs + t.ops) / t.time_s / 1e9 if t.time_s else None} for t in r.breakdown]
+             "gflops_macc": to_flops(t.macs, t.ops, "macc") / t.time_s / 1e9 if t.time_s else None,
+             "gflops_nvidia": to_flops(t.macs, t.ops, "nvidia") / t.time_s / 1e9 if t.time_s else None}
+            for t in r.breakdown]
 
 
 def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
