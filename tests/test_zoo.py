@@ -110,3 +110,10 @@ def test_width_mult_scales_channels_to_multiples_of_8():
     assert config.stem.out_channels == 16
     assert config.stages[-1].blocks[0].out_channels == 1280  # last conv only ever scales up
     assert all(b.out_channels % 8 == 0 for s in config.stages for b in s.blocks)
+
+
+@pytest.mark.parametrize("base, senet", [("resnet50", "se_resnet50"), ("resnext50_32x4d", "se_resnext50_32x4d")])
+def test_senet_is_resnet_plus_the_se_ratio_knob(base, senet):
+    model = cnnprof.build_model(base, "meta", se_ratio=0.0625)
+    assert cnnprof.count_params(model).total == GOLDEN[senet]["params"]
+    assert cnnprof.count_flops(base, se_ratio=0.0625).macs == GOLDEN[senet]["macs"]
