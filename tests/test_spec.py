@@ -64,3 +64,12 @@ def test_build_model_on_meta_allocates_nothing():
     model = cnnprof.build_model("vgg16", device="meta")
     assert all(p.is_meta for p in model.parameters())
     assert not model.training
+
+
+def test_value_dependent_model_gets_a_clear_meta_error(tmp_path, cli):
+    path = tmp_path / "valuey.py"
+    path.write_text("import torch\nclass Net(torch.nn.Module):\n    def forward(self, x):\n"
+                    "        return x * 2 if x.sum().item() > 0 else x\n")
+    result = cli("flops", f"{path}:Net", "--input-shape", "1,4")
+    assert result.exit_code == 2 and "cannot run on the meta device" in result.stderr
+    assert "--backend fvcore" in result.stderr and "Traceback" not in result.stderr

@@ -240,7 +240,13 @@ def run_forward(model: nn.Module, x: torch.Tensor, label: str) -> Any:
     """Forward pass that turns shape errors into a one-line InputShapeError."""
     try:
         return model(x)
+    except NotImplementedError as exc:
+        raise CnnprofError(f"{label}: an op has no meta-device kernel ({first_line(exc)}); "
+                           f"count it with --backend fvcore instead") from None
     except (RuntimeError, ValueError, IndexError) as exc:
+        if x.is_meta and "meta" in str(exc).lower():
+            raise CnnprofError(f"{label}: cannot run on the meta device, it reads tensor values "
+                               f"({first_line(exc)}); count it with --backend fvcore instead") from None
         raise InputShapeError(f"{label}: does not fit input shape {tuple(x.shape)}: {first_line(exc)}") from None
 
 
