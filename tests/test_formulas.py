@@ -188,3 +188,39 @@ def test_fast_path_does_not_change_any_count(monkeypatch, name):
     monkeypatch.setattr(flops, "fast_meta", lambda name, args: None)
     slow = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
     assert set(fast.records) == set(slow.records) and fast.uncounted == slow.uncounted
+
+
+def _m(*shape):
+    return torch.empty(*shape, device="meta")
+
+
+aten = torch.ops.aten
+# formula function -> (aten op, args, hand-derived (type, MACs, ops))
+FORMULA_CASES = {
+    "conv_cost": (aten.convolution.default, (_m(2, 8, 10, 10), _m(16, 4, 3, 3), None, [1, 1], [1, 1], [1, 1], False,
+                                            [0, 0], 2), ("grouped conv", 2 * 16 * 100 * 4 * 9, 0)),
+    "matmul_cost": (aten.bmm.default, (_m(3, 5, 7), _m(3, 7, 11)), ("linear", 3 * 5 * 7 * 11, 0)),
+    "addmm_cost": (aten.addmm.default, (_m(11), _m(5, 7), _m(7, 11)), ("linear", 5 * 7 * 11, 0)),
+    "linear_cost": (aten.linear.default, (_m(2, 6, 7), _m(11, 7), _m(11)), ("linear", 2 * 6 * 7 * 11, 0)),
+    "batch_norm_cost": (aten._native_batch_norm_legit_no_training.default,
+                        (_m(2, 8, 5, 5), _m(8), _m(8), _m(8), _m(8), 0.1, 1e-5), ("norm", 400, 0)),
+    "layer_norm_cost": (aten.native_layer_norm.default, (_m(2, 5, 8), [8], _m(8), _m(8), 1e-6), ("norm", 160, 240)),
+    "activation_cost": (aten.hardswish.default, (_m(2, 8, 5, 5),), ("activation", 0, 400)),
+    "softmax_cost": (aten._softmax.default, (_m(4, 10), -1, False), ("activation", 0, 120)),
+    "elementwise_cost": (aten.mul.Tensor, (_m(2, 8, 5, 5), _m(2, 8, 1, 1)), ("element-wise", 0, 400)),
+    "pool_cost": (aten.max_pool2d_with_indices.default, (_m(1, 4, 8, 8), [3, 3], [2, 2], [1, 1]),
+                  ("pooling", 0, 4 * 4 * 4 * 9)),
+    "reduce_cost": (aten.mean.dim, (_m(2, 8, 5, 5), [2, 3], True), ("pooling", 0, 400)),
+}
+
+
+def test_every_formula_has_a_hand_derived_case():
+    assert {f.__name__ for f in FORMULAS.values()} == set(FORMULA_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(FORMULA_CASES))
+def test_formula_matches_hand_derived_cost(name):
+    op, args, expected = FORMULA_CASES[name]
+    formula, _ = lookup(op.overloadpacket.__name__)
+    assert formula.__name__ == name
+    assert tuple(formula(args, {}, op(*args))) == expected
