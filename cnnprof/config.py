@@ -21,7 +21,15 @@ import yaml
 
 from cnnprof.errors import ConfigError, ModelSpecError
 
-CONFIG_DIR = Path(os.environ.get("CNNPROF_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "configs")
+def _config_dir() -> Path:
+    """$CNNPROF_CONFIG_DIR, else the checkout's configs/, else the copy a wheel ships as cnnprof/zoo."""
+    if os.environ.get("CNNPROF_CONFIG_DIR"):
+        return Path(os.environ["CNNPROF_CONFIG_DIR"])
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "zoo"
+
+
+CONFIG_DIR = _config_dir()
 
 # Knobs every architecture has; the builder applies them (blocks never see them).
 BUILDER_PARAMS: dict[str, Any] = {
