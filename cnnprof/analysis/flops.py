@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnprof.analysis.conventions import to_flops
 from cnnprof.analysis.formulas import Cost, is_free, lookup
-from cnnprof.analysis.types import type_sort_key
+from cnnprof.analysis.types import module_ancestors, module_depth, type_sort_key
 from cnnprof.errors import CnnprofError, InputShapeError, first_line
 
 SCOPES = ("conv", "all")
@@ -80,14 +80,19 @@ class FlopCount:
         """FLOPs under a convention: macc (1 MAC = 1 FLOP) or nvidia (1 MAC = 2 FLOPs)."""
         return to_flops(self.macs, self.other_ops, convention)
 
-    def _group(self, key) -> list[Share]:
+    def _totals(self, keys) -> dict[str, list[int]]:
+        """[MACs, ops, calls] per key; `keys(record)` names every group a record belongs to."""
         acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for r in self._in_scope():
-            a = acc[key(r)]
-            a[0] += r.macs
-            a[1] += r.ops
-            a[2] += r.calls
-        return [Share(k, *v) for k, v in acc.items()]
+            for k in keys(r):
+                a = acc[k]
+                a[0] += r.macs
+                a[1] += r.ops
+                a[2] += r.calls
+        return acc
+
+    def _group(self, key) -> list[Share]:
+        return [Share(k, *v) for k, v in self._totals(lambda r: (key(r),)).items()]
 
     def by_op(self) -> list[Share]:
         """Per aten op, largest first."""
@@ -105,20 +110,9 @@ class FlopCount:
 
     def by_module(self, depth: int | None = None) -> list[tuple[str, Share]]:
         """Inclusive totals of every module up to `depth` levels (None: all), in module order."""
-        acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        for r in self._in_scope():
-            parts = r.module.split(".") if r.module else []
-            for d in range(len(parts) + 1):
-                a = acc[".".join(parts[:d])]
-                a[0] += r.macs
-                a[1] += r.ops
-                a[2] += r.calls
-        rows = []
-        for name in self.module_names:
-            level = 0 if not name else name.count(".") + 1
-            if (depth is None or level <= depth) and name in acc:
-                rows.append((name, Share(name or "(model)", *acc[name])))
-        return rows
+        acc = self._totals(lambda r: module_ancestors(r.module))
+        return [(name, Share(name or "(model)", *acc[name])) for name in self.module_names
+                if name in acc and (depth is None or module_depth(name) <= depth)]
 
 
 class _ModuleTracker:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnprof.analysis.types import conv_type, type_sort_key
+from cnnprof.analysis.types import conv_type, module_ancestors, type_sort_key
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -63,9 +63,8 @@ def count_params(model) -> ParamCount:
             in_se = any(name == s or name.startswith(s + ".") for s in se_scopes)
             kind = "SE" if in_se else module_type(module)
             by_type[kind] = by_type.get(kind, 0) + n
-            parts = name.split(".") if name else []
-            for depth in range(len(parts) + 1):
-                by_module[".".join(parts[:depth])] += n
+            for ancestor in module_ancestors(name):
+                by_module[ancestor] += n
     return ParamCount(
         total=total,
         trainable=trainable,

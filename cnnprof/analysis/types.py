@@ -17,6 +17,17 @@ def conv_type(in_channels: int, groups: int, kernel: Sequence[int]) -> str:
     return "conv " + "x".join(str(k) for k in kernel)
 
 
+def module_depth(path: str) -> int:
+    """Nesting level of a module path: 0 for the model itself (""), 1 for "stage1", 2 for "stage1.0"."""
+    return path.count(".") + 1 if path else 0
+
+
+def module_ancestors(path: str) -> list[str]:
+    """The path and every enclosing module path, the model ("") first: "a.b" -> ["", "a", "a.b"]."""
+    parts = path.split(".") if path else []
+    return [".".join(parts[:d]) for d in range(len(parts) + 1)]
+
+
 def type_sort_key(name: str) -> tuple[int, str]:
     """Standard convs first (by kernel), then TYPE_ORDER, then anything else alphabetically."""
     if name.startswith("conv "):

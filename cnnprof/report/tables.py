@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from cnnprof.analysis.conventions import to_flops
+from cnnprof.analysis.types import module_depth
 from cnnprof.report.render import Column, Table, fixed, integer, percent, ratio, shape, si
 
 CONVENTION_TEXT = {"macc": "macc (1 MAC = 1 FLOP)", "nvidia": "nvidia (1 MAC = 2 FLOPs)"}
@@ -64,14 +65,13 @@ def _param_items(pc: Any, by: str, depth: int | None) -> list[tuple[str, int]]:
     if by == "type":
         return list(pc.by_type)
     return [(name or "(model)", n) for name, n in pc.by_module
-            if n and (depth is None or (name.count(".") + 1 if name else 0) <= depth)]
+            if n and (depth is None or module_depth(name) <= depth)]
 
 
 def _indent(name: str) -> str:
     if name == "(model)":
         return name
-    level = name.count(".")
-    return "  " * (level + 1) + name
+    return "  " * module_depth(name) + name
 
 
 def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], convention: str, by: str | None,
