@@ -1,0 +1,18 @@
+"""cnnprof command line: thin Typer commands that parse, call a plain function and render.
+
+One module per command; shared options and helpers live in `cnnprof.cli.common`. torch is imported
+inside the commands that need it, so `cnnprof --help` and `cnnprof list` start fast.
+Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an internal error;
+2 bad input (unknown model, invalid config or option), reported in one line on stderr.
+"""
+from __future__ import annotations
+
+from cnnprof.cli import bench, compare, flops, list_cmd, params  # noqa: F401 - each registers its command
+from cnnprof.cli.common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,4 @@
+"""`python -m cnnprof.cli`."""
+from cnnprof.cli import main
+
+main()

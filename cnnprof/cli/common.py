@@ -1,0 +1,202 @@
+"""Shared pieces of the cnnprof CLI: the Typer app, option types, model iteration and error handling.
+
+torch is imported inside the commands that need it, so `cnnprof --help` and `cnnprof list` start fast.
+Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an internal error;
+2 bad input (unknown model, invalid config or option), reported in one line on stderr.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from enum import Enum
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from typing_extensions import Annotated
+
+from cnnprof.errors import CnnprofError, first_line
+
+app = typer.Typer(
+    name="cnnprof",
+    help="Profile CNN complexity: parameters, FLOPs (under an explicit convention) and measured runtime.\n\n"
+         "MODEL is a zoo name or alias (see `cnnprof list`), a path to a YAML config, or "
+         "package.module:callable / path/to/file.py:callable returning a torch.nn.Module.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class Convention(str, Enum):
+    macc = "macc"
+    nvidia = "nvidia"
+
+
+class Scope(str, Enum):
+    conv = "conv"
+    all = "all"
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    fvcore = "fvcore"
+
+
+class ParamsBy(str, Enum):
+    stage = "stage"
+    type = "type"
+    layer = "layer"
+
+
+class FlopsBy(str, Enum):
+    layer = "layer"
+    op = "op"
+    stage = "stage"
+    type = "type"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+ModelsArg = Annotated[Optional[list[str]], typer.Argument(
+    metavar="MODEL", help="Models to analyse; none means the whole zoo.", show_default=False)]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format; json/csv/markdown write only data to stdout.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE",
+    help="Override a config value (repeatable): a param such as width_mult=0.75 or stride_in_1x1=true, or a "
+         "dotted path such as stages.2.depth=9. For module:callable, passed to the callable as keywords.",
+    show_default=False)]
+ConventionOpt = Annotated[Convention, typer.Option(
+    help="FLOP convention: macc counts 1 multiply-accumulate as 1 FLOP (most papers); nvidia counts it as 2.")]
+ScopeOpt = Annotated[Scope, typer.Option(
+    help="conv: convolution and linear layers only (papers, torchvision); all: also norm, activations, "
+         "pooling and element-wise ops, each with a documented formula.")]
+ResolutionOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Input height and width (default: the config's resolution, usually 224).", show_default=False)]
+InputShapeOpt = Annotated[Optional[str], typer.Option(
+    "--input-shape", metavar="N,C,H,W", show_default=False,
+    help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides --batch-size and --resolution.")]
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    from cnnprof.config import parse_override
+
+    return dict(parse_override(item) for item in items or [])
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in re.split(r"[,x×]", text.strip()))
+    except ValueError:
+        raise CnnprofError(f"--input-shape {text!r}: expected integers like 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise CnnprofError(f"--input-shape {text!r}: every dimension must be a positive integer")
+    return dims
+
+
+def input_shape(source: Any, batch_size: int | None, resolution: int | None, explicit: tuple[int, ...] | None):
+    """The input a command uses: explicit shape, else the model's default with batch/resolution applied."""
+    if explicit is not None:
+        return explicit
+    shape = list(source.default_input_shape)
+    if batch_size is not None:
+        shape[0] = batch_size
+    if resolution is not None and len(shape) >= 3:
+        shape[2:] = [resolution] * (len(shape) - 2)
+    return tuple(shape)
+
+
+def model_specs(models: list[str] | None) -> list[str]:
+    if models:
+        return models
+    from cnnprof.config import zoo_names
+
+    return zoo_names()
+
+
+def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
+                   name: Callable[[Any], str] = str) -> tuple[list[Any], int]:
+    """Run `work` per model (or job); a failing one is reported on stderr and the others still run.
+    Returns (results, exit code so far)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results, code = [], 0
+    show = len(specs) > 1 and err.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not show) as progress:
+        task = progress.add_task(what, total=len(specs))
+        for spec in specs:
+            progress.update(task, description=f"{what} {name(spec)}")
+            try:
+                results.append(work(spec))
+            except CnnprofError as exc:
+                err.print(f"error: {exc}", markup=False)
+                code = max(code, 2)
+            except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
+                if os.environ.get("CNNPROF_DEBUG"):
+                    raise
+                err.print(f"error: {name(spec)}: internal error: {type(exc).__name__}: {first_line(exc)} "
+                          f"(set CNNPROF_DEBUG=1 for the traceback)", markup=False)
+                code = max(code, 1)
+            progress.advance(task)
+    return results, code
+
+
+def guard(fn: Callable[[], int]) -> None:
+    """Run a command body: bad input -> one line on stderr and exit 2; the body's code otherwise."""
+    try:
+        code = fn()
+    except CnnprofError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: int | None,
+              resolution: int | None, shape: tuple[int, ...] | None, per_module: bool = False):
+    """(FlopCount, params, params per module or None) for one model spec."""
+    from cnnprof.analysis.flops import count_flops
+    from cnnprof.analysis.params import count_params
+    from cnnprof.models.spec import resolve
+
+    source = resolve(spec, overrides)
+    model = source.build("meta")
+    pc = count_params(model)
+    shape = input_shape(source, batch_size, resolution, shape)
+    # The torch backend counts the meta model just built; fvcore builds its own on the CPU.
+    fc = count_flops(source if backend == "fvcore" else replace(source, module=model), shape, scope=scope,
+                     backend=backend)
+    return fc, pc.total, dict(pc.by_module) if per_module else None
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise CnnprofError(f"--batch-size {text!r}: expected a comma-separated list of integers like 1,8,32") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise CnnprofError(f"--batch-size {text!r}: batch sizes must be positive integers")
+    return sizes
+
+

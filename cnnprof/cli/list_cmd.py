@@ -1,0 +1,20 @@
+"""`cnnprof list`."""
+from __future__ import annotations
+
+
+from cnnprof.cli.common import (
+    app, Format, FormatOpt, guard)
+
+
+@app.command("list")
+def list_cmd(fmt: FormatOpt = Format.table) -> None:
+    """List the zoo: name, aliases, family, paper and a one-line description."""
+    from cnnprof.config import zoo_info
+    from cnnprof.report.render import emit
+    from cnnprof.report.tables import zoo_report
+
+    def body() -> int:
+        emit(fmt.value, *zoo_report(zoo_info()))
+        return 0
+
+    guard(body)
