@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cnnprof.analysis.acts import op_acts
 from cnnprof.analysis.conventions import to_flops
 from cnnprof.analysis.formulas import Cost, is_free, lookup
 from cnnprof.analysis.types import module_ancestors, module_depth, type_sort_key
@@ -36,6 +37,7 @@ class OpStat:
     macs: int
     ops: int
     calls: int
+    acts: int = 0  # output elements of conv / linear / windowed pooling (cnnprof.analysis.acts)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,12 @@ class FlopCount:
     def flops(self, convention: str = "macc") -> int:
         """FLOPs under a convention: macc (1 MAC = 1 FLOP) or nvidia (1 MAC = 2 FLOPs)."""
         return to_flops(self.macs, self.other_ops, convention)
+
+    @property
+    def acts(self) -> int | None:
+        """Activations (pycls): output elements of conv, linear and windowed pooling, whatever the scope.
+        None for the fvcore backend, which sees no pooling."""
+        return None if self.backend == "fvcore" else sum(r.acts for r in self.records)
 
     def _totals(self, keys) -> dict[str, list[int]]:
         """[MACs, ops, calls] per key; `keys(record)` names every group a record belongs to."""
@@ -212,10 +220,11 @@ class OpCounter(TorchDispatchMode):
             return None
         cost = formula(args, kwargs, out)
         key = (self.tracker.current if self.tracker else "", name.rstrip("_"), cost.type, scope)
-        a = self.acc.setdefault(key, [0, 0, 0])
+        a = self.acc.setdefault(key, [0, 0, 0, 0])
         a[0] += cost.macs
         a[1] += cost.ops
         a[2] += 1
+        a[3] += op_acts(name, cost.type, out)
         return cost
 
     def records(self) -> tuple[OpStat, ...]:
