@@ -1,0 +1,240 @@
+"""What a device attains: peak FLOP/s per dtype (a large GEMM), memory bandwidth (large copy and
+triad), per-op dispatch / launch overhead (a tiny op) and per-module call overhead; plus datasheet
+peaks of known GPUs. Measured profiles are cached (platformdirs user cache dir, or $CNNPROF_CACHE_DIR)
+keyed by device name, torch version and thread count. FLOP/s here are hardware FLOPs (1 MAC = 2 FLOPs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from cnnprof.errors import CnnprofError
+
+# Datasheet peaks (dense, no sparsity), hardware FLOP/s and bytes/s. float32 is the non-tensor-core rate;
+# the launch overhead is a typical figure (~5 us), not a datasheet number.
+DATASHEETS: dict[str, dict[str, Any]] = {
+    "h200": {"name": "NVIDIA H200 SXM (datasheet)", "peak": {"float32": 67e12, "float16": 989e12, "bfloat16": 989e12},
+             "bandwidth": 4.8e12},
+    "h100": {"name": "NVIDIA H100 SXM (datasheet)", "peak": {"float32": 67e12, "float16": 989e12, "bfloat16": 989e12},
+             "bandwidth": 3.35e12},
+    "a100": {"name": "NVIDIA A100 SXM 80GB (datasheet)", "peak": {"float32": 19.5e12, "float16": 312e12,
+                                                                  "bfloat16": 312e12}, "bandwidth": 2.039e12},
+    "l4": {"name": "NVIDIA L4 (datasheet)", "peak": {"float32": 30.3e12, "float16": 121e12, "bfloat16": 121e12},
+           "bandwidth": 0.3e12},
+    "rtx4090": {"name": "NVIDIA RTX 4090 (datasheet)", "peak": {"float32": 82.6e12, "float16": 165.2e12,
+                                                               "bfloat16": 165.2e12}, "bandwidth": 1.008e12},
+    "v100": {"name": "NVIDIA V100 SXM2 (datasheet)", "peak": {"float32": 15.7e12, "float16": 125e12},
+             "bandwidth": 0.9e12},
+    "t4": {"name": "NVIDIA T4 (datasheet)", "peak": {"float32": 8.1e12, "float16": 65e12}, "bandwidth": 0.32e12},
+}
+GPU_LAUNCH_S = 5e-6
+
+
+@dataclass(frozen=True)
+class KindFit:
+    """Calibrated time of one op kind: t = overhead_s + FLOPs / flops_per_s + bytes / bytes_per_s."""
+
+    overhead_s: float
+    flops_per_s: float  # inf when FLOPs do not explain the time
+    bytes_per_s: float
+    samples: int
+    median_error: float  # relative error of the fit on its own micro-benchmarks
+
+    def time(self, flops: float, nbytes: float) -> float:
+        return self.overhead_s + flops / self.flops_per_s + nbytes / self.bytes_per_s
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Peaks of one device (measured or datasheet) and, when measured, the per-op-kind calibration."""
+
+    device: str  # cpu | cuda
+    name: str
+    torch_version: str
+    threads: int
+    source: str  # measured | datasheet | file
+    peak_flops: dict[str, float]  # dtype -> hardware FLOP/s
+    bandwidth: float  # bytes/s
+    op_overhead_s: float
+    module_overhead_s: float = 0.0
+    copy_bandwidth: float | None = None
+    triad_bandwidth: float | None = None
+    calibration: dict[str, KindFit] = field(default_factory=dict)
+    calibration_dtype: str = "float32"
+    complete: bool = True  # False when the calibration was interrupted
+    seconds: float = 0.0  # time the measurement took
+
+    def peak(self, dtype: str = "float32") -> float:
+        """Peak FLOP/s at `dtype` (float32's when the dtype was not measured)."""
+        return self.peak_flops.get(dtype) or self.peak_flops["float32"]
+
+    def ridge(self, dtype: str = "float32") -> float:
+        """Ridge point: the intensity (FLOPs/byte) where compute and memory time are equal."""
+        return self.peak(dtype) / self.bandwidth
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["calibration"] = {k: dataclasses.asdict(v) for k, v in self.calibration.items()}
+        return json.loads(json.dumps(d, default=str).replace("Infinity", "1e308"))
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "DeviceProfile":
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        d["calibration"] = {k: KindFit(**v) for k, v in d.get("calibration", {}).items()}
+        return cls(**d)
+
+
+def datasheet(name: str) -> DeviceProfile:
+    """A known GPU's datasheet peaks (not measured)."""
+    import torch
+
+    key = name.lower().replace("-", "").replace(" ", "")
+    if key not in DATASHEETS:
+        raise CnnprofError(f"unknown --device-spec {name!r}; choose one of {', '.join(DATASHEETS)} or a profile .json")
+    spec = DATASHEETS[key]
+    return DeviceProfile(device="cuda", name=spec["name"], torch_version=torch.__version__, threads=0,
+                         source="datasheet", peak_flops=dict(spec["peak"]), bandwidth=spec["bandwidth"],
+                         op_overhead_s=GPU_LAUNCH_S)
+
+
+def load_profile_file(path: str | Path) -> DeviceProfile:
+    """A profile saved as JSON (`cnnprof device --format json` output or a cache file)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        profile = DeviceProfile.from_json(data[0] if isinstance(data, list) else data)
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CnnprofError(f"--device-spec {path}: not a device profile ({exc})") from None
+    return dataclasses.replace(profile, source=profile.source if profile.source == "datasheet" else "file")
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    from cnnprof.analysis.runtime import cpu_name
+
+    return torch.cuda.get_device_name() if device == "cuda" else cpu_name()
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("CNNPROF_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("cnnprof"))
+
+
+def cache_path(device: str) -> Path:
+    """Cache file of `device` for this torch version and thread count."""
+    import torch
+
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+    return cache_dir() / f"device-{device}-{slug}-torch{torch.__version__}-t{torch.get_num_threads()}.json"
+
+
+def cached_profile(device: str) -> DeviceProfile | None:
+    path = cache_path(device)
+    if not path.exists():
+        return None
+    try:
+        return DeviceProfile.from_json(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError):
+        return None  # a corrupt or outdated cache is measured again
+
+
+def save_profile(profile: DeviceProfile) -> Path:
+    path = cache_path(profile.device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile.to_json(), indent=2))
+    return path
+
+
+def resolve_profile(spec: str | None, device: str = "cpu", calibrate: Callable[[], DeviceProfile] | None = None
+                    ) -> DeviceProfile:
+    """--device-spec: a datasheet name, a profile .json, or None (this device's cached profile; measured
+    now with `calibrate` when there is none)."""
+    if spec:
+        return load_profile_file(spec) if spec.endswith(".json") or os.path.exists(spec) else datasheet(spec)
+    profile = cached_profile(device)
+    if profile is None:
+        if calibrate is None:
+            raise CnnprofError(f"no device profile cached for {device}; run `cnnprof device --device {device}` "
+                               f"first or pass --device-spec")
+        profile = calibrate()
+    return profile
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def time_call(fn: Callable[[], Any], device: str, min_time: float = 0.2, min_runs: int = 5, warmup: int = 2) -> float:
+    """Median seconds per call of `fn`: perf_counter per call on CPU; on CUDA, events around batches of
+    calls (so back-to-back launches are timed as a model runs them)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        per, start_wall = [], time.perf_counter()
+        while len(per) < min_runs or time.perf_counter() - start_wall < min_time:
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            for _ in range(10):
+                fn()
+            e.record()
+            e.synchronize()
+            per.append(s.elapsed_time(e) / 1e3 / 10)
+    else:
+        per, total = [], 0.0
+        while len(per) < min_runs or total < min_time:
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            per.append(dt)
+            total += dt
+    per.sort()
+    return per[len(per) // 2]
+
+
+def measure_gemm(device: str, dtype: str, n: int, min_time: float) -> float:
+    """Attained FLOP/s (2 per MAC) of an n x n x n matrix product."""
+    import torch
+
+    from cnnprof.analysis.runtime import DTYPES
+
+    a = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
+    b = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
+    out = torch.empty(n, n, device=device, dtype=DTYPES[dtype])
+    t = time_call(lambda: torch.mm(a, b, out=out), device, min_time=min_time, min_runs=3, warmup=1)
+    return 2 * n**3 / t
+
+
+def measure_bandwidth(device: str, nbytes: int, min_time: float) -> tuple[float, float]:
+    """(copy, triad) attained bytes/s on float32 arrays of `nbytes` each (STREAM's accounting)."""
+    import torch
+
+    n = nbytes // 4
+    a, b, c = (torch.rand(n, device=device) for _ in range(3))
+    copy = 2 * nbytes / time_call(lambda: a.copy_(b), device, min_time=min_time, min_runs=3)
+    triad = 3 * nbytes / time_call(lambda: torch.add(b, c, alpha=3.0, out=a), device, min_time=min_time, min_runs=3)
+    return copy, triad
+
+
+def measure_overheads(device: str, min_time: float) -> tuple[float, float]:
+    """(per-op dispatch / launch overhead, per-module call overhead) in seconds: time of a 1-element
+    op, and of calling an nn.Identity module."""
+    import torch
+
+    x = torch.ones(1, device=device)
+    op = time_call(lambda: torch.relu(x), device, min_time=min_time, min_runs=100)
+    ident = torch.nn.Identity()
+    module = time_call(lambda: ident(x), device, min_time=min_time, min_runs=100)
+    return op, module

@@ -1,0 +1,398 @@
+"""Latency prediction from per-op costs, at two levels:
+
+(a) roofline: every op takes max(FLOPs / peak, bytes / bandwidth) plus the device's per-op dispatch
+    overhead (Williams et al., "Roofline", 2009);
+(b) calibrated: every op kind (dense / pointwise / depthwise / grouped conv, linear, batch / layer
+    norm, cheap / transcendental activation, element-wise, windowed / global pooling, memory copy) has
+    its own t = overhead + FLOPs / rate + bytes / bandwidth, fitted (non-negative least squares on
+    relative error) to micro-benchmarks of single layers run on this device, an op-level lookup in
+    the spirit of FBNet and nn-Meter; plus the measured cost of every module call. The micro-benchmark
+    shapes are a fixed synthetic grid, not layers taken from the zoo, so no model the predictor is
+    judged on is used to fit it. FLOPs are hardware FLOPs (1 MAC = 2 FLOPs).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Callable, Sequence
+
+from cnnprof.analysis.device import (DeviceProfile, KindFit, device_name, measure_bandwidth, measure_gemm,
+                                     measure_overheads, time_call)
+from cnnprof.analysis.memory import COPY_TYPE, MemoryProfile, OpCall, TrafficCounter, analyze_memory
+from cnnprof.analysis.types import type_sort_key
+from cnnprof.errors import CnnprofError
+
+_CHEAP_ACTS = frozenset("relu relu6 hardtanh threshold clamp clamp_min clamp_max hardswish hardsigmoid leaky_relu "
+                        "prelu".split())
+_BATCH_NORMS = frozenset(("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+                          "batch_norm", "cudnn_batch_norm", "miopen_batch_norm", "_batch_norm_impl_index"))
+
+
+def kind_of(call: OpCall) -> str:
+    """The calibration kind of an op call (finer than its layer type where costs differ)."""
+    t = call.type
+    if t.startswith("conv "):
+        return "conv"
+    if t == "norm":
+        return "batch norm" if call.op in _BATCH_NORMS else "layer norm"
+    if t == "activation":
+        return "activation" if call.op in _CHEAP_ACTS else "activation (exp)"
+    if t == "pooling":
+        return "pooling" if call.kernel else "global pooling"
+    return t
+
+
+# ----------------------------------------------------------------------------- micro-benchmarks
+
+def _grid() -> list[tuple[str, str, Callable]]:
+    """(kind, label, make(device, dtype) -> zero-argument callable) of every single-layer micro-benchmark.
+    Synthetic shapes spanning the channel, resolution and kernel ranges of ImageNet CNNs."""
+    import torch
+    import torch.nn.functional as F
+
+    def t(dev, dt, *shape):
+        return torch.randn(*shape, device=dev, dtype=dt)
+
+    def conv(cin, cout, h, k=3, s=1, g=1):
+        def make(dev, dt):
+            x, w = t(dev, dt, 1, cin, h, h), t(dev, dt, cout, cin // g, k, k)
+            return lambda: F.conv2d(x, w, None, s, k // 2, 1, g)
+        return make
+
+    def linear(rows, fin, fout):
+        def make(dev, dt):
+            x, w, b = t(dev, dt, rows, fin), t(dev, dt, fout, fin), t(dev, dt, fout)
+            return lambda: F.linear(x, w, b)
+        return make
+
+    def bn(c, h):
+        def make(dev, dt):
+            x, p = t(dev, dt, 1, c, h, h), [t(dev, dt, c).abs() for _ in range(4)]
+            return lambda: F.batch_norm(x, p[0], p[1], p[2], p[3], False)
+        return make
+
+    def ln(h, c):
+        def make(dev, dt):
+            x, w, b = t(dev, dt, 1, h, h, c), t(dev, dt, c), t(dev, dt, c)
+            return lambda: F.layer_norm(x, (c,), w, b)
+        return make
+
+    def unary(fn, c, h):
+        def make(dev, dt):
+            x = t(dev, dt, 1, c, h, h)
+            return lambda: fn(x)
+        return make
+
+    def binary(c, h, broadcast=False):
+        def make(dev, dt):
+            x, y = t(dev, dt, 1, c, h, h), t(dev, dt, 1, c, 1, 1) if broadcast else t(dev, dt, 1, c, h, h)
+            return lambda: torch.mul(x, y) if broadcast else torch.add(x, y)
+        return make
+
+    def pool(c, h, k, s, avg=False):
+        def make(dev, dt):
+            x = t(dev, dt, 1, c, h, h)
+            return lambda: (F.avg_pool2d if avg else F.max_pool2d)(x, k, s, k // 2)
+        return make
+
+    def gpool(c, h):
+        def make(dev, dt):
+            x = t(dev, dt, 1, c, h, h)
+            return lambda: F.adaptive_avg_pool2d(x, 1)
+        return make
+
+    def cat(c, h):
+        def make(dev, dt):
+            a, b = t(dev, dt, 1, c, h, h), t(dev, dt, 1, c, h, h)
+            return lambda: torch.cat([a, b], 1)
+        return make
+
+    def shuffle(c, h):
+        def make(dev, dt):
+            x = t(dev, dt, 1, 2, c // 2, h, h)
+            return lambda: x.transpose(1, 2).contiguous()
+        return make
+
+    g: list[tuple[str, str, Callable]] = []
+    for cin, cout, h, k, s in [(3, 32, 224, 3, 2), (3, 64, 224, 7, 2), (16, 16, 112, 3, 1), (32, 32, 56, 3, 1),
+                               (64, 64, 56, 3, 1), (64, 128, 56, 3, 2), (128, 128, 28, 3, 1), (96, 192, 28, 3, 1),
+                               (256, 256, 14, 3, 1), (512, 512, 7, 3, 1), (192, 384, 28, 3, 2)]:
+        g.append(("conv", f"conv {k}x{k} {cin}->{cout} @{h} s{s}", conv(cin, cout, h, k, s)))
+    for cin, cout, h in [(16, 96, 112), (24, 144, 56), (144, 24, 56), (64, 256, 56), (256, 64, 56), (128, 512, 28),
+                         (512, 128, 28), (256, 1024, 14), (1024, 256, 14), (320, 1280, 7), (960, 160, 7),
+                         (512, 2048, 7), (2048, 512, 7), (64, 16, 1), (960, 240, 1), (240, 960, 1), (32, 8, 1)]:
+        g.append(("pointwise conv", f"conv 1x1 {cin}->{cout} @{h}", conv(cin, cout, h, 1)))
+    for c, h, k, s in [(32, 112, 3, 1), (96, 112, 3, 2), (144, 56, 3, 1), (144, 56, 3, 2), (192, 28, 3, 1),
+                       (384, 14, 3, 1), (576, 14, 3, 1), (960, 7, 3, 1), (240, 28, 5, 1), (672, 14, 5, 1),
+                       (1152, 7, 5, 1), (72, 56, 5, 2)]:
+        g.append(("depthwise conv", f"dw {k}x{k} {c} @{h} s{s}", conv(c, c, h, k, s, c)))
+    for c, h, grp in [(128, 56, 32), (256, 28, 32), (512, 14, 32), (1024, 7, 32), (64, 56, 8), (160, 14, 10),
+                      (384, 7, 24), (58, 28, 2)]:
+        g.append(("grouped conv", f"grouped 3x3 {c} g{grp} @{h}", conv(c, c, h, 3, 1, grp)))
+    for rows, fin, fout in [(1, 512, 1000), (1, 1280, 1000), (1, 2048, 1000), (1, 4096, 4096), (1, 9216, 4096),
+                            (3136, 96, 384), (784, 384, 192), (49, 3072, 768)]:
+        g.append(("linear", f"linear {rows}x{fin}->{fout}", linear(rows, fin, fout)))
+    for c, h in [(32, 112), (64, 56), (256, 56), (512, 28), (1024, 14), (2048, 7), (64, 1)]:
+        g.append(("batch norm", f"batch norm {c} @{h}", bn(c, h)))
+    for h, c in [(56, 96), (28, 192), (14, 384), (7, 768), (1, 768)]:
+        g.append(("layer norm", f"layer norm {c} @{h}", ln(h, c)))
+    for c, h in [(32, 112), (64, 56), (256, 56), (512, 28), (1024, 14), (960, 7), (64, 1)]:
+        g.append(("activation", f"relu {c} @{h}", unary(torch.relu, c, h)))
+    for c, h in [(96, 112), (144, 56), (480, 14)]:
+        g.append(("activation", f"hardswish {c} @{h}", unary(F.hardswish, c, h)))
+    for c, h in [(32, 112), (144, 56), (672, 14), (1152, 7), (960, 1)]:
+        g.append(("activation (exp)", f"silu {c} @{h}", unary(F.silu, c, h)))
+    for c, h in [(96, 56), (384, 14), (672, 1)]:
+        g.append(("activation (exp)", f"sigmoid {c} @{h}", unary(torch.sigmoid, c, h)))
+    g.append(("activation (exp)", "gelu 384 @56", unary(F.gelu, 384, 56)))
+    for c, h in [(64, 56), (256, 56), (512, 28), (1024, 14), (2048, 7), (24, 56)]:
+        g.append(("element-wise", f"add {c} @{h}", binary(c, h)))
+    for c, h in [(96, 112), (480, 14), (1152, 7)]:
+        g.append(("element-wise", f"mul broadcast {c} @{h}", binary(c, h, True)))
+    for c, h, k, s, avg in [(64, 112, 3, 2, False), (24, 112, 3, 2, False), (256, 56, 2, 2, True),
+                            (512, 28, 2, 2, False), (128, 56, 3, 1, True)]:
+        g.append(("pooling", f"{'avg' if avg else 'max'} pool {k}x{k} {c} @{h}", pool(c, h, k, s, avg)))
+    for c, h in [(2048, 7), (1280, 7), (96, 112), (960, 14), (64, 56)]:
+        g.append(("global pooling", f"global pool {c} @{h}", gpool(c, h)))
+    for c, h in [(58, 28), (116, 14), (232, 7)]:
+        g.append((COPY_TYPE, f"cat 2x{c} @{h}", cat(c, h)))
+    for c, h in [(116, 28), (232, 14), (464, 7)]:
+        g.append((COPY_TYPE, f"channel shuffle {c} @{h}", shuffle(c, h)))
+    return g
+
+
+def _features(make: Callable, dtype: str) -> tuple[float, float]:
+    """(hardware FLOPs, bytes) of one micro-benchmark call, counted on meta like a model's ops."""
+    import torch
+
+    from cnnprof.analysis.memory import ELEMENT_BYTES
+    from cnnprof.analysis.runtime import DTYPES
+
+    counter = TrafficCounter(None, ELEMENT_BYTES[dtype])
+    fn = make("meta", DTYPES[dtype])
+    with torch.no_grad(), counter:
+        fn()
+    return float(sum(c.flops for c in counter.calls)), float(sum(c.bytes for c in counter.calls))
+
+
+def fit_kind(samples: Sequence[tuple[float, float, float]]) -> KindFit:
+    """Non-negative least squares of t = a + f * x1 + b * x2 on relative error, over (FLOPs, bytes, t)."""
+    import torch
+
+    rows = torch.tensor([[1.0 / t, f / t, b / t] for f, b, t in samples], dtype=torch.float64)
+    ones = torch.ones(len(samples), 1, dtype=torch.float64)
+    best = None
+    for k in (1, 2, 3):
+        for cols in combinations(range(3), k):
+            sol = torch.linalg.lstsq(rows[:, cols], ones).solution.flatten()
+            if (sol < 0).any():
+                continue
+            x = [0.0, 0.0, 0.0]
+            for c, v in zip(cols, sol.tolist()):
+                x[c] = v
+            resid = (rows @ torch.tensor(x, dtype=torch.float64)) - 1
+            sse = float((resid**2).sum())  # the least-squares objective picks among the feasible subsets
+            if best is None or sse < best[0]:
+                best = (sse, x, float(resid.abs().median()))
+    _, (a, x1, x2), median = best
+    return KindFit(overhead_s=a, flops_per_s=1 / x1 if x1 > 0 else float("inf"),
+                   bytes_per_s=1 / x2 if x2 > 0 else float("inf"), samples=len(samples), median_error=median)
+
+
+def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = False,
+              on_step: Callable[[str, int, int], None] | None = None, micro: bool = True) -> DeviceProfile:
+    """Measure peaks, overheads and (with `micro`) the per-op-kind calibration of `device`.
+    Ctrl-C stops early and returns what was measured (complete=False)."""
+    import torch
+
+    from cnnprof.analysis.runtime import DTYPES, check_device
+
+    check_device(device)
+    if dtype not in DTYPES:
+        raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    cuda = device == "cuda"
+    scale = 0.25 if quick else 1.0
+    grid = _grid() if micro else []
+    dtypes = ["float32", "bfloat16", "float16"]
+    total = len(dtypes) + 2 + len(grid)
+    peaks: dict[str, float] = {}
+    state: dict[str, Any] = {"bandwidth": None, "copy": None, "triad": None, "op": None, "module": 0.0}
+    samples: dict[str, list[tuple[float, float, float]]] = {}
+    step = 0
+    start = time.perf_counter()
+
+    def tick(label: str) -> None:
+        if on_step:
+            on_step(label, step, total)
+
+    complete = True
+    try:
+        for dt in dtypes:
+            tick(f"peak GEMM {dt}")
+            n = (8192 if dt != "float32" else 4096) if cuda else (1024 if dt == "float32" else 384)
+            if quick and not cuda:
+                n //= 2
+            try:
+                peaks[dt] = measure_gemm(device, dt, n, 0.5 * scale if dt == "float32" else 0.2 * scale)
+            except RuntimeError:
+                pass  # dtype without a GEMM kernel here: not measured
+            step += 1
+        tick("memory bandwidth (copy, triad)")
+        nbytes = (1 << 30) if cuda else (64 << 20 if not quick else 16 << 20)
+        state["copy"], state["triad"] = measure_bandwidth(device, nbytes, 0.3 * scale)
+        state["bandwidth"] = max(state["copy"], state["triad"])
+        step += 1
+        tick("per-op and per-module overhead")
+        state["op"], state["module"] = measure_overheads(device, 0.2 * scale)
+        step += 1
+        with torch.inference_mode():
+            for kind, label, make in grid:
+                tick(f"micro-benchmark {label}")
+                f, b = _features(make, dtype)
+                t = time_call(make(device, DTYPES[dtype]), device, min_time=0.12 * scale, min_runs=5)
+                samples.setdefault(kind, []).append((f, b, t))
+                step += 1
+    except KeyboardInterrupt:
+        complete = False
+    if "float32" not in peaks or state["bandwidth"] is None:
+        raise CnnprofError("interrupted before the peaks were measured; nothing kept")
+    calibration = {k: fit_kind(v) for k, v in samples.items() if len(v) >= 3}
+    return DeviceProfile(
+        device=device, name=device_name(device), torch_version=torch.__version__,
+        threads=torch.get_num_threads(), source="measured", peak_flops=peaks, bandwidth=state["bandwidth"],
+        op_overhead_s=state["op"] if state["op"] is not None else 0.0, module_overhead_s=state["module"] or 0.0,
+        copy_bandwidth=state["copy"], triad_bandwidth=state["triad"], calibration=calibration,
+        calibration_dtype=dtype, complete=complete, seconds=time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- prediction
+
+@dataclass(frozen=True)
+class OpPrediction:
+    """One op placed on the roofline, with both predicted times."""
+
+    call: OpCall
+    kind: str
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+    roofline_s: float
+    calibrated_s: float | None
+    attainable: float  # FLOP/s under the roofs at this intensity
+
+    @property
+    def bound(self) -> str:
+        """compute, memory, or overhead (when the fixed per-op cost exceeds both roofs' times)."""
+        if self.overhead_s > max(self.compute_s, self.memory_s):
+            return "overhead"
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    """Predicted latency of one forward pass on one device profile."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    dtype: str
+    device: str
+    device_name: str
+    source: str  # measured | datasheet | file
+    peak_flops: float
+    bandwidth: float
+    ops: tuple[OpPrediction, ...]
+    module_calls: int
+    module_overhead_s: float
+    memory: MemoryProfile
+
+    @property
+    def ridge(self) -> float:
+        return self.peak_flops / self.bandwidth
+
+    @property
+    def roofline_s(self) -> float:
+        """Pure roofline: per op max(compute, memory) + dispatch overhead."""
+        return sum(p.roofline_s for p in self.ops)
+
+    @property
+    def calibrated(self) -> bool:
+        return any(p.calibrated_s is not None for p in self.ops)
+
+    @property
+    def calibrated_s(self) -> float | None:
+        """Per-op-kind calibrated times (roofline for uncalibrated kinds) + module-call overhead."""
+        if not self.calibrated:
+            return None
+        ops = sum(p.calibrated_s if p.calibrated_s is not None else p.roofline_s for p in self.ops)
+        return ops + self.module_calls * self.module_overhead_s
+
+    @property
+    def uncalibrated_kinds(self) -> tuple[str, ...]:
+        return tuple(sorted({p.kind for p in self.ops if p.calibrated_s is None}))
+
+    def best_s(self) -> float:
+        return self.calibrated_s if self.calibrated_s is not None else self.roofline_s
+
+    def by(self, key: Callable[[OpPrediction], str]) -> list[dict[str, Any]]:
+        """Totals per group: macs, flops, bytes, intensity, predicted times, bound of the group."""
+        acc: dict[str, dict[str, Any]] = {}
+        for p in self.ops:
+            a = acc.setdefault(key(p), {"macs": 0, "flops": 0, "bytes": 0, "acts": 0, "calls": 0, "compute_s": 0.0,
+                                        "memory_s": 0.0, "overhead_s": 0.0, "roofline_s": 0.0, "calibrated_s": 0.0})
+            c = p.call
+            for k, v in (("macs", c.macs), ("flops", c.flops), ("bytes", c.bytes), ("acts", c.acts), ("calls", 1),
+                         ("compute_s", p.compute_s), ("memory_s", p.memory_s), ("overhead_s", p.overhead_s),
+                         ("roofline_s", p.roofline_s),
+                         ("calibrated_s", p.calibrated_s if p.calibrated_s is not None else p.roofline_s)):
+                a[k] += v
+        rows = []
+        for name, a in acc.items():
+            intensity = a["flops"] / a["bytes"] if a["bytes"] else 0.0
+            bound = ("overhead" if a["overhead_s"] > max(a["compute_s"], a["memory_s"])
+                     else "compute" if a["compute_s"] >= a["memory_s"] else "memory")
+            rows.append({"name": name, **a, "intensity": intensity,
+                         "attainable": min(self.peak_flops, intensity * self.bandwidth), "bound": bound,
+                         "side": "above ridge" if intensity >= self.ridge else "below ridge"})
+        return rows
+
+    def by_type(self) -> list[dict[str, Any]]:
+        return sorted(self.by(lambda p: p.call.type), key=lambda r: type_sort_key(r["name"]))
+
+    def by_stage(self) -> list[dict[str, Any]]:
+        rows = {r["name"]: r for r in self.by(lambda p: p.call.module.split(".")[0] or "(root)")}
+        order = [n for n in self.memory.module_names if n and "." not in n] + ["(root)"]
+        return [rows[n] for n in order if n in rows]
+
+    def by_layer(self) -> list[dict[str, Any]]:
+        return self.by(lambda p: f"{p.call.module or '(root)'} [{p.call.op}]")
+
+
+def predict_ops(memory: MemoryProfile, profile: DeviceProfile, dtype: str | None = None) -> LatencyPrediction:
+    """Place every op of a traffic profile on `profile`'s roofline and predict its time."""
+    dtype = dtype or memory.dtype
+    peak, bw = profile.peak(dtype), profile.bandwidth
+    use_fits = profile.calibration and profile.calibration_dtype == dtype
+    preds = []
+    for c in memory.calls:
+        kind = kind_of(c)
+        tc, tm = c.flops / peak, c.bytes / bw
+        fit = profile.calibration.get(kind) if use_fits else None
+        preds.append(OpPrediction(
+            call=c, kind=kind, compute_s=tc, memory_s=tm, overhead_s=profile.op_overhead_s,
+            roofline_s=max(tc, tm) + profile.op_overhead_s,
+            calibrated_s=fit.time(c.flops, c.bytes) if fit else None,
+            attainable=min(peak, c.intensity * bw)))
+    return LatencyPrediction(
+        model=memory.model, input_shape=memory.input_shape, dtype=dtype, device=profile.device,
+        device_name=profile.name, source=profile.source, peak_flops=peak, bandwidth=bw, ops=tuple(preds),
+        module_calls=memory.modules_called, module_overhead_s=profile.module_overhead_s if use_fits else 0.0,
+        memory=memory)
+
+
+def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profile: DeviceProfile,
+                    dtype: str = "float32", overrides: dict | None = None) -> LatencyPrediction:
+    """Predicted forward latency of `model` (nn.Module, spec or MemoryProfile) on `device_profile`."""
+    if isinstance(model, MemoryProfile):  # already counted: its bytes are at its own dtype
+        return predict_ops(model, device_profile, model.dtype)
+    return predict_ops(analyze_memory(model, input_shape, dtype, overrides), device_profile, dtype)

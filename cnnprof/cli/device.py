@@ -1,0 +1,90 @@
+"""`cnnprof device`, and the device profile that roofline, compare --predict and bench --breakdown use."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from cnnprof.cli.common import app, err, Format, Device, DType, FormatOpt, guard
+
+DeviceSpecOpt = Annotated[Optional[str], typer.Option(
+    "--device-spec", metavar="NAME|FILE.json", show_default=False,
+    help="Use a known GPU's datasheet peaks (h100, h200, a100, l4, rtx4090, v100, t4; marked as datasheet, not "
+         "measured) or a saved profile (`cnnprof device --format json > f.json`) instead of this device's measured one.")]
+
+
+def measure_with_progress(device: str, dtype: str = "float32", quick: bool = False) -> Any:
+    """Run the calibration with a rich progress bar on stderr; Ctrl-C keeps what was measured."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cnnprof.analysis.latency import calibrate
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("Calibrating", total=1)
+
+        def step(label: str, done: int, total: int) -> None:
+            progress.update(task, description=f"Calibrating: {label}", completed=done, total=total)
+
+        return calibrate(device, dtype, quick=quick, on_step=step)
+
+
+def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
+    """The profile a prediction uses: --device-spec, else the cached one, else measured now (and cached)."""
+    from cnnprof.analysis.device import resolve_profile, save_profile
+    from cnnprof.analysis.runtime import check_device
+
+    if not spec:
+        check_device(device)
+
+    def measure():
+        err.print(f"note: no device profile cached for {device}; measuring it now (see `cnnprof device`)")
+        profile = measure_with_progress(device, dtype)
+        save_profile(profile)
+        return profile
+
+    return resolve_profile(spec, device, measure)
+
+
+@app.command("device")
+def device_cmd(
+    device: Annotated[Device, typer.Option(help="Device to measure: cpu, or cuda (exit 2 if CUDA is not available).")] = Device.cpu,
+    device_spec: DeviceSpecOpt = None,
+    cached: Annotated[bool, typer.Option("--cached", help="Show the cached profile instead of measuring again.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Shorter measurements (smaller GEMM and arrays): a rough "
+                                                        "profile in a few seconds.")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (torch.set_num_threads); profiles are "
+                                                          "cached per thread count.", show_default=False)] = None,
+    dtype: Annotated[DType, typer.Option(help="Data type of the per-op-kind calibration micro-benchmarks.")] = DType.float32,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Measure what this device attains: peak FLOP/s per dtype (GEMM), memory bandwidth (copy, triad), per-op
+    and per-module overhead, and a per-op-kind latency calibration; cached for later commands."""
+
+    def body() -> int:
+        from cnnprof.analysis.device import cached_profile, datasheet, load_profile_file, save_profile
+        from cnnprof.analysis.runtime import check_device
+        from cnnprof.errors import CnnprofError
+        from cnnprof.report.render import emit
+        from cnnprof.report.roofline import device_report
+
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        path = None
+        if device_spec:
+            profile = load_profile_file(device_spec) if device_spec.endswith(".json") else datasheet(device_spec)
+        else:
+            check_device(device.value)
+            profile = cached_profile(device.value) if cached else None
+            if cached and profile is None:
+                raise CnnprofError(f"no cached profile for {device.value}; run `cnnprof device --device {device.value}`")
+            if profile is None:
+                profile = measure_with_progress(device.value, dtype.value, quick)
+                path = str(save_profile(profile))
+        emit(fmt.value, *device_report(profile, path))
+        return 0
+
+    guard(body)

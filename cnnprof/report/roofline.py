@@ -1,0 +1,182 @@
+"""Reports of the runtime-structure analyzers: device peaks, roofline tables and the roofline plot."""
+from __future__ import annotations
+
+from typing import Any
+
+from cnnprof.report.render import Column, Table, fixed, integer, percent, shape, si
+
+HARDWARE_NOTE = ("FLOPs here are hardware FLOPs (1 MAC = 2 FLOPs, plus norm / activation / pooling / element-wise "
+                 "ops); intensity = FLOPs / byte moved, bytes at the run's dtype under an ideal cache (every "
+                 "tensor an op touches read or written once).")
+
+
+def _gflops(v: float | None) -> str:
+    return "-" if v is None else f"{v / 1e9:,.1f}"
+
+
+def _us(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e6:,.2f}"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e3:,.3f}"
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None or v >= 1e300 else f"{v / 1e9:,.1f}"
+
+
+def device_report(profile: Any, cache_file: str | None = None) -> tuple[list[Table], list[dict], list[dict]]:
+    """Peaks, overheads and calibration table of one DeviceProfile."""
+    data = profile.to_json()
+    rows = [{"quantity": f"peak FLOP/s ({dt})", "value": _gflops(v), "unit": "GFLOP/s"}
+            for dt, v in profile.peak_flops.items()]
+    rows += [{"quantity": "memory bandwidth (best of copy, triad)", "value": _gflops(profile.bandwidth), "unit": "GB/s"}]
+    if profile.copy_bandwidth:
+        rows += [{"quantity": "  copy", "value": _gflops(profile.copy_bandwidth), "unit": "GB/s"},
+                 {"quantity": "  triad", "value": _gflops(profile.triad_bandwidth), "unit": "GB/s"}]
+    rows += [{"quantity": "ridge point (float32)", "value": f"{profile.ridge():,.1f}", "unit": "FLOP/byte"},
+             {"quantity": "per-op dispatch / launch overhead", "value": _us(profile.op_overhead_s), "unit": "µs"},
+             {"quantity": "per-module call overhead", "value": _us(profile.module_overhead_s), "unit": "µs"}]
+    source = {"measured": "measured on this machine", "datasheet": "DATASHEET peaks, not measured",
+              "file": "loaded from a profile file"}[profile.source]
+    main = Table(f"Device: {profile.name} ({profile.device}) — {source}",
+                 [Column("quantity", "Quantity", justify="left"), Column("value", "Value"),
+                  Column("unit", "Unit", justify="left")], rows)
+    main.caption = f"torch {profile.torch_version} · {profile.threads} threads" + (
+        f" · measured in {profile.seconds:.1f} s" if profile.source == "measured" else "")
+    main.notes.append("FLOP/s are hardware FLOPs (1 MAC = 2 FLOPs).")
+    if not profile.complete:
+        main.notes.append("Interrupted: only what was measured before Ctrl-C is kept; rerun to complete.")
+    if cache_file:
+        main.notes.append(f"Saved to {cache_file}; roofline, compare --predict and bench --breakdown reuse it.")
+    tables = [main]
+    if profile.calibration:
+        cal = [{"kind": k, "samples": f.samples, "overhead_s": f.overhead_s, "flops_per_s": f.flops_per_s,
+                "bytes_per_s": f.bytes_per_s, "median_error": f.median_error}
+               for k, f in profile.calibration.items()]
+        t = Table(f"Per-op-kind calibration ({profile.calibration_dtype}, single-layer micro-benchmarks): "
+                  f"t = overhead + FLOPs / rate + bytes / bandwidth",
+                  [Column("kind", "Op kind", justify="left"), Column("samples", "Layers", integer),
+                   Column("overhead_s", "Overhead (µs)", _us), Column("flops_per_s", "Rate (GFLOP/s)", _rate),
+                   Column("bytes_per_s", "Bandwidth (GB/s)", _rate), Column("median_error", "Fit error", percent)],
+                  cal)
+        t.notes.append("'-' rate or bandwidth: that term does not explain the time of this kind (fitted to zero).")
+        tables.append(t)
+    return tables, [data], [{k: v for k, v in data.items() if not isinstance(v, dict)}
+                            | {f"peak_{k}": v for k, v in data["peak_flops"].items()}]
+
+
+def _ridge_notes(pred: Any) -> list[str]:
+    """Which conv / linear types sit below and above the ridge point, in words."""
+    notes = []
+    for r in pred.by_type():
+        if r["name"].endswith("conv") or r["name"].startswith("conv ") or r["name"] == "linear":
+            where = "below" if r["intensity"] < pred.ridge else "above"
+            bound = "memory-bound" if where == "below" else "compute-bound"
+            notes.append(f"{r['name']}: {r['intensity']:.1f} FLOP/B, {where} the ridge ({pred.ridge:.1f} FLOP/B): "
+                         f"{bound}")
+    return notes
+
+
+def roofline_report(preds: list[Any], by: str) -> tuple[list[Table], list[dict], list[dict]]:
+    """One summary row per model and one roofline table per model at `by` granularity."""
+    if not preds:
+        return [], [], []
+    p0 = preds[0]
+    summary_rows, json_rows, csv_rows, tables = [], [], [], []
+    for p in preds:
+        tot = p.memory.total()
+        row = {"model": p.model, "input_shape": list(p.input_shape), "dtype": p.dtype, "device": p.device,
+               "device_name": p.device_name, "profile": p.source, "macs": tot.macs, "flops": tot.flops,
+               "acts": tot.acts, "bytes": tot.bytes, "intensity": tot.intensity, "ops": len(p.ops),
+               "module_calls": p.module_calls, "roofline_ms": 1e3 * p.roofline_s,
+               "calibrated_ms": None if p.calibrated_s is None else 1e3 * p.calibrated_s,
+               "peak_flops": p.peak_flops, "bandwidth": p.bandwidth, "ridge": p.ridge,
+               "ridge_notes": _ridge_notes(p)}
+        summary_rows.append(row)
+        rows = {"layer": p.by_layer, "type": p.by_type, "stage": p.by_stage}[by]()
+        total_t = sum(r["calibrated_s"] if p.calibrated else r["roofline_s"] for r in rows) or 1.0
+        total_m = tot.macs or 1
+        for r in rows:
+            t = r["calibrated_s"] if p.calibrated else r["roofline_s"]
+            r.update(time_share=t / total_t, macs_share=r["macs"] / total_m, roofline_ms=1e3 * r["roofline_s"],
+                     calibrated_ms=1e3 * r["calibrated_s"] if p.calibrated else None)
+            for k in ("compute_s", "memory_s", "overhead_s", "roofline_s", "calibrated_s"):
+                r.pop(k)
+        row[f"by_{by}"] = rows
+        json_rows.append(row)
+        csv_rows.append({k: v for k, v in row.items() if not isinstance(v, (list, dict))}
+                        | {"input_shape": shape(p.input_shape), "ridge_notes": " | ".join(row["ridge_notes"])})
+        csv_rows += [{"model": p.model, "by": by, **r} for r in rows]
+        cols = [Column("name", {"layer": "Layer [op]"}.get(by, by.capitalize()), justify="left"),
+                Column("macs", "MACs", si), Column("bytes", "Bytes", si), Column("intensity", "FLOP/B", fixed(2)),
+                Column("attainable", "Attainable GFLOP/s", _gflops), Column("bound", "Bound", justify="left"),
+                Column("roofline_ms", "Roofline (ms)", fixed(3))]
+        if p.calibrated:
+            cols.append(Column("calibrated_ms", "Calibrated (ms)", fixed(3)))
+        cols += [Column("time_share", "Share of time", percent), Column("macs_share", "Share of MACs", percent)]
+        t = Table(f"{p.model} ({shape(p.input_shape)}, {p.dtype}) on the roofline of {p.device_name}: by {by}",
+                  cols, rows)
+        t.notes += row["ridge_notes"]
+        tables.append(t)
+    cols = [Column("model", "Model", justify="left"), Column("input_shape", "Input", shape),
+            Column("macs", "MACs", si), Column("acts", "Acts", si), Column("bytes", "Bytes moved", si),
+            Column("intensity", "FLOP/B", fixed(2)), Column("roofline_ms", "Roofline (ms)", fixed(3))]
+    if any(r["calibrated_ms"] is not None for r in summary_rows):
+        cols.append(Column("calibrated_ms", "Calibrated (ms)", fixed(3)))
+    summary = Table("Predicted latency (roofline and per-op-kind calibrated) and memory traffic", cols, summary_rows)
+    source = "DATASHEET (not measured)" if p0.source == "datasheet" else p0.source
+    summary.caption = (f"{p0.device_name} ({source}): peak {p0.peak_flops / 1e9:,.1f} GFLOP/s ({p0.dtype}), "
+                       f"bandwidth {p0.bandwidth / 1e9:,.1f} GB/s, ridge {p0.ridge:.1f} FLOP/B")
+    summary.notes.append(HARDWARE_NOTE)
+    summary.notes.append("Bound: compute or memory roof, or 'overhead' when the per-op dispatch cost exceeds both.")
+    return [summary, *tables], json_rows, csv_rows
+
+
+def plot_roofline(preds: list[Any], path: str) -> None:
+    """Log-log roofline chart: the two roofs and every op as a point sized by predicted time, coloured by
+    layer type, one marker per model. Writes PNG or SVG (by extension) with the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p0 = preds[0]
+    fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
+    points = [(p, op) for p in preds for op in p.ops if op.call.bytes and op.call.flops]
+    xs = [op.call.intensity for _, op in points] or [p0.ridge]
+    lo, hi = min(min(xs), p0.ridge) / 3, max(max(xs), p0.ridge) * 3
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    ax.plot(grid, [min(p0.peak_flops, x * p0.bandwidth) / 1e9 for x in grid], color="black", lw=2,
+            label=f"roofs: {p0.peak_flops / 1e9:,.0f} GFLOP/s, {p0.bandwidth / 1e9:,.1f} GB/s")
+    ax.axvline(p0.ridge, color="grey", ls=":", lw=1)
+    ax.text(p0.ridge, p0.peak_flops / 1e9 * 1.15, f"ridge {p0.ridge:.1f} FLOP/B", ha="center", fontsize=8)
+    types = sorted({op.call.type for _, op in points})
+    cmap = plt.get_cmap("tab10" if len(types) <= 10 else "tab20")
+    colour = {t: cmap(i % cmap.N) for i, t in enumerate(types)}
+    markers = "os^DvP*X"
+    tmax = max((op.calibrated_s or op.roofline_s for _, op in points), default=1.0)
+    for mi, p in enumerate(preds):
+        for t in types:
+            ops = [op for q, op in points if q is p and op.call.type == t]
+            if not ops:
+                continue
+            times = [op.calibrated_s if op.calibrated_s is not None else op.roofline_s for op in ops]
+            ax.scatter([op.call.intensity for op in ops], [op.call.flops / s / 1e9 for op, s in zip(ops, times)],
+                       s=[10 + 400 * s / tmax for s in times], c=[colour[t]], marker=markers[mi % len(markers)],
+                       alpha=0.6, edgecolors="black", linewidths=0.3,
+                       label=t if mi == 0 else None)
+    for mi, p in enumerate(preds):
+        ax.scatter([], [], marker=markers[mi % len(markers)], c="white", edgecolors="black", label=p.model)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte; 1 MAC = 2 FLOPs)")
+    ax.set_ylabel("predicted attained GFLOP/s")
+    kind = "calibrated" if p0.calibrated else "roofline"
+    ax.set_title(f"Roofline of {p0.device_name} ({p0.source}, {p0.dtype}); points: ops, size = {kind} time")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
