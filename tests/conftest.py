@@ -33,3 +33,9 @@ class Cli:
 @pytest.fixture
 def cli():
     return Cli()
+
+
+@pytest.fixture(autouse=True)
+def _private_device_cache(tmp_path_factory, monkeypatch):
+    """Device profiles (cnnprof device) go to a per-session temporary cache, never the user's."""
+    monkeypatch.setenv("CNNPROF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cnnprof-cache"))

@@ -55,11 +55,37 @@ def bench_cmd(
                              compile=compile_, breakdown=breakdown)
 
         results, code = for_each_model(jobs, work, "Benchmarking", name=lambda job: f"{job[0]} (batch {job[1]})")
+        predicted = _predicted(results, models, overrides, device.value, dtype.value) if breakdown else None
         if results:
-            emit(fmt.value, *bench_report(results, {"warmup": warmup, "min_time": min_time}))
+            emit(fmt.value, *bench_report(results, {"warmup": warmup, "min_time": min_time}, predicted))
         failed = [r for r in results if r.status != "ok"]
         for r in failed:
             err.print(f"error: {r.model} at batch {r.batch_size}: {r.error}", markup=False)
         return max(code, 1 if failed else 0)
 
     guard(body)
+
+
+def _predicted(results: list, models: list[str] | None, overrides: dict, device: str, dtype: str):
+    """(model, batch) -> predicted seconds per layer type, from this device's cached profile (none cached:
+    no prediction, and a note says how to get one; a breakdown never waits for a calibration)."""
+    from cnnprof.analysis.device import cached_profile
+    from cnnprof.analysis.latency import predict_latency
+    from cnnprof.models.spec import resolve
+
+    profile = cached_profile(device)
+    if profile is None:
+        err.print(f"note: run `cnnprof device --device {device}` once to see predicted times next to the breakdown")
+        return None
+    by_label = {resolve(spec, overrides).label: spec for spec in model_specs(models)}
+    out = {}
+    for r in results:
+        if r.status != "ok" or r.model not in by_label:
+            continue
+        p = predict_latency(resolve(by_label[r.model], overrides), r.input_shape, profile, dtype)
+        types: dict[str, float] = {}
+        for row in p.by_type():
+            name = "other" if row["name"] == "memory copy" else row["name"]
+            types[name] = types.get(name, 0.0) + (row["calibrated_s"] if p.calibrated else row["roofline_s"])
+        out[(r.model, r.batch_size)] = types
+    return out

@@ -9,6 +9,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.common import (
     app, Format, Convention, Scope, Device, FormatOpt, SetOpt, ConventionOpt, ScopeOpt, ResolutionOpt,
     parse_overrides, input_shape, for_each_model, guard, flops_of)
+from cnnprof.cli.device import DeviceSpecOpt, profile_for
 from cnnprof.errors import CnnprofError
 
 
@@ -21,7 +22,10 @@ def compare(
     resolution: ResolutionOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size N (FLOPs scale with it; also used by --bench).")] = 1,
     bench: Annotated[bool, typer.Option("--bench", help="Also measure latency and throughput (see `cnnprof bench`).")] = False,
-    device: Annotated[Device, typer.Option(help="Device for --bench.")] = Device.cpu,
+    device: Annotated[Device, typer.Option(help="Device for --bench and --predict.")] = Device.cpu,
+    predict: Annotated[bool, typer.Option("--predict", help="Add predicted latency (per-op-kind calibrated, see "
+                                                            "`cnnprof roofline`) without running the models.")] = False,
+    device_spec: DeviceSpecOpt = None,
     min_time: Annotated[float, typer.Option(min=0.0, help="With --bench: seconds of timed runs per model.")] = 1.0,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
@@ -39,12 +43,21 @@ def compare(
 
             check_device(device.value)
         overrides = parse_overrides(set_)
+        profile = profile_for(device.value, device_spec) if predict else None
 
         def work(spec: str) -> dict[str, Any]:
             fc, params_total, _ = flops_of(spec, overrides, scope.value, "torch", batch_size, resolution, None)
             row = {"model": fc.model, "params": params_total, "flops": fc.flops(convention.value), "macs": fc.macs,
+                   "acts": fc.acts,
                    "convention": convention.value, "scope": scope.value, "input_shape": list(fc.input_shape),
                    "macs_per_param": fc.macs / params_total if params_total else None}
+            if predict:
+                from cnnprof.analysis.latency import predict_latency
+
+                p = predict_latency(spec, fc.input_shape, profile, overrides=overrides)
+                row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
+                           prediction="calibrated" if p.calibrated else "roofline", device_name=p.device_name,
+                           profile=p.source)
             if bench:
                 from cnnprof.analysis.runtime import benchmark
 
@@ -59,12 +72,14 @@ def compare(
                 row["params_ratio"] = row["params"] / ref["params"] if ref["params"] else None
                 row["flops_ratio"] = row["flops"] / ref["flops"] if ref["flops"] else None
                 row["macs_ratio"] = row["macs"] / ref["macs"] if ref["macs"] else None
+                if predict:
+                    row["predicted_ratio"] = row["predicted_ms"] / ref["predicted_ms"] if ref.get("predicted_ms") else None
                 if bench:
                     ok = row.get("latency_ms") and ref.get("latency_ms")
                     row["latency_ratio"] = row["latency_ms"] / ref["latency_ms"] if ok else None
                     row["throughput_ratio"] = row["throughput"] / ref["throughput"] if ok else None
                     code = max(code, 0 if row.get("bench_status") == "ok" else 1)
-            emit(fmt.value, *compare_report(rows, convention.value, scope.value, bench))
+            emit(fmt.value, *compare_report(rows, convention.value, scope.value, bench, predict))
         return code
 
     guard(body)

@@ -79,7 +79,7 @@ def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], conventi
     """results: (FlopCount, params, params per module path or None)."""
     scope = results[0][0].scope if results else "conv"
     columns = [Column("model", "Model", justify="left"), Column("input_shape", "Input", shape),
-               Column("params", "Params", si), Column("macs", "MACs", si)]
+               Column("params", "Params", si), Column("macs", "MACs", si), Column("acts", "Acts", si)]
     if scope == "all":
         columns.append(Column("other_ops", "Other ops", si))
     columns.append(Column("flops", f"FLOPs [{convention}]", si))
@@ -88,7 +88,7 @@ def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], conventi
     tables, json_rows, csv_rows = [main], [], []
     for fc, params, module_params in results:
         flops = fc.flops(convention)
-        row = {"model": fc.model, "flops": flops, "macs": fc.macs, "other_ops": fc.other_ops,
+        row = {"model": fc.model, "flops": flops, "macs": fc.macs, "acts": fc.acts, "other_ops": fc.other_ops,
                "convention": convention, "scope": fc.scope, "backend": fc.backend,
                "input_shape": list(fc.input_shape), "params": params, "uncounted_ops": dict(fc.uncounted)}
         main.rows.append({**row, "input_shape": fc.input_shape})
@@ -113,6 +113,7 @@ def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], conventi
             csv_rows.append({k: v for k, v in row.items() if k != "uncounted_ops"}
                             | {"uncounted_ops": " ".join(f"{op}:{n}" for op, n in fc.uncounted)})
         json_rows.append(row)
+    main.notes.append("Acts: output elements of every conv, linear and windowed pooling layer (pycls's activations).")
     return tables, json_rows, csv_rows
 
 
@@ -134,12 +135,17 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
     return rows
 
 
-def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, bench: bool) -> Report:
-    """rows: one per model with params, macs, flops and (if bench) latency statistics; first is the reference."""
+def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, bench: bool,
+                   predict: bool = False) -> Report:
+    """rows: one per model with params, macs, acts, flops, (if predict) predicted latency and (if bench)
+    latency statistics; first is the reference."""
     ref = rows[0]["model"] if rows else ""
     cols = [Column("model", "Model", justify="left"), Column("params", "Params", si),
             Column("params_ratio", "vs ref", ratio), Column("flops", f"FLOPs [{convention}]", si),
-            Column("flops_ratio", "vs ref", ratio), Column("macs_per_param", "MACs/param", fixed(1))]
+            Column("flops_ratio", "vs ref", ratio), Column("acts", "Acts", si),
+            Column("macs_per_param", "MACs/param", fixed(1))]
+    if predict:
+        cols += [Column("predicted_ms", "Predicted (ms)", fixed(2)), Column("predicted_ratio", "vs ref", ratio)]
     if bench:
         cols += [Column("latency_ms", "Latency (ms)", fixed(2)), Column("latency_ratio", "vs ref", ratio),
                  Column("throughput", "Samples/s", fixed(1))]
@@ -147,17 +153,23 @@ def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, benc
     table = Table(f"Model comparison at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
                   cols, [{**r, "params_ratio": r["params_ratio"] if i else None,
                           "flops_ratio": r["flops_ratio"] if i else None,
-                          "latency_ratio": r.get("latency_ratio") if i else None} for i, r in enumerate(rows)])
+                          "latency_ratio": r.get("latency_ratio") if i else None,
+                          "predicted_ratio": r.get("predicted_ratio") if i else None} for i, r in enumerate(rows)])
     notes = [f"vs ref: ratio to {ref}, the first model."] if len(rows) > 1 else []
     if bench and rows:
         notes.append(f"Latency: median forward pass on {rows[0].get('device', 'cpu')}, batch "
                      f"{rows[0]['input_shape'][0]}; see `cnnprof bench` for the full statistics.")
+    if predict and rows:
+        notes.append(f"Predicted: {rows[0].get('prediction', 'calibrated')} latency on {rows[0].get('device_name')} "
+                     f"({rows[0].get('profile')}) from per-op costs, without running the models (see `cnnprof roofline`).")
     table.notes = notes
     csv_rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
     return [table], rows, csv_rows
 
 
-def _bar(share: float, width: int = 10) -> str:
+def _bar(share: float | None, width: int = 10) -> str:
+    if share is None:
+        return "-"
     filled = round(share * width)
     return "█" * filled + "·" * (width - filled) + f" {100 * share:5.1f}%"
 
@@ -179,18 +191,27 @@ def bench_json(r: Any) -> dict[str, Any]:
     return row
 
 
-def breakdown_rows(r: Any) -> list[dict[str, Any]]:
+def breakdown_rows(r: Any, predicted: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Per layer type: measured time and shares; with `predicted` (type -> seconds) the predicted time too."""
     total_t = sum(t.time_s for t in r.breakdown) or 1.0
     total_m = sum(t.macs for t in r.breakdown) or 1
-    return [{"type": t.type, "macs": t.macs, "other_ops": t.ops, "time_ms": 1e3 * t.time_s, "calls": t.calls,
+    rows = [{"type": t.type, "macs": t.macs, "other_ops": t.ops, "time_ms": 1e3 * t.time_s, "calls": t.calls,
              "macs_share": t.macs / total_m, "time_share": t.time_s / total_t,
              "gflops_macc": to_flops(t.macs, t.ops, "macc") / t.time_s / 1e9 if t.time_s else None,
              "gflops_nvidia": to_flops(t.macs, t.ops, "nvidia") / t.time_s / 1e9 if t.time_s else None}
             for t in r.breakdown]
+    if predicted is not None:
+        total_p = sum(predicted.values()) or 1.0
+        for row in rows:
+            p = predicted.get(row["type"])
+            row.update(predicted_ms=None if p is None else 1e3 * p, predicted_share=None if p is None else p / total_p)
+    return rows
 
 
-def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
-    """results: BenchResult per (model, batch size); settings: the options the run used."""
+def bench_report(results: list[Any], settings: dict[str, Any],
+                 predicted: dict[tuple[str, int], dict[str, float]] | None = None) -> Report:
+    """results: BenchResult per (model, batch size); settings: the options the run used; predicted:
+    (model, batch size) -> predicted seconds per layer type, shown next to a --breakdown."""
     def ms(key: str):
         return lambda v: "-" if v is None else f"{v[key]:,.2f}" if v.get(key) is not None else "-"
 
@@ -198,6 +219,11 @@ def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
         return lambda g: "-" if not g or g[conv] is None else f"{g[conv]:,.1f}"
 
     json_rows = [bench_json(r) for r in results]
+    pred_of = lambda r: (predicted or {}).get((r.model, r.batch_size))  # noqa: E731
+    if predicted:
+        for r, j in zip(results, json_rows):
+            if r.breakdown:
+                j["breakdown"] = breakdown_rows(r, pred_of(r))
     rows = []
     for r, j in zip(results, json_rows):
         flags = "noisy" if r.noisy else ""
@@ -241,14 +267,20 @@ def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
                     torch_version=r.env.torch_version, device_name=r.env.device_name, threads=r.env.threads)
         csv_rows.append(flat)
         if r.breakdown:
-            parts = breakdown_rows(r)
+            parts = breakdown_rows(r, pred_of(r))
+            cols = [Column("type", "Type", justify="left"), Column("macs", "MACs", si),
+                    Column("macs_share", "Share of MACs", _bar, "left", no_wrap=True),
+                    Column("time_ms", "Time (ms)", fixed(2)),
+                    Column("time_share", "Share of time", _bar, "left", no_wrap=True)]
+            if pred_of(r) is not None:
+                cols += [Column("predicted_ms", "Predicted (ms)", fixed(2)),
+                         Column("predicted_share", "Predicted share", _bar, "left", no_wrap=True)]
             tables.append(Table(
                 f"{r.model} (batch {r.batch_size}, {r.device}): share of MACs vs share of measured time by layer type",
-                [Column("type", "Type", justify="left"), Column("macs", "MACs", si),
-                 Column("macs_share", "Share of MACs", _bar, "left", no_wrap=True),
-                 Column("time_ms", "Time (ms)", fixed(2)),
-                 Column("time_share", "Share of time", _bar, "left", no_wrap=True),
-                 Column("gflops_macc", "GFLOP/s [macc]", fixed(1))], parts))
+                cols + [Column("gflops_macc", "GFLOP/s [macc]", fixed(1))], parts))
+            if pred_of(r) is not None:
+                tables[-1].notes.append("Predicted: per-op-kind calibrated latency of `cnnprof roofline` (memory "
+                                        "copies fall under 'other'), from the model's structure alone.")
             covered = sum(p["time_ms"] for p in parts) / (1e3 * r.median_s) if r.median_s else 0
             tables[-1].notes.append(f"Per-op times come from separate instrumented passes (every aten op timed on its "
                                     f"own); they add up to {100 * covered:.0f}% of the median latency, and the "
