@@ -36,6 +36,6 @@ def cli():
 
 
 @pytest.fixture(autouse=True)
-def _private_device_cache(tmp_path_factory, monkeypatch):
-    """Device profiles (cnnprof device) go to a per-session temporary cache, never the user's."""
-    monkeypatch.setenv("CNNPROF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cnnprof-cache"))
+def _private_device_cache(tmp_path, monkeypatch):
+    """Device profiles (cnnprof device) go to an empty temporary cache per test, never the user's."""
+    monkeypatch.setenv("CNNPROF_CACHE_DIR", str(tmp_path / "cnnprof-cache"))
