@@ -20,6 +20,8 @@ SCRIPTS = [
     ("Meta-device counting at an impossible size", "meta_memory.py", [], []),
     ("CPU timing accuracy vs torch.utils.benchmark (interleaved, one process)", "timer_accuracy.py",
      ["--rounds", "12", "--min-time", "2"], ["--rounds", "2", "--min-time", "1"]),
+    ("Latency prediction: how params, MACs, acts, traffic and cnnprof's predictions track measured latency "
+     "(issue 8; CUDA batch 1 and 64 too when a GPU is present)", "latency_prediction.py", [], ["--quick"]),
 ]
 
 

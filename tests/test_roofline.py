@@ -11,7 +11,8 @@ from tests.conftest import cuda
 
 # 100 GFLOP/s and 10 GB/s: ridge at 10 FLOP/byte; 5 us per op.
 FIXED = DeviceProfile(device="cpu", name="fixed test CPU", torch_version="x", threads=1, source="file",
-                      peak_flops={"float32": 100e9}, bandwidth=10e9, op_overhead_s=5e-6, module_overhead_s=1e-6)
+                      peak_flops={"float32": 100e9}, bandwidth=10e9, op_overhead_s=5e-6, module_overhead_s=1e-6,
+                      view_overhead_s=2e-7)
 
 
 @pytest.fixture
@@ -51,7 +52,8 @@ def test_calibrated_prediction_uses_the_kind_fits():
     prof = DeviceProfile(**{**FIXED.__dict__, "calibration": fits})
     p = predict_latency("resnet18", (1, 3, 64, 64), prof)
     expected = sum(fits[o.kind].time(o.call.flops, o.call.bytes) if o.kind in fits else o.roofline_s for o in p.ops)
-    assert p.calibrated_s == pytest.approx(expected + p.module_calls * 1e-6)
+    assert p.calibrated_s == pytest.approx(expected + p.module_calls * 1e-6 + p.memory.free_calls * 2e-7)
+    assert p.memory.free_calls > 0  # flatten before the classifier
     assert "depthwise conv" not in p.uncalibrated_kinds and "linear" in p.uncalibrated_kinds
 
 

@@ -63,6 +63,7 @@ class DeviceProfile:
     bandwidth: float  # bytes/s
     op_overhead_s: float
     module_overhead_s: float = 0.0
+    view_overhead_s: float = 0.0  # dispatch of an op that moves no data (view, reshape, ...)
     copy_bandwidth: float | None = None
     triad_bandwidth: float | None = None
     calibration: dict[str, KindFit] = field(default_factory=dict)
@@ -233,13 +234,14 @@ def measure_bandwidth(device: str, nbytes: int, min_time: float) -> tuple[float,
     return copy, triad
 
 
-def measure_overheads(device: str, min_time: float) -> tuple[float, float]:
-    """(per-op dispatch / launch overhead, per-module call overhead) in seconds: time of a 1-element
-    op, and of calling an nn.Identity module."""
+def measure_overheads(device: str, min_time: float) -> tuple[float, float, float]:
+    """(per-op dispatch / launch overhead, per-module call overhead, per-view overhead) in seconds: time
+    of a 1-element op, of calling an nn.Identity module, and of a view."""
     import torch
 
     x = torch.ones(1, device=device)
     op = time_call(lambda: torch.relu(x), device, min_time=min_time, min_runs=100)
     ident = torch.nn.Identity()
     module = time_call(lambda: ident(x), device, min_time=min_time, min_runs=100)
-    return op, module
+    view = time_call(lambda: x.view(1, 1), device, min_time=min_time, min_runs=100)
+    return op, module, view

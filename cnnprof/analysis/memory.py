@@ -96,6 +96,7 @@ class MemoryProfile:
     modules_called: int  # module forward calls (Python overhead the latency model charges)
     module_names: tuple[str, ...]
     uncounted: tuple[tuple[str, int], ...] = field(default=())
+    free_calls: int = 0  # views and other data-free ops: no traffic, but each one is dispatched
 
     def _group(self, key) -> list[TrafficShare]:
         acc: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
@@ -175,11 +176,13 @@ class TrafficCounter(OpCounter):
         super().__init__(tracker)
         self.element_bytes = element_bytes
         self.calls: list[OpCall] = []
+        self.free_calls = 0
 
     def record(self, name: str, args: tuple, kwargs: dict, out: Any) -> Cost | None:
         cost = super().record(name, args, kwargs, out)
         base = name.rstrip("_")
         if cost is None and base not in COPY_OPS:
+            self.free_calls += 1
             return cost  # views, allocations (free) and uncounted ops (reported by OpCounter)
         cost = cost or Cost(COPY_TYPE, 0, 0)
         read, written = op_traffic(args, kwargs, out, self.element_bytes)
@@ -220,4 +223,4 @@ def analyze_memory(model: Any, input_shape: Sequence[int] | None = None, dtype: 
         tracker.remove()
     return MemoryProfile(model=source.label, input_shape=shape, dtype=dtype, calls=tuple(counter.calls),
                          modules_called=called[0], module_names=tuple(n for n, _ in net.named_modules()),
-                         uncounted=tuple(sorted(counter.uncounted.items())))
+                         uncounted=tuple(sorted(counter.uncounted.items())), free_calls=counter.free_calls)
