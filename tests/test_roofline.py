@@ -160,3 +160,27 @@ def test_cuda_quick_calibration_and_prediction():
     prof = calibrate("cuda", quick=True, micro=False)
     assert prof.device == "cuda" and prof.peak("float32") > 0 and prof.bandwidth > 0
     assert predict_latency("resnet18", None, prof).roofline_s > 0
+
+
+@pytest.mark.slow
+def test_no_micro_benchmark_is_a_zoo_layer():
+    """Leave-one-model-out by construction: the calibration grid shares no layer with any zoo model."""
+    import torch
+
+    from cnnprof.analysis.latency import _grid
+    from cnnprof.analysis.memory import TrafficCounter, analyze_memory
+    from tests.conftest import ZOO
+
+    def signature(c):
+        return (c.type, c.op, c.shape, c.kernel, c.groups, c.bytes_read)
+
+    grid = set()
+    for _, _, make in _grid():
+        counter = TrafficCounter(None, 4)
+        fn = make("meta", torch.float32)
+        with torch.no_grad(), counter:
+            fn()
+        grid |= {signature(c) for c in counter.calls}
+    for name in ZOO:
+        zoo = {signature(c) for c in analyze_memory(name).calls}
+        assert not grid & zoo, (name, grid & zoo)
