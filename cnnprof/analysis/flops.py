@@ -196,6 +196,7 @@ class OpCounter(TorchDispatchMode):
         self.tracker = tracker
         self.acc: dict[tuple[str, str, str, str], list[int]] = {}
         self.uncounted: dict[str, int] = defaultdict(int)
+        self.acts: dict[tuple[str, str, str, str], int] = {}  # output elements per key (cnnprof.analysis.acts)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -220,15 +221,16 @@ class OpCounter(TorchDispatchMode):
             return None
         cost = formula(args, kwargs, out)
         key = (self.tracker.current if self.tracker else "", name.rstrip("_"), cost.type, scope)
-        a = self.acc.setdefault(key, [0, 0, 0, 0])
+        a = self.acc.setdefault(key, [0, 0, 0])
         a[0] += cost.macs
         a[1] += cost.ops
         a[2] += 1
-        a[3] += op_acts(name, cost.type, out)
+        self.acts[key] = self.acts.get(key, 0) + op_acts(name, cost.type, out)
         return cost
 
     def records(self) -> tuple[OpStat, ...]:
-        return tuple(OpStat(m, op, t, s, *v) for (m, op, t, s), v in self.acc.items())
+        return tuple(OpStat(m, op, t, s, *v, acts=self.acts.get((m, op, t, s), 0))
+                     for (m, op, t, s), v in self.acc.items())
 
 
 def parse_shape(shape: Sequence[int] | None, default: Sequence[int]) -> tuple[int, ...]:
