@@ -184,3 +184,13 @@ def test_no_micro_benchmark_is_a_zoo_layer():
     for name in ZOO:
         zoo = {signature(c) for c in analyze_memory(name).calls}
         assert not grid & zoo, (name, grid & zoo)
+
+
+def test_model_level_correction_recovers_known_factors_and_splits_the_prediction():
+    from cnnprof.analysis.latency import fit_correction, split_calibrated
+
+    samples = [(c, r, 1.2 * c + 2.0 * r) for c, r in [(10, 1), (3, 4), (50, 20), (1, 1)]]
+    assert fit_correction(samples) == pytest.approx((1.2, 2.0))
+    p = predict_latency("mobilenet_v2", (1, 3, 64, 64), FIXED)
+    compute, rest = split_calibrated(p)
+    assert compute > 0 and rest > 0 and compute + rest == pytest.approx(p.roofline_s)

@@ -24,7 +24,8 @@ from cnnprof.analysis.memory import COPY_TYPE, MemoryProfile, OpCall, TrafficCou
 from cnnprof.analysis.types import type_sort_key
 from cnnprof.errors import CnnprofError
 
-COLD_BYTES = {"cpu": 32 << 20, "cuda": 128 << 20}  # above a server CPU's L3 slice, and an H100's 50 MB L2
+COLD_BYTES = {"cpu": 64 << 20, "cuda": 128 << 20}  # twice the L3 of the machine used here; above an H100's L2
+MAX_COPIES = 64
 _CHEAP_ACTS = frozenset("relu relu6 hardtanh threshold clamp clamp_min clamp_max hardswish hardsigmoid leaky_relu "
                         "prelu".split())
 _BATCH_NORMS = frozenset(("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
@@ -166,6 +167,22 @@ def _grid() -> list[tuple[str, str, Callable]]:
     return g
 
 
+def _cold_bytes(device: str) -> int:
+    """Bytes the micro-benchmark copies should span: twice the CPU's last-level cache when Linux says."""
+    if device == "cpu":
+        try:
+            from pathlib import Path
+
+            sizes = [Path(p).read_text().strip() for p in
+                     Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size")]
+            units = {"K": 1 << 10, "M": 1 << 20}
+            largest = max(int(v[:-1]) * units[v[-1]] for v in sizes if v and v[-1] in units)
+            return 2 * largest
+        except (OSError, ValueError):
+            pass
+    return COLD_BYTES[device]
+
+
 def _features(make: Callable, dtype: str) -> tuple[float, float]:
     """(hardware FLOPs, bytes) of one micro-benchmark call, counted on meta like a model's ops."""
     import torch
@@ -180,27 +197,36 @@ def _features(make: Callable, dtype: str) -> tuple[float, float]:
     return float(sum(c.flops for c in counter.calls)), float(sum(c.bytes for c in counter.calls))
 
 
-def fit_kind(samples: Sequence[tuple[float, float, float]]) -> KindFit:
-    """Non-negative least squares of t = a + f * x1 + b * x2 on relative error, over (FLOPs, bytes, t)."""
+def nnls_relative(features: Sequence[Sequence[float]], times: Sequence[float],
+                  max_first: float | None = None) -> tuple[list[float], float]:
+    """Non-negative x minimising the squared relative error of features @ x against times (exhaustive over
+    active sets: a handful of columns). Returns (x, median relative error). `max_first` bounds x[0]."""
     import torch
 
-    rows = torch.tensor([[1.0 / t, f / t, b / t] for f, b, t in samples], dtype=torch.float64)
-    ones = torch.ones(len(samples), 1, dtype=torch.float64)
-    min_t = min(t for _, _, t in samples)
+    n = len(features[0])
+    rows = torch.tensor([[f / t for f in fs] for fs, t in zip(features, times)], dtype=torch.float64)
+    ones = torch.ones(len(times), 1, dtype=torch.float64)
     best = None
-    for k in (1, 2, 3):
-        for cols in combinations(range(3), k):
+    for k in range(1, n + 1):
+        for cols in combinations(range(n), k):
             sol = torch.linalg.lstsq(rows[:, cols], ones).solution.flatten()
-            if (sol < 0).any() or (0 in cols and sol[0] > min_t):
-                continue  # negative terms, or a fixed cost above the fastest layer's whole time
-            x = [0.0, 0.0, 0.0]
+            if (sol < 0).any() or (max_first is not None and 0 in cols and sol[0] > max_first):
+                continue
+            x = [0.0] * n
             for c, v in zip(cols, sol.tolist()):
                 x[c] = v
             resid = (rows @ torch.tensor(x, dtype=torch.float64)) - 1
             sse = float((resid**2).sum())  # the least-squares objective picks among the feasible subsets
             if best is None or sse < best[0]:
                 best = (sse, x, float(resid.abs().median()))
-    _, (a, x1, x2), median = best
+    return best[1], best[2]
+
+
+def fit_kind(samples: Sequence[tuple[float, float, float]]) -> KindFit:
+    """Non-negative least squares of t = a + f * x1 + b * x2 on relative error, over (FLOPs, bytes, t);
+    the fixed cost a may not exceed the fastest layer's whole time."""
+    (a, x1, x2), median = nnls_relative([(1.0, f, b) for f, b, _ in samples], [t for _, _, t in samples],
+                                        max_first=min(t for _, _, t in samples))
     return KindFit(overhead_s=a, flops_per_s=1 / x1 if x1 > 0 else float("inf"),
                    bytes_per_s=1 / x2 if x2 > 0 else float("inf"), samples=len(samples), median_error=median)
 
@@ -257,7 +283,7 @@ def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = Fals
                 f, b = _features(make, dtype)
                 # Cycle through enough copies of the layer's tensors to overflow the cache: in a forward
                 # pass an op's weights were last touched a whole network ago, not by the previous call.
-                copies = max(1, min(8, ceil(COLD_BYTES[device] / max(b, 1.0))))
+                copies = max(1, min(MAX_COPIES, ceil(_cold_bytes(device) / max(b, 1.0))))
                 fns = cycle([make(device, DTYPES[dtype]) for _ in range(copies)])
                 t = time_call(lambda: next(fns)(), device, min_time=0.12 * scale, min_runs=max(5, copies))
                 samples.setdefault(kind, []).append((f, b, t))
@@ -407,3 +433,25 @@ def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profil
     if isinstance(model, MemoryProfile):  # already counted: its bytes are at its own dtype
         return predict_ops(model, device_profile, model.dtype)
     return predict_ops(analyze_memory(model, input_shape, dtype, overrides), device_profile, dtype)
+
+
+# ----------------------------------------------------------------------------- model-level correction
+
+COMPUTE_KINDS = frozenset(("conv", "pointwise conv", "grouped conv", "linear"))
+
+
+def split_calibrated(pred: LatencyPrediction) -> tuple[float, float]:
+    """(calibrated time of dense / pointwise / grouped conv and linear ops, time of everything else including
+    the module and view overheads): the two parts a model-level correction scales separately."""
+    total = pred.calibrated_s if pred.calibrated_s is not None else pred.roofline_s
+    compute = sum(p.calibrated_s if p.calibrated_s is not None else p.roofline_s
+                  for p in pred.ops if p.kind in COMPUTE_KINDS)
+    return compute, total - compute
+
+
+def fit_correction(samples: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
+    """(a, b) with measured ~ a * compute + b * rest, over (compute, rest, measured) of OTHER models: ops run
+    slower inside a network than alone (caches, allocator), memory-bound ones most. The caller must leave
+    the model it predicts out of `samples`."""
+    x, _ = nnls_relative([(c, r) for c, r, _ in samples], [m for _, _, m in samples])
+    return x[0], x[1]
