@@ -56,9 +56,9 @@ def roofline(
 
         preds, code = for_each_model(model_specs(models), work, "Placing on the roofline")
         if preds:
-            emit(fmt.value, *roofline_report(preds, by.value))
-            if plot:
+            if plot:  # before the tables, so that `| head` does not lose the file
                 plot_roofline(preds, plot)
+            emit(fmt.value, *roofline_report(preds, by.value))
         return code
 
     guard(body)

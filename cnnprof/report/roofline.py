@@ -165,8 +165,9 @@ def plot_roofline(preds: list[Any], path: str) -> None:
             times = [op.calibrated_s if op.calibrated_s is not None else op.roofline_s for op in ops]
             ax.scatter([op.call.intensity for op in ops], [op.call.flops / s / 1e9 for op, s in zip(ops, times)],
                        s=[10 + 400 * s / tmax for s in times], c=[colour[t]], marker=markers[mi % len(markers)],
-                       alpha=0.6, edgecolors="black", linewidths=0.3,
-                       label=t if mi == 0 else None)
+                       alpha=0.6, edgecolors="black", linewidths=0.3)
+    for t in types:  # legend entries of one size, whatever the points' sizes
+        ax.scatter([], [], s=40, c=[colour[t]], edgecolors="black", linewidths=0.3, label=t)
     for mi, p in enumerate(preds):
         ax.scatter([], [], marker=markers[mi % len(markers)], c="white", edgecolors="black", label=p.model)
     ax.set_xscale("log")
