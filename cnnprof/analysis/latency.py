@@ -232,9 +232,10 @@ def fit_kind(samples: Sequence[tuple[float, float, float]]) -> KindFit:
 
 
 def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = False,
-              on_step: Callable[[str, int, int], None] | None = None, micro: bool = True) -> DeviceProfile:
-    """Measure peaks, overheads and (with `micro`) the per-op-kind calibration of `device`.
-    Ctrl-C stops early and returns what was measured (complete=False)."""
+              on_step: Callable[[str, int, int], None] | None = None, micro: bool = True,
+              budget_s: float = 50.0) -> DeviceProfile:
+    """Measure peaks, overheads and (with `micro`) the per-op-kind calibration of `device`, within about
+    `budget_s` seconds. Ctrl-C stops early and returns what was measured (complete=False)."""
     import torch
 
     from cnnprof.analysis.runtime import DTYPES, check_device
@@ -285,7 +286,10 @@ def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = Fals
                 # pass an op's weights were last touched a whole network ago, not by the previous call.
                 copies = max(1, min(MAX_COPIES, ceil(_cold_bytes(device) / max(b, 1.0))))
                 fns = cycle([make(device, DTYPES[dtype]) for _ in range(copies)])
-                t = time_call(lambda: next(fns)(), device, min_time=0.12 * scale, min_runs=max(5, copies))
+                # Past 60% of the time budget (a busy machine), time just a few calls per layer.
+                late = time.perf_counter() - start > 0.6 * budget_s
+                t = time_call(lambda: next(fns)(), device, min_time=0.0 if late else 0.12 * scale,
+                              min_runs=3 if late else 5, warmup=1 if late else 2)
                 samples.setdefault(kind, []).append((f, b, t))
                 step += 1
     except KeyboardInterrupt:
