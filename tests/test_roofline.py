@@ -67,10 +67,10 @@ def test_fit_kind_recovers_a_known_cost_model():
 
 
 def test_tiny_calibration_and_ctrl_c_keeps_what_was_measured(monkeypatch):
-    import cnnprof.analysis.latency as lat
+    import cnnprof.analysis.microbench as mb
 
-    grid = lat._grid()
-    monkeypatch.setattr(lat, "_grid", lambda: [g for g in grid if g[0] == "activation"][:3]
+    grid = mb.grid()
+    monkeypatch.setattr(mb, "grid", lambda: [g for g in grid if g[0] == "activation"][:3]
                         + [g for g in grid if g[0] == "element-wise"][:2])
     prof = calibrate("cpu", quick=True)
     assert prof.complete and prof.source == "measured" and set(prof.calibration) == {"activation"}
@@ -167,7 +167,7 @@ def test_no_micro_benchmark_is_a_zoo_layer():
     """Leave-one-model-out by construction: the calibration grid shares no layer with any zoo model."""
     import torch
 
-    from cnnprof.analysis.latency import _grid
+    from cnnprof.analysis.microbench import grid as _grid
     from cnnprof.analysis.memory import TrafficCounter, analyze_memory
     from tests.conftest import ZOO
 
