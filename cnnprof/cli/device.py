@@ -52,8 +52,8 @@ def device_cmd(
     device: Annotated[Device, typer.Option(help="Device to measure: cpu, or cuda (exit 2 if CUDA is not available).")] = Device.cpu,
     device_spec: DeviceSpecOpt = None,
     cached: Annotated[bool, typer.Option("--cached", help="Show the cached profile instead of measuring again.")] = False,
-    quick: Annotated[bool, typer.Option("--quick", help="Shorter measurements (smaller GEMM and arrays): a rough "
-                                                        "profile in a few seconds.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Shorter measurements (smaller GEMM and arrays, a quarter of "
+                                                        "the timing per layer): a rougher profile, faster.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (torch.set_num_threads); profiles are "
                                                           "cached per thread count.", show_default=False)] = None,
     dtype: Annotated[DType, typer.Option(help="Data type of the per-op-kind calibration micro-benchmarks.")] = DType.float32,
