@@ -194,3 +194,11 @@ def test_model_level_correction_recovers_known_factors_and_splits_the_prediction
     p = predict_latency("mobilenet_v2", (1, 3, 64, 64), FIXED)
     compute, rest = split_calibrated(p)
     assert compute > 0 and rest > 0 and compute + rest == pytest.approx(p.roofline_s)
+
+
+def test_an_interrupted_cached_profile_is_used_and_flagged(cli):
+    import dataclasses
+
+    save_profile(dataclasses.replace(FIXED, complete=False))
+    result = cli("roofline", "resnet18", "--by", "type")
+    assert result.exit_code == 0 and "interrupted" in result.stderr and "fixed test CPU" in result.stdout

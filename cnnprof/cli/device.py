@@ -44,7 +44,11 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
         save_profile(profile)
         return profile
 
-    return resolve_profile(spec, device, measure)
+    profile = resolve_profile(spec, device, measure)
+    if not profile.complete:
+        err.print(f"note: the {device} profile was interrupted while measuring; op kinds it did not reach use the "
+                  f"plain roofline (rerun `cnnprof device --device {device}` to complete it)")
+    return profile
 
 
 @app.command("device")
