@@ -115,7 +115,7 @@ def test_bench_cli_json_fields_and_breakdown(cli):
                     "--min-time", "0.05", "--threads", "1", "--breakdown")
     assert [r["batch_size"] for r in rows] == [1, 2]
     for r in rows:
-        for key in ("model", "device", "batch_size", "dtype", "latency_ms", "throughput", "runs", "env", "gflops"):
+        for key in ("model", "device", "batch_size", "dtype", "latency_ms", "throughput", "runs", "env", "gflop_per_s"):
             assert key in r
         assert set(r["latency_ms"]) == {"median", "mean", "min", "p90", "p99", "iqr"}
         assert r["throughput"] == pytest.approx(r["batch_size"] / (r["latency_ms"]["median"] / 1e3))

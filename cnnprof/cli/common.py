@@ -6,8 +6,13 @@ Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an in
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+import signal
+import sys
+import threading
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import replace
 from enum import Enum
 from typing import Any, Callable, Optional
@@ -29,6 +34,24 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("cnnprof")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            text = "unknown"
+        typer.echo(f"cnnprof {text}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                help="Print cnnprof's version and exit.")] = False) -> None:
+    pass
 
 
 class Format(str, Enum):
@@ -96,6 +119,14 @@ InputShapeOpt = Annotated[Optional[str], typer.Option(
     "--input-shape", metavar="N,C,H,W", show_default=False,
     help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides --batch-size and --resolution.")]
 
+BatchSizesOpt = Annotated[Optional[str], typer.Option(
+    metavar="B[,B...]", show_default=False,
+    help="Batch size N of the input, or a comma-separated sweep such as 1,8,32 (one row per size; default 1).")]
+OutputOpt = Annotated[Optional[str], typer.Option(
+    "--output", "-o", metavar="FILE", show_default=False,
+    help="Also write the rows to FILE (.json, .jsonl or .csv) as each one is produced, so an interrupted run "
+         "keeps its finished rows.")]
+
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     from cnnprof.config import parse_override
@@ -135,23 +166,101 @@ def model_specs(models: list[str] | None) -> list[str]:
     return zoo_names()
 
 
+class Interrupted(BaseException):
+    """Raised by our SIGINT/SIGTERM handler. Not a KeyboardInterrupt, so a user model that raises
+    KeyboardInterrupt itself is told apart from a real Ctrl-C: the first fails its row, the second stops the run."""
+
+
+INTERRUPTED = 130  # exit code after Ctrl-C or SIGTERM, as shells report a SIGINT death
+
+
+class _Signals:
+    """Whether Ctrl-C/SIGTERM arrived; in soft mode (interleaved timing) it is only recorded, and the
+    timing loop polls it between calls so that the completed rounds are kept."""
+
+    requested = False
+    soft = False
+
+
+SIGNALS = _Signals()
+
+
+@contextmanager
+def soft_interrupts():
+    """While timing in rounds: record a signal instead of raising, see `interrupt_requested`."""
+    SIGNALS.soft = True
+    try:
+        yield
+    finally:
+        SIGNALS.soft = False
+
+
+def interrupt_requested() -> bool:
+    return SIGNALS.requested
+
+
+@contextmanager
+def interruptible():
+    """Turn SIGINT and SIGTERM into `Interrupted` while the body runs (main thread only)."""
+    SIGNALS.requested = False
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        SIGNALS.requested = True
+        if not SIGNALS.soft:
+            raise Interrupted(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def user_failure(label: str, exc: BaseException) -> str:
+    """One-line message for a model that exits or interrupts instead of returning."""
+    if isinstance(exc, SystemExit):
+        return f"{label}: the model called sys.exit({exc.code!r}); its row is skipped"
+    return f"{label}: the model raised {type(exc).__name__}; its row is skipped"
+
+
 def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
-                   name: Callable[[Any], str] = str) -> tuple[list[Any], int]:
+                   name: Callable[[Any], str] = str, on_result: Callable[[Any], None] | None = None
+                   ) -> tuple[list[Any], int]:
     """Run `work` per model (or job); a failing one is reported on stderr and the others still run.
+    What a model prints goes to stderr (stdout carries only the report); a model that calls sys.exit or
+    raises KeyboardInterrupt fails its own row. Ctrl-C or SIGTERM stops the loop: the results so far are
+    returned with exit code 130. `on_result` sees each result as it is produced (e.g. --output).
     Returns (results, exit code so far)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     results, code = [], 0
     show = len(specs) > 1 and err.is_terminal
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not show) as progress:
+                  console=err, transient=True, disable=not show) as progress, interruptible():
         task = progress.add_task(what, total=len(specs))
-        for spec in specs:
+        for done, spec in enumerate(specs):
             progress.update(task, description=f"{what} {name(spec)}")
             try:
-                results.append(work(spec))
+                with redirect_stdout(sys.stderr):
+                    result = work(spec)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                if SIGNALS.requested:  # arrived during soft-mode timing: the partial result is kept
+                    raise Interrupted()
+            except Interrupted:
+                progress.stop()
+                err.print(f"interrupted: {len(results)} of {len(specs)} jobs done; showing those", markup=False)
+                return results, INTERRUPTED
             except CnnprofError as exc:
                 err.print(f"error: {exc}", markup=False)
+                code = max(code, 2)
+            except (SystemExit, KeyboardInterrupt) as exc:  # the user's model, not us: see Interrupted
+                err.print(f"error: {user_failure(name(spec), exc)}", markup=False)
                 code = max(code, 2)
             except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
                 if os.environ.get("CNNPROF_DEBUG"):
@@ -164,13 +273,68 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
 
 
 def guard(fn: Callable[[], int]) -> None:
-    """Run a command body: bad input -> one line on stderr and exit 2; the body's code otherwise."""
+    """Run a command body: bad input -> one line on stderr and exit 2; a closed pipe on stdout (`| head`)
+    -> quiet exit 0; another write error -> one line and exit 1; Ctrl-C outside a model loop -> 130."""
+    from cnnprof.report.render import OutputError, quiet_stdout, safe_encoding
+
+    safe_encoding()
     try:
         code = fn()
     except CnnprofError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2)
+    except BrokenPipeError:
+        quiet_stdout()
+        raise typer.Exit(0)
+    except OutputError as exc:
+        quiet_stdout()
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
+    except (KeyboardInterrupt, Interrupted):
+        err.print("interrupted", markup=False)
+        raise typer.Exit(INTERRUPTED)
     raise typer.Exit(code)
+
+
+def check_finite(name: str, value: float | None, cap: float) -> None:
+    """Durations must be finite and at most `cap` seconds (inf or nan would run forever)."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= cap):
+        raise CnnprofError(f"{name} {value}: expected a finite number of seconds between 0 and {cap:g}")
+
+
+def check_threads(threads: int | None) -> None:
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise CnnprofError(f"--threads {threads}: this machine has {cores} CPU core{'s' if cores != 1 else ''}")
+
+
+def single_batch_size(text: str, command: str) -> int:
+    """Commands that show one configuration take one batch size and say where sweeps are."""
+    sizes = parse_batch_sizes(text)
+    if len(sizes) > 1:
+        raise CnnprofError(f"--batch-size {text!r}: {command} compares models at one batch size; sweep batch sizes "
+                           f"with `cnnprof bench` or `cnnprof flops`")
+    return sizes[0]
+
+
+def model_args(models: list[str] | None, set_: list[str] | None):
+    """Parse MODEL[@key=value,...,label=NAME] arguments with the run-wide --set (the whole zoo if none)."""
+    from cnnprof.cli.models_arg import parse_model_arg
+
+    return [parse_model_arg(m, set_) for m in model_specs(models)]
+
+
+def add_overrides(report, by_label: dict[str, dict[str, Any]]):
+    """Put each row's effective overrides (`overrides`, by row label) next to its model name in JSON and CSV."""
+    tables, json_rows, csv_rows = report
+    for rows, as_text in ((json_rows, False), (csv_rows, True)):
+        for i, row in enumerate(rows):
+            if row.get("model") in by_label and "overrides" not in row:
+                o = by_label[row["model"]]
+                value = ",".join(f"{k}={v}" for k, v in o.items()) if as_text else o
+                items = list(row.items())
+                rows[i] = dict(items[:1] + [("overrides", value)] + items[1:])
+    return tables, json_rows, csv_rows
 
 
 def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: int | None,
@@ -200,3 +364,24 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+
+
+def open_output(path: str | None):
+    """RowWriter for --output, or None."""
+    if path is None:
+        return None
+    from cnnprof.report.render import RowWriter
+
+    return RowWriter(path)
+
+
+def emit_report(fmt: str, report, code: int, what: str = "rows") -> None:
+    """Print a report; after an interruption the first table says that only finished rows are shown.
+    Table and Markdown output stay empty when nothing succeeded; JSON prints [] and CSV nothing."""
+    from cnnprof.report.render import emit
+
+    tables, json_rows, csv_rows = report
+    if code == INTERRUPTED and tables:
+        tables[0].notes.append(f"interrupted: only the {what} finished before Ctrl-C/SIGTERM are shown.")
+    if json_rows or fmt == "json":
+        emit(fmt, tables, json_rows, csv_rows)

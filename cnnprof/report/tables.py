@@ -170,7 +170,8 @@ def bench_json(r: Any) -> dict[str, Any]:
         "input_shape": list(r.input_shape), "status": r.status, "error": r.error,
         "latency_ms": r.latency_ms(), "throughput": r.throughput, "runs": r.runs, "noisy": r.noisy,
         "cold_ms": ms(r.cold_s), "compile_ms": ms(r.compile_s), "warmup_runs": r.warmup_runs, "macs": r.macs,
-        "gflops": {"macc": r.gflops("macc"), "nvidia": r.gflops("nvidia")},
+        "gflop_per_s": {"macc": r.gflops("macc"), "nvidia": r.gflops("nvidia")},
+        "requested_batch_size": r.requested_batch_size, "rounds": r.rounds, "estimated_bytes": r.needed_bytes,
         "peak_memory_bytes": {"allocated": r.peak_allocated, "reserved": r.peak_reserved},
         "env": {k: getattr(r.env, k) for k in r.env.__dataclass_fields__},
     }
@@ -184,26 +185,61 @@ def breakdown_rows(r: Any) -> list[dict[str, Any]]:
     total_m = sum(t.macs for t in r.breakdown) or 1
     return [{"type": t.type, "macs": t.macs, "other_ops": t.ops, "time_ms": 1e3 * t.time_s, "calls": t.calls,
              "macs_share": t.macs / total_m, "time_share": t.time_s / total_t,
-             "gflops_macc": to_flops(t.macs, t.ops, "macc") / t.time_s / 1e9 if t.time_s else None,
-             "gflops_nvidia": to_flops(t.macs, t.ops, "nvidia") / t.time_s / 1e9 if t.time_s else None}
+             "gflop_per_s_macc": to_flops(t.macs, t.ops, "macc") / t.time_s / 1e9 if t.time_s else None,
+             "gflop_per_s_nvidia": to_flops(t.macs, t.ops, "nvidia") / t.time_s / 1e9 if t.time_s else None}
             for t in r.breakdown]
 
 
-def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
-    """results: BenchResult per (model, batch size); settings: the options the run used."""
+def ratio_text(q: Any) -> str:
+    """'0.86× [0.80, 0.93]', or 'no measurable difference (0.98× [0.91, 1.04])' when the interval holds 1."""
+    if q is None:
+        return "-"
+    core = f"{q.median:.2f}× [{q.low:.2f}, {q.high:.2f}]"
+    return core if q.measurable else f"no measurable difference ({core})"
+
+
+def ratio_json(q: Any) -> dict[str, Any] | None:
+    if q is None:
+        return None
+    return {"median": q.median, "low": q.low, "high": q.high, "iqr": q.iqr, "rounds": len(q.rounds),
+            "measurable": q.measurable}
+
+
+def bench_flags(r: Any) -> str:
+    """Notes cell of a benchmark row: status and reason, noisy, batch halved by --auto-batch."""
+    flags = []
+    if r.status == "interrupted":
+        flags.append(f"interrupted after {r.rounds} rounds")
+    elif r.status != "ok":
+        flags.append(r.status.upper() + (f": {r.error}" if r.error and r.error != "out of memory" else ""))
+    if r.noisy:
+        flags.append("noisy")
+    if r.requested_batch_size and r.requested_batch_size != r.batch_size:
+        flags.append(f"batch halved from {r.requested_batch_size}")
+    return "; ".join(flags)
+
+
+def bench_report(results: list[Any], settings: dict[str, Any], ratios: list[Any] | None = None) -> Report:
+    """results: BenchResult per (model, batch size); settings: the options the run used; ratios: per result,
+    its interleaved latency ratio to the first model at that batch size (RatioStat or None)."""
     def ms(key: str):
         return lambda v: "-" if v is None else f"{v[key]:,.2f}" if v.get(key) is not None else "-"
 
     def gflops(conv: str):
         return lambda g: "-" if not g or g[conv] is None else f"{g[conv]:,.1f}"
 
+    ratios = list(ratios) if ratios is not None else [None] * len(results)
     json_rows = [bench_json(r) for r in results]
-    rows = []
-    for r, j in zip(results, json_rows):
-        flags = "noisy" if r.noisy else ""
-        if r.status != "ok":
-            flags = r.status.upper() + (f": {r.error}" if r.status == "error" else "")
-        rows.append({**j, "flags": flags})
+    refs: dict[int, str] = {}
+    for r, j, q in zip(results, json_rows, ratios):
+        if r.rounds and r.batch_size not in refs:
+            refs[r.batch_size] = r.model
+        if any(x is not None for x in ratios):
+            j["latency_ratio"] = ratio_json(q)
+            j["ratio_reference"] = refs.get(r.batch_size) if q is not None else None
+    rows = [{**j, "flags": bench_flags(r),
+             "ratio_text": ratio_text(q) if q is not None or refs.get(r.batch_size) != r.model else "ref"}
+            for r, j, q in zip(results, json_rows, ratios)]
     latency = Table("Forward-pass latency (inference_mode, warm-up excluded)", [
         Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
         Column("latency_ms", "Median (ms)", ms("median")), Column("latency_ms", "Mean (ms)", ms("mean")),
@@ -211,12 +247,19 @@ def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
         Column("latency_ms", "P99 (ms)", ms("p99")), Column("latency_ms", "IQR (ms)", ms("iqr")),
         Column("runs", "Runs", integer), Column("flags", "Notes", justify="left"),
     ], rows)
+    for col in latency.columns:
+        col_short = {"Median (ms)": "Med ms", "Mean (ms)": "Mean", "Min (ms)": "Min", "P90 (ms)": "P90",
+                     "P99 (ms)": "P99", "IQR (ms)": "IQR"}.get(col.header)
+        if col_short:
+            object.__setattr__(col, "short", col_short)
     if any(r.noisy for r in results):
         latency.notes.append("noisy: IQR above 10% of the median (torch.utils.benchmark's rule); rerun on a quieter "
                              "machine or with a longer --min-time.")
     cols = [Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
-            Column("throughput", "Samples/s", fixed(1)), Column("gflops", "GFLOP/s [macc]", gflops("macc")),
-            Column("gflops", "GFLOP/s [nvidia]", gflops("nvidia")), Column("cold_ms", "Cold call (ms)", fixed(1))]
+            Column("throughput", "Samples/s", fixed(1)),
+            Column("gflop_per_s", "GFLOP/s [macc]", gflops("macc"), short="GF/s macc"),
+            Column("gflop_per_s", "GFLOP/s [nvidia]", gflops("nvidia"), short="GF/s nv"),
+            Column("cold_ms", "Cold call (ms)", fixed(1), short="Cold ms")]
     if any(r.compile_s for r in results):
         cols.append(Column("compile_ms", "Compile (ms)", fixed(0)))
     if any(r.device == "cuda" for r in results):
@@ -226,16 +269,29 @@ def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
     speed = Table("Throughput and achieved FLOP rate (conv-scope FLOPs at the median latency)", cols, rows)
     env = results[0].env if results else None
     if env:
-        speed.caption = (f"torch {env.torch_version} · {env.device} ({env.device_name}) · {env.threads} threads · "
+        speed.caption = (f"torch {env.torch_version} · {env.device} ({env.device_name}) · {env.threads} thread{'' if env.threads == 1 else 's'} · "
                          f"{env.dtype} · channels_last {'on' if env.channels_last else 'off'} · "
                          f"compile {'on' if env.compiled else 'off'} · warm-up {settings['warmup']} s · "
                          f"min time {settings['min_time']} s")
     tables = [latency, speed]
+    if any(q is not None for q in ratios):
+        rel = Table("Latency relative to the first model (median of per-round ratios, interleaved rounds; "
+                    "[95% interval])",
+                    [Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
+                     Column("ratio_text", "Latency vs ref", justify="left")],
+                    [row for row in rows if row["rounds"]])
+        rel.notes.append("Models were timed in rotating rounds (A B C, B C A, ...); each ratio is taken within a "
+                         "round, so drift of the machine cancels. An interval that includes 1.00× is no measurable "
+                         "difference. Reference: " + ", ".join(f"{m} at batch {b}" for b, m in refs.items()) + ".")
+        tables.append(rel)
     csv_rows = []
     for r, j in zip(results, json_rows):
-        flat = {k: v for k, v in j.items() if k not in ("latency_ms", "gflops", "peak_memory_bytes", "env", "breakdown")}
+        flat = {k: v for k, v in j.items()
+                if k not in ("latency_ms", "gflop_per_s", "peak_memory_bytes", "env", "breakdown", "latency_ratio")}
         flat.update({f"latency_{k}_ms": v for k, v in j["latency_ms"].items()})
-        flat.update(gflops_macc=j["gflops"]["macc"], gflops_nvidia=j["gflops"]["nvidia"],
+        if j.get("latency_ratio"):
+            flat.update({f"latency_ratio_{k}": v for k, v in j["latency_ratio"].items()})
+        flat.update(gflop_per_s_macc=j["gflop_per_s"]["macc"], gflop_per_s_nvidia=j["gflop_per_s"]["nvidia"],
                     peak_allocated_bytes=j["peak_memory_bytes"]["allocated"],
                     peak_reserved_bytes=j["peak_memory_bytes"]["reserved"],
                     torch_version=r.env.torch_version, device_name=r.env.device_name, threads=r.env.threads)
@@ -248,7 +304,7 @@ def bench_report(results: list[Any], settings: dict[str, Any]) -> Report:
                  Column("macs_share", "Share of MACs", _bar, "left", no_wrap=True),
                  Column("time_ms", "Time (ms)", fixed(2)),
                  Column("time_share", "Share of time", _bar, "left", no_wrap=True),
-                 Column("gflops_macc", "GFLOP/s [macc]", fixed(1))], parts))
+                 Column("gflop_per_s_macc", "GFLOP/s [macc]", fixed(1), short="GFLOP/s")], parts))
             covered = sum(p["time_ms"] for p in parts) / (1e3 * r.median_s) if r.median_s else 0
             tables[-1].notes.append(f"Per-op times come from separate instrumented passes (every aten op timed on its "
                                     f"own); they add up to {100 * covered:.0f}% of the median latency, and the "
