@@ -135,25 +135,58 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
 
 
 def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, bench: bool) -> Report:
-    """rows: one per model with params, macs, flops and (if bench) latency statistics; first is the reference."""
+    """rows: one per model with params, macs, flops, uncounted ops and (if bench) latency, its interleaved
+    ratio interval, status and noisy flag; the first row is the reference."""
     ref = rows[0]["model"] if rows else ""
     cols = [Column("model", "Model", justify="left"), Column("params", "Params", si),
-            Column("params_ratio", "vs ref", ratio), Column("flops", f"FLOPs [{convention}]", si),
-            Column("flops_ratio", "vs ref", ratio), Column("macs_per_param", "MACs/param", fixed(1))]
+            Column("params_ratio", "vs ref", ratio), Column("flops", f"FLOPs [{convention}]", si, short="FLOPs"),
+            Column("flops_ratio", "vs ref", ratio), Column("macs_per_param", "MACs/param", fixed(1), short="MAC/p")]
     if bench:
-        cols += [Column("latency_ms", "Latency (ms)", fixed(2)), Column("latency_ratio", "vs ref", ratio),
-                 Column("throughput", "Samples/s", fixed(1))]
+        cols += [Column("latency_ms", "Latency (ms)", fixed(2), short="Lat. ms"),
+                 Column("latency_text", "vs ref [95% interval]", justify="left", short="vs ref"),
+                 Column("throughput", "Samples/s", fixed(1), short="Smp/s"),
+                 Column("bench_notes", "Notes", justify="left")]
     shape_text = shape(rows[0]["input_shape"]) if rows else ""
+    table_rows = []
+    for i, r in enumerate(rows):
+        row = {**r, "params_ratio": r["params_ratio"] if i else None, "flops_ratio": r["flops_ratio"] if i else None}
+        if bench:
+            interval = r.get("latency_ratio_interval")
+            if i == 0:
+                row["latency_text"] = "ref"
+            elif interval is None or r.get("latency_ratio") is None:
+                row["latency_text"] = "-"
+            else:
+                core = f"{r['latency_ratio']:.2f}× [{interval['low']:.2f}, {interval['high']:.2f}]"
+                row["latency_text"] = core if interval["measurable"] else f"no measurable difference ({core})"
+            notes = [] if r.get("bench_status") in (None, "ok") else [
+                str(r["bench_status"]).upper() + (f": {r['bench_error']}" if r.get("bench_error") else "")]
+            row["bench_notes"] = "; ".join(notes + (["noisy"] if r.get("noisy") else []))
+        table_rows.append(row)
     table = Table(f"Model comparison at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
-                  cols, [{**r, "params_ratio": r["params_ratio"] if i else None,
-                          "flops_ratio": r["flops_ratio"] if i else None,
-                          "latency_ratio": r.get("latency_ratio") if i else None} for i, r in enumerate(rows)])
+                  cols, table_rows)
     notes = [f"vs ref: ratio to {ref}, the first model."] if len(rows) > 1 else []
+    for r in rows:
+        if r.get("uncounted_ops"):
+            notes.append(f"{r['model']}: ops that ran but have no formula (not counted): "
+                         + ", ".join(f"{op} ×{n}" for op, n in r["uncounted_ops"].items()))
     if bench and rows:
         notes.append(f"Latency: median forward pass on {rows[0].get('device', 'cpu')}, batch "
-                     f"{rows[0]['input_shape'][0]}; see `cnnprof bench` for the full statistics.")
+                     f"{rows[0]['input_shape'][0]}, models timed interleaved in rotating rounds; the latency ratio "
+                     f"is the median of per-round ratios with a 95% bootstrap interval, and an interval that includes "
+                     f"1.00× is no measurable difference. See `cnnprof bench` for the full statistics.")
+        if any(r.get("noisy") for r in rows):
+            notes.append("noisy: IQR above 10% of the median; rerun on a quieter machine or with a longer --min-time.")
     table.notes = notes
-    csv_rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
+    csv_rows = []
+    for r in rows:
+        flat = {k: v for k, v in r.items() if not isinstance(v, dict)}
+        flat["uncounted_ops"] = " ".join(f"{op}:{n}" for op, n in (r.get("uncounted_ops") or {}).items())
+        if r.get("latency_ratio_interval"):
+            flat.update(latency_ratio_low=r["latency_ratio_interval"]["low"],
+                        latency_ratio_high=r["latency_ratio_interval"]["high"],
+                        latency_ratio_measurable=r["latency_ratio_interval"]["measurable"])
+        csv_rows.append(flat)
     return [table], rows, csv_rows
 
 
