@@ -99,7 +99,7 @@ class FlopCount:
         return sorted(self._group(lambda r: r.op), key=lambda s: -(s.macs + s.ops))
 
     def by_type(self) -> list[Share]:
-        """Per layer type (conv KxK, depthwise, pointwise, grouped, linear, norm, ...)."""
+        """Per layer type (conv KxK, depthwise, pointwise, grouped, linear, norm, SE, ...)."""
         return sorted(self._group(lambda r: r.type), key=lambda s: type_sort_key(s.name))
 
     def by_stage(self) -> list[Share]:
@@ -119,8 +119,11 @@ class _ModuleTracker:
     """Keeps the path of the module whose forward is running, via forward pre/post hooks."""
 
     def __init__(self, model: nn.Module):
+        from cnnprof.models.layers import SqueezeExcite
+
         self.stack: list[str] = [""]
         self.handles = []
+        self.se_scopes = tuple(n for n, m in model.named_modules() if isinstance(m, SqueezeExcite))
         for name, module in model.named_modules():
             if name:
                 self.handles.append(module.register_forward_pre_hook(partial(self._enter, name)))
@@ -136,6 +139,10 @@ class _ModuleTracker:
     @property
     def current(self) -> str:
         return self.stack[-1]
+
+    def in_se(self, path: str) -> bool:
+        """Whether `path` is inside a squeeze-and-excitation module (its ops count as type SE)."""
+        return any(path == s or path.startswith(s + ".") for s in self.se_scopes)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -211,7 +218,9 @@ class OpCounter(TorchDispatchMode):
                 self.uncounted[name] += 1
             return None
         cost = formula(args, kwargs, out)
-        key = (self.tracker.current if self.tracker else "", name.rstrip("_"), cost.type, scope)
+        module = self.tracker.current if self.tracker else ""
+        kind = "SE" if self.tracker and self.tracker.in_se(module) else cost.type  # as params' --by type
+        key = (module, name.rstrip("_"), kind, scope)
         a = self.acc.setdefault(key, [0, 0, 0])
         a[0] += cost.macs
         a[1] += cost.ops

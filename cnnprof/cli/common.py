@@ -36,6 +36,22 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _help_type(param: Any, ctx: Any) -> str | None:
+    """Help shows words, not Python types: an argument shows its metavar alone (not `MODEL <list[str]>`);
+    an option without a metavar shows its name (`--threads THREADS`, not `<int range>`) unless it is a choice."""
+    if isinstance(param, typer.core.TyperArgument):
+        return None
+    if param.metavar is not None:
+        return param.metavar
+    if param.type_descriptor.is_choice:
+        return param.display_type(ctx)
+    return param.name.upper().rstrip("_")
+
+
+typer.core.TyperArgument.display_type_rich = _help_type
+typer.core.TyperOption.display_type_rich = _help_type
+
+
 def _show_version(value: bool) -> None:
     if value:
         from importlib.metadata import PackageNotFoundError, version
@@ -101,7 +117,9 @@ class DType(str, Enum):
 
 
 ModelsArg = Annotated[Optional[list[str]], typer.Argument(
-    metavar="MODEL", help="Models to analyse; none means the whole zoo.", show_default=False)]
+    metavar="MODEL", show_default=False,
+    help="Models to analyse; none means the whole zoo. MODEL@key=value,...,label=NAME gives one model its own "
+         "settings (they override --set) and row label.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format; json/csv/markdown write only data to stdout.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE",

@@ -9,7 +9,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.bench import warn_settings
 from cnnprof.cli.common import (
     app, err, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt, ConventionOpt, ScopeOpt,
-    ResolutionOpt, BatchSizesOpt, single_batch_size, model_args, for_each_model, guard, flops_of, add_overrides,
+    ResolutionOpt, single_batch_size, model_args, for_each_model, guard, flops_of, add_overrides,
     open_output, emit_report, soft_interrupts, interrupt_requested, INTERRUPTED)
 from cnnprof.errors import CnnprofError
 
@@ -24,7 +24,10 @@ def compare(
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
-    batch_size: BatchSizesOpt = None,
+    batch_size: Annotated[Optional[str], typer.Option(
+        metavar="N", show_default=False,
+        help="Batch size N of the input (default 1). One size: compare models at one configuration; sweep batch "
+             "sizes with `cnnprof flops` or `cnnprof bench`.")] = None,
     bench: Annotated[bool, typer.Option("--bench", help="Also measure latency and throughput, interleaved in rounds "
                                                         "(see `cnnprof bench`).")] = False,
     device: Annotated[Optional[Device], typer.Option(help=_BENCH + "where to run (default cpu).",
