@@ -238,6 +238,8 @@ def emit(fmt: str, tables: list[Table], json_rows: list[dict[str, Any]], csv_row
          console: Console | None = None) -> None:
     """Write the result to stdout in `fmt`. JSON: `json_rows` and nothing else (`[]` when empty); CSV:
     `csv_rows` (default: json_rows); table/markdown: the tables."""
+    if sys.stdout is None and console is None:
+        raise OutputError("cannot write the report: stdout is closed")
     if fmt == "json":
         write_stdout(json.dumps(json_rows, indent=2) + "\n")
     elif fmt == "csv":
