@@ -309,3 +309,46 @@ def test_narrow_terminal_fits_and_has_no_trailing_spaces(monkeypatch):
     title_lines = lines[:2]
     assert all(w in words for line in title_lines for w in line.split()), title_lines
     assert "FLOPs" in text and "resnext50_32x4d" in text
+    from typer.testing import CliRunner
+
+    from cnnprof.cli import app
+
+    out = CliRunner().invoke(app, ["flops", "resnet18", "mobilenet_v2"], env={"COLUMNS": "60"}).stdout
+    assert all(len(line) <= 60 and line == line.rstrip() for line in out.splitlines()), out
+    assert "1.81 G" in out and "mobilenet_v2" in out
+
+
+def test_fvcore_out_of_memory_is_not_a_shape_error(cli, monkeypatch):
+    import warnings
+
+    pytest.importorskip("fvcore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore's import uses the deprecated torch.jit.script
+        from fvcore.nn import jit_analysis
+
+    def no_memory(self):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(jit_analysis.JitModelAnalysis, "by_module_and_operator", no_memory)
+    result = cli("flops", "resnet18", "--backend", "fvcore", "--resolution", "32")
+    assert result.exit_code == 2 and "out of memory" in result.stderr and "does not fit" not in result.stderr
+
+
+def test_sigterm_during_flops_over_the_zoo_keeps_finished_rows(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "rows.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "cnnprof.cli", "flops", *ZOO, *ZOO, "--format", "json",
+                          "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not (out.exists() and out.read_text().count("\n") >= 2):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr
+    rows = json.loads(stdout)
+    assert 2 <= len(rows) < 2 * len(ZOO)
+    assert [json.loads(line)["model"] for line in out.read_text().splitlines()] == [r["model"] for r in rows]
+    assert [r["model"] for r in rows] == (ZOO + ZOO)[:len(rows)]
+    assert "interrupted" in stderr and "Traceback" not in stderr

@@ -312,7 +312,12 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit deprecation and tracer chatter
             inclusive = analysis.by_module_and_operator()
-    except (RuntimeError, ValueError, IndexError) as exc:
+    except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+            # fvcore runs on real CPU tensors: running out of RAM is not a shape mismatch
+            raise CnnprofError(f"{source.label}: out of memory running fvcore on real CPU tensors at {shape}; "
+                               f"use --backend torch (meta device, no memory)") from None
         raise InputShapeError(f"{source.label}: does not fit input shape {shape}: {first_line(exc)}") from None
     modules = dict(net.named_modules())
     records = []

@@ -169,28 +169,33 @@ _TRAILING = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$", re.M)
 
 def table_text(table: Table, console: Console) -> str:
     """The table as text for `console`. A table wider than the terminal first loses its vertical rules,
-    then uses abbreviated headers, and is only then printed at its natural width (cells are never cut).
+    then uses abbreviated headers and single spaces between columns (descriptive columns wrap), and is
+    only then printed at its natural width (number cells are never cut).
     The title wraps between words only; no line ends in spaces."""
     width = console.width
     unbounded = console.options.update_width(10_000)
     rich_table, needed = None, 0
-    for short, simple in ((False, False), (False, True), (True, True)):
+    # Steps: full table; no vertical rules; abbreviated headers; columns one space apart.
+    for short, simple, tight in ((False, False, False), (False, True, False), (True, True, False), (True, True, True)):
         rich_table = _rich_table(table, short)
         if simple:
             rich_table.box, rich_table.pad_edge, rich_table.show_edge = box.SIMPLE_HEAD, False, False
+        if tight:
+            rich_table.padding = (0, 0)
         needed = Measurement.get(console, unbounded, rich_table).minimum
         if needed <= width:
             break
+    text_width = width  # titles and notes wrap at the terminal's width even when the table cannot
     width = max(width, needed)
     buf = _Buffer(getattr(console.file, "encoding", None) or "utf-8")
     out = Console(file=buf, width=width, highlight=False, soft_wrap=False, force_terminal=console.is_terminal,
                   color_system=console.color_system, no_color=console.no_color)
     if table.title:
-        title = textwrap.fill(table.title, width=width, break_long_words=False, break_on_hyphens=False)
+        title = textwrap.fill(table.title, width=text_width, break_long_words=False, break_on_hyphens=False)
         out.print(Text(title, style="italic"))
     out.print(rich_table)
     for note in table.notes:
-        out.print(Text(textwrap.fill(note, width=width, break_long_words=False, break_on_hyphens=False),
+        out.print(Text(textwrap.fill(note, width=text_width, break_long_words=False, break_on_hyphens=False),
                        style="dim"))
     return _TRAILING.sub(r"\1", buf.getvalue())
 
