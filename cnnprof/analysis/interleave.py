@@ -108,6 +108,7 @@ def interleaved_benchmark(sources: Sequence[Any], shapes: Sequence[tuple[int, ..
         torch.set_num_threads(threads)
     env = environment(device, dtype, channels_last, compile)
     entries: list[_Entry] = []
+    gc_was_enabled = gc.isenabled()
     previous_cudnn = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device == "cuda"
     try:
@@ -120,6 +121,7 @@ def interleaved_benchmark(sources: Sequence[Any], shapes: Sequence[tuple[int, ..
         n_rounds = max(ROUNDS, min_runs)
         budget = min_time / n_rounds
         done = 0
+        gc.disable()  # as timeit (and torch.utils.benchmark) do: no collector pauses inside timed calls
         with torch.inference_mode():
             while live and done < n_rounds and not stop():
                 order = live[done % len(live):] + live[:done % len(live)]  # rotate: no fixed position bias
@@ -138,11 +140,15 @@ def interleaved_benchmark(sources: Sequence[Any], shapes: Sequence[tuple[int, ..
                 for e in live:
                     e.per_round.append(slices[id(e)])
                 done += 1
+        if gc_was_enabled:
+            gc.enable()
         if breakdown and not compile and not stop():
             for e in live:
                 e.result = replace(e.result, breakdown=_breakdown(e.net, e.x, device, min_time))
     finally:
         torch.backends.cudnn.benchmark = previous_cudnn
+        if gc_was_enabled:
+            gc.enable()
     interrupted = stop()
     results = []
     for e in entries:
