@@ -180,7 +180,7 @@ def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, benc
     table.notes = notes
     csv_rows = []
     for r in rows:
-        flat = {k: v for k, v in r.items() if not isinstance(v, dict)}
+        flat = {k: v for k, v in r.items() if not isinstance(v, dict) and k != "latency_ratio_interval"}
         flat["uncounted_ops"] = " ".join(f"{op}:{n}" for op, n in (r.get("uncounted_ops") or {}).items())
         if r.get("latency_ratio_interval"):
             flat.update(latency_ratio_low=r["latency_ratio_interval"]["low"],
