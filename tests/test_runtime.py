@@ -248,3 +248,13 @@ def test_sigint_during_bench_keeps_finished_rows(tmp_path):
         [(r["model"], r["batch_size"], r["status"]) for r in rows]
     assert all(r["status"] in ("ok", "interrupted") for r in rows)
     assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_auto_batch_halves_after_a_real_out_of_memory_failure():
+    from cnnprof.analysis.interleave import interleaved_benchmark
+    from cnnprof.models.spec import resolve
+
+    results, _ = interleaved_benchmark([resolve(ExplodesAtBatch4())], [(16, 3, 16, 16)], auto_batch=True, **FAST)
+    assert results[0].status == "ok" and results[0].batch_size == 2 and results[0].requested_batch_size == 16
+    plain, _ = interleaved_benchmark([resolve(ExplodesAtBatch4())], [(16, 3, 16, 16)], **FAST)
+    assert plain[0].status == "oom" and plain[0].batch_size == 16

@@ -179,7 +179,23 @@ def _ratios(entries: list[_Entry]) -> list[RatioStat | None]:
 
 
 def _setup(source, shape, device, dtype, channels_last, warmup, compile, auto_batch, env, count_flops) -> _Entry:
-    """Estimate memory, build, place the input, cold call and warm-up; a failure is the model's result row."""
+    """Estimate memory, build, place the input, cold call and warm-up; a failure is the model's result row.
+    With auto_batch a real out-of-memory failure also halves the batch and tries again."""
+    requested = shape[0]
+    while True:
+        entry = _setup_once(source, shape, device, dtype, channels_last, warmup, compile, auto_batch, env,
+                            count_flops)
+        if not (auto_batch and entry.result.status == "oom" and entry.result.batch_size > 1):
+            return replace_result(entry, requested_batch_size=requested)
+        shape = (entry.result.batch_size // 2, *shape[1:])
+
+
+def replace_result(entry: _Entry, **changes: Any) -> _Entry:
+    entry.result = replace(entry.result, **changes)
+    return entry
+
+
+def _setup_once(source, shape, device, dtype, channels_last, warmup, compile, auto_batch, env, count_flops) -> _Entry:
     meta_model = source.build("meta") if source.module is None else None
     requested = shape[0]
     shape, refused = _shrink(meta_model, shape, device, dtype, auto_batch)
