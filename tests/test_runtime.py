@@ -190,7 +190,7 @@ def test_interleaved_rounds_give_each_model_a_ratio_to_the_first():
 
 
 def test_memory_estimate_refuses_what_cannot_fit_and_auto_batch_halves(cli, monkeypatch):
-    from cnnprof.analysis import memory
+    from cnnprof.analysis import footprint as memory
     from cnnprof.models.spec import build_model
 
     meta = build_model("resnet18", "meta")

@@ -338,7 +338,7 @@ def memory_refusal(meta_model: nn.Module | None, shape: tuple[int, ...], device:
                    dtype: str) -> tuple[int, str] | None:
     """(needed bytes, reason) when the configuration cannot fit in free memory, else None (also when the
     estimate itself cannot be made: then the real run decides)."""
-    from cnnprof.analysis.memory import estimate_bytes, fits, gib
+    from cnnprof.analysis.footprint import estimate_bytes, fits, gib
 
     if meta_model is None:
         return None
