@@ -16,9 +16,10 @@ def test_si_and_ratio_formatting():
 
 
 def test_csv_flattens_nested_values_and_keeps_raw_numbers():
-    text = render_csv([{"model": "a", "params": 10, "input_shape": [1, 3, 8, 8]}, {"model": "b", "extra": 1.5}])
+    text = render_csv([{"model": "a", "params": 10, "input_shape": [1, 3, 8, 8], "sizes": [1, 2]},
+                       {"model": "b", "extra": 1.5}])
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert rows[0]["params"] == "10" and rows[0]["input_shape"] == "[1, 3, 8, 8]"
+    assert rows[0]["params"] == "10" and rows[0]["input_shape"] == "1x3x8x8" and rows[0]["sizes"] == "[1, 2]"
     assert rows[1]["extra"] == "1.5" and rows[1]["params"] == ""
 
 

@@ -115,7 +115,7 @@ def test_bench_cli_json_fields_and_breakdown(cli):
                     "--min-time", "0.05", "--threads", "1", "--breakdown")
     assert [r["batch_size"] for r in rows] == [1, 2]
     for r in rows:
-        for key in ("model", "device", "batch_size", "dtype", "latency_ms", "throughput", "runs", "env", "gflops"):
+        for key in ("model", "device", "batch_size", "dtype", "latency_ms", "throughput", "runs", "env", "gflop_per_s"):
             assert key in r
         assert set(r["latency_ms"]) == {"median", "mean", "min", "p90", "p99", "iqr"}
         assert r["throughput"] == pytest.approx(r["batch_size"] / (r["latency_ms"]["median"] / 1e3))
@@ -134,8 +134,12 @@ def test_bench_table_and_bad_batch_sizes(cli):
 def test_compare_bench_adds_latency_columns(cli):
     rows = cli.json("compare", "resnet18", "mobilenet_v3_small", "--resolution", "32", "--bench", "--min-time", "0.05")
     assert rows[0]["latency_ratio"] == 1.0
-    assert rows[1]["latency_ratio"] == pytest.approx(rows[1]["latency_ms"] / rows[0]["latency_ms"])
-    assert rows[1]["throughput"] > 0
+    # The ratio is the median of per-round ratios (interleaved timing), inside its own interval.
+    interval = rows[1]["latency_ratio_interval"]
+    assert interval["low"] <= rows[1]["latency_ratio"] <= interval["high"]
+    assert interval["measurable"] == (not interval["low"] <= 1.0 <= interval["high"])
+    assert rows[1]["throughput"] > 0 and rows[1]["bench_status"] == "ok" and rows[1]["rounds"] >= 10
+    assert isinstance(rows[1]["noisy"], bool) and rows[1]["uncounted_ops"] == {}
 
 
 @cuda
@@ -160,3 +164,97 @@ def test_cuda_real_oom_is_a_row(cli):
                           "--min-time", "0.05", "--format", "json").stdout)
     assert [r["status"] for r in rows] == ["ok", "oom"]
     assert torch.cuda.memory_allocated() < 2**30  # the cache was emptied
+
+
+# --- issue 10: interleaved ratios, memory estimate, interruption ---------------------------------------------
+
+def test_ratio_interval_and_no_measurable_difference():
+    from cnnprof.analysis.interleave import ratio_stat
+
+    slower = ratio_stat([1.20, 1.22, 1.19, 1.21, 1.25, 1.18, 1.20, 1.23, 1.21, 1.19])
+    assert slower.median == pytest.approx(1.205) and slower.low <= slower.median <= slower.high
+    assert slower.measurable and slower.low > 1.0
+    same = ratio_stat([0.95, 1.04, 0.99, 1.02, 0.97, 1.03, 1.00, 0.98, 1.05, 0.96])
+    assert not same.measurable and same.low <= 1.0 <= same.high
+
+
+def test_interleaved_rounds_give_each_model_a_ratio_to_the_first():
+    from cnnprof.analysis.interleave import interleaved_benchmark
+    from cnnprof.models.spec import resolve
+
+    sources = [resolve("resnet18"), resolve("mobilenet_v3_small")]
+    results, ratios = interleaved_benchmark(sources, [(1, 3, 32, 32)] * 2, threads=1, warmup=0.0, min_time=0.05)
+    assert [r.status for r in results] == ["ok", "ok"] and all(r.rounds >= 10 for r in results)
+    assert ratios[0] is None and len(ratios[1].rounds) == results[1].rounds
+    assert ratios[1].low <= ratios[1].median <= ratios[1].high
+
+
+def test_memory_estimate_refuses_what_cannot_fit_and_auto_batch_halves(cli, monkeypatch):
+    from cnnprof.analysis import footprint as memory
+    from cnnprof.models.spec import build_model
+
+    meta = build_model("resnet18", "meta")
+    one, eight = memory.estimate_bytes(meta, (1, 3, 64, 64)), memory.estimate_bytes(meta, (8, 3, 64, 64))
+    weights = sum(p.numel() * 4 for p in meta.parameters())
+    assert weights < one < eight < weights + 8 * (one - weights) + 1
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (one + eight) // 2)
+    result = cli("bench", "resnet18", "--resolution", "64", "--batch-size", "8,1", "--warmup", "0",
+                 "--min-time", "0.02", "--threads", "1", "--format", "json")
+    rows = json.loads(result.stdout)
+    assert [(r["batch_size"], r["status"]) for r in rows] == [(8, "oom"), (1, "ok")]  # the OOM did not stop batch 1
+    assert "not attempted" in rows[0]["error"] and result.exit_code == 1
+    auto = cli.json("bench", "resnet18", "--resolution", "64", "--batch-size", "8", "--warmup", "0",
+                    "--min-time", "0.02", "--threads", "1", "--auto-batch")[0]
+    assert auto["status"] == "ok" and auto["requested_batch_size"] == 8 and auto["batch_size"] < 8
+
+
+def test_cpu_allocation_failure_is_an_oom_row():
+    from cnnprof.analysis.runtime import _failure
+
+    exc = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
+                       "to allocate 1099511627776 bytes")
+    assert _failure(exc)[0] == "oom" and _failure(MemoryError())[0] == "oom"
+
+
+def test_float16_on_cpu_warns_and_threads_are_recorded_in_words(cli):
+    result = cli("bench", "resnet18", "--resolution", "32", "--warmup", "0", "--min-time", "0.02", "--threads", "1",
+                 "--dtype", "float16")
+    assert "float16 on a CPU is usually much slower" in result.stderr
+    assert "· 1 thread ·" in result.stdout
+
+
+def test_sigint_during_bench_keeps_finished_rows(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "rows.jsonl"
+    cmd = [sys.executable, "-m", "cnnprof.cli", "bench", "resnet18", "mobilenet_v3_small", "mobilenet_v2",
+           "--resolution", "32", "--batch-size", "1,2", "--warmup", "0", "--min-time", "0.3", "--threads", "1",
+           "--format", "json", "--output", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not (out.exists() and out.read_text().count("\n") >= 3):
+        time.sleep(0.05)  # the three batch-1 rows are written as soon as their rounds finish
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr
+    rows = json.loads(stdout)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    finished = [(r["model"], r["batch_size"]) for r in rows if r["status"] == "ok"]
+    assert finished[:3] == [("resnet18", 1), ("mobilenet_v3_small", 1), ("mobilenet_v2", 1)]
+    assert [(r["model"], r["batch_size"], r["status"]) for r in written] == \
+        [(r["model"], r["batch_size"], r["status"]) for r in rows]
+    assert all(r["status"] in ("ok", "interrupted") for r in rows)
+    assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_auto_batch_halves_after_a_real_out_of_memory_failure():
+    from cnnprof.analysis.interleave import interleaved_benchmark
+    from cnnprof.models.spec import resolve
+
+    results, _ = interleaved_benchmark([resolve(ExplodesAtBatch4())], [(16, 3, 16, 16)], auto_batch=True, **FAST)
+    assert results[0].status == "ok" and results[0].batch_size == 2 and results[0].requested_batch_size == 16
+    plain, _ = interleaved_benchmark([resolve(ExplodesAtBatch4())], [(16, 3, 16, 16)], **FAST)
+    assert plain[0].status == "oom" and plain[0].batch_size == 16

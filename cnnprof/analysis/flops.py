@@ -107,7 +107,7 @@ class FlopCount:
         return sorted(self._group(lambda r: r.op), key=lambda s: -(s.macs + s.ops))
 
     def by_type(self) -> list[Share]:
-        """Per layer type (conv KxK, depthwise, pointwise, grouped, linear, norm, ...)."""
+        """Per layer type (conv KxK, depthwise, pointwise, grouped, linear, norm, SE, ...)."""
         return sorted(self._group(lambda r: r.type), key=lambda s: type_sort_key(s.name))
 
     def by_stage(self) -> list[Share]:
@@ -127,8 +127,11 @@ class _ModuleTracker:
     """Keeps the path of the module whose forward is running, via forward pre/post hooks."""
 
     def __init__(self, model: nn.Module):
+        from cnnprof.models.layers import SqueezeExcite
+
         self.stack: list[str] = [""]
         self.handles = []
+        self.se_scopes = tuple(n for n, m in model.named_modules() if isinstance(m, SqueezeExcite))
         for name, module in model.named_modules():
             if name:
                 self.handles.append(module.register_forward_pre_hook(partial(self._enter, name)))
@@ -144,6 +147,10 @@ class _ModuleTracker:
     @property
     def current(self) -> str:
         return self.stack[-1]
+
+    def in_se(self, path: str) -> bool:
+        """Whether `path` is inside a squeeze-and-excitation module (its ops count as type SE)."""
+        return any(path == s or path.startswith(s + ".") for s in self.se_scopes)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -220,7 +227,9 @@ class OpCounter(TorchDispatchMode):
                 self.uncounted[name] += 1
             return None
         cost = formula(args, kwargs, out)
-        key = (self.tracker.current if self.tracker else "", name.rstrip("_"), cost.type, scope)
+        module = self.tracker.current if self.tracker else ""
+        kind = "SE" if self.tracker and self.tracker.in_se(module) else cost.type  # as params' --by type
+        key = (module, name.rstrip("_"), kind, scope)
         a = self.acc.setdefault(key, [0, 0, 0])
         a[0] += cost.macs
         a[1] += cost.ops
@@ -314,7 +323,12 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit deprecation and tracer chatter
             inclusive = analysis.by_module_and_operator()
-    except (RuntimeError, ValueError, IndexError) as exc:
+    except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+            # fvcore runs on real CPU tensors: running out of RAM is not a shape mismatch
+            raise CnnprofError(f"{source.label}: out of memory running fvcore on real CPU tensors at {shape}; "
+                               f"use --backend torch (meta device, no memory)") from None
         raise InputShapeError(f"{source.label}: does not fit input shape {shape}: {first_line(exc)}") from None
     modules = dict(net.named_modules())
     records = []

@@ -74,6 +74,9 @@ class BenchResult:
     peak_allocated: int | None = None  # CUDA bytes, max after warm-up
     peak_reserved: int | None = None
     breakdown: tuple[TypeTiming, ...] = field(default=())
+    requested_batch_size: int | None = None  # differs from batch_size when --auto-batch halved it
+    rounds: int = 0  # interleaved rounds the samples come from (0: timed on its own)
+    needed_bytes: int | None = None  # estimated memory of the configuration (parameters + activations)
 
     @property
     def runs(self) -> int:
@@ -169,7 +172,30 @@ def _sync(device: str) -> None:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+    """CUDA's OutOfMemoryError, Python's MemoryError and the CPU allocator's failure all count as OOM."""
+    text = str(exc).lower()
+    return (isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in text
+            or "can't allocate memory" in text or "defaultcpuallocator" in text)
+
+
+MAX_SECONDS = 3600.0  # cap on --warmup and --min-time: a typo must not run for days
+
+
+def validate_timing(warmup: float, min_time: float, min_runs: int, threads: int | None, dtype: str) -> None:
+    """Raise CnnprofError for timing settings that cannot work (non-finite, negative, too many threads)."""
+    import math
+    import os
+
+    if dtype not in DTYPES:
+        raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    for name, value in (("--warmup", warmup), ("--min-time", min_time)):
+        if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+            raise CnnprofError(f"{name} {value}: expected a finite number of seconds from 0 to {MAX_SECONDS:g}")
+    if min_runs < 1 or min_runs > 1_000_000:
+        raise CnnprofError(f"--min-runs {min_runs}: expected 1 to 1000000")
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise CnnprofError(f"--threads {threads}: expected 1 to {cores} (the CPU cores of this machine)")
 
 
 def _timed_runs(model: nn.Module, x: torch.Tensor, device: str, min_time: float, min_runs: int) -> list[float]:
@@ -272,14 +298,9 @@ def benchmark(model: Any, input_shape: Sequence[int] | None = None, device: str 
     from cnnprof.models.spec import resolve
 
     check_device(device)
-    if dtype not in DTYPES:
-        raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    validate_timing(warmup, min_time, min_runs, threads, dtype)
     if threads is not None:
-        if threads < 1:
-            raise CnnprofError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-    if min_runs < 1 or min_time < 0 or warmup < 0:
-        raise CnnprofError("min_runs must be >= 1 and min_time, warmup >= 0")
     source = resolve(model, overrides)
     base = parse_shape(input_shape, source.default_input_shape)
     shapes = [(b, *base[1:]) for b in batch_sizes] if batch_sizes else [base]
@@ -300,11 +321,36 @@ def benchmark(model: Any, input_shape: Sequence[int] | None = None, device: str 
                                             env=env, macs=macs[s], status=status, error=error) for s in shapes],
                                batch_sizes)
         for shape in shapes:
+            refused = memory_refusal(meta_model, shape, device, dtype)
+            if refused is not None:
+                results.append(BenchResult(model=name, device=device, batch_size=shape[0], input_shape=shape,
+                                           dtype=dtype, env=env, macs=macs[shape], status="oom", error=refused[1],
+                                           needed_bytes=refused[0]))
+                continue
             results.append(_measure(net, shape, device, dtype, channels_last, warmup, min_time, min_runs, compile,
                                     breakdown, name, env, macs[shape]))
     finally:
         torch.backends.cudnn.benchmark = previous_cudnn
     return _one_or_all(results, batch_sizes)
+
+
+def memory_refusal(meta_model: nn.Module | None, shape: tuple[int, ...], device: str,
+                   dtype: str) -> tuple[int, str] | None:
+    """(needed bytes, reason) when the configuration cannot fit in free memory, else None (also when the
+    estimate itself cannot be made: then the real run decides)."""
+    from cnnprof.analysis.footprint import estimate_bytes, fits, gib
+
+    if meta_model is None:
+        return None
+    try:
+        needed = estimate_bytes(meta_model, shape, dtype)
+    except Exception:  # noqa: BLE001 - no estimate: let the measurement itself find out
+        return None
+    ok, free = fits(needed, device)
+    if ok:
+        return None
+    where = "free device memory" if device == "cuda" else "available RAM"
+    return needed, f"out of memory: needs about {gib(needed)}, {gib(free)} {where}; not attempted"
 
 
 def _one_or_all(results: list[BenchResult], batch_sizes: Sequence[int] | None):
@@ -314,7 +360,8 @@ def _one_or_all(results: list[BenchResult], batch_sizes: Sequence[int] | None):
 def _failure(exc: BaseException) -> tuple[str, str]:
     """(status, one-line error) of a failed measurement."""
     if _is_oom(exc):
-        return "oom", "out of memory"
+        return "oom", "out of memory" + ("" if isinstance(exc, torch.cuda.OutOfMemoryError) or "cuda" in str(exc).lower()
+                                         else " (CPU allocation failed)")
     return "error", f"{type(exc).__name__}: {first_line(exc)}"
 
 

@@ -1,88 +1,144 @@
 """`cnnprof bench`."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, err, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, parse_overrides,
-    input_shape, model_specs, for_each_model, guard, parse_batch_sizes)
+    app, err, Format, Device, DType, ModelsArg, FormatOpt, OutputOpt, SetOpt, ResolutionOpt, model_args,
+    input_shape, for_each_model, guard, parse_batch_sizes, add_overrides, open_output, emit_report,
+    soft_interrupts, interrupt_requested)
 from cnnprof.errors import CnnprofError
+
+DeviceOpt = Annotated[Device, typer.Option(help="Where to run: cpu, or cuda (exit 2 if CUDA is not available).")]
+DTypeOpt = Annotated[DType, typer.Option(help="Data type of weights and input (float16 on a CPU is usually much "
+                                              "slower than float32).")]
+ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="Use the NHWC (channels_last) memory format.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="CPU threads (torch.set_num_threads), at most the machine's cores; the count used is recorded "
+                "either way.", show_default=False)]
+WarmupOpt = Annotated[float, typer.Option(min=0.0, max=3600.0, help="Seconds of warm-up runs per model, excluded "
+                                                                    "from the statistics (at most 3600).")]
+MinTimeOpt = Annotated[float, typer.Option(min=0.0, max=3600.0, help="Seconds of timed runs per model and batch size, "
+                                                                     "spread over the interleaved rounds (at most 3600).")]
+MinRunsOpt = Annotated[int, typer.Option(min=1, max=1_000_000, help="At least this many timed runs per model, however "
+                                                                    "long they take.")]
+
+
+def warn_settings(device: str, dtype: str) -> None:
+    if device == "cpu" and dtype == "float16":
+        err.print("warning: float16 on a CPU is usually much slower than float32 (few CPUs compute in half "
+                  "precision); bfloat16 or float32 measure what deployments use", markup=False)
 
 
 @app.command("bench")
 def bench_cmd(
     models: ModelsArg = None,
-    device: Annotated[Device, typer.Option(help="Where to run: cpu, or cuda (exit 2 if CUDA is not available).")] = Device.cpu,
-    batch_size: Annotated[str, typer.Option(metavar="B[,B...]", help="Batch sizes to measure, e.g. 1,8,32.")] = "1",
+    device: DeviceOpt = Device.cpu,
+    batch_size: Annotated[str, typer.Option(metavar="B[,B...]", help="Batch sizes to measure, e.g. 1,8,32; an OOM at "
+                                                                    "one size does not stop the others.")] = "1",
     resolution: ResolutionOpt = None,
-    dtype: Annotated[DType, typer.Option(help="Data type of weights and input.")] = DType.float32,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Use the NHWC (channels_last) memory format.")] = False,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (torch.set_num_threads); the count used is "
-                                                          "recorded either way.", show_default=False)] = None,
-    warmup: Annotated[float, typer.Option(min=0.0, help="Seconds of warm-up runs, excluded from the statistics.")] = 0.5,
-    min_time: Annotated[float, typer.Option(min=0.0, help="Seconds of timed runs per (model, batch size).")] = 1.0,
-    min_runs: Annotated[int, typer.Option(min=1, help="At least this many timed runs, however long they take.")] = 5,
+    dtype: DTypeOpt = DType.float32,
+    channels_last: ChannelsLastOpt = False,
+    threads: ThreadsOpt = None,
+    warmup: WarmupOpt = 0.5,
+    min_time: MinTimeOpt = 1.0,
+    min_runs: MinRunsOpt = 5,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model first; compile time is reported "
                                                              "separately (it is the cold call).")] = False,
     breakdown: Annotated[bool, typer.Option("--breakdown", help="Per layer type: share of MACs vs share of measured time, "
                                                                 "and achieved GFLOP/s (op-level timing).")] = False,
+    auto_batch: Annotated[bool, typer.Option("--auto-batch", help="Halve a batch size that cannot fit in free memory "
+                                                                  "until it does (the size used is recorded).")] = False,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
 ) -> None:
-    """Measure forward-pass latency and throughput (median, mean, min, p90, p99, IQR) on CPU or CUDA."""
+    """Measure forward-pass latency and throughput (median, mean, min, p90, p99, IQR) on CPU or CUDA.
+    Several models are timed interleaved in rounds, and their latency ratios to the first get an interval."""
 
     def body() -> int:
-        from cnnprof.analysis.runtime import benchmark, check_device
-        from cnnprof.models.spec import resolve
-        from cnnprof.report.render import emit
+        from cnnprof.analysis.interleave import interleaved_benchmark
+        from cnnprof.analysis.runtime import check_device, validate_timing
+        from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.report.tables import bench_report
 
         check_device(device.value)  # before anything else runs
+        validate_timing(warmup, min_time, min_runs, threads, dtype.value)
         if compile_ and breakdown:
             raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
-        sizes, overrides = parse_batch_sizes(batch_size), parse_overrides(set_)
-        jobs = [(spec, b) for spec in model_specs(models) for b in sizes]
+        warn_settings(device.value, dtype.value)
+        sizes, args, writer = parse_batch_sizes(batch_size), model_args(models, set_), open_output(output)
+        overrides: dict[str, dict] = {}
+        sources_by_label: dict[str, Any] = {}
+        settings = {"warmup": warmup, "min_time": min_time}
+        profile = _profile(device.value) if breakdown else None
+        bad = 0
 
-        def work(job: tuple[str, int]):
-            spec, b = job
-            source = resolve(spec, overrides)
-            shape = input_shape(source, b, resolution, None)
-            return benchmark(source, shape, device=device.value, dtype=dtype.value, channels_last=channels_last,
-                             threads=threads, warmup=warmup, min_time=min_time, min_runs=min_runs,
-                             compile=compile_, breakdown=breakdown)
+        def work(b: int):
+            nonlocal bad
+            sources = []
+            for arg in args:
+                try:
+                    source = resolve_arg(arg)
+                except CnnprofError as exc:
+                    if b == sizes[0]:
+                        err.print(f"error: {exc}", markup=False)
+                    bad = 2
+                    continue
+                overrides[source.label] = arg.overrides()
+                sources_by_label[source.label] = source
+                sources.append(source)
+            shapes = [input_shape(s, b, resolution, None) for s in sources]
+            with soft_interrupts():
+                return interleaved_benchmark(
+                    sources, shapes, device.value, dtype=dtype.value, channels_last=channels_last, threads=threads,
+                    warmup=warmup, min_time=min_time, min_runs=min_runs, compile=compile_, auto_batch=auto_batch,
+                    breakdown=breakdown, stop=interrupt_requested)
 
-        results, code = for_each_model(jobs, work, "Benchmarking", name=lambda job: f"{job[0]} (batch {job[1]})")
-        predicted = _predicted(results, models, overrides, device.value, dtype.value) if breakdown else None
-        if results:
-            emit(fmt.value, *bench_report(results, {"warmup": warmup, "min_time": min_time}, predicted))
-        failed = [r for r in results if r.status != "ok"]
+        def report(groups):
+            results = [r for rs, _ in groups for r in rs]
+            ratios = [q for _, qs in groups for q in qs]
+            predicted = _predicted(results, sources_by_label, profile, dtype.value) if profile else None
+            return add_overrides(bench_report(results, settings, ratios, predicted), overrides)
+
+        def produced(group):
+            if writer:
+                writer.add(*report([group])[1:])
+
+        groups, code = for_each_model(sizes, work, "Benchmarking", name=lambda b: f"batch {b}", on_result=produced)
+        results = [r for rs, _ in groups for r in rs]
+        emit_report(fmt.value, report(groups), code, "rounds")
+        failed = [r for r in results if r.status not in ("ok", "interrupted")]
         for r in failed:
             err.print(f"error: {r.model} at batch {r.batch_size}: {r.error}", markup=False)
-        return max(code, 1 if failed else 0)
+        return max(code, bad, 1 if failed else 0)
 
     guard(body)
 
 
-def _predicted(results: list, models: list[str] | None, overrides: dict, device: str, dtype: str):
-    """(model, batch) -> predicted seconds per layer type, from this device's cached profile (none cached:
-    no prediction, and a note says how to get one; a breakdown never waits for a calibration)."""
+def _profile(device: str):
+    """This device's cached profile, or None with a note saying how to get one (a breakdown never waits
+    for a calibration)."""
     from cnnprof.analysis.device import cached_profile
-    from cnnprof.analysis.latency import predict_latency
-    from cnnprof.models.spec import resolve
 
     profile = cached_profile(device)
     if profile is None:
         err.print(f"note: run `cnnprof device --device {device}` once to see predicted times next to the breakdown")
-        return None
-    by_label = {resolve(spec, overrides).label: spec for spec in model_specs(models)}
+    return profile
+
+
+def _predicted(results: list, sources: dict[str, Any], profile: Any, dtype: str):
+    """(model, batch) -> predicted seconds per layer type on `profile`."""
+    from cnnprof.analysis.latency import predict_latency
+
     out = {}
     for r in results:
-        if r.status != "ok" or r.model not in by_label:
+        if r.status != "ok" or r.model not in sources:
             continue
-        p = predict_latency(resolve(by_label[r.model], overrides), r.input_shape, profile, dtype)
+        p = predict_latency(sources[r.model], r.input_shape, profile, dtype)
         types: dict[str, float] = {}
         for row in p.by_type():
             name = "other" if row["name"] == "memory copy" else row["name"]

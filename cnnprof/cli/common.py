@@ -6,8 +6,11 @@ Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an in
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+import sys
+from contextlib import redirect_stdout
 from dataclasses import replace
 from enum import Enum
 from typing import Any, Callable, Optional
@@ -16,6 +19,8 @@ import typer
 from rich.console import Console
 from typing_extensions import Annotated
 
+from cnnprof.cli.interrupts import (  # noqa: F401 - re-exported for the commands
+    INTERRUPTED, SIGNALS, Interrupted, interrupt_requested, interruptible, soft_interrupts, user_failure)
 from cnnprof.errors import CnnprofError, first_line
 
 app = typer.Typer(
@@ -29,6 +34,40 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _help_type(param: Any, ctx: Any) -> str | None:
+    """Help shows words, not Python types: an argument shows its metavar alone (not `MODEL <list[str]>`);
+    an option without a metavar shows its name (`--threads THREADS`, not `<int range>`) unless it is a choice."""
+    if isinstance(param, typer.core.TyperArgument):
+        return None
+    if param.metavar is not None:
+        return param.metavar
+    if param.type_descriptor.is_choice:
+        return param.display_type(ctx)
+    return param.name.upper().rstrip("_")
+
+
+typer.core.TyperArgument.display_type_rich = _help_type
+typer.core.TyperOption.display_type_rich = _help_type
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("cnnprof")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            text = "unknown"
+        typer.echo(f"cnnprof {text}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                help="Print cnnprof's version and exit.")] = False) -> None:
+    pass
 
 
 class Format(str, Enum):
@@ -78,7 +117,9 @@ class DType(str, Enum):
 
 
 ModelsArg = Annotated[Optional[list[str]], typer.Argument(
-    metavar="MODEL", help="Models to analyse; none means the whole zoo.", show_default=False)]
+    metavar="MODEL", show_default=False,
+    help="Models to analyse; none means the whole zoo. MODEL@key=value,...,label=NAME gives one model its own "
+         "settings (they override --set) and row label.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format; json/csv/markdown write only data to stdout.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE",
@@ -95,6 +136,14 @@ ResolutionOpt = Annotated[Optional[int], typer.Option(
 InputShapeOpt = Annotated[Optional[str], typer.Option(
     "--input-shape", metavar="N,C,H,W", show_default=False,
     help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides --batch-size and --resolution.")]
+
+BatchSizesOpt = Annotated[Optional[str], typer.Option(
+    metavar="B[,B...]", show_default=False,
+    help="Batch size N of the input, or a comma-separated sweep such as 1,8,32 (one row per size; default 1).")]
+OutputOpt = Annotated[Optional[str], typer.Option(
+    "--output", "-o", metavar="FILE", show_default=False,
+    help="Also write the rows to FILE (.json, .jsonl or .csv) as each one is produced, so an interrupted run "
+         "keeps its finished rows.")]
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -136,22 +185,39 @@ def model_specs(models: list[str] | None) -> list[str]:
 
 
 def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
-                   name: Callable[[Any], str] = str) -> tuple[list[Any], int]:
+                   name: Callable[[Any], str] = str, on_result: Callable[[Any], None] | None = None
+                   ) -> tuple[list[Any], int]:
     """Run `work` per model (or job); a failing one is reported on stderr and the others still run.
+    What a model prints goes to stderr (stdout carries only the report); a model that calls sys.exit or
+    raises KeyboardInterrupt fails its own row. Ctrl-C or SIGTERM stops the loop: the results so far are
+    returned with exit code 130. `on_result` sees each result as it is produced (e.g. --output).
     Returns (results, exit code so far)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     results, code = [], 0
     show = len(specs) > 1 and err.is_terminal
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not show) as progress:
+                  console=err, transient=True, disable=not show) as progress, interruptible():
         task = progress.add_task(what, total=len(specs))
-        for spec in specs:
+        for done, spec in enumerate(specs):
             progress.update(task, description=f"{what} {name(spec)}")
             try:
-                results.append(work(spec))
+                with redirect_stdout(sys.stderr):
+                    result = work(spec)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                if SIGNALS.requested:  # arrived during soft-mode timing: the partial result is kept
+                    raise Interrupted()
+            except Interrupted:
+                progress.stop()
+                err.print(f"interrupted: {len(results)} of {len(specs)} jobs done; showing those", markup=False)
+                return results, INTERRUPTED
             except CnnprofError as exc:
                 err.print(f"error: {exc}", markup=False)
+                code = max(code, 2)
+            except (SystemExit, KeyboardInterrupt) as exc:  # the user's model, not us: see Interrupted
+                err.print(f"error: {user_failure(name(spec), exc)}", markup=False)
                 code = max(code, 2)
             except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
                 if os.environ.get("CNNPROF_DEBUG"):
@@ -164,13 +230,68 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
 
 
 def guard(fn: Callable[[], int]) -> None:
-    """Run a command body: bad input -> one line on stderr and exit 2; the body's code otherwise."""
+    """Run a command body: bad input -> one line on stderr and exit 2; a closed pipe on stdout (`| head`)
+    -> quiet exit 0; another write error -> one line and exit 1; Ctrl-C outside a model loop -> 130."""
+    from cnnprof.report.render import OutputError, quiet_stdout, safe_encoding
+
+    safe_encoding()
     try:
         code = fn()
     except CnnprofError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2)
+    except BrokenPipeError:
+        quiet_stdout()
+        raise typer.Exit(0)
+    except OutputError as exc:
+        quiet_stdout()
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
+    except (KeyboardInterrupt, Interrupted):
+        err.print("interrupted", markup=False)
+        raise typer.Exit(INTERRUPTED)
     raise typer.Exit(code)
+
+
+def check_finite(name: str, value: float | None, cap: float) -> None:
+    """Durations must be finite and at most `cap` seconds (inf or nan would run forever)."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= cap):
+        raise CnnprofError(f"{name} {value}: expected a finite number of seconds between 0 and {cap:g}")
+
+
+def check_threads(threads: int | None) -> None:
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise CnnprofError(f"--threads {threads}: this machine has {cores} CPU core{'s' if cores != 1 else ''}")
+
+
+def single_batch_size(text: str, command: str) -> int:
+    """Commands that show one configuration take one batch size and say where sweeps are."""
+    sizes = parse_batch_sizes(text)
+    if len(sizes) > 1:
+        raise CnnprofError(f"--batch-size {text!r}: {command} compares models at one batch size; sweep batch sizes "
+                           f"with `cnnprof bench` or `cnnprof flops`")
+    return sizes[0]
+
+
+def model_args(models: list[str] | None, set_: list[str] | None):
+    """Parse MODEL[@key=value,...,label=NAME] arguments with the run-wide --set (the whole zoo if none)."""
+    from cnnprof.cli.models_arg import parse_model_arg
+
+    return [parse_model_arg(m, set_) for m in model_specs(models)]
+
+
+def add_overrides(report, by_label: dict[str, dict[str, Any]]):
+    """Put each row's effective overrides (`overrides`, by row label) next to its model name in JSON and CSV."""
+    tables, json_rows, csv_rows = report
+    for rows, as_text in ((json_rows, False), (csv_rows, True)):
+        for i, row in enumerate(rows):
+            if row.get("model") in by_label and "overrides" not in row:
+                o = by_label[row["model"]]
+                value = ",".join(f"{k}={v}" for k, v in o.items()) if as_text else o
+                items = list(row.items())
+                rows[i] = dict(items[:1] + [("overrides", value)] + items[1:])
+    return tables, json_rows, csv_rows
 
 
 def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: int | None,
@@ -200,3 +321,24 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+
+
+def open_output(path: str | None):
+    """RowWriter for --output, or None."""
+    if path is None:
+        return None
+    from cnnprof.report.render import RowWriter
+
+    return RowWriter(path)
+
+
+def emit_report(fmt: str, report, code: int, what: str = "rows") -> None:
+    """Print a report; after an interruption the first table says that only finished rows are shown.
+    Table and Markdown output stay empty when nothing succeeded; JSON prints [] and CSV nothing."""
+    from cnnprof.report.render import emit
+
+    tables, json_rows, csv_rows = report
+    if code == INTERRUPTED and tables:
+        tables[0].notes.append(f"interrupted: only the {what} finished before Ctrl-C/SIGTERM are shown.")
+    if json_rows or fmt == "json":
+        emit(fmt, tables, json_rows, csv_rows)

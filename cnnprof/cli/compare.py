@@ -1,85 +1,163 @@
 """`cnnprof compare`."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
+from cnnprof.cli.bench import warn_settings
 from cnnprof.cli.common import (
-    app, Format, Convention, Scope, Device, FormatOpt, SetOpt, ConventionOpt, ScopeOpt, ResolutionOpt,
-    parse_overrides, input_shape, for_each_model, guard, flops_of)
+    app, err, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt, ConventionOpt, ScopeOpt,
+    ResolutionOpt, single_batch_size, model_args, for_each_model, guard, flops_of, add_overrides,
+    open_output, emit_report, soft_interrupts, interrupt_requested, INTERRUPTED)
 from cnnprof.cli.device import DeviceSpecOpt, profile_for
 from cnnprof.errors import CnnprofError
+
+_BENCH = "With --bench: "
 
 
 @app.command()
 def compare(
-    models: Annotated[list[str], typer.Argument(metavar="MODEL MODEL [MODEL]...",
-                                                help="Models to compare; ratios are against the first.")],
+    models: Annotated[list[str], typer.Argument(
+        metavar="MODEL MODEL [MODEL]...", show_default=False,
+        help="Models to compare; ratios are against the first. MODEL@key=value,label=NAME sets options per model.")],
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size N (FLOPs scale with it; also used by --bench).")] = 1,
-    bench: Annotated[bool, typer.Option("--bench", help="Also measure latency and throughput (see `cnnprof bench`).")] = False,
-    device: Annotated[Device, typer.Option(help="Device for --bench and --predict.")] = Device.cpu,
+    batch_size: Annotated[Optional[str], typer.Option(
+        metavar="N", show_default=False,
+        help="Batch size N of the input (default 1). One size: compare models at one configuration; sweep batch "
+             "sizes with `cnnprof flops` or `cnnprof bench`.")] = None,
+    bench: Annotated[bool, typer.Option("--bench", help="Also measure latency and throughput, interleaved in rounds "
+                                                        "(see `cnnprof bench`).")] = False,
     predict: Annotated[bool, typer.Option("--predict", help="Add predicted latency (per-op-kind calibrated, see "
                                                             "`cnnprof roofline`) without running the models.")] = False,
     device_spec: DeviceSpecOpt = None,
-    min_time: Annotated[float, typer.Option(min=0.0, help="With --bench: seconds of timed runs per model.")] = 1.0,
+    device: Annotated[Optional[Device], typer.Option(help="With --bench or --predict: the device (default cpu).",
+                                                     show_default=False)] = None,
+    dtype: Annotated[Optional[DType], typer.Option(help=_BENCH + "data type of weights and input (default float32).",
+                                                   show_default=False)] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last", help=_BENCH + "NHWC memory format.",
+                                                          show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=_BENCH + "CPU threads, at most the machine's cores.",
+                                                   show_default=False)] = None,
+    warmup: Annotated[Optional[float], typer.Option(min=0.0, max=3600.0, show_default=False,
+                                                    help=_BENCH + "seconds of warm-up per model (default 0.5).")] = None,
+    min_time: Annotated[Optional[float], typer.Option(min=0.0, max=3600.0, show_default=False,
+                                                      help=_BENCH + "seconds of timed runs per model (default 1).")] = None,
+    min_runs: Annotated[Optional[int], typer.Option(min=1, max=1_000_000, show_default=False,
+                                                    help=_BENCH + "at least this many timed runs per model (default 5).")
+                        ] = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
 ) -> None:
     """Side-by-side params, FLOPs and MACs per parameter, with each model's ratio to the first."""
+    overrides: dict[str, dict] = {}  # row label -> effective overrides
 
     def body() -> int:
-        from cnnprof.report.render import emit
-        from cnnprof.report.tables import compare_report
+        from cnnprof.cli.models_arg import resolve_arg
 
         if len(models) < 2:
             raise CnnprofError("compare needs at least two models, e.g. cnnprof compare resnet50 resnext50")
+        timing = {"--device": None if predict else device, "--dtype": dtype, "--channels-last": channels_last, "--threads": threads,
+                  "--warmup": warmup, "--min-time": min_time, "--min-runs": min_runs}
+        given = [k for k, v in timing.items() if v is not None]
+        if given and not bench:
+            raise CnnprofError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --bench; "
+                               f"add --bench or drop {'it' if len(given) == 1 else 'them'}")
+        if device_spec and not predict:
+            raise CnnprofError("--device-spec applies only with --predict; add --predict or drop it")
+        b = single_batch_size(batch_size, "compare") if batch_size is not None else 1
+        bench_opts = dict(dtype=(dtype or DType.float32).value, channels_last=bool(channels_last), threads=threads,
+                          warmup=0.5 if warmup is None else warmup, min_time=1.0 if min_time is None else min_time,
+                          min_runs=min_runs or 5)
+        dev = (device or Device.cpu).value
         if bench:
-            from cnnprof.analysis.runtime import check_device
+            from cnnprof.analysis.runtime import check_device, validate_timing
 
-            check_device(device.value)
-        overrides = parse_overrides(set_)
-        profile = profile_for(device.value, device_spec) if predict else None
+            check_device(dev)
+            validate_timing(bench_opts["warmup"], bench_opts["min_time"], bench_opts["min_runs"], threads,
+                            bench_opts["dtype"])
+            warn_settings(dev, bench_opts["dtype"])
+        args, writer = model_args(models, set_), open_output(output)
+        sources: list[Any] = []
+        profile = profile_for(dev, device_spec) if predict else None
 
-        def work(spec: str) -> dict[str, Any]:
-            fc, params_total, _ = flops_of(spec, overrides, scope.value, "torch", batch_size, resolution, None)
+        def work(arg) -> dict[str, Any]:
+            source = resolve_arg(arg)
+            overrides[source.label] = arg.overrides()
+            fc, params_total, _ = flops_of(source, {}, scope.value, "torch", b, resolution, None)
+            sources.append((source, fc.input_shape))
             row = {"model": fc.model, "params": params_total, "flops": fc.flops(convention.value), "macs": fc.macs,
-                   "acts": fc.acts,
-                   "convention": convention.value, "scope": scope.value, "input_shape": list(fc.input_shape),
-                   "macs_per_param": fc.macs / params_total if params_total else None}
-            if predict:
+                   "acts": fc.acts, "convention": convention.value, "scope": scope.value,
+                   "input_shape": list(fc.input_shape),
+                   "macs_per_param": fc.macs / params_total if params_total else None,
+                   "uncounted_ops": dict(fc.uncounted)}
+            if profile is not None:
                 from cnnprof.analysis.latency import predict_latency
 
-                p = predict_latency(spec, fc.input_shape, profile, overrides=overrides)
+                p = predict_latency(source, fc.input_shape, profile)
                 row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
                            prediction="calibrated" if p.calibrated else "roofline", device_name=p.device_name,
                            profile=p.source)
-            if bench:
-                from cnnprof.analysis.runtime import benchmark
-
-                r = benchmark(spec, fc.input_shape, device=device.value, min_time=min_time, overrides=overrides)
-                row.update(device=device.value, latency_ms=r.median_ms, throughput=r.throughput, bench_status=r.status)
             return row
 
-        rows, code = for_each_model(models, work, "Profiling")
-        if rows:
-            ref = rows[0]
-            for row in rows:
-                row["params_ratio"] = row["params"] / ref["params"] if ref["params"] else None
-                row["flops_ratio"] = row["flops"] / ref["flops"] if ref["flops"] else None
-                row["macs_ratio"] = row["macs"] / ref["macs"] if ref["macs"] else None
-                if predict:
-                    row["predicted_ratio"] = row["predicted_ms"] / ref["predicted_ms"] if ref.get("predicted_ms") else None
-                if bench:
-                    ok = row.get("latency_ms") and ref.get("latency_ms")
-                    row["latency_ratio"] = row["latency_ms"] / ref["latency_ms"] if ok else None
-                    row["throughput_ratio"] = row["throughput"] / ref["throughput"] if ok else None
-                    code = max(code, 0 if row.get("bench_status") == "ok" else 1)
-            emit(fmt.value, *compare_report(rows, convention.value, scope.value, bench, predict))
+        rows_so_far: list[dict[str, Any]] = []
+
+        def keep(row):
+            rows_so_far.append(row)
+            if writer and not bench:  # with --bench a row is complete only after the timing rounds
+                _, json_rows, csv_rows = report(list(rows_so_far))
+                writer.add(json_rows[-1:], csv_rows[-1:])
+
+        rows, code = for_each_model(args, work, "Counting", name=lambda a: a.text, on_result=keep)
+        if bench and rows and code != INTERRUPTED:
+            code = max(code, _bench_rows(rows, sources, dev, bench_opts))
+        final = report(rows)
+        if writer and bench:
+            writer.add(*final[1:])
+        emit_report(fmt.value, final, code, "models")
         return code
 
+    def report(rows):
+        from cnnprof.report.tables import compare_report
+
+        _ratios(rows)
+        return add_overrides(compare_report(rows, convention.value, scope.value, bench, predict), overrides)
+
     guard(body)
+
+
+def _ratios(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    ref = rows[0]
+    for row in rows:
+        for key in ("params", "flops", "macs"):
+            row[f"{key}_ratio"] = row[key] / ref[key] if ref[key] else None
+        if "predicted_ms" in row:
+            row["predicted_ratio"] = row["predicted_ms"] / ref["predicted_ms"] if ref.get("predicted_ms") else None
+
+
+def _bench_rows(rows: list[dict[str, Any]], sources: list[Any], device: str, opts: dict[str, Any]) -> int:
+    """Time every model interleaved in rounds; add latency, ratio interval, status and noisy flag to its row."""
+    from cnnprof.analysis.interleave import interleaved_benchmark
+
+    with soft_interrupts():
+        results, ratios = interleaved_benchmark([s for s, _ in sources], [shape for _, shape in sources], device,
+                                                stop=interrupt_requested, **opts)
+    code = 0
+    for row, r, q in zip(rows, results, ratios):
+        row.update(device=device, latency_ms=r.median_ms, throughput=r.throughput, bench_status=r.status,
+                   bench_error=r.error, noisy=r.noisy, rounds=r.rounds,
+                   latency_ratio_interval=None if q is None else {"low": q.low, "high": q.high,
+                                                                 "measurable": q.measurable})
+        row["latency_ratio"] = (q.median if q is not None else 1.0 if r is results[0] and r.median_ms else None)
+        row["throughput_ratio"] = (row["throughput"] / rows[0]["throughput"]
+                                   if row["throughput"] and rows[0].get("throughput") else None)
+        if r.status != "ok":
+            err.print(f"error: {r.model}: {r.error}", markup=False)
+            code = INTERRUPTED if r.status == "interrupted" else max(code, 1)
+    return code

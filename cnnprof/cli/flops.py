@@ -7,9 +7,10 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, Format, Convention, Scope, Backend, FlopsBy, ModelsArg, FormatOpt, SetOpt, ConventionOpt, ScopeOpt,
-    ResolutionOpt, InputShapeOpt, parse_overrides, parse_input_shape, model_specs, for_each_model, guard,
-    flops_of)
+    app, Format, Convention, Scope, Backend, FlopsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, ConventionOpt,
+    ScopeOpt, ResolutionOpt, InputShapeOpt, BatchSizesOpt, parse_input_shape, parse_batch_sizes, model_args,
+    for_each_model, guard, flops_of, add_overrides, open_output, emit_report)
+from cnnprof.errors import CnnprofError
 
 
 @app.command()
@@ -18,11 +19,11 @@ def flops(
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size N of the input.")] = 1,
+    batch_size: BatchSizesOpt = None,
     input_shape_: InputShapeOpt = None,
     by: Annotated[Optional[FlopsBy], typer.Option(
         help="Breakdown with share %: layer (module tree, see --depth), op (aten op), stage, or type "
-             "(conv KxK, depthwise, pointwise, grouped, linear, norm, activation, pooling, element-wise).",
+             "(conv KxK, depthwise, pointwise, grouped, linear, norm, SE, activation, pooling, element-wise).",
         show_default=False)] = None,
     depth: Annotated[int, typer.Option(min=0, help="With --by layer: deepest module level shown.")] = 2,
     backend: Annotated[Backend, typer.Option(
@@ -31,22 +32,39 @@ def flops(
     ] = Backend.torch,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
 ) -> None:
     """Count FLOPs of one forward pass under an explicit convention and scope; lists uncounted ops."""
 
     def body() -> int:
-        from cnnprof.report.render import emit
+        from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.report.tables import flops_report
 
-        overrides, shape = parse_overrides(set_), parse_input_shape(input_shape_)
+        shape = parse_input_shape(input_shape_)
+        if shape is not None and batch_size is not None:
+            raise CnnprofError("--batch-size has no effect with --input-shape (its first dimension is the batch)")
+        sizes = parse_batch_sizes(batch_size) if batch_size is not None else [None]
+        args, writer = model_args(models, set_), open_output(output)
         per_module = by is FlopsBy.layer
-        results, code = for_each_model(
-            model_specs(models),
-            lambda spec: flops_of(spec, overrides, scope.value, backend.value, batch_size, resolution, shape,
-                                   per_module),
-            "Counting FLOPs of")
-        if results:
-            emit(fmt.value, *flops_report(results, convention.value, by.value if by else None, depth))
+        overrides: dict[str, dict] = {}  # row label -> effective overrides
+
+        def work(job):
+            arg, b = job
+            source = resolve_arg(arg)
+            overrides[source.label] = arg.overrides()
+            return flops_of(source, {}, scope.value, backend.value, b, resolution, shape, per_module)
+
+        def report(results):
+            return add_overrides(flops_report(results, convention.value, by.value if by else None, depth), overrides)
+
+        def produced(result):
+            if writer:
+                writer.add(*report([result])[1:])
+
+        jobs = [(arg, b) for arg in args for b in sizes]
+        results, code = for_each_model(jobs, work, "Counting FLOPs of", on_result=produced,
+                                       name=lambda j: j[0].text + (f" (batch {j[1]})" if len(sizes) > 1 else ""))
+        emit_report(fmt.value, report(results), code, "models")
         return code
 
     guard(body)

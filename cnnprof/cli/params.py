@@ -7,7 +7,9 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, Format, ParamsBy, ModelsArg, FormatOpt, SetOpt, parse_overrides, model_specs, for_each_model, guard)
+    app, Format, ParamsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, model_args, for_each_model, guard,
+    add_overrides, open_output, emit_report)
+from cnnprof.errors import CnnprofError
 
 
 @app.command()
@@ -20,24 +22,35 @@ def params(
                                                  show_default=False)] = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
 ) -> None:
     """Count parameters (total and trainable) of models, built on the meta device (no memory used)."""
 
     def body() -> int:
         from cnnprof.analysis.params import count_params
-        from cnnprof.models.spec import resolve
-        from cnnprof.report.render import emit
+        from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.report.tables import params_report
 
-        overrides = parse_overrides(set_)
+        if depth is not None and by is not ParamsBy.layer:
+            raise CnnprofError("--depth applies to --by layer only; add --by layer or drop --depth")
+        args, writer = model_args(models, set_), open_output(output)
+        overrides: dict[str, dict] = {}  # row label -> effective overrides
 
-        def work(spec: str):
-            source = resolve(spec, overrides)
+        def work(arg):
+            source = resolve_arg(arg)
+            overrides[source.label] = arg.overrides()
             return source.label, count_params(source.build("meta"))
 
-        results, code = for_each_model(model_specs(models), work, "Counting parameters of")
-        if results:
-            emit(fmt.value, *params_report(results, by.value if by else None, depth))
+        def report(results):
+            return add_overrides(params_report(results, by.value if by else None, depth), overrides)
+
+        def produced(result):
+            if writer:
+                writer.add(*report([result])[1:])
+
+        results, code = for_each_model(args, work, "Counting parameters of", name=lambda a: a.text,
+                                       on_result=produced)
+        emit_report(fmt.value, report(results), code, "models")
         return code
 
     guard(body)

@@ -2,11 +2,14 @@
 human formats (table, markdown) go through the formatters."""
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import os
+import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,6 +29,7 @@ class Column:
     fmt: Callable[[Any], str] = str
     justify: str = "right"
     no_wrap: bool = False  # keep a left-justified cell on one line (bars)
+    short: str = ""  # abbreviated header used when the table would not fit the terminal
 
 
 @dataclass
@@ -72,11 +76,61 @@ def shape(value: tuple[int, ...]) -> str:
     return "×".join(str(d) for d in value)
 
 
+class OutputError(Exception):
+    """stdout cannot be written (closed, full, ...): reported in one line, never as a traceback."""
+
+
+# Stand-ins for the few non-ASCII characters the reports use, for terminals that cannot show them.
+_ASCII = {"×": "x", "—": "-", "≈": "~", "█": "#", "·": ".", "…": "...", "±": "+-", "–": "-"}
+
+
+def _replace_unencodable(exc: UnicodeError):
+    text = exc.object[exc.start:exc.end]
+    return "".join(_ASCII.get(c, "?") for c in text), exc.end
+
+
+codecs.register_error("cnnprof-ascii", _replace_unencodable)
+
+
+def safe_encoding() -> None:
+    """Let stdout/stderr with a narrow encoding (PYTHONIOENCODING=ascii) print reports instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        enc = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if stream is not None and hasattr(stream, "reconfigure") and enc and not enc.startswith("utf"):
+            try:
+                stream.reconfigure(errors="cnnprof-ascii")
+            except (ValueError, OSError):  # detached or closed stream: nothing to do
+                pass
+
+
+def quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def write_stdout(text: str) -> None:
+    """Write and flush; a closed reader (`| head`) raises BrokenPipeError, any other failure OutputError."""
+    if sys.stdout is None:
+        raise OutputError("cannot write the report: stdout is closed")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OutputError(f"cannot write the report to stdout: {why}") from None
+
+
 def stdout_console() -> Console:
     """Console for tables: the terminal's width, or wide enough not to truncate when piped to a file."""
-    console = Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False, soft_wrap=False, file=sys.stdout or io.StringIO())
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, soft_wrap=False, width=160)
+        console = Console(highlight=False, soft_wrap=False, width=160, file=sys.stdout or io.StringIO())
     return console
 
 
@@ -84,28 +138,75 @@ def _widest_line(col: Column, rows: list[dict[str, Any]]) -> int:
     return max((len(line) for r in rows for line in col.fmt(r.get(col.key)).splitlines()), default=0)
 
 
-def render_table(table: Table, console: Console) -> None:
-    """Print a rich table. Cells are never truncated: a table wider than the terminal first loses its
-    vertical rules, and is then printed at its natural width (the terminal wraps it)."""
-    rich_table = RichTable(title=Text(table.title), caption=Text(table.caption) if table.caption else None,
-                           title_justify="left", caption_justify="left", header_style="bold")
+def _rich_table(table: Table, short: bool) -> RichTable:
+    rich_table = RichTable(caption=Text(table.caption) if table.caption else None, caption_justify="left",
+                           header_style="bold")
     for i, col in enumerate(table.columns):
+        header = (col.short or col.header) if short else col.header
         # Numbers, bars and the row's name stay on one line; descriptive text columns may wrap.
         keep = col.justify == "right" or col.no_wrap or i == 0
-        rich_table.add_column(Text(col.header), justify=col.justify, no_wrap=keep,
-                              min_width=max(len(col.header), _widest_line(col, table.rows)) if keep else None)
+        rich_table.add_column(Text(header), justify=col.justify, no_wrap=keep,
+                              min_width=max(len(header), _widest_line(col, table.rows)) if keep else None)
     for row in table.rows:
         rich_table.add_row(*(Text(col.fmt(row.get(col.key))) for col in table.columns))
+    return rich_table
+
+
+class _Buffer(io.StringIO):
+    """In-memory target that reports the real stdout's encoding (rich picks ASCII boxes from it)."""
+
+    def __init__(self, encoding: str):
+        super().__init__()
+        self._encoding = encoding
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._encoding
+
+
+_TRAILING = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$", re.M)
+
+
+def table_text(table: Table, console: Console) -> str:
+    """The table as text for `console`. A table wider than the terminal first loses its vertical rules,
+    then uses abbreviated headers and single spaces between columns (descriptive columns wrap), and is
+    only then printed at its natural width (number cells are never cut).
+    The title wraps between words only; no line ends in spaces."""
+    width = console.width
     unbounded = console.options.update_width(10_000)
-    needed = Measurement.get(console, unbounded, rich_table).minimum
-    if needed > console.width:
-        rich_table.box, rich_table.pad_edge, rich_table.show_edge = box.SIMPLE_HEAD, False, False
+    rich_table, needed = None, 0
+    # Steps: full table; no vertical rules; abbreviated headers; columns one space apart.
+    for short, simple, tight in ((False, False, False), (False, True, False), (True, True, False), (True, True, True)):
+        rich_table = _rich_table(table, short)
+        if simple:
+            rich_table.box, rich_table.pad_edge, rich_table.show_edge = box.SIMPLE_HEAD, False, False
+        if tight:
+            rich_table.padding = (0, 0)
         needed = Measurement.get(console, unbounded, rich_table).minimum
-    if needed > console.width:
-        console = Console(file=console.file, width=needed, highlight=False, soft_wrap=False)
-    console.print(rich_table)
+        if needed <= width:
+            break
+    text_width = width  # titles and notes wrap at the terminal's width even when the table cannot
+    width = max(width, needed)
+    buf = _Buffer(getattr(console.file, "encoding", None) or "utf-8")
+    out = Console(file=buf, width=width, highlight=False, soft_wrap=False, force_terminal=console.is_terminal,
+                  color_system=console.color_system, no_color=console.no_color)
+    if table.title:
+        title = textwrap.fill(table.title, width=text_width, break_long_words=False, break_on_hyphens=False)
+        out.print(Text(title, style="italic"))
+    out.print(rich_table)
     for note in table.notes:
-        console.print(Text(note, style="dim"))
+        out.print(Text(textwrap.fill(note, width=text_width, break_long_words=False, break_on_hyphens=False),
+                       style="dim"))
+    return _TRAILING.sub(r"\1", buf.getvalue())
+
+
+def render_table(table: Table, console: Console) -> None:
+    """Print a rich table to the console's file (see table_text for the layout rules)."""
+    text = table_text(table, console)
+    if console.file is sys.stdout:
+        write_stdout(text)
+    else:
+        console.file.write(text)
 
 
 def render_markdown(table: Table) -> str:
@@ -118,6 +219,12 @@ def render_markdown(table: Table) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _csv_cell(key: str, value: Any) -> Any:
+    if key == "input_shape" and isinstance(value, (list, tuple)):
+        return "x".join(str(d) for d in value)  # 1x3x224x224, one cell a spreadsheet keeps as text
+    return json.dumps(value) if isinstance(value, (list, dict, tuple)) else value
+
+
 def render_csv(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -128,23 +235,66 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict, tuple)) else v for k, v in row.items()})
+        writer.writerow({k: _csv_cell(k, v) for k, v in row.items()})
     return buf.getvalue()
 
 
 def emit(fmt: str, tables: list[Table], json_rows: list[dict[str, Any]], csv_rows: list[dict[str, Any]] | None = None,
          console: Console | None = None) -> None:
-    """Write the result to stdout in `fmt`. JSON: `json_rows` and nothing else; CSV: `csv_rows` (default:
-    json_rows); table/markdown: the tables."""
+    """Write the result to stdout in `fmt`. JSON: `json_rows` and nothing else (`[]` when empty); CSV:
+    `csv_rows` (default: json_rows); table/markdown: the tables."""
+    if sys.stdout is None and console is None:
+        raise OutputError("cannot write the report: stdout is closed")
     if fmt == "json":
-        sys.stdout.write(json.dumps(json_rows, indent=2) + "\n")
+        write_stdout(json.dumps(json_rows, indent=2) + "\n")
     elif fmt == "csv":
-        sys.stdout.write(render_csv(json_rows if csv_rows is None else csv_rows))
+        write_stdout(render_csv(json_rows if csv_rows is None else csv_rows))
     elif fmt == "markdown":
-        sys.stdout.write("\n".join(render_markdown(t) for t in tables))
+        write_stdout("\n".join(render_markdown(t) for t in tables))
     else:
         console = console or stdout_console()
         for i, t in enumerate(tables):
-            if i:
-                console.print()
-            render_table(t, console)
+            text = ("\n" if i else "") + table_text(t, console)
+            if console.file is sys.stdout:
+                write_stdout(text)
+            else:
+                console.file.write(text)
+
+
+class RowWriter:
+    """`--output FILE`: every row is written as soon as it is produced, so a killed run keeps its finished
+    rows. .jsonl appends one object per line; .json and .csv rewrite the whole (small) file atomically."""
+
+    SUFFIXES = (".json", ".jsonl", ".csv")
+
+    def __init__(self, path: str):
+        from cnnprof.errors import CnnprofError
+
+        self.path = path
+        self.kind = os.path.splitext(path)[1].lower()
+        if self.kind not in self.SUFFIXES:
+            raise CnnprofError(f"--output {path}: the file name must end in .json, .jsonl or .csv")
+        self.json_rows: list[dict[str, Any]] = []
+        self.csv_rows: list[dict[str, Any]] = []
+        try:
+            self._replace("[]\n" if self.kind == ".json" else "")
+        except OSError as exc:
+            raise CnnprofError(f"--output {path}: {exc.strerror or exc}") from None
+
+    def add(self, json_rows: list[dict[str, Any]], csv_rows: list[dict[str, Any]] | None = None) -> None:
+        """Record rows and write them out now."""
+        self.json_rows += json_rows
+        self.csv_rows += json_rows if csv_rows is None else csv_rows
+        if self.kind == ".jsonl":
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in json_rows)
+        elif self.kind == ".json":
+            self._replace(json.dumps(self.json_rows, indent=2) + "\n")
+        else:
+            self._replace(render_csv(self.csv_rows))
+
+    def _replace(self, text: str) -> None:
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, self.path)

@@ -137,33 +137,66 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
 
 def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, bench: bool,
                    predict: bool = False) -> Report:
-    """rows: one per model with params, macs, acts, flops, (if predict) predicted latency and (if bench)
-    latency statistics; first is the reference."""
+    """rows: one per model with params, macs, acts, flops, uncounted ops, (if predict) predicted latency and
+    (if bench) latency, its interleaved ratio interval, status and noisy flag; the first row is the reference."""
     ref = rows[0]["model"] if rows else ""
     cols = [Column("model", "Model", justify="left"), Column("params", "Params", si),
-            Column("params_ratio", "vs ref", ratio), Column("flops", f"FLOPs [{convention}]", si),
+            Column("params_ratio", "vs ref", ratio), Column("flops", f"FLOPs [{convention}]", si, short="FLOPs"),
             Column("flops_ratio", "vs ref", ratio), Column("acts", "Acts", si),
-            Column("macs_per_param", "MACs/param", fixed(1))]
+            Column("macs_per_param", "MACs/param", fixed(1), short="MAC/p")]
     if predict:
-        cols += [Column("predicted_ms", "Predicted (ms)", fixed(2)), Column("predicted_ratio", "vs ref", ratio)]
+        cols += [Column("predicted_ms", "Predicted (ms)", fixed(2), short="Pred. ms"),
+                 Column("predicted_ratio", "vs ref", ratio)]
     if bench:
-        cols += [Column("latency_ms", "Latency (ms)", fixed(2)), Column("latency_ratio", "vs ref", ratio),
-                 Column("throughput", "Samples/s", fixed(1))]
+        cols += [Column("latency_ms", "Latency (ms)", fixed(2), short="Lat. ms"),
+                 Column("latency_text", "vs ref [95% interval]", justify="left", short="vs ref"),
+                 Column("throughput", "Samples/s", fixed(1), short="Smp/s"),
+                 Column("bench_notes", "Notes", justify="left")]
     shape_text = shape(rows[0]["input_shape"]) if rows else ""
+    table_rows = []
+    for i, r in enumerate(rows):
+        row = {**r, "params_ratio": r["params_ratio"] if i else None, "flops_ratio": r["flops_ratio"] if i else None,
+               "predicted_ratio": r.get("predicted_ratio") if i else None}
+        if bench:
+            interval = r.get("latency_ratio_interval")
+            if i == 0:
+                row["latency_text"] = "ref"
+            elif interval is None or r.get("latency_ratio") is None:
+                row["latency_text"] = "-"
+            else:
+                core = f"{r['latency_ratio']:.2f}× [{interval['low']:.2f}, {interval['high']:.2f}]"
+                row["latency_text"] = core if interval["measurable"] else f"no measurable difference ({core})"
+            notes = [] if r.get("bench_status") in (None, "ok") else [
+                str(r["bench_status"]).upper() + (f": {r['bench_error']}" if r.get("bench_error") else "")]
+            row["bench_notes"] = "; ".join(notes + (["noisy"] if r.get("noisy") else []))
+        table_rows.append(row)
     table = Table(f"Model comparison at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
-                  cols, [{**r, "params_ratio": r["params_ratio"] if i else None,
-                          "flops_ratio": r["flops_ratio"] if i else None,
-                          "latency_ratio": r.get("latency_ratio") if i else None,
-                          "predicted_ratio": r.get("predicted_ratio") if i else None} for i, r in enumerate(rows)])
+                  cols, table_rows)
     notes = [f"vs ref: ratio to {ref}, the first model."] if len(rows) > 1 else []
+    for r in rows:
+        if r.get("uncounted_ops"):
+            notes.append(f"{r['model']}: ops that ran but have no formula (not counted): "
+                         + ", ".join(f"{op} ×{n}" for op, n in r["uncounted_ops"].items()))
     if bench and rows:
         notes.append(f"Latency: median forward pass on {rows[0].get('device', 'cpu')}, batch "
-                     f"{rows[0]['input_shape'][0]}; see `cnnprof bench` for the full statistics.")
+                     f"{rows[0]['input_shape'][0]}, models timed interleaved in rotating rounds; the latency ratio "
+                     f"is the median of per-round ratios with a 95% bootstrap interval, and an interval that includes "
+                     f"1.00× is no measurable difference. See `cnnprof bench` for the full statistics.")
+        if any(r.get("noisy") for r in rows):
+            notes.append("noisy: IQR above 10% of the median; rerun on a quieter machine or with a longer --min-time.")
     if predict and rows:
         notes.append(f"Predicted: {rows[0].get('prediction', 'calibrated')} latency on {rows[0].get('device_name')} "
                      f"({rows[0].get('profile')}) from per-op costs, without running the models (see `cnnprof roofline`).")
     table.notes = notes
-    csv_rows = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
+    csv_rows = []
+    for r in rows:
+        flat = {k: v for k, v in r.items() if not isinstance(v, dict) and k != "latency_ratio_interval"}
+        flat["uncounted_ops"] = " ".join(f"{op}:{n}" for op, n in (r.get("uncounted_ops") or {}).items())
+        if r.get("latency_ratio_interval"):
+            flat.update(latency_ratio_low=r["latency_ratio_interval"]["low"],
+                        latency_ratio_high=r["latency_ratio_interval"]["high"],
+                        latency_ratio_measurable=r["latency_ratio_interval"]["measurable"])
+        csv_rows.append(flat)
     return [table], rows, csv_rows
 
 
@@ -182,7 +215,8 @@ def bench_json(r: Any) -> dict[str, Any]:
         "input_shape": list(r.input_shape), "status": r.status, "error": r.error,
         "latency_ms": r.latency_ms(), "throughput": r.throughput, "runs": r.runs, "noisy": r.noisy,
         "cold_ms": ms(r.cold_s), "compile_ms": ms(r.compile_s), "warmup_runs": r.warmup_runs, "macs": r.macs,
-        "gflops": {"macc": r.gflops("macc"), "nvidia": r.gflops("nvidia")},
+        "gflop_per_s": {"macc": r.gflops("macc"), "nvidia": r.gflops("nvidia")},
+        "requested_batch_size": r.requested_batch_size, "rounds": r.rounds, "estimated_bytes": r.needed_bytes,
         "peak_memory_bytes": {"allocated": r.peak_allocated, "reserved": r.peak_reserved},
         "env": {k: getattr(r.env, k) for k in r.env.__dataclass_fields__},
     }
@@ -197,8 +231,8 @@ def breakdown_rows(r: Any, predicted: dict[str, float] | None = None) -> list[di
     total_m = sum(t.macs for t in r.breakdown) or 1
     rows = [{"type": t.type, "macs": t.macs, "other_ops": t.ops, "time_ms": 1e3 * t.time_s, "calls": t.calls,
              "macs_share": t.macs / total_m, "time_share": t.time_s / total_t,
-             "gflops_macc": to_flops(t.macs, t.ops, "macc") / t.time_s / 1e9 if t.time_s else None,
-             "gflops_nvidia": to_flops(t.macs, t.ops, "nvidia") / t.time_s / 1e9 if t.time_s else None}
+             "gflop_per_s_macc": to_flops(t.macs, t.ops, "macc") / t.time_s / 1e9 if t.time_s else None,
+             "gflop_per_s_nvidia": to_flops(t.macs, t.ops, "nvidia") / t.time_s / 1e9 if t.time_s else None}
             for t in r.breakdown]
     if predicted is not None:
         total_p = sum(predicted.values()) or 1.0
@@ -208,9 +242,39 @@ def breakdown_rows(r: Any, predicted: dict[str, float] | None = None) -> list[di
     return rows
 
 
-def bench_report(results: list[Any], settings: dict[str, Any],
+def ratio_text(q: Any) -> str:
+    """'0.86× [0.80, 0.93]', or 'no measurable difference (0.98× [0.91, 1.04])' when the interval holds 1."""
+    if q is None:
+        return "-"
+    core = f"{q.median:.2f}× [{q.low:.2f}, {q.high:.2f}]"
+    return core if q.measurable else f"no measurable difference ({core})"
+
+
+def ratio_json(q: Any) -> dict[str, Any] | None:
+    if q is None:
+        return None
+    return {"median": q.median, "low": q.low, "high": q.high, "iqr": q.iqr, "rounds": len(q.rounds),
+            "measurable": q.measurable}
+
+
+def bench_flags(r: Any) -> str:
+    """Notes cell of a benchmark row: status and reason, noisy, batch halved by --auto-batch."""
+    flags = []
+    if r.status == "interrupted":
+        flags.append(f"interrupted after {r.rounds} rounds")
+    elif r.status != "ok":
+        flags.append(r.status.upper() + (f": {r.error}" if r.error and r.error != "out of memory" else ""))
+    if r.noisy:
+        flags.append("noisy")
+    if r.requested_batch_size and r.requested_batch_size != r.batch_size:
+        flags.append(f"batch halved from {r.requested_batch_size}")
+    return "; ".join(flags)
+
+
+def bench_report(results: list[Any], settings: dict[str, Any], ratios: list[Any] | None = None,
                  predicted: dict[tuple[str, int], dict[str, float]] | None = None) -> Report:
-    """results: BenchResult per (model, batch size); settings: the options the run used; predicted:
+    """results: BenchResult per (model, batch size); settings: the options the run used; ratios: per result,
+    its interleaved latency ratio to the first model at that batch size (RatioStat or None); predicted:
     (model, batch size) -> predicted seconds per layer type, shown next to a --breakdown."""
     def ms(key: str):
         return lambda v: "-" if v is None else f"{v[key]:,.2f}" if v.get(key) is not None else "-"
@@ -218,18 +282,23 @@ def bench_report(results: list[Any], settings: dict[str, Any],
     def gflops(conv: str):
         return lambda g: "-" if not g or g[conv] is None else f"{g[conv]:,.1f}"
 
+    ratios = list(ratios) if ratios is not None else [None] * len(results)
     json_rows = [bench_json(r) for r in results]
     pred_of = lambda r: (predicted or {}).get((r.model, r.batch_size))  # noqa: E731
     if predicted:
         for r, j in zip(results, json_rows):
             if r.breakdown:
                 j["breakdown"] = breakdown_rows(r, pred_of(r))
-    rows = []
-    for r, j in zip(results, json_rows):
-        flags = "noisy" if r.noisy else ""
-        if r.status != "ok":
-            flags = r.status.upper() + (f": {r.error}" if r.status == "error" else "")
-        rows.append({**j, "flags": flags})
+    refs: dict[int, str] = {}
+    for r, j, q in zip(results, json_rows, ratios):
+        if r.rounds and r.batch_size not in refs:
+            refs[r.batch_size] = r.model
+        if any(x is not None for x in ratios):
+            j["latency_ratio"] = ratio_json(q)
+            j["ratio_reference"] = refs.get(r.batch_size) if q is not None else None
+    rows = [{**j, "flags": bench_flags(r),
+             "ratio_text": ratio_text(q) if q is not None or refs.get(r.batch_size) != r.model else "ref"}
+            for r, j, q in zip(results, json_rows, ratios)]
     latency = Table("Forward-pass latency (inference_mode, warm-up excluded)", [
         Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
         Column("latency_ms", "Median (ms)", ms("median")), Column("latency_ms", "Mean (ms)", ms("mean")),
@@ -237,12 +306,19 @@ def bench_report(results: list[Any], settings: dict[str, Any],
         Column("latency_ms", "P99 (ms)", ms("p99")), Column("latency_ms", "IQR (ms)", ms("iqr")),
         Column("runs", "Runs", integer), Column("flags", "Notes", justify="left"),
     ], rows)
+    for col in latency.columns:
+        col_short = {"Median (ms)": "Med ms", "Mean (ms)": "Mean", "Min (ms)": "Min", "P90 (ms)": "P90",
+                     "P99 (ms)": "P99", "IQR (ms)": "IQR"}.get(col.header)
+        if col_short:
+            object.__setattr__(col, "short", col_short)
     if any(r.noisy for r in results):
         latency.notes.append("noisy: IQR above 10% of the median (torch.utils.benchmark's rule); rerun on a quieter "
                              "machine or with a longer --min-time.")
     cols = [Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
-            Column("throughput", "Samples/s", fixed(1)), Column("gflops", "GFLOP/s [macc]", gflops("macc")),
-            Column("gflops", "GFLOP/s [nvidia]", gflops("nvidia")), Column("cold_ms", "Cold call (ms)", fixed(1))]
+            Column("throughput", "Samples/s", fixed(1)),
+            Column("gflop_per_s", "GFLOP/s [macc]", gflops("macc"), short="GF/s macc"),
+            Column("gflop_per_s", "GFLOP/s [nvidia]", gflops("nvidia"), short="GF/s nv"),
+            Column("cold_ms", "Cold call (ms)", fixed(1), short="Cold ms")]
     if any(r.compile_s for r in results):
         cols.append(Column("compile_ms", "Compile (ms)", fixed(0)))
     if any(r.device == "cuda" for r in results):
@@ -252,16 +328,29 @@ def bench_report(results: list[Any], settings: dict[str, Any],
     speed = Table("Throughput and achieved FLOP rate (conv-scope FLOPs at the median latency)", cols, rows)
     env = results[0].env if results else None
     if env:
-        speed.caption = (f"torch {env.torch_version} · {env.device} ({env.device_name}) · {env.threads} threads · "
+        speed.caption = (f"torch {env.torch_version} · {env.device} ({env.device_name}) · {env.threads} thread{'' if env.threads == 1 else 's'} · "
                          f"{env.dtype} · channels_last {'on' if env.channels_last else 'off'} · "
                          f"compile {'on' if env.compiled else 'off'} · warm-up {settings['warmup']} s · "
                          f"min time {settings['min_time']} s")
     tables = [latency, speed]
+    if any(q is not None for q in ratios):
+        rel = Table("Latency relative to the first model (median of per-round ratios, interleaved rounds; "
+                    "[95% interval])",
+                    [Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
+                     Column("ratio_text", "Latency vs ref", justify="left")],
+                    [row for row in rows if row["rounds"]])
+        rel.notes.append("Models were timed in rotating rounds (A B C, B C A, ...); each ratio is taken within a "
+                         "round, so drift of the machine cancels. An interval that includes 1.00× is no measurable "
+                         "difference. Reference: " + ", ".join(f"{m} at batch {b}" for b, m in refs.items()) + ".")
+        tables.append(rel)
     csv_rows = []
     for r, j in zip(results, json_rows):
-        flat = {k: v for k, v in j.items() if k not in ("latency_ms", "gflops", "peak_memory_bytes", "env", "breakdown")}
+        flat = {k: v for k, v in j.items()
+                if k not in ("latency_ms", "gflop_per_s", "peak_memory_bytes", "env", "breakdown", "latency_ratio")}
         flat.update({f"latency_{k}_ms": v for k, v in j["latency_ms"].items()})
-        flat.update(gflops_macc=j["gflops"]["macc"], gflops_nvidia=j["gflops"]["nvidia"],
+        if j.get("latency_ratio"):
+            flat.update({f"latency_ratio_{k}": v for k, v in j["latency_ratio"].items()})
+        flat.update(gflop_per_s_macc=j["gflop_per_s"]["macc"], gflop_per_s_nvidia=j["gflop_per_s"]["nvidia"],
                     peak_allocated_bytes=j["peak_memory_bytes"]["allocated"],
                     peak_reserved_bytes=j["peak_memory_bytes"]["reserved"],
                     torch_version=r.env.torch_version, device_name=r.env.device_name, threads=r.env.threads)
@@ -277,7 +366,7 @@ def bench_report(results: list[Any], settings: dict[str, Any],
                          Column("predicted_share", "Predicted share", _bar, "left", no_wrap=True)]
             tables.append(Table(
                 f"{r.model} (batch {r.batch_size}, {r.device}): share of MACs vs share of measured time by layer type",
-                cols + [Column("gflops_macc", "GFLOP/s [macc]", fixed(1))], parts))
+                cols + [Column("gflop_per_s_macc", "GFLOP/s [macc]", fixed(1), short="GFLOP/s")], parts))
             if pred_of(r) is not None:
                 tables[-1].notes.append("Predicted: per-op-kind calibrated latency of `cnnprof roofline` (memory "
                                         "copies fall under 'other'), from the model's structure alone.")
