@@ -37,8 +37,8 @@ def test_minimal_config_builds_and_counts(tmp_path):
     (MINIMAL.replace("depth: 1", "depth: two"), r"stages\[0\]\.depth: expected an integer"),
     (MINIMAL.replace("block: basic", "block: nosuch"), r"stages\[0\]\.block: unknown block 'nosuch'; available:"),
     (MINIMAL.replace("stride: 1}", "stride: 1, groups: 2}"), r"stages\[0\]\.groups: not an argument of block 'basic'"),
-    (MINIMAL.replace("stem: {", "stem: {norm: fancy, "), r"stem: unknown norm 'fancy'"),
-    (MINIMAL.replace("head: {pool: avg}", "head: {pool: avg, dropout: 1.5}"), r"head\.dropout: must be < 1"),
+    (MINIMAL.replace("stem: {", "stem: {norm: fancy, "), r"stem\.norm: 'fancy' is not one of batchnorm, layernorm, none"),
+    (MINIMAL.replace("head: {pool: avg}", "head: {pool: avg, dropout: 1.5}"), r"head\.dropout: must be in \[0, 1\), got 1\.5"),
     (MINIMAL.replace("head: {pool: avg}", ""), r"head: missing"),
     (MINIMAL.replace("{width_mult: 1.0}", "{width_mult: 1.0, se_ratio: 0.25}"), r"params\.se_ratio: no block"),
     (MINIMAL.replace("out_channels: 16, stride: 1", "out_channels: $nope, stride: 1"), r"refers to unknown param 'nope'"),
@@ -66,8 +66,8 @@ def test_overrides_params_and_dotted_paths():
 
 @pytest.mark.parametrize("overrides, pattern", [
     ({"widht_mult": 0.5}, r"widht_mult: unknown key \(did you mean width_mult\?\)"),
-    ({"width_mult": "wide"}, r"params\.width_mult: expected a value like 1\.0"),
-    ({"width_mult": -1.0}, r"params\.width_mult: must be > 0"),
+    ({"width_mult": "wide"}, r"params\.width_mult: expected a number \(float\), got 'wide'"),
+    ({"width_mult": -1.0}, r"params\.width_mult: must be in \(0, 1024\], got -1\.0"),
     ({"stages.9.depth": 2}, r"stages\.9\.depth: index 9 out of range"),
     ({"stages.0.colour": 2}, r"stages\.0\.colour: no such key"),
     ({"groups": 3}, r"groups=3 must divide"),

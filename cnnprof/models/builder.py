@@ -6,7 +6,7 @@ from torch import nn
 
 from cnnprof.config import HeadSpec, ModelConfig, PoolSpec
 from cnnprof.errors import ConfigError
-from cnnprof.models.blocks import block_arguments, get_block
+from cnnprof.models.blocks import block_arguments, check_block_args, get_block
 from cnnprof.models.layers import ConvNormAct, LayerNorm2d, make_activation
 
 
@@ -94,6 +94,12 @@ def build(config: ModelConfig) -> Net:
                 if name in accepted:
                     used.add(name)
                     args.setdefault(name, value)
+            # Type and range of every argument, with the key path, before anything is built.
+            problem = check_block_args(cls, channels, spec.out_channels, spec.stride, args)
+            if problem:
+                name = problem[0]
+                from_params = name not in dict(spec.args) and name in block_params
+                raise fail(f"params.{name}" if from_params else f"{spec.key}.{name}", problem[1])
             try:
                 blocks.append(cls(channels, spec.out_channels, spec.stride, **args))
             except (ValueError, TypeError) as exc:
