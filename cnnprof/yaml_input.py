@@ -30,6 +30,21 @@ MAX_SHOWN = 60  # characters of a user's value shown in an error message
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class _Loader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """The safe loader, but a key given twice in one mapping is an error (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key_node.value[:40]!r} given twice in one mapping", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def shown(value: Any) -> str:
     """repr() of a value, cut to MAX_SHOWN characters, for one-line error messages."""
     text = repr(value)
@@ -80,7 +95,7 @@ def _parse_cached(source: str, text: str) -> dict:
 def parse_text(text: str, source: str) -> Any:
     """yaml.safe_load with one-line errors, then check_bounds()."""
     try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader: no Python object tags
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader: no Python object tags
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -14,7 +14,7 @@ STRIDE = 2  # every stage halves the resolution
 GENERATOR_KEYS = {"type", "depth", "w_0", "w_a", "w_m", "group_width", "bottleneck_ratio", "block", "block_args"}
 
 
-MAX_DEPTH = 2000  # blocks (config.MAX_BLOCKS)
+MAX_DEPTH = 1000  # blocks (config.MAX_BLOCKS)
 MAX_WIDTH = 1 << 20  # w_0 and the widths it grows to (config.MAX_CHANNELS)
 
 
