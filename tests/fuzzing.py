@@ -181,7 +181,9 @@ def main(cases: int, seed: int, seconds: float) -> None:
 
     from typer.testing import CliRunner
 
+    from cnnprof.analysis.flops import count_flops  # noqa: F401 - import torch before any case's alarm
     from cnnprof.cli import app
+    from cnnprof.models import builder  # noqa: F401
 
     rng = random.Random(seed)
     raws = {p.stem: yaml.safe_load(p.read_text()) for p in ZOO_FILES}
@@ -202,20 +204,29 @@ def main(cases: int, seed: int, seconds: float) -> None:
         name = rng.choice(sorted(raws))
         raw = mutate(raws[name], rng, rounds=rng.choice([1, 1, 2, 3]))
         check("config", lambda: run_config(dump(raw), tmp=tmp))
+    report(fails, totals, "config")
     for text in TEXT_CASES:
         check("text", lambda: run_config(text, tmp=tmp))
+    report(fails, totals, "text")
     for block, arg, value in block_arg_cases():
         check("block", lambda: run_config(block_case_config(block, arg, value)))
+    report(fails, totals, "block")
     runner = CliRunner()
     for key in SET_KEYS:
         for value in SET_VALUES:
             model, cmd = rng.choice(SMALL), rng.choice(["params", "flops"])
             check("set", lambda: run_cli(runner, app, cmd, model, f"{key}={value}"))
-    for group, counter in fails.items():
-        print(f"{group}: {sum(counter.values())} of {totals[group]} cases failed")
-        for kind, n in counter.most_common(25):
-            print(f"    {n:5d}  {kind}")
+    report(fails, totals, "set")
     print(f"{time.time() - t0:.0f} s")
+
+
+def report(fails, totals, *groups) -> None:
+    """Print failure counts by kind for the given groups (as each group finishes: a long run keeps them)."""
+    for group in groups:
+        counter = fails[group]
+        print(f"{group}: {sum(counter.values())} of {totals[group]} cases failed", flush=True)
+        for kind, n in counter.most_common(25):
+            print(f"    {n:5d}  {kind}", flush=True)
 
 
 if __name__ == "__main__":
