@@ -159,7 +159,7 @@ def _zoo_index() -> tuple[dict[str, Path], dict[str, str]]:
 
 
 def _alias_list(path: Path) -> tuple[str, ...]:
-    aliases = read_yaml(path).get("aliases") or []
+    aliases = read_yaml(path, shared=True).get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, str) and _NAME.fullmatch(a) for a in aliases):
         raise ConfigError(f"{path}: aliases: expected a list of names (letters, digits, _ . + -), "
                           f"got {shown(aliases)}")
@@ -218,7 +218,7 @@ def zoo_info() -> list[dict[str, str]]:
     paths, _ = _zoo_index()
     aliases = zoo_aliases()
     for name in sorted(paths):
-        raw = read_yaml(paths[name])
+        raw = read_yaml(paths[name], shared=True)
         rows.append({
             "model": name,
             "family": str(raw.get("family", "")),

@@ -51,8 +51,9 @@ def shown(value: Any) -> str:
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
-def read_yaml(path: str | Path) -> dict:
-    """Parse a config file with the safe loader (plain data only); errors name the file and line."""
+def read_yaml(path: str | Path, shared: bool = False) -> dict:
+    """Parse a config file with the safe loader (plain data only); errors name the file and line.
+    shared=True returns the cached object itself (the caller must not modify it), else a copy."""
     path = Path(path)
     try:
         info = path.stat()
@@ -78,7 +79,8 @@ def read_yaml(path: str | Path) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return copy.deepcopy(_parse_cached(str(path), text))
+    data = _parse_cached(str(path), text)
+    return data if shared else copy.deepcopy(data)
 
 
 @lru_cache(maxsize=256)

@@ -73,7 +73,7 @@ def _hints(cls: type[nn.Module]) -> dict[str, object]:
 def get_block(name: str) -> type[nn.Module]:
     """Block class by registered name; unknown names raise listing the valid ones."""
     if name not in BLOCKS:
-        raise KeyError(f"unknown block '{name}'; available: {', '.join(sorted(BLOCKS))}")
+        raise KeyError(f"unknown block {str(name)[:40]!r}; available: {', '.join(sorted(BLOCKS))}")
     return BLOCKS[name]
 
 

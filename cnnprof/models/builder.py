@@ -61,7 +61,7 @@ def _pool(spec: PoolSpec | None) -> list[nn.Module]:
 
 def build(config: ModelConfig) -> Net:
     """Build the network a config describes (on the current default device)."""
-    fail = lambda key, why: ConfigError(f"{config.source}: {key}: {why}")  # noqa: E731
+    fail = lambda key, why: ConfigError(f"{config.source}: {key}: {why}"[:400])  # noqa: E731 - one short line
     params = config.param
     channels = params("in_channels")
     stem: nn.Module = nn.Identity()
