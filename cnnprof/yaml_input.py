@@ -150,7 +150,7 @@ def parse_value(text: str) -> Any:
         return ""
     if value.lower() in _BOOLS:
         return _BOOLS[value.lower()]
-    if value.lower() in ("null", "~", "none"):
+    if value.lower() in ("null", "~"):  # not "none": activation=none is a name
         return None
     if _INT.fullmatch(value):
         return int(value.replace("_", ""))

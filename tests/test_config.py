@@ -199,7 +199,7 @@ def test_huge_inputs_are_one_line_errors_before_building():
 @pytest.mark.parametrize("text, value", [
     ("1e-1", 0.1), ("0.5e0", 0.5), (".5", 0.5), ("2.", 2.0), ("-3", -3), ("1_000", 1000), ("0", 0),
     ("true", True), ("Yes", True), ("on", True), ("false", False), ("no", False), ("OFF", False),
-    ("null", None), ("~", None), ("relu", "relu"), ("'1.5'", "1.5"), ("[1, 2]", [1, 2]), ("", ""),
+    ("null", None), ("~", None), ("none", "none"), ("relu", "relu"), ("'1.5'", "1.5"), ("[1, 2]", [1, 2]), ("", ""),
     ("!!float x", "!!float x"), ("&a [*a]", "&a [*a]"),
 ])
 def test_set_numbers_parse_as_users_write_them(text, value):
