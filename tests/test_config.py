@@ -1,5 +1,6 @@
 """Config loading, overrides and every kind of bad config: one-line errors naming file and key."""
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -289,3 +290,11 @@ def test_no_import_cycle_between_config_and_models():
         tree = ast.parse((Path(cnnprof.__file__).parent / "models" / f"{module}.py").read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "cnnprof.config" not in imported
+
+
+def test_model_spec_naming_a_fifo_is_an_error_not_a_hang(tmp_path, cli):
+    os.mkfifo(tmp_path / "pipe.yaml")
+    result = cli("params", str(tmp_path / "pipe.yaml"), "resnet18", "--format", "json")
+    assert result.exit_code == 2
+    assert "pipe.yaml: is a FIFO; a config must be a regular YAML file" in result.stderr
+    assert [row["model"] for row in json.loads(result.stdout)] == ["resnet18"]
