@@ -443,6 +443,13 @@ class _Validator:
             self.fail(f"{key}.{first}" if key else first, f"unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
+    def names(self, node: dict, key: str) -> None:
+        """Keys of a stage or block entry are argument names (the block checks which ones it takes)."""
+        bad = sorted(str(k) for k in node if not (isinstance(k, str) and k.isidentifier()))
+        if bad:
+            self.fail(f"{key}.{shown(bad[0])[1:-1]}", "not an argument name; keys are names like se_ratio")
+
+
 class _Scaler:
     """Applies width_mult to channel counts according to a width_rule."""
 
@@ -501,7 +508,7 @@ def _stem(v: _Validator, node: Any, scale: _Scaler) -> StemSpec:
 def _stage(v: _Validator, node: Any, index: int, scale: _Scaler, depth_mult: float, budget: list[int]) -> StageSpec:
     key = f"stages[{index}]"
     node = v.mapping(node, key)
-    v.keys(node, key, {k for k in node if isinstance(k, str) and k.isidentifier()})
+    v.names(node, key)
     if "block" not in node:
         v.fail(f"{key}.block", "missing; name a block type (see cnnprof/models/blocks)")
     block = v.string(node["block"], f"{key}.block")
@@ -527,7 +534,7 @@ def _stage(v: _Validator, node: Any, index: int, scale: _Scaler, depth_mult: flo
     for j in range(count):
         bkey = f"{key}.blocks[{j}]" if entries is not None else key
         entry = v.mapping(entries[j], bkey) if entries is not None else {}
-        v.keys(entry, bkey, {k for k in entry if isinstance(k, str) and k.isidentifier()})
+        v.names(entry, bkey)
         args = {**stage_args, **{k: val for k, val in entry.items() if k not in ("out_channels", "stride")}}
         for name in CHANNEL_ARGS:
             if args.get(name) is not None:

@@ -129,7 +129,7 @@ CONVNEXT = MINIMAL.replace("block: basic, depth: 1, out_channels: 16, stride: 1"
     (MINIMAL.replace("out_channels: 16, stride: 1", "out_channels: {by: {a: 1}, cases: {}}, stride: 1"),
      r"'by' must name a param and 'cases' be a mapping"),
     (MINIMAL + "1: x\n2.5: y\n", r"net\.yaml: 1: unknown key"),
-    (MINIMAL.replace("stride: 1}", "stride: 1, 7: x}"), r"stages\[0\]\.7: unknown key"),
+    (MINIMAL.replace("stride: 1}", "stride: 1, 7: x}"), r"stages\[0\]\.7: not an argument name"),
     (MINIMAL.replace("out_channels: 16, stride: 1", "out_channels: 10000000, stride: 1"),
      r"stages\[0\]\.out_channels: must be at most 1,048,576"),
     (MINIMAL.replace("depth: 1", "depth: 100000"), r"stages\[0\]\.depth: must be at most 1,000"),
