@@ -12,14 +12,17 @@ import copy
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from cnnprof.errors import ConfigError, ModelSpecError
+from cnnprof.models.regnet import generate_stages
+from cnnprof.models.rounding import make_divisible  # noqa: F401 - re-exported, older imports use it
+from cnnprof.yaml_input import check_bounds, is_finite_number, parse_value, read_yaml, shown, type_words
+
 
 def _config_dir() -> Path:
     """$CNNPROF_CONFIG_DIR, else the checkout's configs/, else the copy a wheel ships as cnnprof/zoo."""
@@ -51,11 +54,15 @@ WIDTH_RULES = ("scale", "fixed", "scale_up")
 CHANNEL_ARGS = ("expanded_channels",)  # block args that are channel counts, scaled like out_channels
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round to the nearest multiple of divisor, never more than 10% down (torchvision's rule)."""
-    min_value = divisor if min_value is None else min_value
-    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * value else new
+# Bounds on what a config may ask for, so a typo cannot build for hours or overflow a tensor size.
+MAX_CHANNELS = 1 << 20  # any channel count, after width_mult
+MAX_SPATIAL = 1 << 15  # resolution; kernel sizes, strides and paddings are at most MAX_KERNEL
+MAX_KERNEL = 1024
+MAX_BLOCKS = 1000  # blocks in one model after depth_mult (ResNet-152 has 50, ResNet-1202 600)
+MAX_HIDDEN = 64  # hidden layers of the head
+MAX_MULT = 1024.0  # width_mult and depth_mult
+MAX_ERROR = 300  # characters of an error message
+NORM_NAMES = ("batchnorm", "layernorm", "none")
 
 
 @dataclass(frozen=True)
@@ -130,69 +137,47 @@ class ModelConfig:
         return (1, self.param("in_channels"), res, res)
 
 
-# ----------------------------------------------------------------------------- YAML loading
-
-
-# libyaml's C loader when available: the same safe constructor, ~10x faster than the pure-Python one.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def read_yaml(path: Path) -> dict:
-    """Parse a YAML file with the safe loader (plain data only); errors name the file and line."""
-    return copy.deepcopy(_read_yaml_cached(Path(path), _mtime(path)))
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return Path(path).stat().st_mtime
-    except OSError:
-        return -1.0
-
-
-@lru_cache(maxsize=256)
-def _read_yaml_cached(path: Path, mtime: float) -> dict:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader: no Python object tags
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = (exc.problem or exc.context or "invalid YAML").strip()
-        if "could not determine a constructor" in str(exc):
-            problem = f"YAML tag not allowed ({problem.split('tag')[-1].strip()}); configs hold plain data only"
-        raise ConfigError(f"{path}{where}: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        raise ConfigError(f"{path}: file is empty; expected a mapping with 'stages' and 'head'")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
 # ----------------------------------------------------------------------------- zoo index
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # zoo aliases
+_MODEL_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,100}")  # a model's display name: one short line
 
-@lru_cache(maxsize=1)
+
+def zoo_dir() -> Path:
+    """The zoo directory; a missing one (e.g. a mistyped $CNNPROF_CONFIG_DIR) is a one-line error."""
+    if not CONFIG_DIR.is_dir():
+        origin = " ($CNNPROF_CONFIG_DIR)" if os.environ.get("CNNPROF_CONFIG_DIR") else ""
+        raise ConfigError(f"{CONFIG_DIR}{origin}: not a directory of zoo configs")
+    return CONFIG_DIR
+
+
 def _zoo_index() -> tuple[dict[str, Path], dict[str, str]]:
-    """(name -> path, lower-case name or alias -> name) for every config in CONFIG_DIR."""
+    """(name -> path, lower-case name or alias -> name) for every config in the zoo directory."""
+    paths = sorted(zoo_dir().glob("*.yaml"))
+    # Keyed on the files' contents (read_yaml caches parsing on content), never on mtimes.
+    return _build_index(tuple((p, _alias_list(p)) for p in paths))
+
+
+def _alias_list(path: Path) -> tuple[str, ...]:
+    aliases = read_yaml(path, shared=True).get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and _NAME.fullmatch(a) for a in aliases):
+        raise ConfigError(f"{path}: aliases: expected a list of names (letters, digits, _ . + -), "
+                          f"got {shown(aliases)}")
+    return tuple(aliases)
+
+
+@lru_cache(maxsize=8)
+def _build_index(entries: tuple[tuple[Path, tuple[str, ...]], ...]) -> tuple[dict[str, Path], dict[str, str]]:
     paths: dict[str, Path] = {}
     lookup: dict[str, str] = {}
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+    for path, aliases in entries:
         name = path.stem
         paths[name] = path
-        aliases = read_yaml(path).get("aliases") or []
-        if not isinstance(aliases, list):
-            raise ConfigError(f"{path}: aliases: expected a list of names, got {aliases!r}")
         for key in [name, *aliases]:
-            key = str(key).lower()
+            key = key.lower()
             if key in lookup:
-                raise ConfigError(f"{path}: name or alias '{key}' is already used by {lookup[key]}")
+                raise ConfigError(f"{path}: name or alias '{key}' is already used by {paths[lookup[key]]}; "
+                                  f"every zoo name and alias must be unique")
             lookup[key] = name
     return paths, lookup
 
@@ -222,9 +207,9 @@ def zoo_path(name: str) -> Path:
 
 def unknown_model_message(name: str) -> str:
     """One line: unknown model, with close matches from the zoo (names and aliases)."""
-    close = difflib.get_close_matches(name.lower(), list(_zoo_index()[1]), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name.lower()[:100], list(_zoo_index()[1]), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; run 'cnnprof list' for the zoo"
-    return f"unknown model '{name}' (not a zoo name, a .yaml file or a module:callable){hint}"
+    return f"unknown model {shown(name)} (not a zoo name, a .yaml file or a module:callable){hint}"
 
 
 def zoo_info() -> list[dict[str, str]]:
@@ -233,7 +218,7 @@ def zoo_info() -> list[dict[str, str]]:
     paths, _ = _zoo_index()
     aliases = zoo_aliases()
     for name in sorted(paths):
-        raw = read_yaml(paths[name])
+        raw = read_yaml(paths[name], shared=True)
         rows.append({
             "model": name,
             "family": str(raw.get("family", "")),
@@ -256,25 +241,37 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 def materialize(raw: dict, overrides: Mapping[str, Any], source: str, default_name: str = "model") -> ModelConfig:
     """Turn a parsed YAML mapping (plus --set overrides) into a frozen, validated ModelConfig."""
     v = _Validator(source)
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        v.fail(sorted(unknown)[0], f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
+    check_bounds(raw, source)
+    check_bounds(dict(overrides), f"{source}: --set")
+    v.mapping(raw, "top level")
+    v.keys(raw, "", TOP_KEYS)
     raw = copy.deepcopy(raw)
-    if not isinstance(raw.get("aliases", []), list):
-        v.fail("aliases", f"expected a list of names, got {raw['aliases']!r}")
+    meta = {k: v.string(raw.get(k, ""), k) for k in ("family", "paper", "reference", "description")}
+    name = v.string(raw.get("name", default_name), "name")
+    if not _MODEL_NAME.fullmatch(name):
+        v.fail("name", f"expected a one-line name of at most 100 characters, got {shown(name)}")
+    aliases = raw.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        v.fail("aliases", f"expected a list of names, got {shown(aliases)}")
     declared = raw.get("params") or {}
-    if not isinstance(declared, dict):
-        v.fail("params", "must be a mapping of knob names to values")
+    v.mapping(declared, "params")
+    for key, value in declared.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            v.fail(f"params.{key}", "param names are identifiers like se_ratio")
+        if not (value is None or isinstance(value, (bool, str)) or is_finite_number(value)):
+            v.fail(f"params.{key}", f"expected a boolean, a finite number or a string, got {shown(value)}")
     params = {**BUILDER_PARAMS, **declared}
     for key, value in overrides.items():
-        _apply_override(v, raw, params, key, value)
-    for key in BUILDER_PARAMS:
-        v.number(params[key], f"params.{key}", positive=True, integer=key not in ("width_mult", "depth_mult"))
+        _apply_override(v, raw, params, str(key), value)
+    for key in ("num_classes", "in_channels"):
+        v.integer(params[key], f"params.{key}", 1, MAX_CHANNELS)
+    v.integer(params["resolution"], "params.resolution", 1, MAX_SPATIAL)
+    v.integer(params["width_divisor"], "params.width_divisor", 1, MAX_KERNEL)
+    for key in ("width_mult", "depth_mult"):
+        v.number(params[key], f"params.{key}", 0, MAX_MULT, low_open=True)
     referenced: set[str] = set()
     raw = _resolve_refs(v, raw, params, "", referenced)
     if "generator" in raw:
-        from cnnprof.models.regnet import generate_stages
-
         if "stages" in raw:
             v.fail("generator", "give either 'generator' or 'stages', not both")
         gen = v.mapping(raw["generator"], "generator")
@@ -289,43 +286,36 @@ def materialize(raw: dict, overrides: Mapping[str, Any], source: str, default_na
         v.fail("stages", "must be a non-empty list of stages")
     scale = _Scaler(v, params)
     stem = _stem(v, raw["stem"], scale) if raw.get("stem") is not None else None
+    budget = [MAX_BLOCKS]
     return ModelConfig(
-        name=str(raw.get("name", default_name)),
-        family=str(raw.get("family", "")),
-        paper=str(raw.get("paper", "")),
-        reference=str(raw.get("reference", "")),
-        description=str(raw.get("description", "")),
-        aliases=tuple(str(a) for a in raw.get("aliases") or ()),
+        name=name,
+        aliases=tuple(aliases),
         source=source,
         params=tuple(params.items()),
         stem=stem,
-        stages=tuple(_stage(v, s, i, scale, params["depth_mult"]) for i, s in enumerate(stages)),
+        stages=tuple(_stage(v, s, i, scale, params["depth_mult"], budget) for i, s in enumerate(stages)),
         head=_head(v, raw["head"], scale),
         block_params=tuple((k, val) for k, val in params.items() if k not in BUILDER_PARAMS),
         referenced_params=frozenset(referenced),
+        **meta,
     )
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """'key=value' -> (key, YAML-typed value); '0.75' is a float, 'true' a bool, 'relu' a string."""
+    """'key=value' -> (key, typed value): numbers as Python reads them (1e-1, 0.5e0), true/false/yes/no
+    booleans, null, [lists]; anything else is a string."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set width_mult=0.75")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
+        raise ConfigError(f"--set {shown(text)}: expected KEY=VALUE, e.g. --set width_mult=0.75")
+    return key.strip(), parse_value(value)
 
 
 def _apply_override(v: "_Validator", raw: dict, params: dict, key: str, value: Any) -> None:
     if key in params:
         old = params[key]
-        if isinstance(old, bool) != isinstance(value, bool) or (
-            isinstance(old, (int, float)) and not isinstance(value, (int, float))
-        ):
-            v.fail(f"params.{key}", f"expected a value like {old!r}, got {value!r}")
-        params[key] = float(value) if isinstance(old, float) and not isinstance(value, bool) else value
+        if old is not None and not _same_kind(old, value):
+            v.fail(f"params.{key}", f"expected {type_words(old)}, got {shown(value)}")
+        params[key] = float(value) if isinstance(old, float) else value
         return
     if "." in key:  # dotted path into the raw config, e.g. stages.2.depth
         node: Any = raw
@@ -344,13 +334,24 @@ def _apply_override(v: "_Validator", raw: dict, params: dict, key: str, value: A
     settable = sorted(params)
     close = difflib.get_close_matches(key, settable, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    v.fail(key, f"unknown key{hint}; settable: {', '.join(settable)}, or a dotted path like stages.0.depth")
+    v.fail(shown(key)[1:-1], f"unknown key{hint}; settable: {', '.join(settable)}, or a dotted path like stages.0.depth")
+
+
+def _same_kind(old: Any, value: Any) -> bool:
+    """Whether an override may replace a param's default: bool for bool, int for int, number for float."""
+    if isinstance(old, bool) or isinstance(value, bool):
+        return isinstance(old, bool) and isinstance(value, bool)
+    if isinstance(old, int):
+        return isinstance(value, int)
+    if isinstance(old, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(old))
 
 
 def _step(v: "_Validator", node: Any, part: str, key: str) -> Any:
     if isinstance(node, list):
         if not part.isdigit() or int(part) >= len(node):
-            v.fail(key, f"index {part} out of range (0..{len(node) - 1})")
+            v.fail(key, f"index {part[:20]} out of range (0..{len(node) - 1})")
         return node[int(part)]
     if isinstance(node, dict) and part in node:
         return node[part]
@@ -362,17 +363,17 @@ def _resolve_refs(v: "_Validator", node: Any, params: dict, key: str, referenced
     if isinstance(node, str) and node.startswith("$"):
         name = node[1:]
         if name not in params:
-            v.fail(key, f"refers to unknown param '{name}'")
+            v.fail(key, f"refers to unknown param {shown(name)}")
         referenced.add(name)
         return params[name]
     if isinstance(node, dict):
         if set(node) == {"by", "cases"}:
             name, cases = node["by"], node["cases"]
-            if name not in params or not isinstance(cases, dict):
-                v.fail(key, f"'by' must name a param and 'cases' be a mapping (got by={name!r})")
+            if not isinstance(name, str) or name not in params or not isinstance(cases, dict):
+                v.fail(key, f"'by' must name a param and 'cases' be a mapping (got by={shown(name)})")
             if params[name] not in cases:
                 allowed = ", ".join(str(c) for c in cases)
-                v.fail(f"params.{name}", f"{params[name]!r} is not supported here; allowed: {allowed}")
+                v.fail(f"params.{name}", f"{shown(params[name])} is not supported here; allowed: {allowed}")
             referenced.add(name)
             return _resolve_refs(v, cases[params[name]], params, key, referenced)
         return {k: _resolve_refs(v, val, params, f"{key}.{k}" if key else str(k), referenced)
@@ -383,38 +384,70 @@ def _resolve_refs(v: "_Validator", node: Any, params: dict, key: str, referenced
 
 
 class _Validator:
-    """Raises ConfigError naming the file and the key."""
+    """Type and range checks; raises a one-line ConfigError naming the file and the key."""
 
     def __init__(self, source: str):
         self.source = source
 
     def fail(self, key: str, why: str):
-        raise ConfigError(f"{self.source}: {key}: {why}")
+        message = f"{self.source}: {key}: {why}" if key else f"{self.source}: {why}"
+        raise ConfigError(message if len(message) <= MAX_ERROR else message[:MAX_ERROR - 3] + "...")
 
     def mapping(self, value: Any, key: str) -> dict:
         if not isinstance(value, dict):
-            self.fail(key, f"expected a mapping, got {value!r}")
+            self.fail(key, f"expected a mapping, got {shown(value)}")
         return value
 
-    def number(self, value: Any, key: str, positive: bool = False, integer: bool = True, minimum: float | None = None):
-        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok_type:
-            self.fail(key, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
-        if positive and value <= 0:
-            self.fail(key, f"must be > 0, got {value!r}")
-        if minimum is not None and value < minimum:
-            self.fail(key, f"must be >= {minimum}, got {value!r}")
+    def integer(self, value: Any, key: str, low: int = 1, high: int | None = None) -> int:
+        """An int (not a bool, not 2.0) in [low, high]."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"expected an integer, got {shown(value)}")
+        if value < low:
+            self.fail(key, f"must be {'> 0' if low == 1 else f'>= {low}'}, got {value}")
+        if high is not None and value > high:
+            self.fail(key, f"must be at most {high:,}, got {shown(value)}")
+        return value
+
+    def number(self, value: Any, key: str, low: float, high: float, low_open: bool = False,
+               high_open: bool = False) -> float:
+        """A finite int or float in the range (open ends where asked)."""
+        if not is_finite_number(value):
+            what = "a finite number" if isinstance(value, float) else "a number"
+            self.fail(key, f"expected {what}, got {shown(value)}")
+        if value < low or (low_open and value == low) or value > high or (high_open and value == high):
+            self.fail(key, f"must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, "
+                           f"got {shown(value)}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {shown(value)}")
+        return value
+
+    def string(self, value: Any, key: str, optional: bool = False) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            self.fail(key, f"expected a string, got {shown(value)}")
         return value
 
     def choice(self, value: Any, key: str, allowed: tuple) -> Any:
-        if value not in allowed:
-            self.fail(key, f"{value!r} is not one of {', '.join(map(str, allowed))}")
+        if not isinstance(value, (str, type(None))) or value not in allowed:
+            self.fail(key, f"{shown(value)} is not one of {', '.join(map(str, allowed))}")
         return value
 
     def keys(self, node: dict, key: str, allowed: set) -> None:
-        extra = set(node) - allowed
+        extra = [k for k in node if k not in allowed or not isinstance(k, str)]
         if extra:
-            self.fail(f"{key}.{sorted(extra)[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+            first = sorted(map(str, extra))[0]
+            self.fail(f"{key}.{first}" if key else first, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+    def names(self, node: dict, key: str) -> None:
+        """Keys of a stage or block entry are argument names (the block checks which ones it takes)."""
+        bad = sorted(str(k) for k in node if not (isinstance(k, str) and k.isidentifier()))
+        if bad:
+            self.fail(f"{key}.{shown(bad[0])[1:-1]}", "not an argument name; keys are names like se_ratio")
 
 
 class _Scaler:
@@ -424,10 +457,18 @@ class _Scaler:
         self.v, self.mult, self.divisor = v, params["width_mult"], params["width_divisor"]
 
     def __call__(self, channels: Any, key: str, rule: str = "scale") -> int:
-        self.v.number(channels, key, positive=True)
+        self.v.integer(channels, key, 1, MAX_CHANNELS)
         self.v.choice(rule, f"{key} width_rule", WIDTH_RULES)
         mult = self.mult if rule == "scale" else max(1.0, self.mult) if rule == "scale_up" else 1.0
-        return channels if mult == 1.0 else make_divisible(channels * mult, self.divisor)
+        scaled = channels if mult == 1.0 else make_divisible(channels * mult, self.divisor)
+        if scaled > MAX_CHANNELS:
+            self.v.fail(key, f"{channels} x width_mult {mult:g} = {scaled:,} channels, more than the "
+                             f"limit of {MAX_CHANNELS:,}")
+        return scaled
+
+
+def _padding(v: _Validator, value: Any, key: str) -> int | None:
+    return None if value is None else v.integer(value, key, 0, MAX_KERNEL)
 
 
 def _pool(v: _Validator, node: Any, key: str) -> PoolSpec | None:
@@ -435,12 +476,15 @@ def _pool(v: _Validator, node: Any, key: str) -> PoolSpec | None:
         return None
     node = v.mapping(node, key)
     v.keys(node, key, POOL_KEYS)
-    kernel = v.number(node.get("kernel_size", 2), f"{key}.kernel_size", positive=True)
+    kernel = v.integer(node.get("kernel_size", 2), f"{key}.kernel_size", 1, MAX_KERNEL)
+    padding = v.integer(node.get("padding", 0), f"{key}.padding", 0, MAX_KERNEL)
+    if padding > kernel // 2:  # torch's pooling rule; it would fail only when run
+        v.fail(f"{key}.padding", f"must be at most half the kernel size ({kernel // 2}), got {padding}")
     return PoolSpec(
         type=v.choice(node.get("type", "max"), f"{key}.type", ("max", "avg")),
         kernel_size=kernel,
-        stride=v.number(node.get("stride", kernel), f"{key}.stride", positive=True),
-        padding=v.number(node.get("padding", 0), f"{key}.padding", minimum=0),
+        stride=v.integer(node.get("stride", kernel), f"{key}.stride", 1, MAX_KERNEL),
+        padding=padding,
     )
 
 
@@ -451,37 +495,46 @@ def _stem(v: _Validator, node: Any, scale: _Scaler) -> StemSpec:
         v.fail("stem.out_channels", "missing")
     return StemSpec(
         out_channels=scale(node["out_channels"], "stem.out_channels", node.get("width_rule", "scale")),
-        kernel_size=v.number(node.get("kernel_size", 3), "stem.kernel_size", positive=True),
-        stride=v.number(node.get("stride", 2), "stem.stride", positive=True),
-        padding=None if node.get("padding") is None else v.number(node["padding"], "stem.padding", minimum=0),
-        bias=bool(node.get("bias", False)),
-        norm=str(node.get("norm", "batchnorm")),
-        activation=str(node.get("activation", "relu")),
+        kernel_size=v.integer(node.get("kernel_size", 3), "stem.kernel_size", 1, MAX_KERNEL),
+        stride=v.integer(node.get("stride", 2), "stem.stride", 1, MAX_KERNEL),
+        padding=_padding(v, node.get("padding"), "stem.padding"),
+        bias=v.boolean(node.get("bias", False), "stem.bias"),
+        norm=v.choice(node.get("norm", "batchnorm"), "stem.norm", NORM_NAMES),
+        activation=v.string(node.get("activation", "relu"), "stem.activation", optional=True),
         pool=_pool(v, node.get("pool"), "stem.pool"),
     )
 
 
-def _stage(v: _Validator, node: Any, index: int, scale: _Scaler, depth_mult: float) -> StageSpec:
+def _stage(v: _Validator, node: Any, index: int, scale: _Scaler, depth_mult: float, budget: list[int]) -> StageSpec:
     key = f"stages[{index}]"
     node = v.mapping(node, key)
+    v.names(node, key)
     if "block" not in node:
         v.fail(f"{key}.block", "missing; name a block type (see cnnprof/models/blocks)")
+    block = v.string(node["block"], f"{key}.block")
     rule = node.get("width_rule", "scale")
     stage_args = {k: val for k, val in node.items() if k not in STAGE_META_KEYS}
-    stride = v.number(node.get("stride", 1), f"{key}.stride", positive=True)
+    stride = v.integer(node.get("stride", 1), f"{key}.stride", 1, MAX_KERNEL)
     if "blocks" in node:
         if "depth" in node:
             v.fail(f"{key}.depth", "give either 'depth' or a 'blocks' list, not both")
         entries = node["blocks"]
         if not isinstance(entries, list) or not entries:
             v.fail(f"{key}.blocks", "must be a non-empty list of per-block settings")
+        count = len(entries)
     else:
-        depth = v.number(node.get("depth"), f"{key}.depth", positive=True)
-        entries = [{}] * math.ceil(depth * depth_mult)
+        depth = v.integer(node.get("depth"), f"{key}.depth", 1, MAX_BLOCKS)
+        count = math.ceil(depth * depth_mult)
+        entries = None
+    budget[0] -= count
+    if budget[0] < 0:
+        v.fail(f"{key}.depth", f"the model would have more than {MAX_BLOCKS:,} blocks (depth x depth_mult "
+                               f"{depth_mult:g}); that is the limit")
     blocks = []
-    for j, entry in enumerate(entries):
-        bkey = f"{key}.blocks[{j}]" if "blocks" in node else key
-        entry = v.mapping(entry, bkey)
+    for j in range(count):
+        bkey = f"{key}.blocks[{j}]" if entries is not None else key
+        entry = v.mapping(entries[j], bkey) if entries is not None else {}
+        v.names(entry, bkey)
         args = {**stage_args, **{k: val for k, val in entry.items() if k not in ("out_channels", "stride")}}
         for name in CHANNEL_ARGS:
             if args.get(name) is not None:
@@ -490,9 +543,9 @@ def _stage(v: _Validator, node: Any, index: int, scale: _Scaler, depth_mult: flo
         if out is None:
             v.fail(f"{bkey}.out_channels", "missing")
         blocks.append(BlockSpec(
-            block=str(node["block"]),
+            block=block,
             out_channels=scale(out, f"{bkey}.out_channels", rule),
-            stride=v.number(entry.get("stride", stride if j == 0 else 1), f"{bkey}.stride", positive=True),
+            stride=v.integer(entry.get("stride", stride if j == 0 else 1), f"{bkey}.stride", 1, MAX_KERNEL),
             args=tuple(sorted(args.items())),
             key=bkey,
         ))
@@ -503,18 +556,16 @@ def _head(v: _Validator, node: Any, scale: _Scaler) -> HeadSpec:
     node = v.mapping(node, "head")
     v.keys(node, "head", HEAD_KEYS)
     hidden = node.get("hidden") or []
-    if not isinstance(hidden, list):
-        v.fail("head.hidden", f"expected a list of layer widths, got {hidden!r}")
+    if not isinstance(hidden, list) or len(hidden) > MAX_HIDDEN:
+        v.fail("head.hidden", f"expected a list of at most {MAX_HIDDEN} layer widths, got {shown(hidden)}")
     rule = node.get("width_rule", "fixed")
-    dropout = v.number(node.get("dropout", 0.0), "head.dropout", integer=False, minimum=0)
-    if dropout >= 1:
-        v.fail("head.dropout", f"must be < 1, got {dropout}")
+    pool = node.get("pool", "avg")
     return HeadSpec(
-        pool=None if node.get("pool", "avg") is None else v.choice(node.get("pool", "avg"), "head.pool", ("avg", "max")),
-        pool_size=v.number(node.get("pool_size", 1), "head.pool_size", positive=True),
+        pool=None if pool is None else v.choice(pool, "head.pool", ("avg", "max")),
+        pool_size=v.integer(node.get("pool_size", 1), "head.pool_size", 1, MAX_KERNEL),
         norm=v.choice(node.get("norm"), "head.norm", (None, "none", "layernorm")),
         hidden=tuple(scale(h, f"head.hidden[{i}]", rule) for i, h in enumerate(hidden)),
-        activation=str(node.get("activation", "relu")),
-        dropout=float(dropout),
-        bias=bool(node.get("bias", True)),
+        activation=v.string(node.get("activation", "relu"), "head.activation", optional=True),
+        dropout=float(v.number(node.get("dropout", 0.0), "head.dropout", 0, 1, high_open=True)),
+        bias=v.boolean(node.get("bias", True), "head.bias"),
     )

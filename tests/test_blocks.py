@@ -111,3 +111,43 @@ def test_registry_rejects_duplicates_and_lists_names_on_unknown():
 def test_groups_must_divide_channels():
     with pytest.raises(ValueError, match="groups=3 must divide"):
         get_block("bottleneck")(64, 256, 1, groups=3)
+
+
+def test_every_block_argument_has_a_checkable_type():
+    """Each argument's annotation is one of bool/int/float/str (optionally None), so its type is checked."""
+    from cnnprof.models.arguments import _kind
+    from cnnprof.models.blocks import _hints, block_arguments
+
+    for name, cls in BLOCKS.items():
+        hints = _hints(cls)
+        for arg in block_arguments(cls):
+            assert _kind(hints.get(arg))[1] is not None, f"{name}.{arg} has no bool/int/float/str annotation"
+
+
+@pytest.mark.parametrize("name, i, o, s, kwargs, pattern", [
+    ("bottleneck", 64, 256, 1, {"group_width": 0}, r"group_width: must be in \[1, "),
+    ("bottleneck", 64, 256, 1, {"se_ratio": -0.25}, r"se_ratio: must be in \[0, 1\)"),
+    ("bottleneck", 64, 256, 1, {"se_ratio": 0.25, "se_divisor": -8}, r"se_divisor: must be in \[1, "),
+    ("bottleneck", 64, 256, 1, {"stride_in_1x1": "false"}, r"stride_in_1x1: expected true or false, got 'false'"),
+    ("bottleneck", 64, 256, 1, {"bottleneck_ratio": float("nan")}, r"bottleneck_ratio: expected a finite number"),
+    ("bottleneck", 64, 256, 1, {"se_placement": "middle"}, r"se_placement: 'middle' is not one of output, bottleneck"),
+    ("conv", 3, 64, 1, {"bias": "false"}, r"bias: expected true or false"),
+    ("conv", 3, 64, 1, {"kernel_size": 0}, r"kernel_size: must be in \[1, "),
+    ("conv", 3, 64, 1, {"kernel_size": False}, r"kernel_size: expected an integer, got False"),
+    ("conv", 3, 64, 1, {"padding": -1}, r"padding: must be in \[0, "),
+    ("conv", 3, 64, 1, {"padding": 0.5}, r"padding: expected an integer, got 0\.5"),
+    ("conv", 4, 64, 1, {"groups": True}, r"groups: expected an integer, got True"),
+    ("conv", 3, 64, 1, {"activation": "swishy"}, r"activation: 'swishy' is not one of relu"),
+    ("conv", 3, 64, 0, {}, r"stride: must be in \[1, "),
+    ("conv", 3, -64, 1, {}, r"out_channels: must be in \[1, "),
+    ("inverted_residual", 16, 16, 1, {"kernel_size": 4}, r"kernel_size: must be odd for block 'inverted_residual'"),
+    ("inverted_residual", 16, 16, 1, {"expand_ratio": 0.01}, r"expand_ratio: 0\.01 x in_channels=16 gives 0 channels"),
+    ("inverted_residual", 16, 16, 1, {"expanded_channels": 0}, r"expanded_channels: must be in \[1, "),
+    ("convnext", 96, 96, 1, {"layer_scale": float("inf")}, r"layer_scale: expected a finite number"),
+    ("convnext", 96, 96, 1, {"mlp_ratio": -4}, r"mlp_ratio: must be in \(0, 64\]"),
+    ("shuffle_v1", 240, 240, 1, {"first_grouped": 0}, r"first_grouped: expected true or false, got 0"),
+    ("basic", 64, 64, 1, {"colour": "red"}, r"colour: not an argument of block 'basic'"),
+])
+def test_blocks_reject_bad_arguments_before_building(name, i, o, s, kwargs, pattern):
+    with torch.device("meta"), pytest.raises(ValueError, match=pattern):
+        get_block(name)(i, o, s, **kwargs)

@@ -6,6 +6,7 @@ cnnprof.analysis.conventions).
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from cnnprof.analysis.types import module_ancestors, module_depth, type_sort_key
 from cnnprof.errors import CnnprofError, InputShapeError, first_line
 
 SCOPES = ("conv", "all")
+MAX_INPUT_ELEMENTS = 1 << 40  # ~4 TB of float32: beyond any real input, below int64 overflow inside
 BACKENDS = ("torch", "fvcore")
 
 
@@ -246,7 +248,11 @@ def parse_shape(shape: Sequence[int] | None, default: Sequence[int]) -> tuple[in
     """Validate an input shape (all positive integers)."""
     shape = tuple(default if shape is None else shape)
     if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in shape):
-        raise CnnprofError(f"input shape must be positive integers like 1,3,224,224, got {shape}")
+        raise CnnprofError(f"input shape must be positive integers like 1,3,224,224, got {shape}"[:300])
+    # Bounded so that no activation can overflow a tensor's size (channel counts are bounded by the config).
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise CnnprofError(f"input shape {'x'.join(map(str, shape))}"[:120] + f" has more than 2^40 "
+                           f"({MAX_INPUT_ELEMENTS:,}) elements; reduce the batch size or resolution")
     return shape
 
 

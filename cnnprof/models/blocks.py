@@ -5,11 +5,14 @@ straight line. Module headers cite the papers; variants (ResNeXt, SE, RegNet) ar
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import typing
 
 import torch
 from torch import nn
 
+from cnnprof.models.arguments import argument_problem
 from cnnprof.models.layers import (
     ChannelShuffle,
     ConvNormAct,
@@ -23,22 +26,54 @@ BLOCKS: dict[str, type[nn.Module]] = {}
 
 
 def register_block(name: str):
-    """Class decorator: add a block to the registry under `name` (duplicates raise)."""
+    """Class decorator: add a block to the registry under `name` (duplicates raise). Its constructor then
+    checks every argument's type and range first (see cnnprof.models.arguments), so a bad value fails
+    with a ValueError naming the argument, never later inside forward or as a silently changed count."""
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in BLOCKS:
             raise ValueError(f"block '{name}' is already registered by {BLOCKS[name].__name__}")
         BLOCKS[name] = cls
         cls.block_name = name
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def checked_init(self, in_channels, out_channels, stride=1, **args):
+            problem = check_block_args(cls, in_channels, out_channels, stride, args)
+            if problem:
+                raise ValueError(f"{problem[0]}: {problem[1]}")
+            init(self, in_channels, out_channels, stride, **args)
+
+        cls.__init__ = checked_init
         return cls
 
     return wrap
 
 
+def check_block_args(cls: type[nn.Module], in_channels, out_channels, stride, args: dict) -> tuple[str, str] | None:
+    """(argument, why) for the first argument of a block that has the wrong type or range, else None."""
+    unknown = sorted(set(args) - block_arguments(cls))
+    if unknown:
+        return unknown[0], f"not an argument of block '{cls.block_name}'"
+    hints = _hints(cls)
+    values = {"in_channels": in_channels, "out_channels": out_channels, "stride": stride, **args}
+    for arg, value in values.items():
+        problem = argument_problem(cls.block_name, arg, value, hints.get(arg), values)
+        if problem:
+            return arg, problem
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type[nn.Module]) -> dict[str, object]:
+    """Constructor annotations, resolved (`int | None` -> typing objects)."""
+    return typing.get_type_hints(inspect.unwrap(cls.__init__))
+
+
 def get_block(name: str) -> type[nn.Module]:
     """Block class by registered name; unknown names raise listing the valid ones."""
     if name not in BLOCKS:
-        raise KeyError(f"unknown block '{name}'; available: {', '.join(sorted(BLOCKS))}")
+        raise KeyError(f"unknown block {str(name)[:40]!r}; available: {', '.join(sorted(BLOCKS))}")
     return BLOCKS[name]
 
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from cnnprof.config import HeadSpec, ModelConfig, PoolSpec
 from cnnprof.errors import ConfigError
-from cnnprof.models.blocks import block_arguments, get_block
+from cnnprof.models.blocks import block_arguments, check_block_args, get_block
 from cnnprof.models.layers import ConvNormAct, LayerNorm2d, make_activation
 
 
@@ -61,7 +61,7 @@ def _pool(spec: PoolSpec | None) -> list[nn.Module]:
 
 def build(config: ModelConfig) -> Net:
     """Build the network a config describes (on the current default device)."""
-    fail = lambda key, why: ConfigError(f"{config.source}: {key}: {why}")  # noqa: E731
+    fail = lambda key, why: ConfigError(f"{config.source}: {key}: {why}"[:400])  # noqa: E731 - one short line
     params = config.param
     channels = params("in_channels")
     stem: nn.Module = nn.Identity()
@@ -94,6 +94,12 @@ def build(config: ModelConfig) -> Net:
                 if name in accepted:
                     used.add(name)
                     args.setdefault(name, value)
+            # Type and range of every argument, with the key path, before anything is built.
+            problem = check_block_args(cls, channels, spec.out_channels, spec.stride, args)
+            if problem:
+                name = problem[0]
+                from_params = name not in dict(spec.args) and name in block_params
+                raise fail(f"params.{name}" if from_params else f"{spec.key}.{name}", problem[1])
             try:
                 blocks.append(cls(channels, spec.out_channels, spec.stride, **args))
             except (ValueError, TypeError) as exc:

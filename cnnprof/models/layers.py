@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cnnprof.config import make_divisible
+from cnnprof.models.rounding import make_divisible
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),

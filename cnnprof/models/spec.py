@@ -62,7 +62,7 @@ def resolve(spec: Any, overrides: Mapping[str, Any] | None = None) -> ModelSourc
     spec = spec.strip()
     path = Path(spec)
     if path.suffix.lower() in (".yaml", ".yml"):
-        if not path.is_file():
+        if not path.exists():  # a FIFO or directory is named as such by load_config, never read
             raise ModelSpecError(f"{spec}: no such config file")
         config = load_config(path, overrides)
         return ModelSource(label=config.name, config=config)
