@@ -78,13 +78,17 @@ def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], conventi
                  depth: int | None) -> Report:
     """results: (FlopCount, params, params per module path or None)."""
     scope = results[0][0].scope if results else "conv"
-    columns = [Column("model", "Model", justify="left"), Column("input_shape", "Input", shape),
-               Column("params", "Params", si), Column("macs", "MACs", si), Column("acts", "Acts", si)]
+    # One input for every row: say it once in the title, so that narrow terminals keep the numbers.
+    inputs = {fc.input_shape for fc, _, _ in results}
+    common_input = f" at {shape(next(iter(inputs)))}" if len(inputs) == 1 else ""
+    columns = [Column("model", "Model", justify="left")]
+    columns += [] if common_input else [Column("input_shape", "Input", shape)]
+    columns += [Column("params", "Params", si), Column("macs", "MACs", si), Column("acts", "Acts", si)]
     if scope == "all":
         columns.append(Column("other_ops", "Other ops", si))
     columns.append(Column("flops", f"FLOPs [{convention}]", si))
-    main = Table(f"FLOPs per forward pass — convention: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
-                 columns, [])
+    main = Table(f"FLOPs per forward pass{common_input} — convention: {CONVENTION_TEXT[convention]}; "
+                 f"scope: {SCOPE_TEXT[scope]}", columns, [])
     tables, json_rows, csv_rows = [main], [], []
     for fc, params, module_params in results:
         flops = fc.flops(convention)
