@@ -165,6 +165,9 @@ FAST_CASES = [
     (torch.ops.aten.mul.Tensor, (_meta(2, 8, 5, 5), _meta(2, 8, 1, 1))),
     (torch.ops.aten.mul.Tensor, (_meta(2, 5, 5, 8), _meta(8))),
     (torch.ops.aten.add_.Tensor, (_meta(2, 8, 5, 5), _meta(2, 8, 5, 5))),
+    (torch.ops.aten.mean.dim, (_meta(2, 8, 5, 5), [-1, -2], True)),
+    (torch.ops.aten.mean.dim, (_meta(2, 8, 5, 5), [1])),
+    (torch.ops.aten.mean.default, (_meta(2, 8, 5, 5),)),
 ]
 
 
@@ -185,7 +188,7 @@ def test_fast_path_does_not_change_any_count(monkeypatch, name):
     import cnnprof.analysis.flops as flops
 
     fast = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
-    monkeypatch.setattr(flops, "fast_meta", lambda name, args: None)
+    monkeypatch.setattr(flops, "fast_meta", lambda *_: None)
     slow = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
     assert set(fast.records) == set(slow.records) and fast.uncounted == slow.uncounted
 

@@ -5,7 +5,7 @@ cnnprof.analysis.conventions).
 """
 from __future__ import annotations
 
-import copy
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from cnnprof.analysis.conventions import to_flops
 from cnnprof.analysis.formulas import Cost, is_free, lookup
 from cnnprof.analysis.types import module_ancestors, module_depth, type_sort_key
 from cnnprof.errors import CnnprofError, InputShapeError, first_line
+from cnnprof.inputs import InputSpec, as_specs, check_shape, describe, materialize
 
 SCOPES = ("conv", "all")
 BACKENDS = ("torch", "fvcore")
@@ -62,6 +63,10 @@ class FlopCount:
     records: tuple[OpStat, ...]
     uncounted: tuple[tuple[str, int], ...]  # ops that ran but have no formula: (op, calls)
     module_names: tuple[str, ...]  # every module path, in module order
+    inputs: tuple[InputSpec, ...] = ()  # every tensor input: shape, dtype, keyword name (None: positional)
+    method: str = "meta"  # meta: meta tensors; cpu: one real forward pass on the CPU (data-dependent ops)
+    # (module path, input shape, output shape) of each module's first call
+    module_shapes: tuple[tuple[str, tuple[int, ...] | None, tuple[int, ...] | None], ...] = ()
 
     def _in_scope(self) -> Iterable[OpStat]:
         return (r for r in self.records if self.scope == "all" or r.scope == "conv")
@@ -115,23 +120,43 @@ class FlopCount:
                 if name in acc and (depth is None or module_depth(name) <= depth)]
 
 
+def _first_shape(value: Any) -> tuple[int, ...] | None:
+    """Shape of the first tensor in a (nested) value, or None."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
+    for item in items:
+        found = _first_shape(item)
+        if found is not None:
+            return found
+    return None
+
+
 class _ModuleTracker:
     """Keeps the path of the module whose forward is running, via forward pre/post hooks."""
 
     def __init__(self, model: nn.Module):
         self.stack: list[str] = [""]
+        self.shapes: dict[str, list] = {}  # module path -> [input shape, output shape] of its first call
         self.handles = []
         for name, module in model.named_modules():
             if name:
                 self.handles.append(module.register_forward_pre_hook(partial(self._enter, name)))
                 self.handles.append(module.register_forward_hook(partial(self._exit, name), always_call=True))
 
-    def _enter(self, name: str, *_: Any) -> None:
+    def _enter(self, name: str, module: nn.Module, args: tuple) -> None:
         self.stack.append(name)
+        if name not in self.shapes:
+            self.shapes[name] = [_first_shape(args), None]
 
-    def _exit(self, name: str, *_: Any) -> None:
+    def _exit(self, name: str, module: nn.Module, args: tuple, output: Any) -> None:
         if self.stack[-1] == name:
             self.stack.pop()
+        if name in self.shapes and self.shapes[name][1] is None:
+            self.shapes[name][1] = _first_shape(output)
+
+    def shapes_table(self) -> tuple[tuple[str, tuple[int, ...] | None, tuple[int, ...] | None], ...]:
+        return tuple((name, i, o) for name, (i, o) in self.shapes.items())
 
     @property
     def current(self) -> str:
@@ -148,7 +173,14 @@ _BATCH_NORMS = frozenset(("native_batch_norm", "_native_batch_norm_legit_no_trai
 _BINARY = frozenset(("add", "sub", "mul", "div"))
 
 
-def fast_meta(name: str, args: tuple) -> Any:
+def _reduced_shape(x: torch.Tensor, dims: Any, keepdim: bool) -> list[int]:
+    dims = range(x.dim()) if dims is None or (isinstance(dims, (list, tuple)) and not dims) else (
+        dims if isinstance(dims, (list, tuple)) else [dims])
+    axes = {d % x.dim() for d in dims} if x.dim() else set()
+    return [1 if i in axes else n for i, n in enumerate(x.shape) if keepdim or i not in axes]
+
+
+def fast_meta(name: str, args: tuple, kwargs: dict | None = None) -> Any:
     """The output of a common shape-preserving op on meta tensors, without torch's meta kernel, or None.
 
     torch implements these meta kernels as Python decompositions: BatchNorm alone costs ~5 ms a call and
@@ -168,6 +200,13 @@ def fast_meta(name: str, args: tuple) -> Any:
     if name == "native_layer_norm":  # (input, normalized_shape, weight, bias, eps): contiguous output
         stats = tuple(x.shape[: x.dim() - len(args[1])]) + (1,) * len(args[1])
         return torch.empty(x.shape, dtype=x.dtype, device="meta"), x.new_empty(stats), x.new_empty(stats)
+    if name == "mean" and x.is_floating_point() and not (kwargs or {}).get("dtype"):
+        # torch's meta mean is a torch._refs decomposition wrapped in dynamo.disable: it would import
+        # torch._dynamo (~2 s) on the first count of any model with global average pooling.
+        kwargs = kwargs or {}
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        return torch.empty(_reduced_shape(x, dims, keepdim), dtype=x.dtype, device="meta")
     if base in _BINARY and len(args) == 2 and x.is_floating_point():
         y = args[1]
         if isinstance(y, torch.Tensor) and (not y.is_meta or y.dtype != x.dtype):
@@ -198,7 +237,7 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
-        out = fast_meta(name, args)
+        out = fast_meta(name, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
         self.record(name, args, kwargs, out)
@@ -210,7 +249,10 @@ class OpCounter(TorchDispatchMode):
             if not is_free(name):
                 self.uncounted[name] += 1
             return None
-        cost = formula(args, kwargs, out)
+        try:
+            cost = formula(args, kwargs, out)
+        except Exception as exc:  # noqa: BLE001 - must not be mistaken for the user's model failing
+            raise _CounterBug(name) from exc
         key = (self.tracker.current if self.tracker else "", name.rstrip("_"), cost.type, scope)
         a = self.acc.setdefault(key, [0, 0, 0])
         a[0] += cost.macs
@@ -225,64 +267,144 @@ class OpCounter(TorchDispatchMode):
 def parse_shape(shape: Sequence[int] | None, default: Sequence[int]) -> tuple[int, ...]:
     """Validate an input shape (all positive integers)."""
     shape = tuple(default if shape is None else shape)
-    if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in shape):
+    if not shape:
         raise CnnprofError(f"input shape must be positive integers like 1,3,224,224, got {shape}")
-    return shape
+    return check_shape(shape)
 
 
-def run_forward(model: nn.Module, x: torch.Tensor, label: str) -> Any:
-    """Forward pass that turns shape errors into a one-line InputShapeError."""
+class _CounterBug(Exception):
+    """An error inside cnnprof's own counting (a formula), not the user's model: stays an internal error."""
+
+
+
+
+def _meta_failure(exc: BaseException) -> bool:
+    """True when an exception means 'this cannot run on meta tensors' (no kernel, reads values)."""
+    return isinstance(exc, NotImplementedError) or "meta" in str(exc).lower()
+
+
+# Words of torch's shape-mismatch messages ("size mismatch", "Expected ... channels", "mat1 and mat2 shapes").
+_SHAPE_WORDS = re.compile(r"\b(size|sizes|shape|shapes|dimension|dimensions|channels|dims?)\b", re.IGNORECASE)
+
+
+def forward_error(label: str, specs: Sequence[InputSpec], exc: BaseException) -> CnnprofError:
+    """The user's model failed: its own one-line message, and which option sets its inputs."""
+    msg = f"{type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, TypeError) and ("argument" in str(exc) or "forward()" in str(exc)):
+        return InputShapeError(f"{label}: forward({describe(specs)}) failed: {msg}; give each positional input "
+                               f"with a repeated --input-shape and keyword inputs with --input NAME=SHAPE[:DTYPE]")
+    if isinstance(exc, (RuntimeError, ValueError, IndexError)) and _SHAPE_WORDS.search(str(exc)):
+        given = f"shape {specs[0].shape}" if len(specs) == 1 and specs[0].is_float else describe(specs)
+        return InputShapeError(f"{label}: does not fit input {given}: {first_line(exc)} (set the inputs with "
+                               f"--input-shape / --input)")
+    return InputShapeError(f"{label}: forward({describe(specs)}) failed: {msg} (if these are not the inputs it "
+                           f"expects, set them with --input-shape / --input)")
+
+
+def _stand_ins(net: nn.Module) -> dict[str, torch.Tensor]:
+    """Meta tensors like every parameter and buffer of `net` (nothing allocated, nothing copied)."""
+    named = list(net.named_parameters(remove_duplicate=False)) + list(net.named_buffers(remove_duplicate=False))
+    made: dict[int, torch.Tensor] = {}  # a tensor shared by two modules gets one stand-in
+    return {name: made.setdefault(id(t), t if t.is_meta else torch.empty_like(t, device="meta"))
+            for name, t in named}
+
+
+def _is_meta(net: nn.Module) -> bool:
+    return all(t.is_meta for t in net.parameters()) and all(t.is_meta for t in net.buffers())
+
+
+def _counted_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool) -> tuple[OpCounter, _ModuleTracker]:
+    """One forward under the op counter: on meta (a CPU module through meta stand-ins, not a copy) or real."""
+    from torch.func import functional_call
+
+    tracker = _ModuleTracker(net)
+    counter = OpCounter(tracker)
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
     try:
-        return model(x)
-    except NotImplementedError as exc:
-        raise CnnprofError(f"{label}: an op has no meta-device kernel ({first_line(exc)}); "
-                           f"count it with --backend fvcore instead") from None
-    except (RuntimeError, ValueError, IndexError) as exc:
-        if x.is_meta and "meta" in str(exc).lower():
-            raise CnnprofError(f"{label}: cannot run on the meta device, it reads tensor values "
-                               f"({first_line(exc)}); count it with --backend fvcore instead") from None
-        raise InputShapeError(f"{label}: does not fit input shape {tuple(x.shape)}: {first_line(exc)}") from None
+        # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
+        # (pytorch#126268); on meta tensors nothing is computed either way.
+        with torch.no_grad(), counter:
+            if on_meta and not _is_meta(net):
+                out = functional_call(net, _stand_ins(net), args, kwargs, tie_weights=True, strict=False)
+            else:
+                out = net(*args, **kwargs)
+        tracker.shapes[""] = [_first_shape((args, kwargs)), _first_shape(out)]
+    except _CounterBug as bug:
+        original = bug.__cause__
+        original._cnnprof_internal = True  # cnnprof's own bug: re-raised as itself, an internal error
+        raise original from None
+    finally:
+        tracker.remove()
+        for m, training in modes:
+            m.training = training
+    return counter, tracker
 
 
 def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str = "conv",
-                backend: str = "torch", overrides: dict | None = None) -> FlopCount:
-    """Count MACs of one forward pass of `model` (nn.Module or model spec) at `input_shape`."""
-    from cnnprof.models.spec import resolve
+                backend: str = "torch", overrides: dict | None = None, inputs: Any = None) -> FlopCount:
+    """Count MACs of one forward pass of `model` (nn.Module or model spec).
+
+    Inputs: `input_shape` (one tensor), or `inputs` (shape, tensor, tuple, dict; see cnnprof.inputs.normalize);
+    neither: the model's declared input (config, `example_inputs()`, `default_input_shape`, timm's
+    pretrained_cfg) or 1x3x224x224. Counted on meta tensors; a model that cannot run there (data-dependent
+    ops such as nonzero, `.item()`) is run once for real on the CPU, and `method` says so."""
+    from cnnprof.models.spec import model_inputs, resolve
 
     if scope not in SCOPES:
         raise CnnprofError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
     if backend not in BACKENDS:
         raise CnnprofError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if input_shape is not None and inputs is not None:
+        raise CnnprofError("give input_shape or inputs, not both")
     source = resolve(model, overrides)
-    shape = parse_shape(input_shape, source.default_input_shape)
+    if input_shape is not None:
+        inputs = (parse_shape(input_shape, ()),)
     if backend == "fvcore":
         if scope != "conv":
             raise CnnprofError("the fvcore backend cross-checks the conv scope only; use --backend torch for "
                                "--scope all")
-        return _count_fvcore(source, shape)
-    if source.module is not None:
-        # A built module: count it on meta (a meta copy of a real one) so that nothing is allocated.
-        on_meta = all(p.is_meta for p in source.module.parameters())
-        net = source.module if on_meta else copy.deepcopy(source.module).to("meta").eval()
-    else:
-        net = source.build("meta")
-    tracker = _ModuleTracker(net)
-    counter = OpCounter(tracker)
+        net = source.build("cpu") if source.module is None or _is_meta(source.module) else source.module
+        return _count_fvcore(source.label, net, model_inputs(source, net, inputs))
+    net = source.module if source.module is not None else source.build("meta")
+    args, kwargs = model_inputs(source, net, inputs)
+    specs = as_specs(args, kwargs)
+    method = "meta"
     try:
-        # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
-        # (pytorch#126268); on meta tensors nothing is computed either way.
-        with torch.no_grad(), counter:
-            run_forward(net, torch.empty(shape, device="meta"), source.label)
-    finally:
-        tracker.remove()
+        counter, tracker = _counted_run(net, *materialize(args, kwargs), on_meta=True)
+    except Exception as exc:  # noqa: BLE001 - the user's forward: theirs to report, or a reason to run for real
+        if getattr(exc, "_cnnprof_internal", False):
+            raise
+        if not _meta_failure(exc):
+            raise forward_error(source.label, specs, exc) from None
+        net, method = _real_model(source, net, exc), "cpu"
+        try:
+            counter, tracker = _counted_run(net, *materialize(args, kwargs, real=True), on_meta=False)
+        except Exception as exc2:  # noqa: BLE001
+            if getattr(exc2, "_cnnprof_internal", False):
+                raise
+            raise forward_error(source.label, specs, exc2) from None
     return FlopCount(
-        model=source.label, input_shape=shape, scope=scope, backend="torch", records=counter.records(),
-        uncounted=tuple(sorted(counter.uncounted.items())),
-        module_names=tuple(name for name, _ in net.named_modules()),
+        model=source.label, input_shape=specs[0].shape if specs else (), scope=scope, backend="torch",
+        records=counter.records(), uncounted=tuple(sorted(counter.uncounted.items())),
+        module_names=tuple(name for name, _ in net.named_modules()), inputs=specs,
+        method=method, module_shapes=tracker.shapes_table(),
     )
 
 
-def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
+def _real_model(source: Any, net: nn.Module, exc: BaseException) -> nn.Module:
+    """A CPU model for a real run: `net` itself if it has real weights, else a fresh CPU build."""
+    if not _is_meta(net):
+        return net
+    if source.config is None and source.factory is None:
+        raise CnnprofError(f"{source.label}: cannot run on the meta device ({first_line(exc)}); pass the model "
+                           f"built on the CPU to count it with a real forward pass") from None
+    from dataclasses import replace
+
+    return replace(source, module=None).build("cpu")
+
+
+def _count_fvcore(label: str, net: nn.Module, inputs: tuple[tuple, dict]) -> FlopCount:
     """fvcore's JIT-traced count on real CPU tensors, restricted to conv and matrix products."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore's import scripts a function with the deprecated torch.jit
@@ -292,9 +414,15 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
 
     from cnnprof.analysis.params import module_type
 
-    net = source.build("cpu") if source.module is None else source.module.cpu().eval()
-    x = torch.zeros(shape)
-    analysis = JitModelAnalysis(net, (x,)).set_op_handle(
+    args, kwargs = inputs
+    specs = as_specs(args, kwargs)
+    if kwargs:
+        raise CnnprofError(f"{label}: the fvcore backend traces positional inputs only; drop --input NAME=... "
+                           f"or use --backend torch")
+    args, _ = materialize(args, kwargs, real=True)
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    analysis = JitModelAnalysis(net, args).set_op_handle(
         "aten::_convolution", conv_flop_jit, "aten::addmm", addmm_flop_jit, "aten::linear", linear_flop_jit,
         "aten::matmul", matmul_flop_jit, "aten::mm", matmul_flop_jit, "aten::bmm", bmm_flop_jit,
     )
@@ -303,8 +431,11 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit deprecation and tracer chatter
             inclusive = analysis.by_module_and_operator()
-    except (RuntimeError, ValueError, IndexError) as exc:
-        raise InputShapeError(f"{source.label}: does not fit input shape {shape}: {first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's model failed under the tracer
+        raise forward_error(label, specs, exc) from None
+    finally:
+        for m, training in modes:
+            m.training = training
     modules = dict(net.named_modules())
     records = []
     for name, ops in inclusive.items():
@@ -316,6 +447,7 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
                 kind = "linear" if op in ("linear", "addmm", "matmul", "mm", "bmm") else kind
                 records.append(OpStat(name, op, kind, "conv", int(own), 0, 1))
     return FlopCount(
-        model=source.label, input_shape=shape, scope="conv", backend="fvcore", records=tuple(records),
-        uncounted=(), module_names=tuple(modules),
+        model=label, input_shape=specs[0].shape if specs else (), scope="conv", backend="fvcore",
+        records=tuple(records), uncounted=(), module_names=tuple(modules), inputs=specs,
+        method="cpu",
     )

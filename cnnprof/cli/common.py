@@ -6,8 +6,10 @@ Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an in
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 from dataclasses import replace
 from enum import Enum
 from typing import Any, Callable, Optional
@@ -17,6 +19,7 @@ from rich.console import Console
 from typing_extensions import Annotated
 
 from cnnprof.errors import CnnprofError, first_line
+from cnnprof.inputs import InputSpec, parse_inputs  # noqa: F401 - parse_inputs is re-exported to commands
 
 app = typer.Typer(
     name="cnnprof",
@@ -92,9 +95,15 @@ ScopeOpt = Annotated[Scope, typer.Option(
          "pooling and element-wise ops, each with a documented formula.")]
 ResolutionOpt = Annotated[Optional[int], typer.Option(
     min=1, help="Input height and width (default: the config's resolution, usually 224).", show_default=False)]
-InputShapeOpt = Annotated[Optional[str], typer.Option(
-    "--input-shape", metavar="N,C,H,W", show_default=False,
-    help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides --batch-size and --resolution.")]
+InputShapeOpt = Annotated[Optional[list[str]], typer.Option(
+    "--input-shape", metavar="SHAPE[:DTYPE]", show_default=False,
+    help="Exact shape of a positional input of forward (any rank), e.g. 1,64,56,56 for a single block; repeat it "
+         "for each positional input; a dtype after a colon, e.g. 1,128:int64 for token ids. Overrides "
+         "--batch-size, --resolution and the model's declared input.")]
+InputOpt = Annotated[Optional[list[str]], typer.Option(
+    "--input", metavar="NAME=SHAPE[:DTYPE]", show_default=False,
+    help="A keyword input of forward (repeatable), e.g. --input x=1,3,224,224 --input mask=1,224,224:bool; "
+         "after any --input-shape positional inputs.")]
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -115,16 +124,29 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     return dims
 
 
+def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int | None, explicit: Any):
+    """The inputs a command uses (InputSpecs): explicit ones, else the model's declared input (config,
+    example_inputs(), default_input_shape, timm pretrained_cfg) or 1x3x224x224, with batch/resolution applied.
+    None: a declared input nested in containers, used as declared."""
+    from cnnprof.inputs import as_specs, is_flat, with_batch_and_resolution
+    from cnnprof.models.spec import model_inputs
+
+    if explicit:
+        return tuple(explicit)
+    args, kwargs = model_inputs(source, model)
+    if not is_flat(args, kwargs):
+        if resolution is not None:
+            raise CnnprofError(f"{source.label}: --resolution: the declared input is nested; give --input-shape")
+        return None
+    return with_batch_and_resolution(as_specs(args, kwargs), batch_size, resolution)
+
+
 def input_shape(source: Any, batch_size: int | None, resolution: int | None, explicit: tuple[int, ...] | None):
-    """The input a command uses: explicit shape, else the model's default with batch/resolution applied."""
+    """The first input's shape (see input_specs), for commands that take one input."""
     if explicit is not None:
-        return explicit
-    shape = list(source.default_input_shape)
-    if batch_size is not None:
-        shape[0] = batch_size
-    if resolution is not None and len(shape) >= 3:
-        shape[2:] = [resolution] * (len(shape) - 2)
-    return tuple(shape)
+        return tuple(explicit)
+    specs = input_specs(source, source.module, batch_size, resolution, None)
+    return specs[0].shape if specs else None
 
 
 def model_specs(models: list[str] | None) -> list[str]:
@@ -149,7 +171,8 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
         for spec in specs:
             progress.update(task, description=f"{what} {name(spec)}")
             try:
-                results.append(work(spec))
+                with contextlib.redirect_stdout(sys.stderr):  # user code's prints must not corrupt --format json
+                    results.append(work(spec))
             except CnnprofError as exc:
                 err.print(f"error: {exc}", markup=False)
                 code = max(code, 2)
@@ -174,19 +197,22 @@ def guard(fn: Callable[[], int]) -> None:
 
 
 def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: int | None,
-              resolution: int | None, shape: tuple[int, ...] | None, per_module: bool = False):
-    """(FlopCount, params, params per module or None) for one model spec."""
+              resolution: int | None, inputs: Any = None, per_module: bool = False):
+    """(FlopCount, params, params per module or None) for one model spec; `inputs`: explicit InputSpecs."""
     from cnnprof.analysis.flops import count_flops
     from cnnprof.analysis.params import count_params
     from cnnprof.models.spec import resolve
 
     source = resolve(spec, overrides)
-    model = source.build("meta")
+    # Built once: on meta for the torch backend (on the CPU if its constructor cannot run on meta), on the
+    # CPU for fvcore, which traces real tensors and is the fallback for models that fail on meta.
+    model = source.build("cpu" if backend == "fvcore" else "meta")
     pc = count_params(model)
-    shape = input_shape(source, batch_size, resolution, shape)
-    # The torch backend counts the meta model just built; fvcore builds its own on the CPU.
-    fc = count_flops(source if backend == "fvcore" else replace(source, module=model), shape, scope=scope,
-                     backend=backend)
+    if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], int):
+        inputs = (InputSpec(inputs),)  # a plain shape, as older callers pass it
+    specs = input_specs(source, model, batch_size, resolution, inputs)
+    fc = count_flops(replace(source, module=model), scope=scope, backend=backend,
+                     inputs=list(specs) if specs is not None else None)
     return fc, pc.total, dict(pc.by_module) if per_module else None
 
 

@@ -8,7 +8,7 @@ from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
     app, Format, Convention, Scope, Backend, FlopsBy, ModelsArg, FormatOpt, SetOpt, ConventionOpt, ScopeOpt,
-    ResolutionOpt, InputShapeOpt, parse_overrides, parse_input_shape, model_specs, for_each_model, guard,
+    ResolutionOpt, InputShapeOpt, InputOpt, parse_overrides, parse_inputs, model_specs, for_each_model, guard,
     flops_of)
 
 
@@ -18,8 +18,11 @@ def flops(
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size N of the input.")] = 1,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help="Batch size N of every input (default: the model's declared batch, usually 1).",
+        show_default=False)] = None,
     input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     by: Annotated[Optional[FlopsBy], typer.Option(
         help="Breakdown with share %: layer (module tree, see --depth), op (aten op), stage, or type "
              "(conv KxK, depthwise, pointwise, grouped, linear, norm, activation, pooling, element-wise).",
@@ -38,7 +41,7 @@ def flops(
         from cnnprof.report.render import emit
         from cnnprof.report.tables import flops_report
 
-        overrides, shape = parse_overrides(set_), parse_input_shape(input_shape_)
+        overrides, shape = parse_overrides(set_), parse_inputs(input_shape_, input_)
         per_module = by is FlopsBy.layer
         results, code = for_each_model(
             model_specs(models),

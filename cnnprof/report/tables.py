@@ -68,6 +68,10 @@ def _param_items(pc: Any, by: str, depth: int | None) -> list[tuple[str, int]]:
             if n and (depth is None or module_depth(name) <= depth)]
 
 
+def _shape_or_dash(value: Any) -> str:
+    return shape(value) if value else "-"
+
+
 def _indent(name: str) -> str:
     if name == "(model)":
         return name
@@ -90,8 +94,16 @@ def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], conventi
         flops = fc.flops(convention)
         row = {"model": fc.model, "flops": flops, "macs": fc.macs, "other_ops": fc.other_ops,
                "convention": convention, "scope": fc.scope, "backend": fc.backend,
-               "input_shape": list(fc.input_shape), "params": params, "uncounted_ops": dict(fc.uncounted)}
+               "input_shape": list(fc.input_shape), "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in fc.inputs],
+               "method": fc.method,
+               "params": params, "uncounted_ops": dict(fc.uncounted)}
         main.rows.append({**row, "input_shape": fc.input_shape})
+        if fc.method == "cpu" and fc.backend == "torch":
+            main.notes.append(f"{fc.model}: counted by one real forward pass on the CPU (it cannot run on the meta "
+                              f"device: data-dependent ops or values read); inputs: floats uniform in [0, 1), "
+                              f"ints and bools zero, so data-dependent parts count for those values.")
+        if len(fc.inputs) > 1 or any(i.name or i.dtype != "float32" for i in fc.inputs):
+            main.notes.append(f"{fc.model}: inputs {', '.join(str(i) for i in fc.inputs)}")
         if fc.uncounted:
             main.notes.append(f"{fc.model}: ops that ran but have no formula (not counted): "
                               + ", ".join(f"{op} ×{n}" for op, n in fc.uncounted))
@@ -102,7 +114,8 @@ def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], conventi
             cols = [Column("name", {"layer": "Module", "op": "Op"}.get(by, by.capitalize()),
                            _indent if by == "layer" else str, "left")]
             if by == "layer":
-                cols.append(Column("params", "Params", si))
+                cols += [Column("in_shape", "Input", _shape_or_dash), Column("out_shape", "Output", _shape_or_dash),
+                         Column("params", "Params", si)]
             if by == "op":
                 cols.append(Column("calls", "Calls", integer))
             cols += [Column("macs", "MACs", si)]
@@ -122,6 +135,7 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
         shares = [(name, s) for name, s in fc.by_module(depth)]
     else:
         shares = [(s.name, s) for s in {"op": fc.by_op, "stage": fc.by_stage, "type": fc.by_type}[by]()]
+    shapes = {name: (i, o) for name, i, o in getattr(fc, "module_shapes", ())}
     rows = []
     for name, s in shares:
         flops = s.flops(convention)
@@ -130,6 +144,9 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
             row["calls"] = s.calls
         if by == "layer" and module_params is not None:
             row["params"] = module_params.get(name, 0)
+        if by == "layer":
+            i, o = shapes.get(name, (None, None))
+            row["in_shape"], row["out_shape"] = (list(i) if i else None), (list(o) if o else None)
         rows.append(row)
     return rows
 
