@@ -7,8 +7,8 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, err, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, parse_overrides,
-    input_shape, model_specs, for_each_model, guard, parse_batch_sizes)
+    app, err, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, InputShapeOpt, InputOpt,
+    parse_overrides, parse_inputs, input_specs, model_specs, for_each_model, guard, parse_batch_sizes)
 from cnnprof.errors import CnnprofError
 
 
@@ -18,7 +18,11 @@ def bench_cmd(
     device: Annotated[Device, typer.Option(help="Where to run: cpu, or cuda (exit 2 if CUDA is not available).")] = Device.cpu,
     batch_size: Annotated[str, typer.Option(metavar="B[,B...]", help="Batch sizes to measure, e.g. 1,8,32.")] = "1",
     resolution: ResolutionOpt = None,
-    dtype: Annotated[DType, typer.Option(help="Data type of weights and input.")] = DType.float32,
+    input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
+    dtype: Annotated[DType, typer.Option(help="Data type of weights and float inputs (int/bool inputs keep theirs; "
+                                               "they are filled with zeros, float inputs uniform in [0, 1)).")
+                     ] = DType.float32,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Use the NHWC (channels_last) memory format.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (torch.set_num_threads); the count used is "
                                                           "recorded either way.", show_default=False)] = None,
@@ -36,6 +40,7 @@ def bench_cmd(
 
     def body() -> int:
         from cnnprof.analysis.runtime import benchmark, check_device
+        from cnnprof.inputs import with_batch_and_resolution
         from cnnprof.models.spec import resolve
         from cnnprof.report.render import emit
         from cnnprof.report.tables import bench_report
@@ -44,13 +49,17 @@ def bench_cmd(
         if compile_ and breakdown:
             raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
         sizes, overrides = parse_batch_sizes(batch_size), parse_overrides(set_)
+        explicit = parse_inputs(input_shape_, input_)
         jobs = [(spec, b) for spec in model_specs(models) for b in sizes]
 
         def work(job: tuple[str, int]):
             spec, b = job
             source = resolve(spec, overrides)
-            shape = input_shape(source, b, resolution, None)
-            return benchmark(source, shape, device=device.value, dtype=dtype.value, channels_last=channels_last,
+            model = source.build("meta") if explicit is None and source.config is None else None
+            specs = input_specs(source, model, b, resolution, explicit)
+            if explicit is not None:
+                specs = with_batch_and_resolution(specs, b if batch_size != "1" else None, None)
+            return benchmark(source, inputs=list(specs) if specs is not None else None, device=device.value, dtype=dtype.value, channels_last=channels_last,
                              threads=threads, warmup=warmup, min_time=min_time, min_runs=min_runs,
                              compile=compile_, breakdown=breakdown)
 

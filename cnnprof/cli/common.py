@@ -216,6 +216,23 @@ def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: i
     return fc, pc.total, dict(pc.by_module) if per_module else None
 
 
+def layer_shapes(source: Any, model: Any, inputs: Any) -> dict[str, tuple] | None:
+    """{module path: (input shape, output shape)} from one counted forward pass on meta, or None if the model
+    cannot run on meta (params never runs a model for real)."""
+    from cnnprof.analysis.flops import count_flops
+
+    try:
+        specs = input_specs(source, model, None, None, inputs)
+        if all(t.is_meta for t in model.parameters()):
+            fc = count_flops(replace(source, module=model, config=None, factory=None),
+                             inputs=list(specs) if specs is not None else None)
+        else:
+            return None
+    except CnnprofError:
+        return None
+    return {name: (i, o) for name, i, o in fc.module_shapes}
+
+
 def parse_batch_sizes(text: str) -> list[int]:
     try:
         sizes = [int(b) for b in text.split(",") if b.strip()]

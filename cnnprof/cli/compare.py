@@ -1,14 +1,14 @@
 """`cnnprof compare`."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
     app, Format, Convention, Scope, Device, FormatOpt, SetOpt, ConventionOpt, ScopeOpt, ResolutionOpt,
-    parse_overrides, input_shape, for_each_model, guard, flops_of)
+    InputShapeOpt, InputOpt, parse_overrides, parse_inputs, for_each_model, guard, flops_of)
 from cnnprof.errors import CnnprofError
 
 
@@ -19,7 +19,11 @@ def compare(
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size N (FLOPs scale with it; also used by --bench).")] = 1,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help="Batch size N of every input (FLOPs scale with it; also used by --bench; default: the model's "
+                    "declared batch, usually 1).", show_default=False)] = None,
+    input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     bench: Annotated[bool, typer.Option("--bench", help="Also measure latency and throughput (see `cnnprof bench`).")] = False,
     device: Annotated[Device, typer.Option(help="Device for --bench.")] = Device.cpu,
     min_time: Annotated[float, typer.Option(min=0.0, help="With --bench: seconds of timed runs per model.")] = 1.0,
@@ -38,17 +42,17 @@ def compare(
             from cnnprof.analysis.runtime import check_device
 
             check_device(device.value)
-        overrides = parse_overrides(set_)
+        overrides, inputs = parse_overrides(set_), parse_inputs(input_shape_, input_)
 
         def work(spec: str) -> dict[str, Any]:
-            fc, params_total, _ = flops_of(spec, overrides, scope.value, "torch", batch_size, resolution, None)
+            fc, params_total, _ = flops_of(spec, overrides, scope.value, "torch", batch_size, resolution, inputs)
             row = {"model": fc.model, "params": params_total, "flops": fc.flops(convention.value), "macs": fc.macs,
                    "convention": convention.value, "scope": scope.value, "input_shape": list(fc.input_shape),
-                   "macs_per_param": fc.macs / params_total if params_total else None}
+                   "macs_per_param": fc.macs / params_total if params_total else None, "method": fc.method}
             if bench:
                 from cnnprof.analysis.runtime import benchmark
 
-                r = benchmark(spec, fc.input_shape, device=device.value, min_time=min_time, overrides=overrides)
+                r = benchmark(spec, inputs=list(fc.inputs), device=device.value, min_time=min_time, overrides=overrides)
                 row.update(device=device.value, latency_ms=r.median_ms, throughput=r.throughput, bench_status=r.status)
             return row
 

@@ -33,24 +33,31 @@ def _breakdown_rows(items: Sequence[tuple[str, int]], total: int, key: str) -> l
 
 
 def params_report(results: list[tuple[str, Any]], by: str | None, depth: int | None) -> Report:
-    """results: (model label, ParamCount)."""
+    """results: (model label, ParamCount) or (label, ParamCount, {module: (input shape, output shape)})."""
     main = Table("Parameters", [
         Column("model", "Model", justify="left"), Column("params", "Params", integer),
         Column("size", "Params (≈)", si), Column("trainable_params", "Trainable", integer),
         Column("non_trainable_params", "Non-trainable", integer),
     ], [])
     tables, json_rows, csv_rows = [main], [], []
-    for label, pc in results:
+    for label, pc, *extra in results:
+        shapes = extra[0] if extra and extra[0] else None
         row = {"model": label, "params": pc.total, "trainable_params": pc.trainable,
                "non_trainable_params": pc.non_trainable}
         main.rows.append({**row, "size": pc.total})
         if by:
             items = _param_items(pc, by, depth)
             rows = _breakdown_rows(items, pc.total, "params")
+            if by == "layer" and shapes:
+                for r in rows:
+                    i, o = shapes.get("" if r["name"] == "(model)" else r["name"], (None, None))
+                    r["in_shape"], r["out_shape"] = (list(i) if i else None), (list(o) if o else None)
             row[f"by_{by}"] = rows
             csv_rows += [{"model": label, "by": by, **r} for r in rows]
+            shape_cols = [Column("in_shape", "Input", _shape_or_dash), Column("out_shape", "Output", _shape_or_dash)]
             tables.append(Table(f"{label}: parameters by {by}", [
                 Column("name", by.capitalize(), _indent if by == "layer" else str, "left"),
+                *(shape_cols if by == "layer" and shapes else []),
                 Column("params", "Params", integer), Column("share", "Share", percent),
             ], rows))
         else:
