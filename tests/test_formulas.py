@@ -168,6 +168,11 @@ FAST_CASES = [
     (torch.ops.aten.mean.dim, (_meta(2, 8, 5, 5), [-1, -2], True)),
     (torch.ops.aten.mean.dim, (_meta(2, 8, 5, 5), [1])),
     (torch.ops.aten.mean.default, (_meta(2, 8, 5, 5),)),
+    (torch.ops.aten.addmm.default, (_meta(6), _meta(3, 5), _meta(5, 6))),
+    (torch.ops.aten.mm.default, (_meta(3, 5), _meta(5, 6))),
+    (torch.ops.aten.bmm.default, (_meta(2, 3, 5), _meta(2, 5, 6))),
+    (torch.ops.aten.cat.default, ([_meta(2, 3, 5, 5), _meta(2, 4, 5, 5)], 1)),
+    (torch.ops.aten.cat.default, ([_meta(2, 3), _meta(1, 3)],)),
 ]
 
 

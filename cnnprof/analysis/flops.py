@@ -173,6 +173,38 @@ _BATCH_NORMS = frozenset(("native_batch_norm", "_native_batch_norm_legit_no_trai
 _BINARY = frozenset(("add", "sub", "mul", "div"))
 
 
+_MATMULS = frozenset(("mm", "bmm", "addmm"))
+
+
+def _matmul_meta(name: str, args: tuple) -> torch.Tensor | None:
+    """mm / bmm / addmm on meta: torch decomposes addmm through dynamo-disabled refs (importing torch._dynamo)."""
+    a, b = (args[1], args[2]) if name == "addmm" else (args[0], args[1])
+    tensors = [t for t in args[:3] if isinstance(t, torch.Tensor)]
+    if len({t.dtype for t in tensors}) != 1 or not all(t.is_meta for t in tensors) or not a.is_floating_point():
+        return None
+    rank = 3 if name == "bmm" else 2
+    if a.dim() != rank or b.dim() != rank or a.shape[-1] != b.shape[-2] or a.shape[:-2] != b.shape[:-2]:
+        return None  # a mismatch: torch's own kernel raises the error
+    if name == "addmm" and (args[0].dim() > 2 or args[0].shape[-1:] not in ((1,), (b.shape[1],), ())):
+        return None
+    if name == "bmm":
+        return torch.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype, device="meta")
+    return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device="meta")
+
+
+def _cat_meta(tensors: Sequence[Any], dim: int) -> torch.Tensor | None:
+    """torch.cat of contiguous same-dtype meta tensors (torch's meta cat goes through dynamo-disabled refs)."""
+    ts = [t for t in tensors if isinstance(t, torch.Tensor) and t.numel() > 0]
+    if (len(ts) != len(tensors) or not ts or len({t.dtype for t in ts}) != 1 or len({t.dim() for t in ts}) != 1
+            or not all(t.is_meta and t.is_contiguous() for t in ts)):
+        return None
+    shape, d = list(ts[0].shape), dim % ts[0].dim()
+    if any(t.shape[:d] != ts[0].shape[:d] or t.shape[d + 1:] != ts[0].shape[d + 1:] for t in ts):
+        return None  # a mismatch: torch's own kernel raises the error
+    shape[d] = sum(t.shape[d] for t in ts)
+    return torch.empty(shape, dtype=ts[0].dtype, device="meta")
+
+
 def _reduced_shape(x: torch.Tensor, dims: Any, keepdim: bool) -> list[int]:
     dims = range(x.dim()) if dims is None or (isinstance(dims, (list, tuple)) and not dims) else (
         dims if isinstance(dims, (list, tuple)) else [dims])
@@ -188,8 +220,12 @@ def fast_meta(name: str, args: tuple, kwargs: dict | None = None) -> Any:
     empty tensor of the right shape, dtype and layout is the same answer. Anything else returns None.
     """
     x = args[0] if args else None
+    if name == "cat" and isinstance(x, (list, tuple)):
+        return _cat_meta(x, args[1] if len(args) > 1 else (kwargs or {}).get("dim", 0))
     if not isinstance(x, torch.Tensor) or not x.is_meta:
         return None
+    if name in _MATMULS:
+        return _matmul_meta(name, args)
     inplace = name.endswith("_") and not name.endswith("__")
     base = name.rstrip("_") if inplace else name
     if base in _SAME_SHAPE:

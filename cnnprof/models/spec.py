@@ -47,7 +47,7 @@ class ModelSource:
                 with torch.device("meta"), _stdout_to_stderr():
                     return _call_factory(self.label, self.factory).eval()
             except ModelSpecError:
-                pass  # retried on the CPU below; if that fails too, its error is the one reported
+                device = "cpu"  # retried on the CPU; if that fails too, its error is the one reported
         with torch.device(device or "cpu"), _stdout_to_stderr():
             if self.config is not None:
                 from cnnprof.models.builder import build
