@@ -5,6 +5,7 @@ cnnprof.analysis.conventions).
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from collections import defaultdict
@@ -192,6 +193,51 @@ def _matmul_meta(name: str, args: tuple) -> torch.Tensor | None:
     return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device="meta")
 
 
+def _conv_meta(x: torch.Tensor, w: Any, bias: Any, stride: Sequence[int], padding: Sequence[int],
+               dilation: Sequence[int], transposed: bool, output_padding: Sequence[int], groups: int, *_: Any):
+    """aten.convolution on contiguous meta tensors. torch's meta kernel checks shapes with torch._check, whose
+    first call imports sympy (~1-2 s); an invalid shape returns None so that torch raises its own error."""
+    if (not isinstance(w, torch.Tensor) or not w.is_meta or w.dtype != x.dtype or not x.is_contiguous()
+            or not w.is_contiguous() or x.dim() != w.dim() or x.dim() < 3):
+        return None
+    n = x.dim() - 2
+    stride, padding, dilation = (list(v) * (n if len(v) == 1 else 1) for v in (stride, padding, dilation))
+    output_padding = list(output_padding) * (n if len(output_padding) == 1 else 1)
+    if transposed:
+        out_c = groups * w.shape[1]
+        ok = w.shape[0] == x.shape[1]
+        size = [(x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (w.shape[2 + i] - 1)
+                + output_padding[i] + 1 for i in range(n)]
+    else:
+        out_c = w.shape[0]
+        ok = w.shape[1] * groups == x.shape[1] and out_c % groups == 0
+        size = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
+                for i in range(n)]
+    if not ok or any(d <= 0 for d in size) or len(stride) != n or len(padding) != n:
+        return None
+    return torch.empty((x.shape[0], out_c, *size), dtype=x.dtype, device="meta")
+
+
+def _max_pool_meta(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int] = (), padding: Any = 0,
+                   dilation: Any = 1, ceil_mode: bool = False):
+    """max_pool2d_with_indices on a contiguous NCHW meta tensor (torch's meta kernel imports sympy)."""
+    two = lambda v: [v, v] if isinstance(v, int) else list(v) * (2 if len(v) == 1 else 1)  # noqa: E731
+    k, s, p, d = two(kernel), two(stride or kernel), two(padding), two(dilation)
+    if x.dim() != 4 or not x.is_contiguous() or not x.is_floating_point():
+        return None
+    size = []
+    for i in range(2):
+        n = x.shape[2 + i] + 2 * p[i] - d[i] * (k[i] - 1) - 1 + (s[i] - 1 if ceil_mode else 0)
+        out = n // s[i] + 1
+        if ceil_mode and (out - 1) * s[i] >= x.shape[2 + i] + p[i]:
+            out -= 1
+        size.append(out)
+    if any(o <= 0 for o in size) or any(2 * p[i] > k[i] for i in range(2)):
+        return None
+    shape = (*x.shape[:2], *size)
+    return torch.empty(shape, dtype=x.dtype, device="meta"), torch.empty(shape, dtype=torch.int64, device="meta")
+
+
 def _cat_meta(tensors: Sequence[Any], dim: int) -> torch.Tensor | None:
     """torch.cat of contiguous same-dtype meta tensors (torch's meta cat goes through dynamo-disabled refs)."""
     ts = [t for t in tensors if isinstance(t, torch.Tensor) and t.numel() > 0]
@@ -203,6 +249,24 @@ def _cat_meta(tensors: Sequence[Any], dim: int) -> torch.Tensor | None:
         return None  # a mismatch: torch's own kernel raises the error
     shape[d] = sum(t.shape[d] for t in ts)
     return torch.empty(shape, dtype=ts[0].dtype, device="meta")
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Broadcast shape of a and b, or None if they do not broadcast (torch.broadcast_shapes imports sympy)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    if any(i != j and 1 not in (i, j) for i, j in zip(a, b)):
+        return None
+    return tuple(max(i, j) if 0 not in (i, j) else 0 for i, j in zip(a, b))
+
+
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """torch.empty_like(x) for a meta tensor without torch's Python ref for it (which imports sympy)."""
+    if x.is_contiguous():
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.empty(x.shape, dtype=x.dtype, device="meta", memory_format=torch.channels_last)
+    return torch.empty_like(x)
 
 
 def _reduced_shape(x: torch.Tensor, dims: Any, keepdim: bool) -> list[int]:
@@ -226,13 +290,20 @@ def fast_meta(name: str, args: tuple, kwargs: dict | None = None) -> Any:
         return None
     if name in _MATMULS:
         return _matmul_meta(name, args)
+    if name == "convolution":
+        return _conv_meta(*args)
+    if name == "max_pool2d_with_indices":
+        return _max_pool_meta(*args)
+    if name == "_adaptive_avg_pool2d" and x.dim() == 4 and x.is_contiguous() and x.is_floating_point():
+        size = [args[1]] * 2 if isinstance(args[1], int) else list(args[1])
+        return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device="meta") if all(size) else None
     inplace = name.endswith("_") and not name.endswith("__")
     base = name.rstrip("_") if inplace else name
     if base in _SAME_SHAPE:
-        return x if inplace else torch.empty_like(x)
+        return x if inplace else _like(x)
     if name in _BATCH_NORMS:
         stats = x.new_empty((x.shape[1],))
-        return torch.empty_like(x), stats, stats.clone()
+        return _like(x), stats, stats.clone()
     if name == "native_layer_norm":  # (input, normalized_shape, weight, bias, eps): contiguous output
         stats = tuple(x.shape[: x.dim() - len(args[1])]) + (1,) * len(args[1])
         return torch.empty(x.shape, dtype=x.dtype, device="meta"), x.new_empty(stats), x.new_empty(stats)
@@ -250,8 +321,9 @@ def fast_meta(name: str, args: tuple, kwargs: dict | None = None) -> Any:
         if inplace:
             return x
         if not isinstance(y, torch.Tensor) or y.shape == x.shape:
-            return torch.empty_like(x)
-        return torch.empty(torch.broadcast_shapes(x.shape, y.shape), dtype=x.dtype, device="meta")
+            return _like(x)
+        shape = _broadcast(tuple(x.shape), tuple(y.shape))
+        return None if shape is None else torch.empty(shape, dtype=x.dtype, device="meta")
     return None
 
 
@@ -341,12 +413,33 @@ def _stand_ins(net: nn.Module) -> dict[str, torch.Tensor]:
     """Meta tensors like every parameter and buffer of `net` (nothing allocated, nothing copied)."""
     named = list(net.named_parameters(remove_duplicate=False)) + list(net.named_buffers(remove_duplicate=False))
     made: dict[int, torch.Tensor] = {}  # a tensor shared by two modules gets one stand-in
-    return {name: made.setdefault(id(t), t if t.is_meta else torch.empty_like(t, device="meta"))
-            for name, t in named}
+    for _, t in named:  # empty_strided, not empty_like: across devices that goes through a Python decomposition
+        if id(t) not in made:
+            made[id(t)] = t if t.is_meta else torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return {name: made[id(t)] for name, t in named}
 
 
 def _is_meta(net: nn.Module) -> bool:
     return all(t.is_meta for t in net.parameters()) and all(t.is_meta for t in net.buffers())
+
+
+@contextlib.contextmanager
+def _cheap_checks():
+    """torch's meta kernels validate shapes with torch._check(cond), whose first call imports sympy (~1-2 s, the
+    largest part of a first count) even when cond is a plain True. While counting, a plain True returns at once;
+    anything else (False, symbolic) goes to torch's own check unchanged."""
+    original = torch._check_with
+
+    def check_with(error_type, cond, message, *args, **kwargs):
+        if cond is True:
+            return None
+        return original(error_type, cond, message, *args, **kwargs)
+
+    torch._check_with = check_with
+    try:
+        yield
+    finally:
+        torch._check_with = original
 
 
 def _counted_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool) -> tuple[OpCounter, _ModuleTracker]:
@@ -360,7 +453,7 @@ def _counted_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool) -> tu
     try:
         # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
         # (pytorch#126268); on meta tensors nothing is computed either way.
-        with torch.no_grad(), counter:
+        with torch.no_grad(), _cheap_checks(), counter:
             if on_meta and not _is_meta(net):
                 out = functional_call(net, _stand_ins(net), args, kwargs, tie_weights=True, strict=False)
             else:
