@@ -302,3 +302,11 @@ def test_counting_does_not_import_dynamo():
             "print(codes, 'torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[0, 0, 0] False"
+
+
+def test_fvcore_backend_builds_on_cpu_directly(cli, models):
+    pytest.importorskip("fvcore")
+    row = cli.json("flops", f"{models}:MetaHostile", "--backend", "fvcore", "--input-shape", "1,3,8,8")[0]
+    assert (row["macs"], row["backend"]) == (CONV_3x3, "fvcore")
+    rows = cli.json("flops", f"{models}:TwoInput", "--backend", "fvcore", *CASES["TwoInput"][0])
+    assert rows[0]["macs"] == CASES["TwoInput"][2]
