@@ -2,7 +2,7 @@
 
 An input is written `1,3,224,224` (float32), `1,128:int64` (a dtype after a colon) or, for a keyword
 argument of forward, `mask=1,224,224:bool`. A model's inputs are positional inputs then named ones.
-Tensors are made from specs only by `tensors()`, which imports torch when called.
+Tensors are made from specs only by `materialize()`, which imports torch when called.
 """
 from __future__ import annotations
 
