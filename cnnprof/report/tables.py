@@ -173,6 +173,8 @@ def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, benc
                           "flops_ratio": r["flops_ratio"] if i else None,
                           "latency_ratio": r.get("latency_ratio") if i else None} for i, r in enumerate(rows)])
     notes = [f"vs ref: ratio to {ref}, the first model."] if len(rows) > 1 else []
+    notes += [f"{r['model']}: counted by one real forward pass on the CPU (it cannot run on the meta device)."
+              for r in rows if r.get("method") == "cpu"]
     if bench and rows:
         notes.append(f"Latency: median forward pass on {rows[0].get('device', 'cpu')}, batch "
                      f"{rows[0]['input_shape'][0]}; see `cnnprof bench` for the full statistics.")
