@@ -240,8 +240,8 @@ def forward_error(label: str, specs: Sequence[InputSpec], exc: BaseException) ->
     """The user's model failed: its own one-line message, and which option sets its inputs."""
     msg = f"{type(exc).__name__}: {first_line(exc)}"
     if isinstance(exc, TypeError) and ("argument" in str(exc) or "forward()" in str(exc)):
-        return InputShapeError(f"{label}: forward({describe(specs)}) failed: {msg}; give each positional input "
-                               f"with a repeated --input-shape and keyword inputs with --input NAME=SHAPE[:DTYPE]")
+        return InputShapeError(f"{label}: forward({describe(specs)}) failed: {msg}; its inputs are set by "
+                               f"--input-shape (once per positional input) and --input NAME=SHAPE[:DTYPE]")
     if isinstance(exc, (RuntimeError, ValueError, IndexError)) and _SHAPE_WORDS.search(str(exc)):
         given = f"shape {specs[0].shape}" if len(specs) == 1 and specs[0].is_float else describe(specs)
         return InputShapeError(f"{label}: does not fit input {given}: {first_line(exc)} (set the inputs with "
