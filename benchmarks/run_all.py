@@ -14,10 +14,13 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SCRIPTS = [
-    ("Start-up time (issue: `--help` and `list` must not import torch)", "startup.py", ["--runs", "10"], ["--runs", "3"]),
+    ("Start-up time (issues: `--help` and `list` must not import torch; a first count within 1.25x of "
+     "`import torch`)", "startup.py", ["--runs", "10"], ["--runs", "3"]),
     ("FLOP counting speed vs fvcore (median of 3 counts per model, 224x224)", "flops_speed.py", ["--repeat", "3"],
      ["--repeat", "1", "--models", "resnet50,mobilenet_v2,vgg16"]),
     ("Meta-device counting at an impossible size", "meta_memory.py", [], []),
+    ("Counting a model built on the CPU vs built on meta (issue 7: no copy)", "built_model.py", ["--repeat", "5"],
+     ["--repeat", "3"]),
     ("CPU timing accuracy vs torch.utils.benchmark (interleaved, one process)", "timer_accuracy.py",
      ["--rounds", "12", "--min-time", "2"], ["--rounds", "2", "--min-time", "1"]),
     ("Latency prediction: how params, MACs, acts, traffic and cnnprof's predictions track measured latency "

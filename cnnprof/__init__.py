@@ -23,15 +23,20 @@ def count_params(model):
     return _count(model)
 
 
-def count_flops(model, input_shape=None, scope="conv", backend="torch", **overrides):
-    """Count MACs of one forward pass; returns a frozen FlopCount (see cnnprof.analysis.flops)."""
+def count_flops(model, input_shape=None, scope="conv", backend="torch", *, inputs=None, **overrides):
+    """Count MACs of one forward pass; returns a frozen FlopCount (see cnnprof.analysis.flops).
+
+    `inputs`: a shape, a spec string ('1,128:int64'), a tensor (only its shape and dtype are used: counted
+    on a meta stand-in, never run), a tuple of those (positional inputs) or a dict (keyword inputs)."""
     from cnnprof.analysis.flops import count_flops as _count
 
-    return _count(model, input_shape=input_shape, scope=scope, backend=backend, overrides=overrides)
+    return _count(model, input_shape=input_shape, scope=scope, backend=backend, overrides=overrides,
+                  inputs=inputs)
 
 
 def benchmark(model, input_shape=None, device="cpu", **options):
-    """Measure forward-pass latency; returns a frozen BenchResult (see cnnprof.analysis.runtime)."""
+    """Measure forward-pass latency; returns a frozen BenchResult (see cnnprof.analysis.runtime).
+    `inputs=` as in count_flops (shapes or specs; tensors of those shapes are made on the device)."""
     from cnnprof.analysis.runtime import benchmark as _bench
 
     return _bench(model, input_shape=input_shape, device=device, **options)

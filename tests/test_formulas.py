@@ -165,6 +165,25 @@ FAST_CASES = [
     (torch.ops.aten.mul.Tensor, (_meta(2, 8, 5, 5), _meta(2, 8, 1, 1))),
     (torch.ops.aten.mul.Tensor, (_meta(2, 5, 5, 8), _meta(8))),
     (torch.ops.aten.add_.Tensor, (_meta(2, 8, 5, 5), _meta(2, 8, 5, 5))),
+    (torch.ops.aten.mean.dim, (_meta(2, 8, 5, 5), [-1, -2], True)),
+    (torch.ops.aten.mean.dim, (_meta(2, 8, 5, 5), [1])),
+    (torch.ops.aten.mean.default, (_meta(2, 8, 5, 5),)),
+    (torch.ops.aten.addmm.default, (_meta(6), _meta(3, 5), _meta(5, 6))),
+    (torch.ops.aten.mm.default, (_meta(3, 5), _meta(5, 6))),
+    (torch.ops.aten.bmm.default, (_meta(2, 3, 5), _meta(2, 5, 6))),
+    (torch.ops.aten.cat.default, ([_meta(2, 3, 5, 5), _meta(2, 4, 5, 5)], 1)),
+    (torch.ops.aten.cat.default, ([_meta(2, 3), _meta(1, 3)],)),
+    (torch.ops.aten.convolution.default, (_meta(2, 8, 9, 9), _meta(16, 4, 3, 3), None, [2, 2], [1, 1], [1, 1],
+                                          False, [0, 0], 2)),
+    (torch.ops.aten.convolution.default, (_meta(2, 8, 5, 5), _meta(8, 3, 3, 3), _meta(3), [2, 2], [1, 1], [1, 1],
+                                          True, [1, 1], 1)),
+    (torch.ops.aten.convolution.default, (_meta(2, 4, 7), _meta(6, 4, 3), None, [1], [0], [2], False, [0], 1)),
+    (torch.ops.aten.max_pool2d_with_indices.default, (_meta(2, 8, 112, 112), [3, 3], [2, 2], [1, 1])),
+    (torch.ops.aten.max_pool2d_with_indices.default, (_meta(2, 8, 13, 13), [3, 3], [2, 2], [0, 0], [1, 1], True)),
+    (torch.ops.aten.max_pool2d_with_indices.default, (_meta(2, 8, 8, 8), [2, 2])),
+    (torch.ops.aten._adaptive_avg_pool2d.default, (_meta(2, 8, 13, 13), [6, 6])),
+    (torch.ops.aten.convolution.default, (_meta(1, 3, 4, 6, 6), _meta(2, 3, 3, 3, 3), None, [1, 1, 1], [0, 0, 0],
+                                          [1, 1, 1], False, [0, 0, 0], 1)),
 ]
 
 
@@ -185,7 +204,7 @@ def test_fast_path_does_not_change_any_count(monkeypatch, name):
     import cnnprof.analysis.flops as flops
 
     fast = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
-    monkeypatch.setattr(flops, "fast_meta", lambda name, args: None)
+    monkeypatch.setattr(flops, "fast_meta", lambda *_: None)
     slow = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
     assert set(fast.records) == set(slow.records) and fast.uncounted == slow.uncounted
 

@@ -5,13 +5,12 @@ cnnprof.analysis.conventions).
 """
 from __future__ import annotations
 
-import copy
-import math
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -20,11 +19,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from cnnprof.analysis.acts import op_acts
 from cnnprof.analysis.conventions import to_flops
 from cnnprof.analysis.formulas import Cost, is_free, lookup
+from cnnprof.analysis.meta_fast import cheap_checks, fast_meta
 from cnnprof.analysis.types import module_ancestors, module_depth, type_sort_key
 from cnnprof.errors import CnnprofError, InputShapeError, first_line
+from cnnprof.inputs import InputSpec, as_specs, check_shape, describe, materialize
 
 SCOPES = ("conv", "all")
-MAX_INPUT_ELEMENTS = 1 << 40  # ~4 TB of float32: beyond any real input, below int64 overflow inside
 BACKENDS = ("torch", "fvcore")
 
 
@@ -66,6 +66,10 @@ class FlopCount:
     records: tuple[OpStat, ...]
     uncounted: tuple[tuple[str, int], ...]  # ops that ran but have no formula: (op, calls)
     module_names: tuple[str, ...]  # every module path, in module order
+    inputs: tuple[InputSpec, ...] = ()  # every tensor input: shape, dtype, keyword name (None: positional)
+    method: str = "meta"  # meta: meta tensors; cpu: one real forward pass on the CPU (data-dependent ops)
+    # (module path, input shape, output shape) of each module's first call
+    module_shapes: tuple[tuple[str, tuple[int, ...] | None, tuple[int, ...] | None], ...] = ()
 
     def _in_scope(self) -> Iterable[OpStat]:
         return (r for r in self.records if self.scope == "all" or r.scope == "conv")
@@ -125,6 +129,18 @@ class FlopCount:
                 if name in acc and (depth is None or module_depth(name) <= depth)]
 
 
+def _first_shape(value: Any) -> tuple[int, ...] | None:
+    """Shape of the first tensor in a (nested) value, or None."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
+    for item in items:
+        found = _first_shape(item)
+        if found is not None:
+            return found
+    return None
+
+
 class _ModuleTracker:
     """Keeps the path of the module whose forward is running, via forward pre/post hooks."""
 
@@ -132,6 +148,7 @@ class _ModuleTracker:
         from cnnprof.models.layers import SqueezeExcite
 
         self.stack: list[str] = [""]
+        self.shapes: dict[str, list] = {}  # module path -> [input shape, output shape] of its first call
         self.handles = []
         self.se_scopes = tuple(n for n, m in model.named_modules() if isinstance(m, SqueezeExcite))
         for name, module in model.named_modules():
@@ -139,12 +156,19 @@ class _ModuleTracker:
                 self.handles.append(module.register_forward_pre_hook(partial(self._enter, name)))
                 self.handles.append(module.register_forward_hook(partial(self._exit, name), always_call=True))
 
-    def _enter(self, name: str, *_: Any) -> None:
+    def _enter(self, name: str, module: nn.Module, args: tuple) -> None:
         self.stack.append(name)
+        if name not in self.shapes:
+            self.shapes[name] = [_first_shape(args), None]
 
-    def _exit(self, name: str, *_: Any) -> None:
+    def _exit(self, name: str, module: nn.Module, args: tuple, output: Any) -> None:
         if self.stack[-1] == name:
             self.stack.pop()
+        if name in self.shapes and self.shapes[name][1] is None:
+            self.shapes[name][1] = _first_shape(output)
+
+    def shapes_table(self) -> tuple[tuple[str, tuple[int, ...] | None, tuple[int, ...] | None], ...]:
+        return tuple((name, i, o) for name, (i, o) in self.shapes.items())
 
     @property
     def current(self) -> str:
@@ -157,44 +181,6 @@ class _ModuleTracker:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-
-
-# Shape-preserving ops whose meta output is simply a tensor like the input.
-_SAME_SHAPE = frozenset("relu relu6 hardtanh hardswish hardsigmoid silu gelu sigmoid tanh leaky_relu elu mish".split())
-_BATCH_NORMS = frozenset(("native_batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit"))
-_BINARY = frozenset(("add", "sub", "mul", "div"))
-
-
-def fast_meta(name: str, args: tuple) -> Any:
-    """The output of a common shape-preserving op on meta tensors, without torch's meta kernel, or None.
-
-    torch implements these meta kernels as Python decompositions: BatchNorm alone costs ~5 ms a call and
-    made up most of a MobileNet's counting time. The formulas only need shapes, so for these ops an
-    empty tensor of the right shape, dtype and layout is the same answer. Anything else returns None.
-    """
-    x = args[0] if args else None
-    if not isinstance(x, torch.Tensor) or not x.is_meta:
-        return None
-    inplace = name.endswith("_") and not name.endswith("__")
-    base = name.rstrip("_") if inplace else name
-    if base in _SAME_SHAPE:
-        return x if inplace else torch.empty_like(x)
-    if name in _BATCH_NORMS:
-        stats = x.new_empty((x.shape[1],))
-        return torch.empty_like(x), stats, stats.clone()
-    if name == "native_layer_norm":  # (input, normalized_shape, weight, bias, eps): contiguous output
-        stats = tuple(x.shape[: x.dim() - len(args[1])]) + (1,) * len(args[1])
-        return torch.empty(x.shape, dtype=x.dtype, device="meta"), x.new_empty(stats), x.new_empty(stats)
-    if base in _BINARY and len(args) == 2 and x.is_floating_point():
-        y = args[1]
-        if isinstance(y, torch.Tensor) and (not y.is_meta or y.dtype != x.dtype):
-            return None  # dtype promotion or mixed devices: let torch decide
-        if inplace:
-            return x
-        if not isinstance(y, torch.Tensor) or y.shape == x.shape:
-            return torch.empty_like(x)
-        return torch.empty(torch.broadcast_shapes(x.shape, y.shape), dtype=x.dtype, device="meta")
-    return None
 
 
 class OpCounter(TorchDispatchMode):
@@ -216,7 +202,7 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
-        out = fast_meta(name, args)
+        out = fast_meta(name, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
         self.record(name, args, kwargs, out)
@@ -228,7 +214,10 @@ class OpCounter(TorchDispatchMode):
             if not is_free(name):
                 self.uncounted[name] += 1
             return None
-        cost = formula(args, kwargs, out)
+        try:
+            cost = formula(args, kwargs, out)
+        except Exception as exc:  # noqa: BLE001 - must not be mistaken for the user's model failing
+            raise _CounterBug(name) from exc
         module = self.tracker.current if self.tracker else ""
         kind = "SE" if self.tracker and self.tracker.in_se(module) else cost.type  # as params' --by type
         key = (module, name.rstrip("_"), kind, scope)
@@ -247,68 +236,172 @@ class OpCounter(TorchDispatchMode):
 def parse_shape(shape: Sequence[int] | None, default: Sequence[int]) -> tuple[int, ...]:
     """Validate an input shape (all positive integers)."""
     shape = tuple(default if shape is None else shape)
-    if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in shape):
-        raise CnnprofError(f"input shape must be positive integers like 1,3,224,224, got {shape}"[:300])
-    # Bounded so that no activation can overflow a tensor's size (channel counts are bounded by the config).
-    if math.prod(shape) > MAX_INPUT_ELEMENTS:
-        raise CnnprofError(f"input shape {'x'.join(map(str, shape))}"[:120] + f" has more than 2^40 "
-                           f"({MAX_INPUT_ELEMENTS:,}) elements; reduce the batch size or resolution")
-    return shape
+    if not shape:
+        raise CnnprofError(f"input shape must be positive integers like 1,3,224,224, got {shape}")
+    return check_shape(shape)
 
 
-def run_forward(model: nn.Module, x: torch.Tensor, label: str) -> Any:
-    """Forward pass that turns shape errors into a one-line InputShapeError."""
+class _CounterBug(Exception):
+    """An error inside cnnprof's own counting (a formula), not the user's model: stays an internal error."""
+
+
+def _meta_failure(exc: BaseException) -> bool:
+    """True when an exception means 'this cannot run on meta tensors' (no kernel, reads values)."""
+    return isinstance(exc, NotImplementedError) or "meta" in str(exc).lower()
+
+
+# Words of torch's shape-mismatch messages ("size mismatch", "Expected ... channels", "mat1 and mat2 shapes").
+_SHAPE_WORDS = re.compile(r"\b(size|sizes|shape|shapes|dimension|dimensions|channels|dims?)\b", re.IGNORECASE)
+
+
+def forward_error(label: str, specs: Sequence[InputSpec], exc: BaseException) -> CnnprofError:
+    """The user's model failed: its own one-line message, and which option sets its inputs."""
+    msg = f"{type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, TypeError) and ("argument" in str(exc) or "forward()" in str(exc)):
+        return InputShapeError(f"{label}: forward({describe(specs)}) failed: {msg}; its inputs are set by "
+                               f"--input-shape (once per positional input) and --input NAME=SHAPE[:DTYPE]")
+    if isinstance(exc, (RuntimeError, ValueError, IndexError)) and _SHAPE_WORDS.search(str(exc)):
+        given = f"shape {specs[0].shape}" if len(specs) == 1 and specs[0].is_float else describe(specs)
+        return InputShapeError(f"{label}: does not fit input {given}: {first_line(exc)} (set the inputs with "
+                               f"--input-shape / --input)")
+    return InputShapeError(f"{label}: forward({describe(specs)}) failed: {msg} (if these are not the inputs it "
+                           f"expects, set them with --input-shape / --input)")
+
+
+def _stand_ins(net: nn.Module) -> dict[str, torch.Tensor]:
+    """Meta tensors like every parameter and buffer of `net` (nothing allocated, nothing copied)."""
+    named = list(net.named_parameters(remove_duplicate=False)) + list(net.named_buffers(remove_duplicate=False))
+    made: dict[int, torch.Tensor] = {}  # a tensor shared by two modules gets one stand-in
+    for _, t in named:  # empty_strided, not empty_like: across devices that goes through a Python decomposition
+        if id(t) not in made:
+            made[id(t)] = t if t.is_meta else torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return {name: made[id(t)] for name, t in named}
+
+
+def _is_meta(net: nn.Module) -> bool:
+    return all(t.is_meta for t in net.parameters()) and all(t.is_meta for t in net.buffers())
+
+
+def _counted_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool,
+                 make_counter: Callable[[_ModuleTracker], OpCounter] = OpCounter) -> tuple[OpCounter, _ModuleTracker]:
+    """One forward under the op counter: on meta (a CPU module through meta stand-ins, not a copy) or real."""
+    from torch.func import functional_call
+
+    tracker = _ModuleTracker(net)
+    counter = make_counter(tracker)
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
     try:
-        return model(x)
-    except NotImplementedError as exc:
-        raise CnnprofError(f"{label}: an op has no meta-device kernel ({first_line(exc)}); "
-                           f"count it with --backend fvcore instead") from None
-    except (RuntimeError, ValueError, IndexError) as exc:
-        if x.is_meta and "meta" in str(exc).lower():
-            raise CnnprofError(f"{label}: cannot run on the meta device, it reads tensor values "
-                               f"({first_line(exc)}); count it with --backend fvcore instead") from None
-        raise InputShapeError(f"{label}: does not fit input shape {tuple(x.shape)}: {first_line(exc)}") from None
+        # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
+        # (pytorch#126268); on meta tensors nothing is computed either way.
+        with torch.no_grad(), cheap_checks(), counter:
+            if on_meta and not _is_meta(net):
+                out = functional_call(net, _stand_ins(net), args, kwargs, tie_weights=True, strict=False)
+            else:
+                out = net(*args, **kwargs)
+        tracker.shapes[""] = [_first_shape((args, kwargs)), _first_shape(out)]
+    except _CounterBug as bug:
+        original = bug.__cause__
+        original._cnnprof_internal = True  # cnnprof's own bug: re-raised as itself, an internal error
+        raise original from None
+    finally:
+        tracker.remove()
+        for m, training in modes:
+            m.training = training
+    return counter, tracker
 
 
 def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str = "conv",
-                backend: str = "torch", overrides: dict | None = None) -> FlopCount:
-    """Count MACs of one forward pass of `model` (nn.Module or model spec) at `input_shape`."""
-    from cnnprof.models.spec import resolve
+                backend: str = "torch", overrides: dict | None = None, inputs: Any = None) -> FlopCount:
+    """Count MACs of one forward pass of `model` (nn.Module or model spec).
+
+    Inputs: `input_shape` (one tensor), or `inputs` (shape, tensor, tuple, dict; see cnnprof.inputs.normalize);
+    neither: the model's declared input (config, `example_inputs()`, `default_input_shape`, timm's
+    pretrained_cfg) or 1x3x224x224. Counted on meta tensors; a model that cannot run there (data-dependent
+    ops such as nonzero, `.item()`) is run once for real on the CPU, and `method` says so."""
+    from cnnprof.models.spec import model_inputs, resolve
 
     if scope not in SCOPES:
         raise CnnprofError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
     if backend not in BACKENDS:
         raise CnnprofError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if input_shape is not None and inputs is not None:
+        raise CnnprofError("give input_shape or inputs, not both")
     source = resolve(model, overrides)
-    shape = parse_shape(input_shape, source.default_input_shape)
+    if input_shape is not None:
+        inputs = (parse_shape(input_shape, ()),)
     if backend == "fvcore":
         if scope != "conv":
             raise CnnprofError("the fvcore backend cross-checks the conv scope only; use --backend torch for "
                                "--scope all")
-        return _count_fvcore(source, shape)
-    if source.module is not None:
-        # A built module: count it on meta (a meta copy of a real one) so that nothing is allocated.
-        on_meta = all(p.is_meta for p in source.module.parameters())
-        net = source.module if on_meta else copy.deepcopy(source.module).to("meta").eval()
-    else:
-        net = source.build("meta")
-    tracker = _ModuleTracker(net)
-    counter = OpCounter(tracker)
-    try:
-        # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
-        # (pytorch#126268); on meta tensors nothing is computed either way.
-        with torch.no_grad(), counter:
-            run_forward(net, torch.empty(shape, device="meta"), source.label)
-    finally:
-        tracker.remove()
+        net = source.build("cpu") if source.module is None or _is_meta(source.module) else source.module
+        return _count_fvcore(source.label, net, model_inputs(source, net, inputs))
+    counter, tracker, net, specs, method = trace(source, inputs)
     return FlopCount(
-        model=source.label, input_shape=shape, scope=scope, backend="torch", records=counter.records(),
-        uncounted=tuple(sorted(counter.uncounted.items())),
-        module_names=tuple(name for name, _ in net.named_modules()),
+        model=source.label, input_shape=specs[0].shape if specs else (), scope=scope, backend="torch",
+        records=counter.records(), uncounted=tuple(sorted(counter.uncounted.items())),
+        module_names=tuple(name for name, _ in net.named_modules()), inputs=specs,
+        method=method, module_shapes=tracker.shapes_table(),
     )
 
 
-def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
+def trace(source: Any, inputs: Any, make_counter: Callable[[_ModuleTracker], OpCounter] = OpCounter):
+    """Run `make_counter` over one forward of a resolved model: on meta, or once for real on the CPU when
+    it cannot run there. Returns (counter, tracker, module, input specs, method "meta" | "cpu")."""
+    from cnnprof.models.spec import model_inputs
+
+    net = source.module if source.module is not None else source.build("meta")
+    args, kwargs = model_inputs(source, net, inputs)
+    specs = as_specs(args, kwargs)
+    try:
+        return (*_counted_run(net, *materialize(args, kwargs), on_meta=True, make_counter=make_counter), net, specs,
+                "meta")
+    except Exception as exc:  # noqa: BLE001 - the user's forward: theirs to report, or a reason to run for real
+        if getattr(exc, "_cnnprof_internal", False):
+            raise
+        if not _meta_failure(exc):
+            raise forward_error(source.label, specs, exc) from None
+        _check_fits(source.label, net, specs, exc)
+        net = _real_model(source, net, exc)
+    try:
+        return (*_counted_run(net, *materialize(args, kwargs, real=True), on_meta=False, make_counter=make_counter),
+                net, specs, "cpu")
+    except Exception as exc:  # noqa: BLE001
+        if getattr(exc, "_cnnprof_internal", False):
+            raise
+        raise forward_error(source.label, specs, exc) from None
+
+
+def _check_fits(label: str, net: nn.Module, specs: Sequence[InputSpec], exc: BaseException) -> None:
+    """Refuse a real CPU run whose weights and inputs alone would take over a third of the free memory."""
+    import os
+    from math import prod
+
+    need = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+    need += sum(prod(s.shape) * 8 for s in specs)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not available on this platform: try anyway
+        return
+    if 3 * need > free:
+        raise CnnprofError(f"{label}: cannot run on the meta device ({first_line(exc)}), and a real CPU run needs "
+                           f"{need / 2**30:.1f} GiB for weights and inputs alone ({free / 2**30:.1f} GiB free); "
+                           f"try a smaller --input-shape") from None
+
+
+def _real_model(source: Any, net: nn.Module, exc: BaseException) -> nn.Module:
+    """A CPU model for a real run: `net` itself if it has real weights, else a fresh CPU build."""
+    if not _is_meta(net):
+        return net
+    if source.config is None and source.factory is None:
+        raise CnnprofError(f"{source.label}: cannot run on the meta device ({first_line(exc)}); pass the model "
+                           f"built on the CPU to count it with a real forward pass") from None
+    from dataclasses import replace
+
+    return replace(source, module=None).build("cpu")
+
+
+def _count_fvcore(label: str, net: nn.Module, inputs: tuple[tuple, dict]) -> FlopCount:
     """fvcore's JIT-traced count on real CPU tensors, restricted to conv and matrix products."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore's import scripts a function with the deprecated torch.jit
@@ -318,9 +411,15 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
 
     from cnnprof.analysis.params import module_type
 
-    net = source.build("cpu") if source.module is None else source.module.cpu().eval()
-    x = torch.zeros(shape)
-    analysis = JitModelAnalysis(net, (x,)).set_op_handle(
+    args, kwargs = inputs
+    specs = as_specs(args, kwargs)
+    if kwargs:
+        raise CnnprofError(f"{label}: the fvcore backend traces positional inputs only; drop --input NAME=... "
+                           f"or use --backend torch")
+    args, _ = materialize(args, kwargs, real=True)
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    analysis = JitModelAnalysis(net, args).set_op_handle(
         "aten::_convolution", conv_flop_jit, "aten::addmm", addmm_flop_jit, "aten::linear", linear_flop_jit,
         "aten::matmul", matmul_flop_jit, "aten::mm", matmul_flop_jit, "aten::bmm", bmm_flop_jit,
     )
@@ -329,13 +428,16 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit deprecation and tracer chatter
             inclusive = analysis.by_module_and_operator()
-    except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's model failed under the tracer
         text = str(exc).lower()
         if isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
             # fvcore runs on real CPU tensors: running out of RAM is not a shape mismatch
-            raise CnnprofError(f"{source.label}: out of memory running fvcore on real CPU tensors at {shape}; "
+            raise CnnprofError(f"{label}: out of memory running fvcore on real CPU tensors at {describe(specs)}; "
                                f"use --backend torch (meta device, no memory)") from None
-        raise InputShapeError(f"{source.label}: does not fit input shape {shape}: {first_line(exc)}") from None
+        raise forward_error(label, specs, exc) from None
+    finally:
+        for m, training in modes:
+            m.training = training
     modules = dict(net.named_modules())
     records = []
     for name, ops in inclusive.items():
@@ -347,6 +449,7 @@ def _count_fvcore(source, shape: tuple[int, ...]) -> FlopCount:
                 kind = "linear" if op in ("linear", "addmm", "matmul", "mm", "bmm") else kind
                 records.append(OpStat(name, op, kind, "conv", int(own), 0, 1))
     return FlopCount(
-        model=source.label, input_shape=shape, scope="conv", backend="fvcore", records=tuple(records),
-        uncounted=(), module_names=tuple(modules),
+        model=label, input_shape=specs[0].shape if specs else (), scope="conv", backend="fvcore",
+        records=tuple(records), uncounted=(), module_names=tuple(modules), inputs=specs,
+        method="cpu",
     )

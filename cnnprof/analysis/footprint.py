@@ -45,16 +45,21 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
-def estimate_bytes(model: torch.nn.Module, shape: Sequence[int], dtype: str = "float32") -> int:
-    """Bytes a forward pass of `model` (built on meta, float32) needs at `shape` in `dtype`."""
+def estimate_bytes(model: torch.nn.Module, inputs: Any, dtype: str = "float32") -> int:
+    """Bytes a forward pass of `model` (built on meta, float32) needs in `dtype`; `inputs`: one shape or
+    a sequence of InputSpecs (cnnprof.inputs)."""
+    from cnnprof.inputs import InputSpec, materialize, split
+
     scale = ITEMSIZE[dtype] / 4
     weights = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * b.element_size()
                                                                  for b in model.buffers())
-    x = torch.empty(tuple(shape), device="meta")
+    specs = [InputSpec(tuple(inputs))] if inputs and isinstance(next(iter(inputs)), int) else list(inputs)
+    args, kwargs = materialize(*split(specs))
+    given = sum(t.numel() * t.element_size() for t in (*args, *kwargs.values()))
     mode = _LiveBytes()
     with torch.no_grad(), mode:
-        model(x)
-    return int(scale * (weights + x.numel() * 4 + mode.peak))
+        model(*args, **kwargs)
+    return int(scale * (weights + given + mode.peak))
 
 
 def available_bytes(device: str) -> int | None:

@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from cnnprof.analysis.runtime import (
-    DTYPES, BenchResult, _breakdown, _failure, _prepare, _sync, check_device, environment, memory_refusal, validate_timing)
+    BenchResult, _breakdown, _failure, _prepare, _real_inputs, _sync, check_device, environment, memory_refusal,
+    validate_timing)
 
 ROUNDS = 10  # minimum number of rounds; more when --min-runs asks for more samples
 
@@ -82,21 +83,40 @@ def _time_slice(entry: _Entry, device: str, budget: float) -> float:
     return statistics.median(calls)
 
 
-def _shrink(meta_model, shape, device, dtype, auto_batch: bool):
-    """(shape that fits, refusal or None): with auto_batch, halve the batch until the estimate fits."""
-    refused = memory_refusal(meta_model, shape, device, dtype)
-    while refused is not None and auto_batch and shape[0] > 1:
-        shape = (max(1, shape[0] // 2), *shape[1:])
-        refused = memory_refusal(meta_model, shape, device, dtype)
-    return shape, refused
+def _halved(specs: tuple, batch: int) -> tuple:
+    from cnnprof.inputs import with_batch_and_resolution
+
+    return with_batch_and_resolution(specs, max(1, batch // 2), None)
 
 
-def interleaved_benchmark(sources: Sequence[Any], shapes: Sequence[tuple[int, ...]], device: str = "cpu", *,
+def _shrink(meta_model, specs, device, dtype, auto_batch: bool):
+    """(inputs that fit, refusal or None): with auto_batch, halve the batch until the estimate fits."""
+    refused = memory_refusal(meta_model, specs, device, dtype)
+    while refused is not None and auto_batch and specs[0].shape[0] > 1:
+        specs = _halved(specs, specs[0].shape[0])
+        refused = memory_refusal(meta_model, specs, device, dtype)
+    return specs, refused
+
+
+def _as_specs(source: Any, model: Any, given: Any) -> tuple:
+    """InputSpecs of one model: a plain shape, specs as given, or (None) the model's declared input."""
+    from cnnprof.inputs import InputSpec, as_specs
+    from cnnprof.models.spec import model_inputs
+
+    if given is None:
+        return as_specs(*model_inputs(source, model))
+    if given and isinstance(given[0], int):
+        return (InputSpec(tuple(given)),)
+    return tuple(given)
+
+
+def interleaved_benchmark(sources: Sequence[Any], inputs: Sequence[Any], device: str = "cpu", *,
                           dtype: str = "float32", channels_last: bool = False, threads: int | None = None,
                           warmup: float = 0.5, min_time: float = 1.0, min_runs: int = 5, compile: bool = False,
                           auto_batch: bool = False, breakdown: bool = False, stop: Callable[[], bool] = lambda: False,
                           ) -> tuple[list[BenchResult], list[RatioStat | None]]:
-    """Time resolved models (ModelSource) at their shapes in interleaved rounds. Returns one BenchResult per
+    """Time resolved models (ModelSource) on their inputs (per model: a shape, a sequence of InputSpecs, or
+    None for the model's declared input) in interleaved rounds. Returns one BenchResult per
     model and, per model, its RatioStat against the first that ran (None for that one, for failed models and
     for models at another batch size). `stop()` is polled between slices: when it turns true, the results
     of the completed rounds are returned with status 'interrupted'."""
@@ -112,8 +132,8 @@ def interleaved_benchmark(sources: Sequence[Any], shapes: Sequence[tuple[int, ..
     previous_cudnn = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device == "cuda"
     try:
-        for source, shape in zip(sources, shapes):
-            entries.append(_setup(source, tuple(shape), device, dtype, channels_last, warmup, compile, auto_batch,
+        for source, given in zip(sources, inputs):
+            entries.append(_setup(source, given, device, dtype, channels_last, warmup, compile, auto_batch,
                                   env, count_flops))
             if stop():
                 break
@@ -178,16 +198,18 @@ def _ratios(entries: list[_Entry]) -> list[RatioStat | None]:
     return out
 
 
-def _setup(source, shape, device, dtype, channels_last, warmup, compile, auto_batch, env, count_flops) -> _Entry:
-    """Estimate memory, build, place the input, cold call and warm-up; a failure is the model's result row.
+def _setup(source, given, device, dtype, channels_last, warmup, compile, auto_batch, env, count_flops) -> _Entry:
+    """Estimate memory, build, place the inputs, cold call and warm-up; a failure is the model's result row.
     With auto_batch a real out-of-memory failure also halves the batch and tries again."""
-    requested = shape[0]
+    meta_model = source.build("meta") if source.module is None else None
+    specs = _as_specs(source, meta_model if meta_model is not None else source.module, given)
+    requested = specs[0].shape[0] if specs and specs[0].shape else 1
     while True:
-        entry = _setup_once(source, shape, device, dtype, channels_last, warmup, compile, auto_batch, env,
-                            count_flops)
+        entry = _setup_once(source, meta_model, specs, device, dtype, channels_last, warmup, compile, auto_batch,
+                            env, count_flops)
         if not (auto_batch and entry.result.status == "oom" and entry.result.batch_size > 1):
             return replace_result(entry, requested_batch_size=requested)
-        shape = (entry.result.batch_size // 2, *shape[1:])
+        specs = _halved(specs, entry.result.batch_size)
 
 
 def replace_result(entry: _Entry, **changes: Any) -> _Entry:
@@ -195,21 +217,24 @@ def replace_result(entry: _Entry, **changes: Any) -> _Entry:
     return entry
 
 
-def _setup_once(source, shape, device, dtype, channels_last, warmup, compile, auto_batch, env, count_flops) -> _Entry:
-    meta_model = source.build("meta") if source.module is None else None
-    requested = shape[0]
-    shape, refused = _shrink(meta_model, shape, device, dtype, auto_batch)
-    macs = count_flops(replace(source, module=meta_model) if meta_model is not None else source, shape).macs
-    base = BenchResult(model=source.label, device=device, batch_size=shape[0], input_shape=shape, dtype=dtype,
-                       env=env, macs=macs, requested_batch_size=requested)
+def _setup_once(source, meta_model, specs, device, dtype, channels_last, warmup, compile, auto_batch, env,
+                count_flops) -> _Entry:
+    requested = specs[0].shape[0] if specs and specs[0].shape else 1
+    specs, refused = _shrink(meta_model, specs, device, dtype, auto_batch)
+    counted = replace(source, module=meta_model) if meta_model is not None else source
+    macs = count_flops(counted, inputs=list(specs)).macs
+    shape = specs[0].shape
+    base = BenchResult(model=source.label, device=device, batch_size=shape[0] if shape else 1, input_shape=shape,
+                       dtype=dtype, env=env, macs=macs, requested_batch_size=requested)
     entry = _Entry(source, base, times=[], per_round=[])
     if refused is not None:
         entry.result = replace(base, status="oom", error=refused[1], needed_bytes=refused[0])
         return entry
     try:
-        entry.net = _prepare(source, device, dtype, channels_last, compile)
-        x = torch.randn(shape, device=device, dtype=DTYPES[dtype])
-        entry.x = x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+        model = _prepare(source, device, dtype, channels_last, compile)
+        args, kwargs = _real_inputs(specs, device, dtype, channels_last)
+        # The timing loops call net(x): bind every input, so that x is only a placeholder.
+        entry.net, entry.x = (lambda _x: model(*args, **kwargs)), None
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         with torch.inference_mode():

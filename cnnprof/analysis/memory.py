@@ -9,7 +9,6 @@ ops of formulas.py (scope "all"), because a roofline compares against the hardwa
 """
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnprof.analysis.acts import op_acts
-from cnnprof.analysis.flops import OpCounter, _ModuleTracker, parse_shape, run_forward
+from cnnprof.analysis.flops import OpCounter, _ModuleTracker, parse_shape, trace
 from cnnprof.analysis.formulas import Cost
 from cnnprof.analysis.types import type_sort_key
 from cnnprof.errors import CnnprofError
@@ -198,29 +197,23 @@ class TrafficCounter(OpCounter):
 
 
 def analyze_memory(model: Any, input_shape: Sequence[int] | None = None, dtype: str = "float32",
-                   overrides: dict | None = None) -> MemoryProfile:
-    """Traffic, intensity and acts of every op of one forward pass, on the meta device."""
+                   overrides: dict | None = None, inputs: Any = None) -> MemoryProfile:
+    """Traffic, intensity and acts of every op of one forward pass, on the meta device (inputs as in
+    count_flops: one `input_shape`, or `inputs`, or the model's declared input)."""
     from cnnprof.models.spec import resolve
 
     if dtype not in ELEMENT_BYTES:
         raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(ELEMENT_BYTES)}")
     source = resolve(model, overrides)
-    shape = parse_shape(input_shape, source.default_input_shape)
-    if source.module is not None:
-        on_meta = all(p.is_meta for p in source.module.parameters())
-        net = source.module if on_meta else copy.deepcopy(source.module).to("meta").eval()
-    else:
-        net = source.build("meta")
-    tracker = _ModuleTracker(net)
-    counter = TrafficCounter(tracker, ELEMENT_BYTES[dtype])
+    if input_shape is not None:
+        inputs = (parse_shape(input_shape, ()),)
     called = [0]
     handle = nn.modules.module.register_module_forward_pre_hook(lambda *_: called.__setitem__(0, called[0] + 1))
     try:
-        with torch.no_grad(), counter:
-            run_forward(net, torch.empty(shape, device="meta"), source.label)
+        counter, _, net, specs, _ = trace(source, inputs, lambda tracker: TrafficCounter(tracker, ELEMENT_BYTES[dtype]))
     finally:
         handle.remove()
-        tracker.remove()
-    return MemoryProfile(model=source.label, input_shape=shape, dtype=dtype, calls=tuple(counter.calls),
-                         modules_called=called[0], module_names=tuple(n for n, _ in net.named_modules()),
+    return MemoryProfile(model=source.label, input_shape=specs[0].shape if specs else (), dtype=dtype,
+                         calls=tuple(counter.calls), modules_called=called[0],
+                         module_names=tuple(n for n, _ in net.named_modules()),
                          uncounted=tuple(sorted(counter.uncounted.items())), free_calls=counter.free_calls)

@@ -23,6 +23,7 @@ from cnnprof.analysis.conventions import to_flops
 from cnnprof.analysis.formulas import lookup
 from cnnprof.analysis.types import type_sort_key
 from cnnprof.errors import CnnprofError, DeviceError, first_line
+from cnnprof.inputs import materialize, split
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 NOISY_IQR = 0.10  # flag results whose IQR exceeds 10% of the median (torch.utils.benchmark's rule)
@@ -291,24 +292,33 @@ def benchmark(model: Any, input_shape: Sequence[int] | None = None, device: str 
               batch_sizes: Sequence[int] | None = None, dtype: str = "float32", channels_last: bool = False,
               threads: int | None = None, warmup: float = 0.5, min_time: float = 1.0, min_runs: int = 5,
               compile: bool = False, breakdown: bool = False, overrides: dict | None = None,
-              label: str | None = None):
+              label: str | None = None, inputs: Any = None):
     """Measure forward latency of `model` (nn.Module or spec). Returns a BenchResult, or a list of them
-    (one per batch size) when `batch_sizes` is given."""
+    (one per batch size) when `batch_sizes` is given. `inputs`: shapes/specs as in count_flops (default: the
+    model's declared input); real tensors are made of them: float inputs uniform in [0, 1) in `dtype`,
+    int and bool inputs zero (a valid token id or class, an empty mask)."""
     from cnnprof.analysis.flops import count_flops, parse_shape
-    from cnnprof.models.spec import resolve
+    from cnnprof.inputs import as_specs, with_batch_and_resolution
+    from cnnprof.models.spec import model_inputs, resolve
 
     check_device(device)
     validate_timing(warmup, min_time, min_runs, threads, dtype)
     if threads is not None:
         torch.set_num_threads(threads)
     source = resolve(model, overrides)
-    base = parse_shape(input_shape, source.default_input_shape)
-    shapes = [(b, *base[1:]) for b in batch_sizes] if batch_sizes else [base]
+    meta_model = source.build("meta") if source.module is None else None
+    counted = replace(source, module=meta_model) if meta_model is not None else source
+    if input_shape is not None:
+        inputs = (parse_shape(input_shape, ()),)
+    base = as_specs(*model_inputs(source, counted.module, inputs))
+    if not base:
+        raise CnnprofError(f"{source.label}: no tensor inputs to benchmark with; give --input-shape")
+    specs_of = {s[0].shape: s for s in ([with_batch_and_resolution(base, b, None) for b in batch_sizes]
+                                        if batch_sizes else [base])}
+    shapes = list(specs_of)
     name = label or source.label
     env = environment(device, dtype, channels_last, compile)
-    meta_model = source.build("meta") if source.module is None else None
-    macs = {s: count_flops(replace(source, module=meta_model) if meta_model is not None else source, s).macs
-            for s in shapes}
+    macs = {s: count_flops(counted, inputs=list(specs_of[s])).macs for s in shapes}
     results = []
     previous_cudnn = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device == "cuda"
@@ -321,20 +331,20 @@ def benchmark(model: Any, input_shape: Sequence[int] | None = None, device: str 
                                             env=env, macs=macs[s], status=status, error=error) for s in shapes],
                                batch_sizes)
         for shape in shapes:
-            refused = memory_refusal(meta_model, shape, device, dtype)
+            refused = memory_refusal(meta_model, specs_of[shape], device, dtype)
             if refused is not None:
                 results.append(BenchResult(model=name, device=device, batch_size=shape[0], input_shape=shape,
                                            dtype=dtype, env=env, macs=macs[shape], status="oom", error=refused[1],
                                            needed_bytes=refused[0]))
                 continue
-            results.append(_measure(net, shape, device, dtype, channels_last, warmup, min_time, min_runs, compile,
-                                    breakdown, name, env, macs[shape]))
+            results.append(_measure(net, specs_of[shape], device, dtype, channels_last, warmup, min_time, min_runs,
+                                    compile, breakdown, name, env, macs[shape]))
     finally:
         torch.backends.cudnn.benchmark = previous_cudnn
     return _one_or_all(results, batch_sizes)
 
 
-def memory_refusal(meta_model: nn.Module | None, shape: tuple[int, ...], device: str,
+def memory_refusal(meta_model: nn.Module | None, inputs: Any, device: str,
                    dtype: str) -> tuple[int, str] | None:
     """(needed bytes, reason) when the configuration cannot fit in free memory, else None (also when the
     estimate itself cannot be made: then the real run decides)."""
@@ -343,7 +353,7 @@ def memory_refusal(meta_model: nn.Module | None, shape: tuple[int, ...], device:
     if meta_model is None:
         return None
     try:
-        needed = estimate_bytes(meta_model, shape, dtype)
+        needed = estimate_bytes(meta_model, inputs, dtype)
     except Exception:  # noqa: BLE001 - no estimate: let the measurement itself find out
         return None
     ok, free = fits(needed, device)
@@ -373,16 +383,29 @@ def _prepare(source: Any, device: str, dtype: str, channels_last: bool, compile:
     return torch.compile(net) if compile else net
 
 
-def _measure(net: nn.Module, shape: tuple[int, ...], device: str, dtype: str, channels_last: bool, warmup: float,
+def _real_inputs(specs: Sequence[Any], device: str, dtype: str, channels_last: bool) -> tuple[tuple, dict]:
+    """Tensors for `specs` on `device`: float inputs in the benchmark dtype, others as specified."""
+    args, kwargs = materialize(*split(specs), real=True)
+
+    def place(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(device=device, dtype=DTYPES[dtype] if t.is_floating_point() else t.dtype)
+        return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
+
+    return tuple(place(a) for a in args), {k: place(v) for k, v in kwargs.items()}
+
+
+def _measure(net: nn.Module, specs: Sequence[Any], device: str, dtype: str, channels_last: bool, warmup: float,
              min_time: float, min_runs: int, compile: bool, breakdown: bool, name: str, env: Environment,
              macs: int) -> BenchResult:
+    shape = specs[0].shape
     base = BenchResult(model=name, device=device, batch_size=shape[0], input_shape=shape, dtype=dtype, env=env,
                        macs=macs)
     x = None
     try:
-        x = torch.randn(shape, device=device, dtype=DTYPES[dtype])
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        args, kwargs = _real_inputs(specs, device, dtype, channels_last)
+        # The timing loops call model(x): bind every input so that x is only a placeholder.
+        model, x = net, None
+        net = lambda _x: model(*args, **kwargs)  # noqa: E731
         with torch.inference_mode():
             t0 = time.perf_counter()
             net(x)
@@ -404,7 +427,7 @@ def _measure(net: nn.Module, shape: tuple[int, ...], device: str, dtype: str, ch
         status, error = _failure(exc)
         return replace(base, status=status, error=error)
     finally:
-        del x
+        del x, net
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()

@@ -7,9 +7,9 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, err, Format, Device, DType, ModelsArg, FormatOpt, OutputOpt, SetOpt, ResolutionOpt, model_args,
-    input_shape, for_each_model, guard, parse_batch_sizes, add_overrides, open_output, emit_report,
-    soft_interrupts, interrupt_requested)
+    app, print_error, err, Format, Device, DType, ModelsArg, FormatOpt, OutputOpt, SetOpt, ResolutionOpt,
+    InputShapeOpt, InputOpt, parse_inputs, input_specs, model_args, for_each_model, guard, parse_batch_sizes,
+    add_overrides, open_output, emit_report, soft_interrupts, interrupt_requested)
 from cnnprof.errors import CnnprofError
 
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: cpu, or cuda (exit 2 if CUDA is not available).")]
@@ -40,7 +40,11 @@ def bench_cmd(
     batch_size: Annotated[str, typer.Option(metavar="B[,B...]", help="Batch sizes to measure, e.g. 1,8,32; an OOM at "
                                                                     "one size does not stop the others.")] = "1",
     resolution: ResolutionOpt = None,
-    dtype: DTypeOpt = DType.float32,
+    input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
+    dtype: Annotated[DType, typer.Option(help="Data type of weights and float inputs (int/bool inputs keep theirs: "
+                                               "zeros; float inputs uniform in [0, 1)); float16 on a CPU is usually "
+                                               "much slower than float32.")] = DType.float32,
     channels_last: ChannelsLastOpt = False,
     threads: ThreadsOpt = None,
     warmup: WarmupOpt = 0.5,
@@ -63,6 +67,7 @@ def bench_cmd(
         from cnnprof.analysis.interleave import interleaved_benchmark
         from cnnprof.analysis.runtime import check_device, validate_timing
         from cnnprof.cli.models_arg import resolve_arg
+        from cnnprof.inputs import with_batch_and_resolution
         from cnnprof.report.tables import bench_report
 
         check_device(device.value)  # before anything else runs
@@ -71,6 +76,7 @@ def bench_cmd(
             raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
         warn_settings(device.value, dtype.value)
         sizes, args, writer = parse_batch_sizes(batch_size), model_args(models, set_), open_output(output)
+        explicit = parse_inputs(input_shape_, input_)
         overrides: dict[str, dict] = {}
         sources_by_label: dict[str, Any] = {}
         settings = {"warmup": warmup, "min_time": min_time}
@@ -85,16 +91,22 @@ def bench_cmd(
                     source = resolve_arg(arg)
                 except CnnprofError as exc:
                     if b == sizes[0]:
-                        err.print(f"error: {exc}", markup=False)
+                        print_error(exc)
                     bad = 2
                     continue
                 overrides[source.label] = arg.overrides()
                 sources_by_label[source.label] = source
                 sources.append(source)
-            shapes = [input_shape(s, b, resolution, None) for s in sources]
+            inputs = []
+            for s in sources:
+                model = s.build("meta") if explicit is None and s.config is None else None
+                specs = input_specs(s, model, b, resolution, explicit)
+                if explicit is not None:  # explicit shapes carry their batch unless --batch-size says otherwise
+                    specs = with_batch_and_resolution(specs, b if batch_size != "1" else None, None)
+                inputs.append(specs)
             with soft_interrupts():
                 return interleaved_benchmark(
-                    sources, shapes, device.value, dtype=dtype.value, channels_last=channels_last, threads=threads,
+                    sources, inputs, device.value, dtype=dtype.value, channels_last=channels_last, threads=threads,
                     warmup=warmup, min_time=min_time, min_runs=min_runs, compile=compile_, auto_batch=auto_batch,
                     breakdown=breakdown, stop=interrupt_requested)
 
@@ -113,7 +125,7 @@ def bench_cmd(
         emit_report(fmt.value, report(groups), code, "rounds")
         failed = [r for r in results if r.status not in ("ok", "interrupted")]
         for r in failed:
-            err.print(f"error: {r.model} at batch {r.batch_size}: {r.error}", markup=False)
+            print_error(f"{r.model} at batch {r.batch_size}: {r.error}")
         return max(code, bad, 1 if failed else 0)
 
     guard(body)

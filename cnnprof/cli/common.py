@@ -22,6 +22,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.interrupts import (  # noqa: F401 - re-exported for the commands
     INTERRUPTED, SIGNALS, Interrupted, interrupt_requested, interruptible, soft_interrupts, user_failure)
 from cnnprof.errors import CnnprofError, first_line
+from cnnprof.inputs import InputSpec, parse_inputs  # noqa: F401 - parse_inputs is re-exported to commands
 
 app = typer.Typer(
     name="cnnprof",
@@ -133,9 +134,27 @@ ScopeOpt = Annotated[Scope, typer.Option(
          "pooling and element-wise ops, each with a documented formula.")]
 ResolutionOpt = Annotated[Optional[int], typer.Option(
     min=1, help="Input height and width (default: the config's resolution, usually 224).", show_default=False)]
-InputShapeOpt = Annotated[Optional[str], typer.Option(
-    "--input-shape", metavar="N,C,H,W", show_default=False,
-    help="Exact input shape (any rank), e.g. 1,64,56,56 for a single block; overrides --batch-size and --resolution.")]
+InputShapeOpt = Annotated[Optional[list[str]], typer.Option(
+    "--input-shape", metavar="SHAPE[:DTYPE]", show_default=False,
+    help="Exact shape of a positional input of forward (any rank), e.g. 1,64,56,56 for a single block; repeat it "
+         "for each positional input; a dtype after a colon, e.g. 1,128:int64 for token ids. Overrides "
+         "--batch-size, --resolution and the model's declared input.")]
+InputOpt = Annotated[Optional[list[str]], typer.Option(
+    "--input", metavar="NAME=SHAPE[:DTYPE]", show_default=False,
+    help="A keyword input of forward (repeatable), e.g. --input x=1,3,224,224 --input mask=1,224,224:bool; "
+         "after any --input-shape positional inputs.")]
+
+DepthOpt = Annotated[Optional[int], typer.Option(
+    min=0, show_default=False, help="With --by layer: deepest module level shown (default 2; 0 is the model).")]
+DEFAULT_DEPTH = 2
+
+
+def layer_depth(depth: int | None, by_layer: bool) -> int:
+    """--depth means the same in params and flops: only with --by layer, default DEFAULT_DEPTH."""
+    if depth is not None and not by_layer:
+        raise CnnprofError("--depth applies to --by layer only; add --by layer or drop --depth")
+    return DEFAULT_DEPTH if depth is None else depth
+
 
 BatchSizesOpt = Annotated[Optional[str], typer.Option(
     metavar="B[,B...]", show_default=False,
@@ -164,16 +183,29 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     return dims
 
 
+def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int | None, explicit: Any):
+    """The inputs a command uses (InputSpecs): explicit ones, else the model's declared input (config,
+    example_inputs(), default_input_shape, timm pretrained_cfg) or 1x3x224x224, with batch/resolution applied.
+    None: a declared input nested in containers, used as declared."""
+    from cnnprof.inputs import as_specs, is_flat, with_batch_and_resolution
+    from cnnprof.models.spec import model_inputs
+
+    if explicit:
+        return tuple(explicit)
+    args, kwargs = model_inputs(source, model)
+    if not is_flat(args, kwargs):
+        if resolution is not None:
+            raise CnnprofError(f"{source.label}: --resolution: the declared input is nested; give --input-shape")
+        return None
+    return with_batch_and_resolution(as_specs(args, kwargs), batch_size, resolution)
+
+
 def input_shape(source: Any, batch_size: int | None, resolution: int | None, explicit: tuple[int, ...] | None):
-    """The input a command uses: explicit shape, else the model's default with batch/resolution applied."""
+    """The first input's shape (see input_specs), for commands that take one input."""
     if explicit is not None:
-        return explicit
-    shape = list(source.default_input_shape)
-    if batch_size is not None:
-        shape[0] = batch_size
-    if resolution is not None and len(shape) >= 3:
-        shape[2:] = [resolution] * (len(shape) - 2)
-    return tuple(shape)
+        return tuple(explicit)
+    specs = input_specs(source, source.module, batch_size, resolution, None)
+    return specs[0].shape if specs else None
 
 
 def model_specs(models: list[str] | None) -> list[str]:
@@ -182,6 +214,19 @@ def model_specs(models: list[str] | None) -> list[str]:
     from cnnprof.config import zoo_names
 
     return zoo_names()
+
+
+MAX_ERROR_CHARS = 400
+
+
+def print_error(message: Any) -> None:
+    """One error line on stderr: control characters (line breaks included) escaped, length capped, so that
+    whatever a user's value or model put in the message it stays one readable line."""
+    text = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in str(message))
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS - 1] + "…"
+    err.print(f"error: {text}", markup=False)
 
 
 def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
@@ -214,16 +259,16 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
                 err.print(f"interrupted: {len(results)} of {len(specs)} jobs done; showing those", markup=False)
                 return results, INTERRUPTED
             except CnnprofError as exc:
-                err.print(f"error: {exc}", markup=False)
+                print_error(exc)
                 code = max(code, 2)
             except (SystemExit, KeyboardInterrupt) as exc:  # the user's model, not us: see Interrupted
-                err.print(f"error: {user_failure(name(spec), exc)}", markup=False)
+                print_error(user_failure(name(spec), exc))
                 code = max(code, 2)
             except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
                 if os.environ.get("CNNPROF_DEBUG"):
                     raise
-                err.print(f"error: {name(spec)}: internal error: {type(exc).__name__}: {first_line(exc)} "
-                          f"(set CNNPROF_DEBUG=1 for the traceback)", markup=False)
+                print_error(f"{name(spec)}: internal error: {type(exc).__name__}: {first_line(exc)} "
+                            f"(set CNNPROF_DEBUG=1 for the traceback)")
                 code = max(code, 1)
             progress.advance(task)
     return results, code
@@ -238,14 +283,14 @@ def guard(fn: Callable[[], int]) -> None:
     try:
         code = fn()
     except CnnprofError as exc:
-        err.print(f"error: {exc}", markup=False)
+        print_error(exc)
         raise typer.Exit(2)
     except BrokenPipeError:
         quiet_stdout()
         raise typer.Exit(0)
     except OutputError as exc:
         quiet_stdout()
-        err.print(f"error: {exc}", markup=False)
+        print_error(exc)
         raise typer.Exit(1)
     except (KeyboardInterrupt, Interrupted):
         err.print("interrupted", markup=False)
@@ -295,20 +340,40 @@ def add_overrides(report, by_label: dict[str, dict[str, Any]]):
 
 
 def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: int | None,
-              resolution: int | None, shape: tuple[int, ...] | None, per_module: bool = False):
-    """(FlopCount, params, params per module or None) for one model spec."""
+              resolution: int | None, inputs: Any = None, per_module: bool = False):
+    """(FlopCount, params, params per module or None) for one model spec; `inputs`: explicit InputSpecs."""
     from cnnprof.analysis.flops import count_flops
     from cnnprof.analysis.params import count_params
     from cnnprof.models.spec import resolve
 
     source = resolve(spec, overrides)
-    model = source.build("meta")
+    # Built once: on meta for the torch backend (on the CPU if its constructor cannot run on meta), on the
+    # CPU for fvcore, which traces real tensors and is the fallback for models that fail on meta.
+    model = source.build("cpu" if backend == "fvcore" else "meta")
     pc = count_params(model)
-    shape = input_shape(source, batch_size, resolution, shape)
-    # The torch backend counts the meta model just built; fvcore builds its own on the CPU.
-    fc = count_flops(source if backend == "fvcore" else replace(source, module=model), shape, scope=scope,
-                     backend=backend)
+    if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], int):
+        inputs = (InputSpec(inputs),)  # a plain shape, as older callers pass it
+    specs = input_specs(source, model, batch_size, resolution, inputs)
+    fc = count_flops(replace(source, module=model), scope=scope, backend=backend,
+                     inputs=list(specs) if specs is not None else None)
     return fc, pc.total, dict(pc.by_module) if per_module else None
+
+
+def layer_shapes(source: Any, model: Any, inputs: Any) -> dict[str, tuple] | None:
+    """{module path: (input shape, output shape)} from one counted forward pass on meta, or None if the model
+    cannot run on meta (params never runs a model for real)."""
+    from cnnprof.analysis.flops import count_flops
+
+    try:
+        specs = input_specs(source, model, None, None, inputs)
+        if all(t.is_meta for t in model.parameters()):
+            fc = count_flops(replace(source, module=model, config=None, factory=None),
+                             inputs=list(specs) if specs is not None else None)
+        else:
+            return None
+    except CnnprofError:
+        return None
+    return {name: (i, o) for name, i, o in fc.module_shapes}
 
 
 def parse_batch_sizes(text: str) -> list[int]:

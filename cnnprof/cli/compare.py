@@ -8,9 +8,10 @@ from typing_extensions import Annotated
 
 from cnnprof.cli.bench import warn_settings
 from cnnprof.cli.common import (
-    app, err, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt, ConventionOpt, ScopeOpt,
-    ResolutionOpt, single_batch_size, model_args, for_each_model, guard, flops_of, add_overrides,
-    open_output, emit_report, soft_interrupts, interrupt_requested, INTERRUPTED)
+    app, print_error, err, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt,
+    ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, parse_inputs, single_batch_size,
+    model_args, for_each_model, guard, flops_of, add_overrides, open_output, emit_report, soft_interrupts,
+    interrupt_requested, INTERRUPTED)
 from cnnprof.cli.device import DeviceSpecOpt, profile_for
 from cnnprof.errors import CnnprofError
 
@@ -27,7 +28,7 @@ def compare(
     resolution: ResolutionOpt = None,
     batch_size: Annotated[Optional[str], typer.Option(
         metavar="N", show_default=False,
-        help="Batch size N of the input (default 1). One size: compare models at one configuration; sweep batch "
+        help="Batch size N of every input (default: the model's declared batch, usually 1). One size: compare models at one configuration; sweep batch "
              "sizes with `cnnprof flops` or `cnnprof bench`.")] = None,
     bench: Annotated[bool, typer.Option("--bench", help="Also measure latency and throughput, interleaved in rounds "
                                                         "(see `cnnprof bench`).")] = False,
@@ -49,6 +50,8 @@ def compare(
     min_runs: Annotated[Optional[int], typer.Option(min=1, max=1_000_000, show_default=False,
                                                     help=_BENCH + "at least this many timed runs per model (default 5).")
                         ] = None,
+    input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
@@ -69,7 +72,7 @@ def compare(
                                f"add --bench or drop {'it' if len(given) == 1 else 'them'}")
         if device_spec and not predict:
             raise CnnprofError("--device-spec applies only with --predict; add --predict or drop it")
-        b = single_batch_size(batch_size, "compare") if batch_size is not None else 1
+        b = single_batch_size(batch_size, "compare") if batch_size is not None else None
         bench_opts = dict(dtype=(dtype or DType.float32).value, channels_last=bool(channels_last), threads=threads,
                           warmup=0.5 if warmup is None else warmup, min_time=1.0 if min_time is None else min_time,
                           min_runs=min_runs or 5)
@@ -82,19 +85,20 @@ def compare(
                             bench_opts["dtype"])
             warn_settings(dev, bench_opts["dtype"])
         args, writer = model_args(models, set_), open_output(output)
+        inputs = parse_inputs(input_shape_, input_)
         sources: list[Any] = []
         profile = profile_for(dev, device_spec) if predict else None
 
         def work(arg) -> dict[str, Any]:
             source = resolve_arg(arg)
             overrides[source.label] = arg.overrides()
-            fc, params_total, _ = flops_of(source, {}, scope.value, "torch", b, resolution, None)
-            sources.append((source, fc.input_shape))
+            fc, params_total, _ = flops_of(source, {}, scope.value, "torch", b, resolution, inputs)
+            sources.append((source, fc.inputs or fc.input_shape))
             row = {"model": fc.model, "params": params_total, "flops": fc.flops(convention.value), "macs": fc.macs,
                    "acts": fc.acts, "convention": convention.value, "scope": scope.value,
                    "input_shape": list(fc.input_shape),
                    "macs_per_param": fc.macs / params_total if params_total else None,
-                   "uncounted_ops": dict(fc.uncounted)}
+                   "uncounted_ops": dict(fc.uncounted), "method": fc.method}
             if profile is not None:
                 from cnnprof.analysis.latency import predict_latency
 
@@ -158,6 +162,6 @@ def _bench_rows(rows: list[dict[str, Any]], sources: list[Any], device: str, opt
         row["throughput_ratio"] = (row["throughput"] / rows[0]["throughput"]
                                    if row["throughput"] and rows[0].get("throughput") else None)
         if r.status != "ok":
-            err.print(f"error: {r.model}: {r.error}", markup=False)
+            print_error(f"{r.model}: {r.error}")
             code = INTERRUPTED if r.status == "interrupted" else max(code, 1)
     return code

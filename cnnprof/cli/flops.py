@@ -7,8 +7,8 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, Format, Convention, Scope, Backend, FlopsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, ConventionOpt,
-    ScopeOpt, ResolutionOpt, InputShapeOpt, BatchSizesOpt, parse_input_shape, parse_batch_sizes, model_args,
+    app, DepthOpt, layer_depth, Format, Convention, Scope, Backend, FlopsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, ConventionOpt,
+    ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, BatchSizesOpt, parse_inputs, parse_batch_sizes, model_args,
     for_each_model, guard, flops_of, add_overrides, open_output, emit_report)
 from cnnprof.errors import CnnprofError
 
@@ -21,11 +21,12 @@ def flops(
     resolution: ResolutionOpt = None,
     batch_size: BatchSizesOpt = None,
     input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     by: Annotated[Optional[FlopsBy], typer.Option(
         help="Breakdown with share %: layer (module tree, see --depth), op (aten op), stage, or type "
              "(conv KxK, depthwise, pointwise, grouped, linear, norm, SE, activation, pooling, element-wise).",
         show_default=False)] = None,
-    depth: Annotated[int, typer.Option(min=0, help="With --by layer: deepest module level shown.")] = 2,
+    depth: DepthOpt = None,
     backend: Annotated[Backend, typer.Option(
         help="torch: dispatch-level counting on the meta device (no memory, any batch/resolution); "
              "fvcore: fvcore's JIT-traced FlopCountAnalysis on real CPU tensors, as a cross-check (conv scope).")
@@ -40,9 +41,11 @@ def flops(
         from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.report.tables import flops_report
 
-        shape = parse_input_shape(input_shape_)
+        levels = layer_depth(depth, by is FlopsBy.layer)
+        shape = parse_inputs(input_shape_, input_)
         if shape is not None and batch_size is not None:
-            raise CnnprofError("--batch-size has no effect with --input-shape (its first dimension is the batch)")
+            raise CnnprofError("--batch-size has no effect with --input-shape / --input (their first dimension is "
+                               "the batch)")
         sizes = parse_batch_sizes(batch_size) if batch_size is not None else [None]
         args, writer = model_args(models, set_), open_output(output)
         per_module = by is FlopsBy.layer
@@ -55,7 +58,7 @@ def flops(
             return flops_of(source, {}, scope.value, backend.value, b, resolution, shape, per_module)
 
         def report(results):
-            return add_overrides(flops_report(results, convention.value, by.value if by else None, depth), overrides)
+            return add_overrides(flops_report(results, convention.value, by.value if by else None, levels), overrides)
 
         def produced(result):
             if writer:

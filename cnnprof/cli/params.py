@@ -7,7 +7,8 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, Format, ParamsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, model_args, for_each_model, guard,
+    app, DepthOpt, layer_depth, Format, ParamsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, InputShapeOpt, InputOpt, parse_inputs,
+    layer_shapes, model_args, for_each_model, guard,
     add_overrides, open_output, emit_report)
 from cnnprof.errors import CnnprofError
 
@@ -18,8 +19,9 @@ def params(
     by: Annotated[Optional[ParamsBy], typer.Option(
         help="Breakdown: stage (stem, stage1.., head), type (conv KxK, depthwise, pointwise, grouped, linear, "
              "norm, SE, other) or layer (module tree).", show_default=False)] = None,
-    depth: Annotated[Optional[int], typer.Option(min=0, help="With --by layer: deepest module level shown.",
-                                                 show_default=False)] = None,
+    depth: DepthOpt = None,
+    input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
@@ -31,18 +33,21 @@ def params(
         from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.report.tables import params_report
 
-        if depth is not None and by is not ParamsBy.layer:
-            raise CnnprofError("--depth applies to --by layer only; add --by layer or drop --depth")
+        levels = layer_depth(depth, by is ParamsBy.layer)
         args, writer = model_args(models, set_), open_output(output)
+        inputs = parse_inputs(input_shape_, input_)
         overrides: dict[str, dict] = {}  # row label -> effective overrides
 
         def work(arg):
             source = resolve_arg(arg)
             overrides[source.label] = arg.overrides()
-            return source.label, count_params(source.build("meta"))
+            model = source.build("meta")
+            # Input/output shapes per layer come from one forward on meta tensors (cheap); none if it fails.
+            shapes = layer_shapes(source, model, inputs) if by is ParamsBy.layer else None
+            return source.label, count_params(model), shapes
 
         def report(results):
-            return add_overrides(params_report(results, by.value if by else None, depth), overrides)
+            return add_overrides(params_report(results, by.value if by else None, levels), overrides)
 
         def produced(result):
             if writer:

@@ -1,6 +1,7 @@
 """Model specs: a zoo name (or alias), a YAML config path, or `module:callable` / `file.py:callable`."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -28,15 +29,26 @@ class ModelSource:
 
     @property
     def default_input_shape(self) -> tuple[int, ...]:
-        if self.config is not None:
-            return self.config.input_shape
-        return tuple(getattr(self.module, "default_input_shape", DEFAULT_INPUT_SHAPE))
+        """Shape of the first input the model declares (see `model_inputs`), without building it."""
+        from cnnprof.inputs import as_specs
+
+        specs = as_specs(*model_inputs(self, self.module))
+        return specs[0].shape if specs else DEFAULT_INPUT_SHAPE
 
     def build(self, device: str | torch.device | None = None) -> nn.Module:
-        """A fresh model in eval mode on `device` ('meta' allocates nothing)."""
+        """A fresh model in eval mode on `device` ('meta' allocates nothing).
+
+        A factory whose constructor cannot run on meta (e.g. weight init that copies tensor values) is
+        built on the CPU instead, silently: counting then uses meta stand-ins for its weights."""
         if self.module is not None:
             return self.module if device is None else self.module.to(device)
-        with torch.device(device or "cpu"):
+        if self.factory is not None and str(device) == "meta":
+            try:
+                with torch.device("meta"), _stdout_to_stderr():
+                    return _call_factory(self.label, self.factory).eval()
+            except ModelSpecError:
+                device = "cpu"  # retried on the CPU; if that fails too, its error is the one reported
+        with torch.device(device or "cpu"), _stdout_to_stderr():
             if self.config is not None:
                 from cnnprof.models.builder import build
 
@@ -74,6 +86,50 @@ def resolve(spec: Any, overrides: Mapping[str, Any] | None = None) -> ModelSourc
     return ModelSource(label=config.name, config=config)
 
 
+def _stdout_to_stderr():
+    """User code may print while building (download messages): keep stdout for cnnprof's data."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+def declared_inputs(model: nn.Module) -> tuple[tuple, dict] | None:
+    """The input a model declares: `example_inputs()`, `default_input_shape`, or timm's
+    `pretrained_cfg["input_size"]` (C,H,W, batch 1 added); None if it declares none."""
+    from cnnprof.inputs import normalize
+
+    example = getattr(model, "example_inputs", None)
+    if callable(example):
+        try:
+            with _stdout_to_stderr():
+                return normalize(example())
+        except CnnprofError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's method failed
+            raise ModelSpecError(f"{type(model).__name__}.example_inputs() failed: {type(exc).__name__}: "
+                                 f"{first_line(exc)}") from None
+    shape = getattr(model, "default_input_shape", None)
+    if shape is not None and not callable(shape):
+        return normalize(shape)
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    size = cfg.get("input_size") if isinstance(cfg, Mapping) else None
+    if isinstance(size, (tuple, list)) and size and all(isinstance(d, int) for d in size):
+        return normalize((1, *size))
+    return None
+
+
+def model_inputs(source: ModelSource, model: nn.Module | None, inputs: Any = None) -> tuple[tuple, dict]:
+    """(args, kwargs) of forward, leaves InputSpecs or tensors: `inputs` if given, else the config's input,
+    the model's declared input, or 1x3x224x224."""
+    from cnnprof.inputs import normalize
+
+    given = normalize(inputs)
+    if given is not None:
+        return given
+    if source.config is not None:
+        return normalize(source.config.input_shape)
+    declared = declared_inputs(model) if model is not None else None
+    return declared if declared is not None else normalize(DEFAULT_INPUT_SHAPE)
+
+
 def build_model(spec: Any, device: str | torch.device | None = None, overrides: Mapping[str, Any] | None = None):
     """Build a model from any spec, in eval mode, on `device` (default CPU; 'meta' allocates nothing)."""
     return resolve(spec, overrides).build(device)
@@ -92,9 +148,11 @@ def _import_factory(spec: str, overrides: Mapping[str, Any]) -> Callable[[], nn.
             mod_spec = importlib.util.spec_from_file_location(name, file)
             module = importlib.util.module_from_spec(mod_spec)
             sys.modules[name] = module
-            mod_spec.loader.exec_module(module)
+            with _stdout_to_stderr():
+                mod_spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(target)
+            with _stdout_to_stderr():
+                module = importlib.import_module(target)
     except CnnprofError:
         raise
     except Exception as exc:  # noqa: BLE001 - any import failure of user code is reported in one line

@@ -33,24 +33,31 @@ def _breakdown_rows(items: Sequence[tuple[str, int]], total: int, key: str) -> l
 
 
 def params_report(results: list[tuple[str, Any]], by: str | None, depth: int | None) -> Report:
-    """results: (model label, ParamCount)."""
+    """results: (model label, ParamCount) or (label, ParamCount, {module: (input shape, output shape)})."""
     main = Table("Parameters", [
         Column("model", "Model", justify="left"), Column("params", "Params", integer),
         Column("size", "Params (≈)", si), Column("trainable_params", "Trainable", integer),
         Column("non_trainable_params", "Non-trainable", integer),
     ], [])
     tables, json_rows, csv_rows = [main], [], []
-    for label, pc in results:
+    for label, pc, *extra in results:
+        shapes = extra[0] if extra and extra[0] else None
         row = {"model": label, "params": pc.total, "trainable_params": pc.trainable,
                "non_trainable_params": pc.non_trainable}
         main.rows.append({**row, "size": pc.total})
         if by:
             items = _param_items(pc, by, depth)
             rows = _breakdown_rows(items, pc.total, "params")
+            if by == "layer" and shapes:
+                for r in rows:
+                    i, o = shapes.get("" if r["name"] == "(model)" else r["name"], (None, None))
+                    r["in_shape"], r["out_shape"] = (list(i) if i else None), (list(o) if o else None)
             row[f"by_{by}"] = rows
             csv_rows += [{"model": label, "by": by, **r} for r in rows]
+            shape_cols = [Column("in_shape", "Input", _shape_or_dash), Column("out_shape", "Output", _shape_or_dash)]
             tables.append(Table(f"{label}: parameters by {by}", [
                 Column("name", by.capitalize(), _indent if by == "layer" else str, "left"),
+                *(shape_cols if by == "layer" and shapes else []),
                 Column("params", "Params", integer), Column("share", "Share", percent),
             ], rows))
         else:
@@ -66,6 +73,10 @@ def _param_items(pc: Any, by: str, depth: int | None) -> list[tuple[str, int]]:
         return list(pc.by_type)
     return [(name or "(model)", n) for name, n in pc.by_module
             if n and (depth is None or module_depth(name) <= depth)]
+
+
+def _shape_or_dash(value: Any) -> str:
+    return shape(value) if value else "-"
 
 
 def _indent(name: str) -> str:
@@ -94,8 +105,16 @@ def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], conventi
         flops = fc.flops(convention)
         row = {"model": fc.model, "flops": flops, "macs": fc.macs, "acts": fc.acts, "other_ops": fc.other_ops,
                "convention": convention, "scope": fc.scope, "backend": fc.backend,
-               "input_shape": list(fc.input_shape), "params": params, "uncounted_ops": dict(fc.uncounted)}
+               "input_shape": list(fc.input_shape), "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in fc.inputs],
+               "method": fc.method,
+               "params": params, "uncounted_ops": dict(fc.uncounted)}
         main.rows.append({**row, "input_shape": fc.input_shape})
+        if fc.method == "cpu" and fc.backend == "torch":
+            main.notes.append(f"{fc.model}: counted by one real forward pass on the CPU (it cannot run on the meta "
+                              f"device: data-dependent ops or values read); inputs: floats uniform in [0, 1), "
+                              f"ints and bools zero, so data-dependent parts count for those values.")
+        if len(fc.inputs) > 1 or any(i.name or i.dtype != "float32" for i in fc.inputs):
+            main.notes.append(f"{fc.model}: inputs {', '.join(str(i) for i in fc.inputs)}")
         if fc.uncounted:
             main.notes.append(f"{fc.model}: ops that ran but have no formula (not counted): "
                               + ", ".join(f"{op} ×{n}" for op, n in fc.uncounted))
@@ -106,7 +125,8 @@ def flops_report(results: list[tuple[Any, int, dict[str, int] | None]], conventi
             cols = [Column("name", {"layer": "Module", "op": "Op"}.get(by, by.capitalize()),
                            _indent if by == "layer" else str, "left")]
             if by == "layer":
-                cols.append(Column("params", "Params", si))
+                cols += [Column("in_shape", "Input", _shape_or_dash), Column("out_shape", "Output", _shape_or_dash),
+                         Column("params", "Params", si)]
             if by == "op":
                 cols.append(Column("calls", "Calls", integer))
             cols += [Column("macs", "MACs", si)]
@@ -127,6 +147,7 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
         shares = [(name, s) for name, s in fc.by_module(depth)]
     else:
         shares = [(s.name, s) for s in {"op": fc.by_op, "stage": fc.by_stage, "type": fc.by_type}[by]()]
+    shapes = {name: (i, o) for name, i, o in getattr(fc, "module_shapes", ())}
     rows = []
     for name, s in shares:
         flops = s.flops(convention)
@@ -135,6 +156,9 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
             row["calls"] = s.calls
         if by == "layer" and module_params is not None:
             row["params"] = module_params.get(name, 0)
+        if by == "layer":
+            i, o = shapes.get(name, (None, None))
+            row["in_shape"], row["out_shape"] = (list(i) if i else None), (list(o) if o else None)
         rows.append(row)
     return rows
 
@@ -181,6 +205,8 @@ def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, benc
         if r.get("uncounted_ops"):
             notes.append(f"{r['model']}: ops that ran but have no formula (not counted): "
                          + ", ".join(f"{op} ×{n}" for op, n in r["uncounted_ops"].items()))
+    notes += [f"{r['model']}: counted by one real forward pass on the CPU (it cannot run on the meta device)."
+              for r in rows if r.get("method") == "cpu"]
     if bench and rows:
         notes.append(f"Latency: median forward pass on {rows[0].get('device', 'cpu')}, batch "
                      f"{rows[0]['input_shape'][0]}, models timed interleaved in rotating rounds; the latency ratio "
