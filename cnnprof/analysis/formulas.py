@@ -10,17 +10,30 @@ Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operat
   counted (as fvcore, torch.utils.flop_counter and torchvision's GFLOPS column).
   * convolution: N x C_out x H' x W' x (C_in / groups) x k_h x k_w MACs (depthwise: groups = C_in).
   * linear / matmul: (output elements) x (reduced dimension) MACs, i.e. in x out per row.
+  * attention (fused scaled_dot_product_attention kernels, nn.MultiheadAttention's fast path): its two
+    matrix products, Q K^T and A V: batch x heads x L x S x (E + E_v) MACs, as torch.utils.flop_counter
+    (causal masks not discounted). The multi-head fast path adds its input and output projections.
+    The math decomposition (what runs on the meta device) is counted op by op instead: bmm + softmax.
 - scope "all" adds:
   * batch norm (inference): folds to y = a*x + b, 1 MAC per element.
   * layer / group norm: 2 MACs (variance, affine) + 3 ops (mean, centring, normalising) per element.
   * activations (ReLU, ReLU6, h-swish, h-sigmoid, sigmoid, SiLU, GELU, ...): 1 op per element; the
     internal cost of exp/tanh is not modelled.
-  * softmax: 3 ops per element (exp, sum, divide).
-  * element-wise add / sub / mul / div (residuals, SE scaling, layer scale): 1 op per output element.
-  * max / avg pooling: k_h x k_w ops per output element; adaptive and global pooling, mean and sum:
-    1 op per input element.
-- Data movement (view, permute, cat, channel shuffle, ...) is free. Any other op that runs is reported
-  as uncounted, never dropped silently.
+  * softmax (also `_safe_softmax`, attention's masked softmax): 3 ops per element (exp, sum, divide).
+  * element-wise add / sub / mul / div (residuals, SE scaling, layer scale), comparisons, masked_fill,
+    where, abs, exp, log, ...: 1 op per output element.
+  * cumulative sum / product: 1 op per element.
+  * max / avg pooling: k_h x k_w ops per output element; adaptive and global pooling, mean, sum, max,
+    min, argmax, all/any: 1 op per input element.
+  * variance / std (var, var_mean, std): 1 MAC (square-accumulate) + 2 ops (mean, centring) per input
+    element, as the statistics part of layer norm.
+  * vector norm (linalg_vector_norm, norm): 2-norm 1 MAC per input element (square-accumulate), any
+    other order 2 ops per input element (|x|^p, accumulate); plus 1 op per output element (the root).
+  * interpolation: weighted sum of the 2^d nearest inputs, 2^d MACs per output element (linear 2,
+    bilinear 4, trilinear 8); bicubic 4 x 4 = 16 MACs. Nearest-neighbour upsampling is a copy (free).
+- Data movement (view, permute, cat, roll, index, gather, channel shuffle, nearest upsampling, ...) and
+  allocation (zeros, arange, scalar_tensor, ...) are free. Any other op that runs is reported as
+  uncounted, never dropped silently.
 """
 from __future__ import annotations
 
@@ -47,6 +60,11 @@ unflatten split split_with_sizes chunk unbind slice select narrow cat stack clon
 lift_fresh empty empty_like empty_strided new_empty new_zeros zeros zeros_like ones ones_like full full_like
 fill copy _to_copy to as_strided view_as channel_shuffle pixel_shuffle constant_pad_nd pad dropout
 feature_dropout alpha_dropout native_dropout identity randn rand normal_ uniform_ zero _local_scalar_dense
+roll flip repeat tile index _unsafe_index index_select gather take masked_select index_put _unsafe_index_put
+select_scatter slice_scatter diagonal tril triu movedim swapaxes unfold im2col diag_embed repeat_interleave
+upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
+_upsample_nearest_exact3d scalar_tensor arange linspace new_full new_ones full_like lift_fresh_copy bernoulli
+resize_ set_ _assert_async _assert_tensor_metadata sym_constrain_range_for_size type_as
 """.split())
 
 
@@ -88,7 +106,7 @@ def _first(out: Any) -> Any:
 
 
 @register("convolution", "_convolution", "conv1d", "conv2d", "conv3d", "cudnn_convolution",
-          "mkldnn_convolution", "_convolution_mode", scope="conv")
+          "mkldnn_convolution", "_convolution_mode", "convolution_overrideable", "_slow_conv2d_forward", scope="conv")
 def conv_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     x, w = args[0], args[1]
     transposed = bool(args[6]) if len(args) > 6 and isinstance(args[6], bool) else False
@@ -120,6 +138,40 @@ def linear_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("linear", _numel(out) * args[1].shape[-1], 0)
 
 
+@register("_scaled_mm", scope="conv")
+def scaled_mm_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """fp8 matmul with scales: (m, k) @ (k, n), the scales are not counted."""
+    return Cost("linear", _numel(out) * args[0].shape[-1], 0)
+
+
+def _attention_macs(q: Any, k: Any, v: Any, seq_dim: int) -> int:
+    """Q K^T and A V over every (batch, head): q's heads count (grouped-query K/V are broadcast)."""
+    return _numel(q) // q.shape[-1] * k.shape[seq_dim] * (q.shape[-1] + v.shape[-1])
+
+
+@register("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+          "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+          "_scaled_dot_product_fused_attention_overrideable", "_scaled_dot_product_attention_math_for_mps",
+          scope="conv")
+def sdpa_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """Fused attention on (batch, heads, L, E) tensors: the two matmuls only (see the module docstring)."""
+    return Cost("attention", _attention_macs(args[0], args[1], args[2], -2), 0)
+
+
+@register("_flash_attention_forward", "_efficient_attention_forward", scope="conv")
+def flash_attention_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """The kernels under the fused ops, on (batch, L, heads, E) tensors."""
+    return Cost("attention", _attention_macs(args[0], args[1], args[2], -3), 0)
+
+
+@register("_native_multi_head_attention", scope="conv")
+def multi_head_attention_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """nn.MultiheadAttention's inference fast path: Q, K, V and output projections plus attention."""
+    q, k, v, embed = args[0], args[1], args[2], args[3]
+    projections = (_numel(q) + _numel(k) + _numel(v) + _numel(_first(out))) * embed
+    return Cost("attention", projections + _numel(q) * k.shape[-2] * 2, 0)
+
+
 # ----------------------------------------------------------------------------- all scope
 
 
@@ -142,13 +194,17 @@ def activation_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("activation", 0, _numel(_first(out)))
 
 
-@register("_softmax", "softmax", "_log_softmax", "log_softmax")
+@register("_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax")
 def softmax_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("activation", 0, 3 * _numel(out))
 
 
 @register("add", "sub", "rsub", "mul", "div", "addcmul", "addcdiv", "neg", "reciprocal", "sqrt", "rsqrt",
-          "exp", "pow", "maximum", "minimum", "where")
+          "exp", "pow", "maximum", "minimum", "where", "masked_fill", "eq", "ne", "lt", "le", "gt", "ge",
+          "logical_and", "logical_or", "logical_not", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_not",
+          "bitwise_xor", "abs", "sign", "sgn", "log", "log1p", "log2", "exp2", "expm1", "sin", "cos", "erf",
+          "erfinv", "floor", "ceil", "round", "trunc", "frac", "remainder", "fmod", "floor_divide", "atan2",
+          "square", "lerp", "isnan", "isinf", "nan_to_num", "logit")
 def elementwise_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("element-wise", 0, _numel(out))
 
@@ -167,3 +223,42 @@ def pool_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
           "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool1d", "mean", "sum", "amax")
 def reduce_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("pooling", 0, _numel(args[0]))
+
+
+@register("max", "min", "amin", "argmax", "argmin", "prod", "all", "any", "logsumexp")
+def reduce_or_binary_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """max(x) / max(x, dim) reduce (1 op per input element); max(x, y) is element-wise (1 per output)."""
+    if len(args) > 1 and hasattr(args[1], "numel"):
+        return Cost("element-wise", 0, _numel(_first(out)))
+    return Cost("pooling", 0, _numel(args[0]))
+
+
+@register("cumsum", "cumprod", "logcumsumexp")
+def cumulative_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    return Cost("element-wise", 0, _numel(out))
+
+
+@register("var", "var_mean", "std", "std_mean")
+def variance_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    n = _numel(args[0])
+    return Cost("norm", n, 2 * n)
+
+
+@register("linalg_vector_norm", "norm")
+def vector_norm_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    n = _numel(args[0])
+    p = args[1] if len(args) > 1 else kwargs.get("ord", kwargs.get("p", 2))
+    p = 2 if p is None else p
+    macs, ops = (n, 0) if p == 2 else (0, 2 * n)
+    return Cost("norm", macs, ops + _numel(out))
+
+
+@register("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")
+def linear_interpolate_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """Each output element is a weighted sum of its 2^d nearest inputs (d spatial dimensions)."""
+    return Cost("interpolation", 2 ** (out.dim() - 2) * _numel(out), 0)
+
+
+@register("upsample_bicubic2d")
+def bicubic_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    return Cost("interpolation", 16 * _numel(out), 0)
