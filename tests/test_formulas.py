@@ -234,6 +234,9 @@ FORMULA_CASES = {
                                   ("attention", (2 * 5 + 2 * 7 * 2 + 2 * 5) * 16 * 16 + 2 * 4 * 5 * 7 * 4 * 2, 0)),
     "reduce_or_binary_cost": (aten.amin.default, (_m(2, 8, 5, 5), [1]), ("pooling", 0, 400)),
     "cumulative_cost": (aten.cumsum.default, (_m(3, 7), 1), ("element-wise", 0, 21)),
+    # 2 x (3 channels x 2x2 patch) x 9 positions of columns, each added into a 4x4 image: 2 * 12 * 9 adds.
+    "fold_cost": (aten.col2im.default, (_m(2, 12, 9), [4, 4], [2, 2], [1, 1], [0, 0], [1, 1]),
+                  ("element-wise", 0, 2 * 12 * 9)),
     # 2 x 8 groups of 5: 80 square-accumulates (MACs), 80 mean + 80 centring ops.
     "variance_cost": (aten.var_mean.correction, (_m(2, 8, 5), [2]), ("norm", 80, 160)),
     # 2-norm over the last axis of 2x3x4: 24 square-accumulates + 6 square roots.

@@ -23,6 +23,7 @@ Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operat
   * element-wise add / sub / mul / div (residuals, SE scaling, layer scale), comparisons, masked_fill,
     where, abs, exp, log, ...: 1 op per output element.
   * cumulative sum / product: 1 op per element.
+  * fold (col2im, overlapping patches summed back into an image): 1 op per input element.
   * max / avg pooling: k_h x k_w ops per output element; adaptive and global pooling, mean, sum, max,
     min, argmax, all/any: 1 op per input element.
   * variance / std (var, var_mean, std): 1 MAC (square-accumulate) + 2 ops (mean, centring) per input
@@ -31,7 +32,7 @@ Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operat
     other order 2 ops per input element (|x|^p, accumulate); plus 1 op per output element (the root).
   * interpolation: weighted sum of the 2^d nearest inputs, 2^d MACs per output element (linear 2,
     bilinear 4, trilinear 8); bicubic 4 x 4 = 16 MACs. Nearest-neighbour upsampling is a copy (free).
-- Data movement (view, permute, cat, roll, index, gather, channel shuffle, nearest upsampling, ...) and
+- Data movement (view, permute, cat, roll, index, gather, padding, channel shuffle, nearest upsampling, ...) and
   allocation (zeros, arange, scalar_tensor, ...) are free. Any other op that runs is reported as
   uncounted, never dropped silently.
 """
@@ -64,7 +65,9 @@ roll flip repeat tile index _unsafe_index index_select gather take masked_select
 select_scatter slice_scatter diagonal tril triu movedim swapaxes unfold im2col diag_embed repeat_interleave
 upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
 _upsample_nearest_exact3d scalar_tensor arange linspace new_full new_ones full_like lift_fresh_copy bernoulli
-resize_ set_ _assert_async _assert_tensor_metadata sym_constrain_range_for_size type_as
+resize_ set_ _assert_async _assert_tensor_metadata sym_constrain_range_for_size type_as unsafe_split
+unsafe_split_with_sizes unsafe_chunk reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d
+replication_pad2d replication_pad3d
 """.split())
 
 
@@ -236,6 +239,12 @@ def reduce_or_binary_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
 @register("cumsum", "cumprod", "logcumsumexp")
 def cumulative_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("element-wise", 0, _numel(out))
+
+
+@register("col2im")
+def fold_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """F.fold adds every patch value into its output position: 1 op per input (column) element."""
+    return Cost("element-wise", 0, _numel(args[0]))
 
 
 @register("var", "var_mean", "std", "std_mean")
