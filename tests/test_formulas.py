@@ -201,6 +201,9 @@ aten = torch.ops.aten
 FORMULA_CASES = {
     "conv_cost": (aten.convolution.default, (_m(2, 8, 10, 10), _m(16, 4, 3, 3), None, [1, 1], [1, 1], [1, 1], False,
                                             [0, 0], 2), ("grouped conv", 2 * 16 * 100 * 4 * 9, 0)),
+    # transposed, 2 groups: every one of the 2*8*5*5 inputs meets C_out/groups = 3 filters of 3x3.
+    "conv_transpose_cost": (aten.conv_transpose2d.input, (_m(2, 8, 5, 5), _m(8, 3, 3, 3), None, [1, 1], [0, 0], [0, 0],
+                                                           2), ("grouped conv", 2 * 8 * 25 * 3 * 9, 0)),
     "matmul_cost": (aten.bmm.default, (_m(3, 5, 7), _m(3, 7, 11)), ("linear", 3 * 5 * 7 * 11, 0)),
     "addmm_cost": (aten.addmm.default, (_m(11), _m(5, 7), _m(7, 11)), ("linear", 5 * 7 * 11, 0)),
     "linear_cost": (aten.linear.default, (_m(2, 6, 7), _m(11, 7), _m(11)), ("linear", 2 * 6 * 7 * 11, 0)),
@@ -267,6 +270,8 @@ EXTRA_CASES = [
     (aten.gt.Tensor, (_m(2, 3, 4), _m(4)), ("element-wise", 0, 24)),
     (aten._scaled_dot_product_efficient_attention.default, (_m(2, 3, 5, 8), _m(2, 3, 7, 8), _m(2, 3, 7, 8), None,
                                                              False), ("attention", 2 * 3 * 5 * 7 * 16, 0)),
+    (aten.scaled_dot_product_attention.default, (_m(2, 3, 5, 8), _m(2, 3, 7, 8), _m(2, 3, 7, 8)),
+     ("attention", 2 * 3 * 5 * 7 * 16, 0)),  # the composite, seen whole under inference_mode
     # grouped-query attention: 6 query heads share 2 key/value heads; every query head attends.
     (aten._scaled_dot_product_attention_math_for_mps.default, (_m(1, 6, 5, 8), _m(1, 6, 7, 8), _m(1, 6, 7, 4)),
      ("attention", 6 * 5 * 7 * (8 + 4), 0)),
@@ -310,6 +315,21 @@ def test_sdpa_on_meta_counts_the_math_decomposition_exactly():
     assert dataclasses.replace(fc, scope="conv").macs == 2 * 3 * 5 * 5 * 8 * 2  # Q K^T and A V
     # all scope adds the scaling of q and k (1 op per element each) and the softmax (3 ops per score).
     assert fc.other_ops == 2 * (2 * 3 * 5 * 8) + 3 * (2 * 3 * 5 * 5)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_transposed_conv_costs_the_same_under_inference_mode(dims):
+    conv = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose1d
+    model = conv(4, 6, 3, stride=2, groups=2, bias=False).to("meta").eval()
+    x = torch.empty(1, 4, *(5,) * dims, device="meta")
+    macs = []
+    for ctx in (torch.no_grad, torch.inference_mode):
+        counter = OpCounter()
+        with ctx(), counter:
+            model(x)
+        assert not counter.uncounted
+        macs.append(sum(m for m, _, _ in counter.acc.values()))
+    assert macs == [4 * 5 ** dims * 3 * 3 ** dims] * 2  # every input meets C_out/groups = 3 filters of 3^d
 
 
 def test_nearest_upsampling_is_free_and_bilinear_is_priced():

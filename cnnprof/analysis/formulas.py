@@ -13,7 +13,9 @@ Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operat
   * attention (fused scaled_dot_product_attention kernels, nn.MultiheadAttention's fast path): its two
     matrix products, Q K^T and A V: batch x heads x L x S x (E + E_v) MACs, as torch.utils.flop_counter
     (causal masks not discounted). The multi-head fast path adds its input and output projections.
-    The math decomposition (what runs on the meta device) is counted op by op instead: bmm + softmax.
+    The math decomposition (what runs on the meta device under no_grad) is counted op by op instead:
+    bmm in this scope, the scaling and softmax in "all"; a fused kernel's softmax is not priced (one op
+    carries one scope). Under inference_mode the composite `scaled_dot_product_attention` is seen whole.
 - scope "all" adds:
   * batch norm (inference): folds to y = a*x + b, 1 MAC per element.
   * layer / group norm: 2 MACs (variance, affine) + 3 ops (mean, centring, normalising) per element.
@@ -126,6 +128,15 @@ def conv_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost(conv_type(x.shape[1], int(groups), kernel), int(macs), 0)
 
 
+@register("conv_transpose1d", "conv_transpose2d", "conv_transpose3d", scope="conv")
+def conv_transpose_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """The composite seen under inference_mode: (input, weight, bias, stride, padding, output_padding, groups)."""
+    x, w = args[0], args[1]
+    groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+    kernel = tuple(w.shape[2:])
+    return Cost(conv_type(x.shape[1], int(groups), kernel), _numel(x) * w.shape[1] * prod(kernel), 0)
+
+
 @register("mm", "bmm", "matmul", scope="conv")
 def matmul_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("linear", _numel(out) * args[0].shape[-1], 0)
@@ -155,7 +166,7 @@ def _attention_macs(q: Any, k: Any, v: Any, seq_dim: int) -> int:
 @register("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
           "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
           "_scaled_dot_product_fused_attention_overrideable", "_scaled_dot_product_attention_math_for_mps",
-          scope="conv")
+          "scaled_dot_product_attention", scope="conv")
 def sdpa_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     """Fused attention on (batch, heads, L, E) tensors: the two matmuls only (see the module docstring)."""
     return Cost("attention", _attention_macs(args[0], args[1], args[2], -2), 0)
