@@ -342,3 +342,38 @@ def test_nearest_upsampling_is_free_and_bilinear_is_priced():
     assert fc.uncounted == ()
     assert {s.name: (s.macs, s.ops) for s in fc.by_type()} == {"interpolation": (4 * 3 * 64, 0),
                                                                 "element-wise": (0, 3 * 64)}
+
+
+class SelfAttention(nn.Module):
+    """scaled_dot_product_attention over 3 heads (batch 2, L=5, E=8)."""
+
+    def forward(self, x):
+        q = x.view(2, 5, 3, 8).transpose(1, 2)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+
+class MultiHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(24, 4, batch_first=True)  # fast path: even heads, batch first
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("model, fused_op", [(SelfAttention, "_scaled_dot_product_flash_attention_for_cpu"),
+                                             (MultiHead, "_native_multi_head_attention")])
+def test_fused_attention_costs_what_its_math_decomposition_costs(model, fused_op):
+    def conv_macs(net, x):
+        counter = OpCounter()
+        with torch.no_grad(), counter:
+            net(x)
+        assert not counter.uncounted
+        ops = {op for _, op, _, _ in counter.acc}
+        return sum(m for (_, _, _, scope), (m, _, _) in counter.acc.items() if scope == "conv"), ops
+
+    net = model().eval()
+    fused, fused_ops = conv_macs(net, torch.randn(2, 5, 24))  # real CPU tensors take the fused kernel
+    math, math_ops = conv_macs(net.to("meta"), torch.empty(2, 5, 24, device="meta"))  # meta: decomposition
+    assert fused_op in fused_ops and fused_op not in math_ops
+    assert fused == math
