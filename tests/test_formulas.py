@@ -247,6 +247,13 @@ FORMULA_CASES = {
     # 1x2x8x8 outputs, each a weighted sum of 4 inputs.
     "linear_interpolate_cost": (aten.upsample_bilinear2d.default, (_m(1, 2, 4, 4), [8, 8], False),
                                 ("interpolation", 4 * 2 * 64, 0)),
+    "nonzero_cost": (aten.nonzero.default, (torch.zeros(3, 7),), ("selection", 0, 21)),  # data-dependent: CPU
+    # 4 rows of 8: each row 8 x log2(8) = 24 comparisons.
+    "sort_cost": (aten.sort.default, (_m(4, 8),), ("selection", 0, 4 * 24)),
+    # 3 rows of 10 through a 4-element heap: 10 x log2(4) each; dim given.
+    "topk_cost": (aten.topk.default, (_m(10, 3), 4, 0), ("selection", 0, 3 * 10 * 2)),
+    # 16 elements: sorted (16 x 4) and scanned once (16).
+    "unique_cost": (aten._unique2.default, (torch.zeros(4, 4),), ("selection", 0, 16 * 4 + 16)),
     "bicubic_cost": (aten.upsample_bicubic2d.default, (_m(1, 2, 4, 4), [8, 8], False),
                      ("interpolation", 16 * 2 * 64, 0)),
 }
@@ -261,6 +268,8 @@ EXTRA_CASES = [
     (aten.max.dim, (_m(2, 8, 5, 5), 1), ("pooling", 0, 400)),
     (aten.maximum.default, (_m(2, 8, 5, 5), _m(8, 1, 1)), ("element-wise", 0, 400)),
     (aten.max.other, (_m(2, 8, 5, 5), _m(8, 1, 1)), ("element-wise", 0, 400)),  # binary: 1 per output
+    (aten.topk.default, (_m(3, 10), 1), ("selection", 0, 30)),  # k = 1: one comparison per element
+    (aten.sort.default, (_m(2, 1), 0), ("selection", 0, 2)),  # 1 row of 2 along dim 0: one comparison
     (aten.linalg_vector_norm.default, (_m(2, 3, 4), 1, [2]), ("norm", 0, 2 * 24 + 6)),  # |x| + accumulate
     (aten.linalg_vector_norm.default, (_m(2, 3, 4),), ("norm", 24, 1)),  # default: 2-norm of everything
     (aten.upsample_linear1d.default, (_m(1, 2, 4), [8], False), ("interpolation", 2 * 16, 0)),
@@ -278,8 +287,27 @@ EXTRA_CASES = [
 ]
 
 
+# torchvision's own ops (detection): called by name on shapes, as torchvision is not a dependency.
+# formula -> (op name, args, output, hand-derived (type, MACs, ops))
+TORCHVISION_CASES = {
+    # 5 boxes: sort 5 x ceil(log2 5) = 15, areas 3 x 5, IoU of 10 pairs x 13.
+    "nms_cost": ("nms", (_m(5, 4), _m(5), 0.5), _m(3), ("selection", 0, 15 + 15 + 130)),
+    # 3 boxes x 8 channels x 7x7 bins, 2x2 samples of 4 MACs each, plus the average.
+    "roi_align_cost": ("roi_align", (_m(1, 8, 32, 32), _m(3, 5), 0.25, 7, 7, 2, False), _m(3, 8, 7, 7),
+                       ("pooling", 3 * 8 * 49 * 16, 3 * 8 * 49)),
+}
+
+
 def test_every_formula_has_a_hand_derived_case():
-    assert {f.__name__ for f in FORMULAS.values()} == set(FORMULA_CASES)
+    assert {f.__name__ for f in FORMULAS.values()} == set(FORMULA_CASES) | set(TORCHVISION_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_CASES))
+def test_torchvision_op_formula_matches_hand_derived_cost(name):
+    op, args, out, expected = TORCHVISION_CASES[name]
+    formula, _ = lookup(op)
+    assert formula.__name__ == name
+    assert tuple(formula(args, {}, out)) == expected
 
 
 @pytest.mark.parametrize("name", sorted(FORMULA_CASES))

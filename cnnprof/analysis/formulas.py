@@ -34,13 +34,22 @@ Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operat
     other order 2 ops per input element (|x|^p, accumulate); plus 1 op per output element (the root).
   * interpolation: weighted sum of the 2^d nearest inputs, 2^d MACs per output element (linear 2,
     bilinear 4, trilinear 8); bicubic 4 x 4 = 16 MACs. Nearest-neighbour upsampling is a copy (free).
+- detection post-processing (data-dependent; counted as they ran, e.g. on a real CPU pass):
+  * nonzero: 1 op (a comparison) per input element.
+  * sort: n x ceil(log2 n) comparisons per sorted row of n; unique: a sort plus 1 op per element;
+    topk: n x max(1, ceil(log2 k)) per row (a k-heap).
+  * nms (torchvision): sort the N scores, 3 ops per box area, then 13 ops per box pair for IoU and
+    threshold (4 min/max, 2 x (subtract, clamp), product, union add and subtract, divide, compare),
+    all N(N-1)/2 pairs: an upper bound, the kernel skips boxes already suppressed.
+  * roi_align (torchvision): s x s bilinear samples per output element (4 MACs each) and 1 op for the
+    average (s = sampling_ratio; an adaptive ratio depends on box sizes and is counted as 1).
 - Data movement (view, permute, cat, roll, index, gather, padding, channel shuffle, nearest upsampling, ...) and
   allocation (zeros, arange, scalar_tensor, ...) are free. Any other op that runs is reported as
   uncounted, never dropped silently.
 """
 from __future__ import annotations
 
-from math import prod
+from math import ceil, log2, prod
 from typing import Any, Callable, NamedTuple
 
 from cnnprof.analysis.types import conv_type
@@ -282,3 +291,57 @@ def linear_interpolate_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
 @register("upsample_bicubic2d")
 def bicubic_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("interpolation", 16 * _numel(out), 0)
+
+
+# ----------------------------------------------------------------------------- detection post-processing
+
+
+def _sort_ops(n: int) -> int:
+    return n * ceil(log2(n)) if n > 1 else 0
+
+
+@register("nonzero")
+def nonzero_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    return Cost("selection", 0, _numel(args[0]))
+
+
+def _row(x: Any, dim: int) -> tuple[int, int]:
+    """(rows, length) of `x` along `dim`."""
+    n = x.shape[dim] if x.dim() else 1
+    return (_numel(x) // n if n else 0), n
+
+
+@register("sort")
+def sort_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """sort(x, dim=-1, descending=False): a comparison sort of every row."""
+    rows, n = _row(args[0], args[1] if len(args) > 1 else kwargs.get("dim", -1))
+    return Cost("selection", 0, rows * _sort_ops(n))
+
+
+@register("topk")
+def topk_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """topk(x, k, dim=-1): every element of a row passes a k-element heap."""
+    k = args[1]
+    rows, n = _row(args[0], args[2] if len(args) > 2 else kwargs.get("dim", -1))
+    return Cost("selection", 0, rows * n * max(1, ceil(log2(k)) if k > 1 else 1))
+
+
+@register("_unique2", "_unique", "unique_dim")
+def unique_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """torch.unique: sort all elements, then one scan."""
+    n = _numel(args[0])
+    return Cost("selection", 0, _sort_ops(n) + n)
+
+
+@register("nms")
+def nms_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    n = args[0].shape[0]
+    return Cost("selection", 0, _sort_ops(n) + 3 * n + 13 * n * (n - 1) // 2)
+
+
+@register("roi_align")
+def roi_align_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    ratio = args[5] if len(args) > 5 else kwargs.get("sampling_ratio", -1)
+    samples = ratio * ratio if ratio > 0 else 1
+    n = _numel(out)
+    return Cost("pooling", 4 * samples * n, n)
