@@ -237,6 +237,9 @@ FORMULA_CASES = {
                                   ("attention", (2 * 5 + 2 * 7 * 2 + 2 * 5) * 16 * 16 + 2 * 4 * 5 * 7 * 4 * 2, 0)),
     "reduce_or_binary_cost": (aten.amin.default, (_m(2, 8, 5, 5), [1]), ("pooling", 0, 400)),
     "cumulative_cost": (aten.cumsum.default, (_m(3, 7), 1), ("element-wise", 0, 21)),
+    # x[idx] += v with 3 rows of 4 values: 12 adds.
+    "index_put_cost": (aten.index_put.default, (_m(5, 4), [torch.zeros(3, dtype=torch.long, device="meta")], _m(3, 4),
+                                                True), ("element-wise", 0, 12)),
     # 2 x (3 channels x 2x2 patch) x 9 positions of columns, each added into a 4x4 image: 2 * 12 * 9 adds.
     "fold_cost": (aten.col2im.default, (_m(2, 12, 9), [4, 4], [2, 2], [1, 1], [0, 0], [1, 1]),
                   ("element-wise", 0, 2 * 12 * 9)),
@@ -268,6 +271,8 @@ EXTRA_CASES = [
     (aten.max.dim, (_m(2, 8, 5, 5), 1), ("pooling", 0, 400)),
     (aten.maximum.default, (_m(2, 8, 5, 5), _m(8, 1, 1)), ("element-wise", 0, 400)),
     (aten.max.other, (_m(2, 8, 5, 5), _m(8, 1, 1)), ("element-wise", 0, 400)),  # binary: 1 per output
+    (aten.index_put.default, (_m(5, 4), [torch.zeros(3, dtype=torch.long, device="meta")], _m(3, 4)),
+     ("element-wise", 0, 0)),  # plain x[idx] = v: a copy
     (aten.topk.default, (_m(3, 10), 1), ("selection", 0, 30)),  # k = 1: one comparison per element
     (aten.sort.default, (_m(2, 1), 0), ("selection", 0, 2)),  # 1 row of 2 along dim 0: one comparison
     (aten.linalg_vector_norm.default, (_m(2, 3, 4), 1, [2]), ("norm", 0, 2 * 24 + 6)),  # |x| + accumulate

@@ -24,7 +24,7 @@ Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operat
   * softmax (also `_safe_softmax`, attention's masked softmax): 3 ops per element (exp, sum, divide).
   * element-wise add / sub / mul / div (residuals, SE scaling, layer scale), comparisons, masked_fill,
     where, abs, exp, log, ...: 1 op per output element.
-  * cumulative sum / product: 1 op per element.
+  * cumulative sum / product: 1 op per element; index_put with accumulate: 1 op per value (else free).
   * fold (col2im, overlapping patches summed back into an image): 1 op per input element.
   * max / avg pooling: k_h x k_w ops per output element; adaptive and global pooling, mean, sum, max,
     min, argmax, all/any: 1 op per input element.
@@ -72,10 +72,10 @@ unflatten split split_with_sizes chunk unbind slice select narrow cat stack clon
 lift_fresh empty empty_like empty_strided new_empty new_zeros zeros zeros_like ones ones_like full full_like
 fill copy _to_copy to as_strided view_as channel_shuffle pixel_shuffle constant_pad_nd pad dropout
 feature_dropout alpha_dropout native_dropout identity randn rand normal_ uniform_ zero _local_scalar_dense
-roll flip repeat tile index _unsafe_index index_select gather take masked_select index_put _unsafe_index_put
+roll flip repeat tile index _unsafe_index index_select gather take masked_select
 select_scatter slice_scatter diagonal tril triu movedim swapaxes unfold im2col diag_embed repeat_interleave
 upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
-_upsample_nearest_exact3d scalar_tensor arange linspace new_full new_ones full_like lift_fresh_copy bernoulli
+_upsample_nearest_exact3d scalar_tensor arange linspace new_full new_ones lift_fresh_copy bernoulli
 resize_ set_ _assert_async _assert_tensor_metadata sym_constrain_range_for_size type_as unsafe_split
 unsafe_split_with_sizes unsafe_chunk reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d
 replication_pad2d replication_pad3d
@@ -259,6 +259,13 @@ def reduce_or_binary_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
 @register("cumsum", "cumprod", "logcumsumexp")
 def cumulative_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost("element-wise", 0, _numel(out))
+
+
+@register("index_put", "_unsafe_index_put")
+def index_put_cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+    """x[idx] = v is a copy (free); with accumulate=True (x[idx] += v) 1 add per value element."""
+    accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
+    return Cost("element-wise", 0, _numel(args[2]) if accumulate else 0)
 
 
 @register("col2im")
