@@ -1,7 +1,7 @@
 """Optional: torchvision's and timm's models, counted against torch.utils.flop_counter.FlopCounterMode.
 
 Skipped unless torchvision (and, for its part, timm) is importable; CI installs neither. To run it:
-`pip install torchvision timm && pytest tests/test_real_models.py` (a few minutes on 2 cores).
+`pip install torchvision timm && pytest tests/test_real_models.py` (about 9 minutes on 2 cores).
 
 For every torchvision classification, segmentation and video model and one or more models of each timm
 family below: no op runs uncounted in the `all` scope, and the `conv`-scope MACs are exactly
