@@ -30,7 +30,7 @@ TORCHVISION = ([(name, IMAGE, {}) for name in tvm.list_models(module=tvm)]
                + [(name, VIDEO, {}) for name in tvm.list_models(module=tvm.video)])
 
 # At least one model per timm family: CNNs, ViTs, hierarchical and hybrid transformers, MLPs, pool-formers.
-# Not here: sequencer2d_s (an LSTM per row and column; agrees, but its unrolled steps take ~100 s to count).
+# Not here: sequencer2d_s (an LSTM per row and column; agrees, but its unrolled steps take 25-100 s to count).
 TIMM = """
 resnet50 resnet18d seresnext26d_32x4d efficientnet_b0 efficientnetv2_rw_t tf_efficientnet_lite0 mobilenetv3_small_100
 mobilenetv3_large_100 mobilenetv4_conv_small convnext_atto convnext_tiny convnextv2_atto vit_tiny_patch16_224
