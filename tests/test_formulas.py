@@ -1,4 +1,6 @@
 """Op formulas against closed forms (hypothesis) and hand-derived counts on tiny nets."""
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -117,10 +119,10 @@ def test_composite_ops_under_inference_mode_cost_the_same_as_decomposed_ones():
 def test_ops_without_a_formula_are_reported_not_dropped():
     class Odd(nn.Module):
         def forward(self, x):
-            return torch.cumsum(x, dim=1)
+            return torch.linalg.cross(x, x)  # no formula: a cross product is no layer of a CNN
 
-    fc = cnnprof.count_flops(Odd(), (1, 8))
-    assert dict(fc.uncounted) == {"cumsum": 1}
+    fc = cnnprof.count_flops(Odd(), (4, 3))
+    assert dict(fc.uncounted) == {"linalg_cross": 1}
 
 
 def test_inplace_variants_share_formulas():
@@ -209,8 +211,8 @@ def test_fast_path_does_not_change_any_count(monkeypatch, name):
     assert set(fast.records) == set(slow.records) and fast.uncounted == slow.uncounted
 
 
-def _m(*shape):
-    return torch.empty(*shape, device="meta")
+def _m(*shape, dtype=torch.float32):
+    return torch.empty(*shape, device="meta", dtype=dtype)
 
 
 aten = torch.ops.aten
@@ -218,6 +220,9 @@ aten = torch.ops.aten
 FORMULA_CASES = {
     "conv_cost": (aten.convolution.default, (_m(2, 8, 10, 10), _m(16, 4, 3, 3), None, [1, 1], [1, 1], [1, 1], False,
                                             [0, 0], 2), ("grouped conv", 2 * 16 * 100 * 4 * 9, 0)),
+    # transposed, 2 groups: every one of the 2*8*5*5 inputs meets C_out/groups = 3 filters of 3x3.
+    "conv_transpose_cost": (aten.conv_transpose2d.input, (_m(2, 8, 5, 5), _m(8, 3, 3, 3), None, [1, 1], [0, 0], [0, 0],
+                                                           2), ("grouped conv", 2 * 8 * 25 * 3 * 9, 0)),
     "matmul_cost": (aten.bmm.default, (_m(3, 5, 7), _m(3, 7, 11)), ("linear", 3 * 5 * 7 * 11, 0)),
     "addmm_cost": (aten.addmm.default, (_m(11), _m(5, 7), _m(7, 11)), ("linear", 5 * 7 * 11, 0)),
     "linear_cost": (aten.linear.default, (_m(2, 6, 7), _m(11, 7), _m(11)), ("linear", 2 * 6 * 7 * 11, 0)),
@@ -230,11 +235,103 @@ FORMULA_CASES = {
     "pool_cost": (aten.max_pool2d_with_indices.default, (_m(1, 4, 8, 8), [3, 3], [2, 2], [1, 1]),
                   ("pooling", 0, 4 * 4 * 4 * 9)),
     "reduce_cost": (aten.mean.dim, (_m(2, 8, 5, 5), [2, 3], True), ("pooling", 0, 400)),
+    # fp8 matmul: (16 x 32) @ (32 x 48) is 16 * 48 outputs of a 32-long dot product; the scales are free.
+    "scaled_mm_cost": (aten._scaled_mm.default, (_m(16, 32, dtype=torch.float8_e4m3fn),
+                                                 _m(48, 32, dtype=torch.float8_e4m3fn).t(), _m(()), _m(())),
+                       ("linear", 16 * 48 * 32, 0)),
+    # batch 2 x 3 heads, L=5 queries of E=8 against S=7 keys: Q K^T 2*3*5*7*8 + A V (E_v=8) 2*3*5*7*8.
+    "sdpa_cost": (aten._scaled_dot_product_flash_attention_for_cpu.default, (_m(2, 3, 5, 8), _m(2, 3, 7, 8),
+                                                                             _m(2, 3, 7, 8)),
+                  ("attention", 2 * 3 * 5 * 7 * 8 * 2, 0)),
+    # the same attention in the kernels' (batch, L, heads, E) layout.
+    "flash_attention_cost": (aten._flash_attention_forward.default,
+                             (_m(2, 5, 3, 8, dtype=torch.half), _m(2, 7, 3, 8, dtype=torch.half),
+                              _m(2, 7, 3, 8, dtype=torch.half), None, None, 5, 7, 0.0, False, False),
+                             ("attention", 2 * 3 * 5 * 7 * 8 * 2, 0)),
+    # E=16, 4 heads, L=5 queries, S=7 keys, batch 2: projections Q 2*5*16*16, K and V 2*7*16*16 each,
+    # output 2*5*16*16; attention per head 5*7*4 twice, x 4 heads x batch 2.
+    "multi_head_attention_cost": (aten._native_multi_head_attention.default,
+                                  (_m(2, 5, 16), _m(2, 7, 16), _m(2, 7, 16), 16, 4, _m(48, 16), _m(48), _m(16, 16),
+                                   _m(16)),
+                                  ("attention", (2 * 5 + 2 * 7 * 2 + 2 * 5) * 16 * 16 + 2 * 4 * 5 * 7 * 4 * 2, 0)),
+    "reduce_or_binary_cost": (aten.amin.default, (_m(2, 8, 5, 5), [1]), ("pooling", 0, 400)),
+    "cumulative_cost": (aten.cumsum.default, (_m(3, 7), 1), ("element-wise", 0, 21)),
+    # x[idx] += v with 3 rows of 4 values: 12 adds.
+    "index_put_cost": (aten.index_put.default, (_m(5, 4), [torch.zeros(3, dtype=torch.long, device="meta")], _m(3, 4),
+                                                True), ("element-wise", 0, 12)),
+    # 2 x (3 channels x 2x2 patch) x 9 positions of columns, each added into a 4x4 image: 2 * 12 * 9 adds.
+    "fold_cost": (aten.col2im.default, (_m(2, 12, 9), [4, 4], [2, 2], [1, 1], [0, 0], [1, 1]),
+                  ("element-wise", 0, 2 * 12 * 9)),
+    # 2 x 8 groups of 5: 80 square-accumulates (MACs), 80 mean + 80 centring ops.
+    "variance_cost": (aten.var_mean.correction, (_m(2, 8, 5), [2]), ("norm", 80, 160)),
+    # 2-norm over the last axis of 2x3x4: 24 square-accumulates + 6 square roots.
+    "vector_norm_cost": (aten.linalg_vector_norm.default, (_m(2, 3, 4), 2, [2]), ("norm", 24, 6)),
+    # 1x2x8x8 outputs, each a weighted sum of 4 inputs.
+    "linear_interpolate_cost": (aten.upsample_bilinear2d.default, (_m(1, 2, 4, 4), [8, 8], False),
+                                ("interpolation", 4 * 2 * 64, 0)),
+    "nonzero_cost": (aten.nonzero.default, (torch.zeros(3, 7),), ("selection", 0, 21)),  # data-dependent: CPU
+    # 4 rows of 8: each row 8 x log2(8) = 24 comparisons.
+    "sort_cost": (aten.sort.default, (_m(4, 8),), ("selection", 0, 4 * 24)),
+    # 3 rows of 10 through a 4-element heap: 10 x log2(4) each; dim given.
+    "topk_cost": (aten.topk.default, (_m(10, 3), 4, 0), ("selection", 0, 3 * 10 * 2)),
+    # 16 elements: sorted (16 x 4) and scanned once (16).
+    "unique_cost": (aten._unique2.default, (torch.zeros(4, 4),), ("selection", 0, 16 * 4 + 16)),
+    "bicubic_cost": (aten.upsample_bicubic2d.default, (_m(1, 2, 4, 4), [8, 8], False),
+                     ("interpolation", 16 * 2 * 64, 0)),
+}
+
+# More than one case for formulas that branch on their arguments or the op name.
+EXTRA_CASES = [
+    # no meta kernel: tiny CPU tensors.
+    (aten._slow_conv2d_forward.default, (torch.zeros(2, 8, 10, 10), torch.zeros(16, 8, 3, 3), [3, 3], None, [2, 2],
+                                         [1, 1]),
+     ("conv 3x3", 2 * 16 * 25 * 8 * 9, 0)),
+    (aten.max.default, (_m(2, 8, 5, 5),), ("pooling", 0, 400)),  # max over everything: 1 op per input
+    (aten.max.dim, (_m(2, 8, 5, 5), 1), ("pooling", 0, 400)),
+    (aten.maximum.default, (_m(2, 8, 5, 5), _m(8, 1, 1)), ("element-wise", 0, 400)),
+    (aten.max.other, (_m(2, 8, 5, 5), _m(8, 1, 1)), ("element-wise", 0, 400)),  # binary: 1 per output
+    (aten.index_put.default, (_m(5, 4), [torch.zeros(3, dtype=torch.long, device="meta")], _m(3, 4)),
+     ("element-wise", 0, 0)),  # plain x[idx] = v: a copy
+    (aten.topk.default, (_m(3, 10), 1), ("selection", 0, 30)),  # k = 1: one comparison per element
+    (aten.sort.default, (_m(2, 1), 0), ("selection", 0, 2)),  # 1 row of 2 along dim 0: one comparison
+    (aten.linalg_vector_norm.default, (_m(2, 3, 4), 1, [2]), ("norm", 0, 2 * 24 + 6)),  # |x| + accumulate
+    (aten.linalg_vector_norm.default, (_m(2, 3, 4),), ("norm", 24, 1)),  # default: 2-norm of everything
+    (aten.upsample_linear1d.default, (_m(1, 2, 4), [8], False), ("interpolation", 2 * 16, 0)),
+    (aten.upsample_trilinear3d.default, (_m(1, 2, 2, 4, 4), [4, 8, 8], False), ("interpolation", 8 * 2 * 256, 0)),
+    (aten._safe_softmax.default, (_m(4, 10), -1), ("activation", 0, 120)),
+    (aten.masked_fill.Scalar, (_m(2, 3, 4), _m(2, 3, 4, dtype=torch.bool), 0.0), ("element-wise", 0, 24)),
+    (aten.gt.Tensor, (_m(2, 3, 4), _m(4)), ("element-wise", 0, 24)),
+    (aten._scaled_dot_product_efficient_attention.default, (_m(2, 3, 5, 8), _m(2, 3, 7, 8), _m(2, 3, 7, 8), None,
+                                                             False), ("attention", 2 * 3 * 5 * 7 * 16, 0)),
+    (aten.scaled_dot_product_attention.default, (_m(2, 3, 5, 8), _m(2, 3, 7, 8), _m(2, 3, 7, 8)),
+     ("attention", 2 * 3 * 5 * 7 * 16, 0)),  # the composite, seen whole under inference_mode
+    # grouped-query attention: 6 query heads share 2 key/value heads; every query head attends.
+    (aten._scaled_dot_product_attention_math_for_mps.default, (_m(1, 6, 5, 8), _m(1, 6, 7, 8), _m(1, 6, 7, 4)),
+     ("attention", 6 * 5 * 7 * (8 + 4), 0)),
+]
+
+
+# torchvision's own ops (detection): called by name on shapes, as torchvision is not a dependency.
+# formula -> (op name, args, output, hand-derived (type, MACs, ops))
+TORCHVISION_CASES = {
+    # 5 boxes: sort 5 x ceil(log2 5) = 15, areas 3 x 5, IoU of 10 pairs x 13.
+    "nms_cost": ("nms", (_m(5, 4), _m(5), 0.5), _m(3), ("selection", 0, 15 + 15 + 130)),
+    # 3 boxes x 8 channels x 7x7 bins, 2x2 samples of 4 MACs each, plus the average.
+    "roi_align_cost": ("roi_align", (_m(1, 8, 32, 32), _m(3, 5), 0.25, 7, 7, 2, False), _m(3, 8, 7, 7),
+                       ("pooling", 3 * 8 * 49 * 16, 3 * 8 * 49)),
 }
 
 
 def test_every_formula_has_a_hand_derived_case():
-    assert {f.__name__ for f in FORMULAS.values()} == set(FORMULA_CASES)
+    assert {f.__name__ for f in FORMULAS.values()} == set(FORMULA_CASES) | set(TORCHVISION_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_CASES))
+def test_torchvision_op_formula_matches_hand_derived_cost(name):
+    op, args, out, expected = TORCHVISION_CASES[name]
+    formula, _ = lookup(op)
+    assert formula.__name__ == name
+    assert tuple(formula(args, {}, out)) == expected
 
 
 @pytest.mark.parametrize("name", sorted(FORMULA_CASES))
@@ -243,3 +340,92 @@ def test_formula_matches_hand_derived_cost(name):
     formula, _ = lookup(op.overloadpacket.__name__)
     assert formula.__name__ == name
     assert tuple(formula(args, {}, op(*args))) == expected
+
+
+@pytest.mark.parametrize("op, args, expected", EXTRA_CASES, ids=lambda v: getattr(v, "__name__", None))
+def test_branching_formulas_match_hand_derived_cost(op, args, expected):
+    formula, _ = lookup(op.overloadpacket.__name__)
+    assert tuple(formula(args, {}, op(*args))) == expected
+
+
+def test_attention_is_counted_in_the_conv_scope_like_flop_counter():
+    from torch.utils.flop_counter import flop_registry
+
+    # flex_attention is a higher-order op, not an aten op: it refuses meta tensors, so it never reaches a formula.
+    counted = {op.__name__ for op in flop_registry if not op.__name__.endswith("backward")} - {"flex_attention"}
+    assert {name for name in counted if lookup(name)[1] != "conv"} == set()
+
+
+def test_sdpa_on_meta_counts_the_math_decomposition_exactly():
+    class Attend(nn.Module):
+        def forward(self, x):
+            q = x.view(2, 5, 3, 8).transpose(1, 2)  # batch 2, 3 heads, L=5, E=8
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    fc = cnnprof.count_flops(Attend(), (2, 5, 24), scope="all")
+    assert fc.uncounted == ()
+    assert dataclasses.replace(fc, scope="conv").macs == 2 * 3 * 5 * 5 * 8 * 2  # Q K^T and A V
+    # all scope adds the scaling of q and k (1 op per element each) and the softmax (3 ops per score).
+    assert fc.other_ops == 2 * (2 * 3 * 5 * 8) + 3 * (2 * 3 * 5 * 5)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_transposed_conv_costs_the_same_under_inference_mode(dims):
+    conv = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose1d
+    model = conv(4, 6, 3, stride=2, groups=2, bias=False).to("meta").eval()
+    x = torch.empty(1, 4, *(5,) * dims, device="meta")
+    macs = []
+    for ctx in (torch.no_grad, torch.inference_mode):
+        counter = OpCounter()
+        with ctx(), counter:
+            model(x)
+        assert not counter.uncounted
+        macs.append(sum(m for m, _, _ in counter.acc.values()))
+    assert macs == [4 * 5 ** dims * 3 * 3 ** dims] * 2  # every input meets C_out/groups = 3 filters of 3^d
+
+
+def test_nearest_upsampling_is_free_and_bilinear_is_priced():
+    class Up(nn.Module):
+        def forward(self, x):
+            near = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+            return near + torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear")
+
+    fc = cnnprof.count_flops(Up(), (1, 3, 4, 4), scope="all")
+    assert fc.uncounted == ()
+    assert {s.name: (s.macs, s.ops) for s in fc.by_type()} == {"interpolation": (4 * 3 * 64, 0),
+                                                                "element-wise": (0, 3 * 64)}
+
+
+class SelfAttention(nn.Module):
+    """scaled_dot_product_attention over 3 heads (batch 2, L=5, E=8)."""
+
+    def forward(self, x):
+        q = x.view(2, 5, 3, 8).transpose(1, 2)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+
+class MultiHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(24, 4, batch_first=True)  # fast path: even heads, batch first
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("model, fused_op", [(SelfAttention, "_scaled_dot_product_flash_attention_for_cpu"),
+                                             (MultiHead, "_native_multi_head_attention")])
+def test_fused_attention_costs_what_its_math_decomposition_costs(model, fused_op):
+    def conv_macs(net, x):
+        counter = OpCounter()
+        with torch.no_grad(), counter:
+            net(x)
+        assert not counter.uncounted
+        ops = {op for _, op, _, _ in counter.acc}
+        return sum(m for (_, _, _, scope), (m, _, _) in counter.acc.items() if scope == "conv"), ops
+
+    net = model().eval()
+    fused, fused_ops = conv_macs(net, torch.randn(2, 5, 24))  # real CPU tensors take the fused kernel
+    math, math_ops = conv_macs(net.to("meta"), torch.empty(2, 5, 24, device="meta"))  # meta: decomposition
+    assert fused_op in fused_ops and fused_op not in math_ops
+    assert fused == math

@@ -1,0 +1,85 @@
+"""Optional: torchvision's and timm's models, counted against torch.utils.flop_counter.FlopCounterMode.
+
+Skipped unless torchvision (and, for its part, timm) is importable; CI installs neither. To run it:
+`pip install torchvision timm && pytest tests/test_real_models.py` (about 9 minutes on 2 cores).
+
+For every torchvision classification, segmentation and video model and one or more models of each timm
+family below: no op runs uncounted in the `all` scope, and the `conv`-scope MACs are exactly
+FlopCounterMode's total / 2 (it counts 2 FLOPs per MAC). FlopCounterMode runs with grad enabled and the
+math attention backend: it has no formula for the fused CPU attention kernel
+(`_scaled_dot_product_flash_attention_for_cpu`), and the math backend is what cnnprof sees on meta.
+Detection models are not here: their data-dependent ops (nonzero, NMS) cannot run on meta.
+"""
+import dataclasses
+
+import pytest
+import torch
+
+import cnnprof
+
+torchvision = pytest.importorskip("torchvision")
+from torchvision import models as tvm  # noqa: E402
+
+IMAGE, VIDEO = (1, 3, 224, 224), (1, 3, 16, 112, 112)
+# Models whose input size is fixed by their architecture (positional embeddings, pooling windows).
+SHAPES = {"inception_v3": (1, 3, 299, 299), "mvit_v1_b": (1, 3, 16, 224, 224), "mvit_v2_s": (1, 3, 16, 224, 224),
+          "s3d": (1, 3, 16, 224, 224), "swin3d_t": (1, 3, 16, 224, 224), "swin3d_s": (1, 3, 16, 224, 224),
+          "swin3d_b": (1, 3, 16, 224, 224)}
+TORCHVISION = ([(name, IMAGE, {}) for name in tvm.list_models(module=tvm)]
+               + [(name, IMAGE, {"weights_backbone": None}) for name in tvm.list_models(module=tvm.segmentation)]
+               + [(name, VIDEO, {}) for name in tvm.list_models(module=tvm.video)])
+
+# At least one model per timm family: CNNs, ViTs, hierarchical and hybrid transformers, MLPs, pool-formers.
+# Not here: sequencer2d_s (an LSTM per row and column; agrees, but its unrolled steps take 25-100 s to count).
+TIMM = """
+resnet50 resnet18d seresnext26d_32x4d efficientnet_b0 efficientnetv2_rw_t tf_efficientnet_lite0 mobilenetv3_small_100
+mobilenetv3_large_100 mobilenetv4_conv_small convnext_atto convnext_tiny convnextv2_atto vit_tiny_patch16_224
+vit_small_patch16_224 deit_tiny_patch16_224 deit_tiny_distilled_patch16_224 deit3_small_patch16_224
+swin_tiny_patch4_window7_224 swinv2_tiny_window8_256 swinv2_cr_tiny_ns_224 regnetx_002 regnety_002 regnetz_b16
+levit_128s levit_conv_128s coatnet_0_rw_224 maxvit_tiny_rw_224 maxxvit_rmlp_nano_rw_256 poolformer_s12
+poolformerv2_s12 mixer_s16_224 resmlp_12_224 gmlp_ti16_224 beit_base_patch16_224 eva02_tiny_patch14_224
+cait_xxs24_224 xcit_nano_12_p16_224 crossvit_tiny_240 coat_lite_tiny pvt_v2_b0 twins_svt_small mobilevit_xxs
+mobilevitv2_050 edgenext_xx_small efficientformer_l1 efficientformerv2_s0 fastvit_t8 repvit_m0_9 tiny_vit_5m_224
+davit_tiny focalnet_tiny_srf gcvit_xxtiny nest_tiny inception_next_tiny volo_d1_224 nfnet_l0 dm_nfnet_f0
+hrnet_w18_small dla34 cspresnet50 rexnet_100 ghostnet_100 ghostnetv2_100 res2net50_14w_8s resnest14d skresnet18
+efficientvit_b0 efficientvit_m0 hgnetv2_b0 starnet_s1 pit_ti_224 convit_tiny visformer_tiny hiera_tiny_224
+inception_v3 xception41 densenet121 vgg11 mambaout_femto rdnet_tiny nextvit_small fasternet_t0 dpn68
+tresnet_m
+""".split()
+
+
+def _build(factory):
+    """The model on meta when its constructor allows it, else on the CPU (torchvision's RegNet inits in place)."""
+    try:
+        with torch.device("meta"):
+            return factory().eval()
+    except (NotImplementedError, RuntimeError):
+        return factory().eval()
+
+
+def _flop_counter_macs(model, shape) -> float:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = model.to("meta")
+    with FlopCounterMode(display=False) as mode, sdpa_kernel(SDPBackend.MATH):
+        model(torch.empty(shape, device="meta"))
+    return mode.get_total_flops() / 2
+
+
+def _check(model, shape):
+    fc = cnnprof.count_flops(model, shape, scope="all")
+    assert fc.uncounted == ()
+    assert dataclasses.replace(fc, scope="conv").macs == _flop_counter_macs(model, shape)
+
+
+@pytest.mark.parametrize("name, shape, kwargs", TORCHVISION, ids=[case[0] for case in TORCHVISION])
+def test_torchvision_model_is_fully_counted_and_agrees_with_flop_counter(name, shape, kwargs):
+    _check(_build(lambda: tvm.get_model(name, **kwargs)), SHAPES.get(name, shape))
+
+
+@pytest.mark.parametrize("name", TIMM)
+def test_timm_model_is_fully_counted_and_agrees_with_flop_counter(name):
+    timm = pytest.importorskip("timm")
+    model = _build(lambda: timm.create_model(name, pretrained=False))
+    _check(model, (1, *model.pretrained_cfg["input_size"]))
