@@ -33,7 +33,7 @@ def test_every_command_has_help_for_every_option(cli):
     from cnnprof.cli import app
 
     group = typer.main.get_command(app)
-    assert set(group.commands) == {"list", "params", "flops", "compare", "bench"}
+    assert set(group.commands) == {"list", "params", "flops", "compare", "bench", "sweep", "match", "search"}
     for name, command in group.commands.items():
         assert command.help, name
         assert cli(name, "--help").exit_code == 0

@@ -7,7 +7,7 @@ Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an in
 """
 from __future__ import annotations
 
-from cnnprof.cli import bench, compare, flops, list_cmd, params  # noqa: F401 - each registers its command
+from cnnprof.cli import bench, compare, flops, list_cmd, match, params, search, sweep  # noqa: F401 - each registers its command
 from cnnprof.cli.common import app
 
 __all__ = ["app", "main"]
