@@ -43,11 +43,12 @@ def search(
                                                   "--stats.")] = Sampler.auto,
     out: Annotated[Optional[str], typer.Option("--out", metavar="DIR", show_default=False,
                                                help="Where trials.json, trials.csv, the Pareto configs and the "
-                                                    "study database go (default: search-SPACE).")] = None,
+                                                    "study journal go (default: search-SPACE).")] = None,
     storage: Annotated[Optional[str], typer.Option(metavar="URL", show_default=False,
-                                                   help="Optuna storage (default sqlite:///OUT/study.db). Rerunning "
-                                                        "resumes it; a shared database URL (e.g. postgresql://...) "
-                                                        "lets several machines fill one study.")] = None,
+                                                   help="Optuna storage: a database URL (sqlite:///study.db, "
+                                                        "postgresql://...) or a journal file path (default "
+                                                        "OUT/study.log). Rerunning resumes it; a shared database "
+                                                        "URL lets several machines fill one study.")] = None,
     study_name: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the space's name).",
                                                       show_default=False)] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes counting trials in parallel (default: CPU cores; "
@@ -94,7 +95,7 @@ def search(
                             min_time=min_time)
         result = _with_progress(lambda cb: run_search(
             sp, objectives, constraints, trials=trials, seed=seed, sampler=sampler.value,
-            storage=storage or f"sqlite:///{out_dir / 'study.db'}", study_name=study_name, workers=workers,
+            storage=storage or str(out_dir / "study.log"), study_name=study_name, workers=workers,
             settings=settings, convention=convention.value, stats=stats, progress=cb), "Searching")
         configs = {} if stats else write_configs(result, sp, out_dir / "pareto")
         rows = trial_rows(result, configs)
