@@ -134,3 +134,145 @@ def test_match_bad_input_is_one_line_exit_2(cli, args, message):
         pytest.skip("needs a machine without CUDA")
     result = cli("match", "resnext50", *args)
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- search
+
+SMALL_SPACE = """
+name: small
+base: mobilenet_v1
+knobs:
+  width_mult: {type: float, low: 0.25, high: 1.0}
+  resolution: {type: int, low: 96, high: 224, step: 32}
+  stages.3.depth: {type: categorical, choices: [2, 4, 6]}
+"""
+
+
+@pytest.fixture
+def small_space(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_SPACE)
+    return str(path)
+
+
+def search_json(cli, space, out, *args):
+    result = cli("search", "--space", space, "--out", str(out), "--workers", "1", "--format", "json", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_search_respects_constraints_and_writes_rebuildable_configs(cli, small_space, tmp_path):
+    rows = search_json(cli, small_space, tmp_path / "out", "--trials", "12", "--seed", "3", "--constraint", "macs<=150M",
+                       "--constraint", "params<=2M", "--minimize", "params", "--maximize", "macs")
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        assert r["feasible"] == (r["macs"] <= 150e6 and r["params"] <= 2e6)
+    front = [r for r in rows if r["pareto"]]
+    assert front and all(r["feasible"] for r in front)
+    assert json.loads((tmp_path / "out" / "trials.json").read_text()) == rows
+    assert (tmp_path / "out" / "trials.csv").read_text().count("\n") == 13
+    for r in front:  # each chosen architecture is a standalone config that rebuilds to the same counts
+        counted = cli.json("flops", r["config"])[0]
+        assert (counted["params"], counted["macs"]) == (r["params"], r["macs"])
+        assert counted["input_shape"][-1] == r["resolution"]
+
+
+def test_search_is_reproducible_with_seed_whatever_the_workers(cli, small_space, tmp_path):
+    args = ("--trials", "10", "--seed", "7", "--minimize", "params", "--maximize", "macs")
+    first = search_json(cli, small_space, tmp_path / "a", *args)
+    result = cli("search", "--space", small_space, "--out", str(tmp_path / "b"), "--workers", "2", "--format", "json",
+                 *args)
+    second = json.loads(result.stdout)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "config"} for r in rows]  # noqa: E731
+    assert strip(first) == strip(second)
+    third = search_json(cli, small_space, tmp_path / "c", "--trials", "10", "--seed", "8", "--minimize", "params",
+                        "--maximize", "macs")
+    assert strip(third) != strip(first)
+
+
+def test_search_resumes_a_stored_sqlite_study(cli, small_space, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ("--storage", storage, "--seed", "1", "--minimize", "macs")
+    first = search_json(cli, small_space, tmp_path / "o", "--trials", "5", *args)
+    result = cli("search", "--space", small_space, "--out", str(tmp_path / "o"), "--workers", "1", "--trials", "9",
+                 *args)
+    assert result.exit_code == 0 and "This run: 4 trials" in result.stdout
+    resumed = search_json(cli, small_space, tmp_path / "o", "--trials", "9", *args)  # complete: runs nothing
+    assert [r["trial"] for r in resumed] == list(range(9))
+    same = lambda rows: [(r["trial"], r["width_mult"], r["resolution"], r["params"], r["macs"]) for r in rows]  # noqa: E731
+    assert same(resumed[:5]) == same(first)  # the stored trials, not new ones
+    other = cli("search", "--space", small_space, "--out", str(tmp_path / "o"), "--trials", "9", "--storage", storage,
+                "--maximize", "macs")
+    assert other.exit_code == 2 and "other objectives" in other.stderr
+
+
+def test_invalid_samples_are_failed_trials(cli, tmp_path):
+    space = tmp_path / "groups.yaml"
+    space.write_text("base: resnet50\nknobs:\n  groups: {type: categorical, choices: [1, 3, 32]}\n")
+    rows = search_json(cli, str(space), tmp_path / "o", "--trials", "8", "--seed", "0", "--minimize", "macs",
+                       "--sampler", "random")
+    bad = [r for r in rows if r["groups"] == 3]
+    assert bad and all(r["status"] == "invalid" and not r["feasible"] and not r["pareto"] and "groups" in r["error"]
+                       for r in bad)
+    assert any(r["status"] == "ok" for r in rows)
+
+
+def test_shipped_spaces_search_and_stats(cli, tmp_path):
+    rows = search_json(cli, "configs/spaces/regnet.yaml", tmp_path / "r", "--trials", "6", "--seed", "0",
+                       "--constraint", "macs<=400M", "--maximize", "macs", "--minimize", "params")
+    assert {"depth", "w_0", "w_a", "w_m", "group_width"} <= set(rows[0])
+    assert all(8 <= r["w_a"] <= 256 and r["w_0"] % 8 == 0 and r["group_width"] in (1, 2, 4, 8, 16, 32) for r in rows)
+    assert all(r["macs"] <= 400e6 for r in rows if r["pareto"])
+    plot = tmp_path / "edf.png"
+    result = cli("search", "--space", "mobilenet_v2", "--out", str(tmp_path / "m"), "--workers", "1", "--trials", "6",
+                 "--seed", "0", "--stats", "--constraint", "macs<=300M", "--plot", str(plot), "--format", "markdown")
+    assert result.exit_code == 0, result.stderr
+    assert "Design-space statistics of mobilenet_v2" in result.stdout and "| macs |" in result.stdout
+    assert "of valid samples satisfy macs<=300M" in result.stdout and plot.stat().st_size > 1000
+    trials = json.loads((tmp_path / "m" / "trials.json").read_text())
+    assert {r["stages.1.out_channels"] for r in trials} <= {0.5, 0.75, 1.0, 1.25, 1.5}
+
+
+def test_space_multipliers_scale_the_base_config():
+    from cnnprof.design.space import load_space
+
+    space = load_space("configs/spaces/mobilenet_v2.yaml")
+    raw = space.config_raw({"stages.2.out_channels": 1.5, "stages.2.depth": 0.5, "stages.3.kernel_size": 5})
+    assert raw["stages"][2]["out_channels"] == 48 and raw["stages"][2]["depth"] == 2  # 32 x 1.5; ceil(3 x 0.5)
+    assert raw["stages"][3]["kernel_size"] == 5 and "aliases" not in raw
+    config = space.config({"stages.3.kernel_size": 5})
+    assert dict(config.stages[3].blocks[0].args)["kernel_size"] == 5
+
+
+@pytest.mark.parametrize("space, args, message", [
+    ("base: mobilenet_v1\nknobs:\n  widht_mult: {type: float, low: 0.5, high: 1.0}\n", [], "unknown knob"),
+    ("base: mobilenet_v1\nknobs:\n  width_mult: {type: float, low: 1.0, high: 0.5}\n", [], "empty range"),
+    ("base: mobilenet_v1\nknobs:\n  resolution: {type: int, low: 96, high: 224, step: 0}\n", [], "step"),
+    ("base: mobilenet_v1\nknobs:\n  resolution: {type: categorical, choices: []}\n", [], "non-empty list"),
+    ("base: nonet\nknobs:\n  width_mult: {type: float, low: 0.5, high: 1.0}\n", [], "neither a zoo model"),
+    ("base: mobilenet_v1\nknobs: [width_mult\n", [], "small.yaml:"),
+    ("base: mobilenet_v1\nknobs:\n  width_mult: {type: float, low: 0.5, high: 1.0}\n", ["--constraint", "macs<400 apples"],
+     "--constraint"),
+    ("base: mobilenet_v1\nknobs:\n  width_mult: {type: float, low: 0.5, high: 1.0}\n", ["--constraint", "latency<=15ms"],
+     "add --bench"),
+    ("base: mobilenet_v1\nknobs:\n  width_mult: {type: float, low: 0.5, high: 1.0}\n", ["--minimize", "accuracy"],
+     "unknown metric"),
+])
+def test_search_bad_input_is_one_line_exit_2(cli, tmp_path, space, args, message):
+    path = tmp_path / "small.yaml"
+    path.write_text(space)
+    result = cli("search", "--space", str(path), "--out", str(tmp_path / "o"), "--trials", "2", "--minimize", "params",
+                 *args)
+    assert result.exit_code == 2, result.stdout
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_design_commands_import_nothing_heavy_for_help():
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from cnnprof.cli import app; "
+            "[CliRunner().invoke(app, [c, '--help']) for c in ('sweep', 'match', 'search')]; "
+            "print(sorted(m for m in ('torch', 'optuna', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
