@@ -20,6 +20,8 @@ SCRIPTS = [
     ("Meta-device counting at an impossible size", "meta_memory.py", [], []),
     ("CPU timing accuracy vs torch.utils.benchmark (interleaved, one process)", "timer_accuracy.py",
      ["--rounds", "12", "--min-time", "2"], ["--rounds", "2", "--min-time", "1"]),
+    ("Design commands: sweep grid vs import torch, search trials/s on the RegNet space", "design_speed.py",
+     ["--runs", "3", "--trials", "200"], ["--runs", "1", "--trials", "40"]),
 ]
 
 

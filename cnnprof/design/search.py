@@ -137,7 +137,7 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     pool = _pool(workers) if workers > 1 and not settings.bench else None
     try:
         while True:
-            done = len(study.get_trials(deepcopy=False, states=finished))
+            done = len(_counted(study, finished))
             if progress:
                 progress(min(done, trials), trials)
             if done >= trials:
@@ -158,12 +158,17 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    records = tuple(_record(t, space, constraints) for t in study.get_trials(deepcopy=False, states=finished))
+    records = tuple(_record(t, space, constraints) for t in _counted(study, finished))
     return SearchResult(space=space.name, space_source=space.source, study_name=study_name, storage=storage or "memory",
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
                         elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1)
+
+
+def _counted(study: Any, finished: tuple) -> list[Any]:
+    """Finished trials that were evaluated: a trial failed by an interruption does not use up the budget."""
+    return [t for t in study.get_trials(deepcopy=False, states=finished) if "cnnprof" in t.user_attrs]
 
 
 def open_storage(storage: str | None) -> Any:
@@ -229,10 +234,8 @@ def _tell(study: Any, trial: Any, point: Point, objectives, constraints, convent
 
 
 def _record(t: Any, space: Space, constraints: Sequence[Constraint]) -> TrialRecord:
-    attrs = t.user_attrs.get("cnnprof") or {}
-    point = Point(tuple(t.params.items()), **{k: attrs.get(k) for k in POINT_FIELDS if k in attrs})
-    if "status" not in attrs:
-        point = Point(tuple(t.params.items()), status="invalid", error="interrupted before it was counted")
+    attrs = t.user_attrs["cnnprof"]
+    point = Point(tuple(t.params.items()), **{k: attrs.get(k) for k in POINT_FIELDS})
     feasible = point.ok and t.values is not None and all(
         c.satisfied(metric_value(point, c.metric)) for c in constraints)
     return TrialRecord(t.number, point.knobs, point, feasible, tuple(t.values) if t.values is not None else None)

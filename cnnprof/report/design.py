@@ -294,6 +294,8 @@ def plot_pareto(result: Any, path: str) -> None:
         front = [result.trial(n) for n in result.pareto]
         ax.plot([xy(t, 0) for t in front], [xy(t, 1) for t in front], "o-", color="tab:blue", markersize=4,
                 label="Pareto front")
+        ax.set_xscale("log")  # complexity spans orders of magnitude over a design space
+        ax.set_yscale("log")
         ax.set_xlabel(f"{objs[0][0]} ({unit(objs[0][0])}, {objs[0][1]})")
         ax.set_ylabel(f"{objs[1][0]} ({unit(objs[1][0])}, {objs[1][1]})")
         ax.legend(fontsize=8)
@@ -315,6 +317,8 @@ def plot_stats(result: Any, stats: list[Any], path: str) -> None:
             if c.metric == d.metric:
                 ax.axvline(c.bound * scale, color="tab:red", linestyle="--", linewidth=1, label=c.text)
                 ax.legend(fontsize=8)
+        if d.values[0] > 0 and d.values[-1] / d.values[0] > 100:
+            ax.set_xscale("log")
         ax.set_xlabel(f"{d.metric} ({unit})")
         ax.set_ylabel("cumulative prob.")
         ax.grid(True, alpha=0.3)
