@@ -31,8 +31,7 @@ def point_row(p: Any, convention: str) -> dict[str, Any]:
 
 
 def metric_columns(convention: str, scope: str, acts: bool, latency: bool) -> list[Column]:
-    cols = [Column("params", "Params", si), Column("params_m", "Params (M)", fixed(2)),
-            Column("macs", "MACs", si), Column("macs_m", "MACs (M)", fixed(0))]
+    cols = [Column("params", "Params", si), Column("macs", "MACs", si)]
     if scope == "all" or convention != "macc":
         cols.append(Column("flops", f"FLOPs [{convention}]", si))
     if acts:
@@ -43,8 +42,7 @@ def metric_columns(convention: str, scope: str, acts: bool, latency: bool) -> li
 
 
 def _display(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "params_m": None if row["params"] is None else row["params"] / 1e6,
-            "macs_m": None if row["macs"] is None else row["macs"] / 1e6}
+    return row
 
 
 def sweep_report(result: Any, convention: str) -> Report:
@@ -153,8 +151,8 @@ def match_report(result: Any) -> Report:
     cols += [Column("deviation", f"{m} vs target", lambda v: "-" if v is None else f"{100 * v:+.2f}%"),
              Column("method", "Search", justify="left"), Column("evaluations", "Evals", integer)]
     target = _metric_text(m, result.target)
-    title = (f"Iso-{m} match of {result.model}: {result.knob} closest to {result.reference}'s {m} ({target}) — "
-             f"scope: {SCOPE_TEXT[s.scope]}")
+    title = (f"Iso-{m}: {result.model}'s {result.knob} closest to {result.reference} ({target} {m}); "
+             f"scope {s.scope}")
     table = Table(title, cols, rows)
     table.notes = [f"{', '.join(f'{k}={v}' for k, v in r.fixed) or result.knob}: {r.note}"
                    for r in result.rows if r.note]
