@@ -247,6 +247,8 @@ def test_space_multipliers_scale_the_base_config():
 @pytest.mark.parametrize("space, args, message", [
     ("base: mobilenet_v1\nknobs:\n  widht_mult: {type: float, low: 0.5, high: 1.0}\n", [], "unknown knob"),
     ("base: mobilenet_v1\nknobs:\n  width_mult: {type: float, low: 1.0, high: 0.5}\n", [], "empty range"),
+    ("base: mobilenet_v1\nknobs:\n  stages.1.kernal_size: {type: categorical, choices: [3, 5]}\n", [],
+     "not an argument of block 'depthwise_separable'"),
     ("base: mobilenet_v1\nknobs:\n  resolution: {type: int, low: 96, high: 224, step: 0}\n", [], "step"),
     ("base: mobilenet_v1\nknobs:\n  resolution: {type: categorical, choices: []}\n", [], "non-empty list"),
     ("base: nonet\nknobs:\n  width_mult: {type: float, low: 0.5, high: 1.0}\n", [], "neither a zoo model"),

@@ -128,9 +128,28 @@ def load_space(path: str | Path) -> Space:
         if name not in settable and _get(raw, name) is _MISSING:
             raise fail(key, f"unknown knob; {base} has params {', '.join(sorted(settable))}, or give a dotted "
                             f"path like stages.1.depth")
+        if name not in settable and _get(raw, name) is None:
+            _check_new_key(fail, key, raw, str(name))
         knobs.append(_knob(fail, key, str(name), spec, raw, settable))
     return Space(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                  source=str(path), base=base, raw=raw, knobs=tuple(knobs))
+
+
+def _check_new_key(fail, key: str, raw: dict, name: str) -> None:
+    """A knob that adds a key to a stage (e.g. stages.1.kernel_size) must name an argument of its block."""
+    from cnnprof.config import STAGE_META_KEYS
+    from cnnprof.models.blocks import block_arguments, get_block
+
+    parts = name.split(".")
+    if len(parts) != 3 or parts[0] != "stages" or not isinstance(raw.get("stages"), list):
+        raise fail(key, "no such key in the base config")
+    stage = _get(raw, ".".join(parts[:2]))
+    try:
+        allowed = block_arguments(get_block(str(stage.get("block")))) | STAGE_META_KEYS
+    except KeyError as exc:
+        raise fail(key, exc.args[0]) from None
+    if parts[2] not in allowed:
+        raise fail(key, f"not an argument of block '{stage.get('block')}'; allowed: {', '.join(sorted(allowed))}")
 
 
 def _knob(fail, key: str, name: str, spec: Any, raw: dict, settable: dict) -> Knob:
