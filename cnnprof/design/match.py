@@ -100,7 +100,7 @@ def match(spec: str, knob: str, metric: str = "macs", *, reference: str | None =
         label = resolve(spec, fixed).label
     except CnnprofError:
         label = spec
-    return MatchResult(label, knob, metric, convention, float(target), reference or f"{target:g}", ref_point,
+    return MatchResult(label, knob, metric, convention, float(target), reference or "the target", ref_point,
                        settings, tuple(rows))
 
 
