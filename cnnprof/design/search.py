@@ -191,6 +191,10 @@ def _pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    import cnnprof.analysis.flops  # noqa: F401 - imported before forking, so no worker imports torch again
+    import cnnprof.analysis.params  # noqa: F401
+    import cnnprof.models.builder  # noqa: F401
+
     # fork: children inherit the imported torch and cnnprof (no re-import per worker).
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
