@@ -33,7 +33,8 @@ def test_every_command_has_help_for_every_option(cli):
     from cnnprof.cli import app
 
     group = typer.main.get_command(app)
-    assert set(group.commands) == {"list", "params", "flops", "compare", "bench", "device", "roofline"}
+    assert set(group.commands) == {"list", "params", "flops", "compare", "bench", "device", "roofline", "sweep",
+                                   "match", "search"}
     for name, command in group.commands.items():
         assert command.help, name
         assert cli(name, "--help").exit_code == 0
@@ -187,11 +188,11 @@ def test_run_wide_set_key_a_model_lacks_names_that_model(cli):
 def test_compare_lists_uncounted_ops(cli, tmp_path):
     path = tmp_path / "odd.py"
     path.write_text("import torch\nclass Odd(torch.nn.Module):\n    def forward(self, x):\n"
-                    "        return torch.cumsum(torch.nn.functional.relu(x), 1)\n")
-    rows = cli.json("compare", "resnet18", f"{path}:Odd", "--resolution", "32")
-    assert rows[0]["uncounted_ops"] == {} and rows[1]["uncounted_ops"] == {"cumsum": 1}
-    out = cli("compare", "resnet18", f"{path}:Odd", "--resolution", "32").stdout
-    assert "no formula (not counted): cumsum ×1" in out
+                    "        return torch.linalg.cross(torch.nn.functional.relu(x), x, dim=1)\n")
+    rows = cli.json("compare", "resnet18", f"{path}:Odd", "--input-shape", "1,3,32,32")
+    assert rows[0]["uncounted_ops"] == {} and rows[1]["uncounted_ops"] == {"linalg_cross": 1}
+    out = cli("compare", "resnet18", f"{path}:Odd", "--input-shape", "1,3,32,32").stdout
+    assert "no formula (not counted): linalg_cross ×1" in out
 
 
 @pytest.mark.parametrize("args, message", [

@@ -7,7 +7,9 @@ Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an in
 """
 from __future__ import annotations
 
-from cnnprof.cli import bench, compare, device, flops, list_cmd, params, roofline  # noqa: F401 - each registers its command
+# Each module registers its command.
+from cnnprof.cli import (  # noqa: F401
+    bench, compare, device, flops, list_cmd, match, params, roofline, search, sweep)
 from cnnprof.cli.common import app
 
 __all__ = ["app", "main"]

@@ -22,7 +22,7 @@ MAX_RATIO = 64.0
 INT_RANGES = {
     "in_channels": (1, MAX_CHANNELS), "out_channels": (1, MAX_CHANNELS), "expanded_channels": (1, MAX_CHANNELS),
     "stride": (1, MAX_KERNEL), "kernel_size": (1, MAX_KERNEL), "padding": (0, MAX_KERNEL),
-    "groups": (1, MAX_CHANNELS), "group_width": (1, MAX_CHANNELS),
+    "groups": (1, MAX_CHANNELS), "group_width": (1, MAX_CHANNELS), "width_per_group": (1, MAX_CHANNELS),
     "se_divisor": (1, MAX_KERNEL),
 }
 # name -> (low, high, low excluded, high excluded) for numbers.

@@ -12,7 +12,7 @@ import typing
 import torch
 from torch import nn
 
-from cnnprof.models.arguments import argument_problem
+from cnnprof.models.arguments import MAX_CHANNELS, argument_problem
 from cnnprof.models.layers import (
     ChannelShuffle,
     ConvNormAct,
@@ -114,6 +114,8 @@ class Bottleneck(nn.Module):
     group_width gives RegNet's X block (Radosavovic et al., 2020), se_ratio adds squeeze-and-excitation.
 
     bottleneck_ratio: inner width / out_channels (ResNet 0.25, ResNeXt-50 32x4d 0.5, RegNet 1.0).
+    width_per_group: ResNeXt's d as torchvision's base_width: the inner width becomes
+    int(out_channels * bottleneck_ratio * width_per_group / 64) * groups (ResNeXt-50 32x4d: ratio 0.25, d 4).
     stride_in_1x1: stride in the first 1x1 conv as in the ResNet paper (3.86 GMACs for ResNet-50);
     the default strides in the 3x3 conv like torchvision and ResNeXt (4.09 GMACs).
     se_placement: "output" (SENet: after the last BN, before the addition) or "bottleneck" (RegNetY:
@@ -122,10 +124,18 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, bottleneck_ratio: float = 0.25,
                  groups: int = 1, group_width: int | None = None, stride_in_1x1: bool = False,
-                 activation: str = "relu", se_ratio: float = 0.0, se_placement: str = "output",
+                 width_per_group: int | None = None, activation: str = "relu", se_ratio: float = 0.0, se_placement: str = "output",
                  se_base: str = "mid", se_divisor: int = 1, se_activation: str = "relu", se_gate: str = "sigmoid"):
         super().__init__()
         width = int(round(out_channels * bottleneck_ratio))
+        if width_per_group is not None:
+            if group_width or width_per_group < 1:
+                raise ValueError(f"width_per_group={width_per_group}: must be >= 1 and not combined with group_width")
+            # torchvision's ResNeXt: width = int(planes * (base_width / 64.)) * groups, planes = out * ratio.
+            width = int(out_channels * bottleneck_ratio * (width_per_group / 64.0)) * groups
+            if not 1 <= width <= MAX_CHANNELS:
+                raise ValueError(f"width_per_group={width_per_group} x groups={groups} gives a bottleneck of {width} "
+                                 f"channels, not 1..{MAX_CHANNELS:,}")
         if group_width:
             if width % group_width:
                 raise ValueError(f"group_width={group_width} does not divide the bottleneck width {width}")

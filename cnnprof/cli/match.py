@@ -1,0 +1,73 @@
+"""`cnnprof match`."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
+from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, PlotOpt, _with_progress
+from cnnprof.cli.common import Device
+
+
+class MatchMetric(str, Enum):
+    macs = "macs"
+    params = "params"
+    acts = "acts"
+    latency = "latency"
+
+
+@app.command()
+def match(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name, YAML config or module:callable to adjust.")],
+    vary: Annotated[str, typer.Option("--vary", metavar="KNOB", help="The numeric knob to adjust (integer or float, as "
+                                                                   "its value in the config or --range).")],
+    to: Annotated[Optional[str], typer.Option("--to", metavar="MODEL", help="Reference model whose cost to match.",
+                                              show_default=False)] = None,
+    target: Annotated[Optional[str], typer.Option("--target", metavar="VALUE", show_default=False,
+                                                  help="Or a cost to match, e.g. 400M (macs/params) or 15ms.")] = None,
+    set_: GridOpt = None,
+    metric: Annotated[MatchMetric, typer.Option(help="What to match: macs, params, acts, or latency (measured; "
+                                                     "implies running the model).")] = MatchMetric.macs,
+    range_: Annotated[Optional[str], typer.Option("--range", metavar="LOW:HIGH", show_default=False,
+                                                  help="Bracket to search (default: grow from the config's value).")] = None,
+    tol: Annotated[float, typer.Option(min=1e-9, help="Float knobs: stop bisecting at this relative width.")] = 1e-3,
+    convention: ConventionOpt = Convention.macc,
+    scope: ScopeOpt = Scope.conv,
+    resolution: ResolutionOpt = None,
+    device: DeviceOpt = Device.cpu,
+    min_time: BenchTimeOpt = 0.5,
+    plot: PlotOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Find the knob value that makes MODEL cost what a reference costs (iso-complexity, ResNeXt Table 2)."""
+
+    def body() -> int:
+        from cnnprof.design.match import match as run_match, parse_range
+        from cnnprof.design.metrics import Settings, parse_constraint
+        from cnnprof.design.sweep import parse_axes
+        from cnnprof.report.design import check_plot_path, match_report, plot_match
+        from cnnprof.report.render import emit
+
+        check_plot_path(plot)
+        bench = metric is MatchMetric.latency
+        if bench:
+            from cnnprof.analysis.runtime import check_device
+
+            check_device(device.value)
+        value = None if target is None else parse_constraint(f"{metric.value}<={target}").bound
+        axes, fixed = parse_axes(set_)
+        settings = Settings(scope=scope.value, resolution=resolution, bench=bench, device=device.value,
+                            min_time=min_time)
+        result = _with_progress(lambda cb: run_match(
+            model, vary, metric.value, reference=to, target=value, axes=axes, fixed=fixed, bounds=parse_range(range_),
+            settings=settings, convention=convention.value, tol=tol, progress=cb), "Matching")
+        emit(fmt.value, *match_report(result))
+        if plot:
+            plot_match(result, plot)
+            err.print(f"wrote {plot}", markup=False)
+        return 0 if any(r.value is not None for r in result.rows) else 2
+
+    guard(body)

@@ -1,0 +1,194 @@
+"""What a design point costs: one evaluation (params, MACs, acts, latency) and the metric registry.
+
+Add a metric by adding one entry to METRICS (e.g. "latency_pred" once the runtime model exists: a
+Metric whose `need` names the measurement and whose `value` reads it off the Point).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+from cnnprof.errors import CnnprofError, first_line
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluated configuration: knob values and its raw counts (None where not measured)."""
+
+    knobs: tuple[tuple[str, Any], ...]
+    status: str = "ok"  # ok | invalid (the config or model failed to build/run) | error (measurement failed)
+    error: str | None = None
+    params: int | None = None
+    macs: int | None = None  # multiply-accumulates in the requested scope
+    other_ops: int | None = None  # non-MAC ops in the requested scope (scope "all")
+    acts: int | None = None  # output activations, once FlopCount carries them (see _acts below)
+    latency_s: float | None = None  # measured median latency (--bench)
+    extra: tuple[tuple[str, Any], ...] = field(default=())  # further measurements (e.g. a predicted latency)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def knob(self, name: str) -> Any:
+        return dict(self.knobs)[name]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named cost: how to read it from a Point, its unit, and what must be measured to get it."""
+
+    name: str
+    unit: str  # "" for counts (K/M/G suffixes), "s" for times (ms/us suffixes)
+    need: str  # "count" (meta-device counting) or "bench" (measured on a device)
+    value: Callable[[Point, str], float | None]  # (point, convention) -> value
+    help: str
+
+
+def _flops_or_macs(p: Point, convention: str) -> float | None:
+    from cnnprof.analysis.conventions import to_flops
+
+    return None if p.macs is None else to_flops(p.macs, p.other_ops or 0, convention)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("params", "", "count", lambda p, c: p.params, "parameters"),
+    Metric("macs", "", "count", lambda p, c: p.macs, "multiply-accumulates (scope as --scope)"),
+    Metric("flops", "", "count", _flops_or_macs, "FLOPs under --convention and --scope"),
+    Metric("acts", "", "count", lambda p, c: p.acts, "output activations of conv/linear layers"),
+    Metric("latency", "s", "bench", lambda p, c: p.latency_s, "measured median latency (runs the model)"),
+    # "latency_pred": Metric("latency_pred", "s", "predict", lambda p, c: dict(p.extra).get("latency_pred"), ...)
+)}
+
+
+def get_metric(name: str) -> Metric:
+    """Metric by name; unknown names raise listing the valid ones."""
+    if name not in METRICS:
+        raise CnnprofError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How points are measured: counting scope and input, and the benchmark protocol when latency is needed."""
+
+    scope: str = "conv"
+    resolution: int | None = None
+    batch_size: int = 1
+    bench: bool = False
+    device: str = "cpu"
+    warmup: float = 0.2
+    min_time: float = 0.5
+    min_runs: int = 5
+    threads: int | None = None
+
+
+def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Settings(),
+             knobs: Mapping[str, Any] | None = None) -> Point:
+    """Build `spec` with `overrides` on the meta device and count it; bench it when settings.bench.
+
+    A config or model that fails (invalid knob combination, shape error) gives status "invalid" with
+    its one-line message instead of raising, so one bad point never loses a sweep or a search."""
+    from cnnprof.analysis.flops import count_flops
+    from cnnprof.analysis.params import count_params
+    from cnnprof.models.spec import resolve
+
+    knobs = tuple((knobs if knobs is not None else overrides).items())
+    try:
+        source = resolve(spec, overrides)
+        model = source.build("meta")
+        shape = list(source.default_input_shape)
+        shape[0] = settings.batch_size
+        if settings.resolution is not None and len(shape) >= 3:
+            shape[2:] = [settings.resolution] * (len(shape) - 2)
+        fc = count_flops(replace(source, module=model), tuple(shape), scope=settings.scope)
+        point = Point(knobs, params=count_params(model).total, macs=fc.macs, other_ops=fc.other_ops,
+                      acts=_acts(fc))
+    except CnnprofError as exc:
+        return Point(knobs, status="invalid", error=first_line(exc))
+    except Exception as exc:  # noqa: BLE001 - a user's model failing is reported as theirs, per point
+        return Point(knobs, status="invalid", error=f"{type(exc).__name__}: {first_line(exc)}")
+    if settings.bench:
+        point = _bench(point, source, tuple(shape), settings)
+    return point
+
+
+def _acts(fc: Any) -> int | None:
+    # ACTS: FlopCount gains `acts` on another branch; until then this stays None and "acts" is unavailable.
+    return getattr(fc, "acts", None)
+
+
+def _bench(point: Point, source: Any, shape: tuple[int, ...], s: Settings) -> Point:
+    from cnnprof.analysis.runtime import benchmark
+
+    result = benchmark(source, shape, device=s.device, threads=s.threads, warmup=s.warmup, min_time=s.min_time,
+                       min_runs=s.min_runs)
+    if result.status != "ok":
+        return replace(point, status="error", error=result.error)
+    return replace(point, latency_s=result.median_s)
+
+
+def metric_value(point: Point, metric: str, convention: str = "macc") -> float | None:
+    """The value of a metric at a point (None when it was not measured or the point failed)."""
+    return get_metric(metric).value(point, convention) if point.ok else None
+
+
+def require(metric: str, settings: Settings, points: list[Point] | None = None) -> None:
+    """Raise (exit 2) when a metric cannot be had with these settings."""
+    m = get_metric(metric)
+    if m.need == "bench" and not settings.bench:
+        raise CnnprofError(f"metric {metric!r} is measured: add --bench")
+    if metric == "acts" and points and all(p.ok and p.acts is None for p in points):
+        raise CnnprofError("metric 'acts' is not available in this build (FlopCount has no activation count yet)")
+
+
+# ----------------------------------------------------------------------------- constraints
+
+_UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+_CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*([a-zA-Zµ]*)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """metric op bound, e.g. macs <= 400e6 or latency <= 0.015 (seconds)."""
+
+    metric: str
+    op: str
+    bound: float
+    text: str
+
+    def violation(self, value: float) -> float:
+        """<= 0 when satisfied (Optuna's constraints_func convention), else how far off, relative to the bound."""
+        scale = abs(self.bound) or 1.0
+        return (value - self.bound) / scale if self.op in ("<=", "<") else (self.bound - value) / scale
+
+    def satisfied(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return {"<=": value <= self.bound, "<": value < self.bound,
+                ">=": value >= self.bound, ">": value > self.bound}[self.op]
+
+
+def parse_constraint(text: str) -> Constraint:
+    """'macs<=400M', 'params<=5M', 'latency<=15ms' -> Constraint; anything else raises one line."""
+    match = _CONSTRAINT.match(text)
+    if not match:
+        raise CnnprofError(f"--constraint {text!r}: expected METRIC<=VALUE[UNIT], e.g. macs<=400M, params<=5M, "
+                           f"latency<=15ms")
+    name, op, number, unit = match.groups()
+    metric = get_metric(name) if name in METRICS else None
+    if metric is None:
+        raise CnnprofError(f"--constraint {text!r}: unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+    units = _TIME_UNITS if metric.unit == "s" else _UNITS
+    if unit not in units or (metric.unit == "s" and not unit):
+        raise CnnprofError(f"--constraint {text!r}: unit {unit or '(none)'!r} does not fit {name}; use one of "
+                           f"{', '.join(u for u in units if u)}")
+    try:
+        bound = float(number) * units[unit]
+    except ValueError:
+        raise CnnprofError(f"--constraint {text!r}: {number!r} is not a number") from None
+    return Constraint(name, op, bound, text.strip())
