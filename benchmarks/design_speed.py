@@ -65,8 +65,8 @@ def main() -> None:
     print("| workers | storage | trials/s | wall time (s) |")
     print("|---:|---|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        for workers, storage, label in [(1, None, "journal file"), (cores, None, "journal file"),
-                                        (cores, "sqlite:///{dir}/study.db", "SQLite")]:
+        for workers, storage, label in [(1, None, "SQLite (default)"), (cores, None, "SQLite (default)"),
+                                        (cores, "{dir}/study.log", "journal file")]:
             rate, t = search_rate(args.trials, workers, storage, Path(tmp))
             print(f"| {workers} | {label} | {rate:.1f} | {t:.1f} |")
 

@@ -65,7 +65,7 @@ def run(device: str, batches: list[int], models: list[str], min_time: float, clo
 
     t0 = time.perf_counter()
     profile = calibrate(device, "float32")
-    out = [f"### {device}: {profile.name}, torch {profile.torch_version}, {profile.threads} threads\n",
+    out = [f"### {device}: {profile.name}, torch {profile.torch_version}, {profile.threads} thread{'' if profile.threads == 1 else 's'}\n",
            f"Calibration took {profile.seconds:.1f} s: peak {profile.peak('float32') / 1e9:,.1f} GFLOP/s (float32 "
            f"GEMM), bandwidth {profile.bandwidth / 1e9:,.1f} GB/s, ridge {profile.ridge():.1f} FLOP/B, per-op overhead "
            f"{profile.op_overhead_s * 1e6:.1f} µs, per-module {profile.module_overhead_s * 1e6:.2f} µs; "

@@ -31,7 +31,7 @@ def main() -> None:
     x = torch.randn(1, 3, 224, 224)
     gaps: dict[str, list[float]] = {name: [] for name in models}
     pooled: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in models}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}\n")
     print("| round | model | cnnprof median (ms) | cnnprof IQR | Timer median (ms) | Timer IQR | gap | counted |")
     print("|---:|---|---:|---:|---:|---:|---:|---|")
     for rnd in range(1, args.rounds + 1):

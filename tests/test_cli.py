@@ -316,6 +316,9 @@ def test_narrow_terminal_fits_and_has_no_trailing_spaces(monkeypatch):
     out = CliRunner().invoke(app, ["flops", "resnet18", "mobilenet_v2"], env={"COLUMNS": "60"}).stdout
     assert all(len(line) <= 60 and line == line.rstrip() for line in out.splitlines()), out
     assert "1.81 G" in out and "mobilenet_v2" in out
+    out = CliRunner().invoke(app, ["compare", "resnet50", "resnext50_32x4d"], env={"COLUMNS": "60"}).stdout
+    assert all(len(line) <= 60 and line == line.rstrip() for line in out.splitlines()), out
+    assert "1.03×" in out and "4.23 G" in out  # ratios keep their value, only the percentage is dropped
 
 
 def test_fvcore_out_of_memory_is_not_a_shape_error(cli, monkeypatch):

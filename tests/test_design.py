@@ -256,7 +256,7 @@ def test_space_multipliers_scale_the_base_config():
     ("base: mobilenet_v1\nknobs:\n  width_mult: {type: float, low: 0.5, high: 1.0}\n", ["--constraint", "macs<400 apples"],
      "--constraint"),
     ("base: mobilenet_v1\nknobs:\n  width_mult: {type: float, low: 0.5, high: 1.0}\n", ["--constraint", "latency<=15ms"],
-     "add --bench"),
+     "needs --bench (measure it) or --predict"),
     ("base: mobilenet_v1\nknobs:\n  width_mult: {type: float, low: 0.5, high: 1.0}\n", ["--minimize", "accuracy"],
      "unknown metric"),
 ])
@@ -278,3 +278,23 @@ def test_design_commands_import_nothing_heavy_for_help():
             "print(sorted(m for m in ('torch', 'optuna', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_latency_can_be_predicted_instead_of_measured(cli, small_space, tmp_path):
+    from cnnprof.analysis.device import datasheet
+    from cnnprof.analysis.latency import predict_latency
+
+    rows = cli.json("sweep", "mobilenet_v1", "--set", "width_mult=1,0.5", "--predict", "--device-spec", "h100")
+    expected = [1e3 * predict_latency("mobilenet_v1", None, datasheet("h100"), overrides={"width_mult": w}).best_s()
+                for w in (1.0, 0.5)]
+    assert [r["latency_ms"] for r in rows] == pytest.approx(expected, rel=1e-9)
+    assert expected[1] < expected[0]
+    match = cli.json("match", "resnext50", "--to", "resnet50", "--vary", "width_per_group", "--set", "groups=1",
+                     "--metric", "latency", "--predict", "--device-spec", "h100")[0]
+    assert match["width_per_group"] == 64 and match["deviation"] == 0  # C=1, d=64 is ResNet-50 itself
+    found = search_json(cli, small_space, tmp_path / "out", "--trials", "6", "--seed", "1", "--predict",
+                        "--device-spec", "h100", "--constraint", "latency<=1s", "--minimize", "latency")
+    assert all(r["latency_ms"] is not None and r["feasible"] == (r["latency_ms"] <= 1e3) for r in found)
+    for args in (["--predict", "--bench"], ["--device-spec", "h100"]):
+        result = cli("sweep", "mobilenet_v1", "--set", "width_mult=1,0.5", *args)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1

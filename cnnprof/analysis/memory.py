@@ -28,21 +28,8 @@ COPY_OPS = frozenset(("cat", "stack", "clone", "contiguous", "copy", "_to_copy",
 COPY_TYPE = "memory copy"
 
 
-@dataclass(frozen=True)
-class OpCall:
-    """One executed op: its cost, traffic and the shape facts the latency model looks up."""
-
-    module: str
-    op: str
-    type: str
-    macs: int
-    ops: int
-    acts: int
-    bytes_read: int
-    bytes_written: int
-    shape: tuple[int, ...] = ()  # output shape
-    kernel: tuple[int, ...] = ()  # conv / pool window
-    groups: int = 1
+class _Traffic:
+    """FLOPs, bytes and intensity of anything with macs, ops, bytes_read and bytes_written."""
 
     @property
     def flops(self) -> int:
@@ -60,7 +47,24 @@ class OpCall:
 
 
 @dataclass(frozen=True)
-class TrafficShare:
+class OpCall(_Traffic):
+    """One executed op: its cost, traffic and the shape facts the latency model looks up."""
+
+    module: str
+    op: str
+    type: str
+    macs: int
+    ops: int
+    acts: int
+    bytes_read: int
+    bytes_written: int
+    shape: tuple[int, ...] = ()  # output shape
+    kernel: tuple[int, ...] = ()  # conv / pool window
+    groups: int = 1
+
+
+@dataclass(frozen=True)
+class TrafficShare(_Traffic):
     """Totals of a group of op calls (a layer type, a stage, a module or the model)."""
 
     name: str
@@ -70,18 +74,6 @@ class TrafficShare:
     bytes_read: int
     bytes_written: int
     calls: int
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs + self.ops
-
-    @property
-    def bytes(self) -> int:
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def intensity(self) -> float:
-        return self.flops / self.bytes if self.bytes else 0.0
 
 
 @dataclass(frozen=True)

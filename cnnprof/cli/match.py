@@ -8,7 +8,8 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
-from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, PlotOpt, _with_progress
+from cnnprof.cli.device import DeviceSpecOpt
+from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, PlotOpt, PredictOpt, _with_progress, prediction_profile
 from cnnprof.cli.common import Device
 
 
@@ -29,14 +30,16 @@ def match(
     target: Annotated[Optional[str], typer.Option("--target", metavar="VALUE", show_default=False,
                                                   help="Or a cost to match, e.g. 400M (macs/params) or 15ms.")] = None,
     set_: GridOpt = None,
-    metric: Annotated[MatchMetric, typer.Option(help="What to match: macs, params, acts, or latency (measured; "
-                                                     "implies running the model).")] = MatchMetric.macs,
+    metric: Annotated[MatchMetric, typer.Option(help="What to match: macs, params, acts, or latency (measured by "
+                                                     "running the model, or predicted with --predict).")] = MatchMetric.macs,
     range_: Annotated[Optional[str], typer.Option("--range", metavar="LOW:HIGH", show_default=False,
                                                   help="Bracket to search (default: grow from the config's value).")] = None,
     tol: Annotated[float, typer.Option(min=1e-9, help="Float knobs: stop bisecting at this relative width.")] = 1e-3,
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
+    predict: PredictOpt = False,
+    device_spec: DeviceSpecOpt = None,
     device: DeviceOpt = Device.cpu,
     min_time: BenchTimeOpt = 0.5,
     plot: PlotOpt = None,
@@ -52,7 +55,8 @@ def match(
         from cnnprof.report.render import emit
 
         check_plot_path(plot)
-        bench = metric is MatchMetric.latency
+        profile = prediction_profile(predict, False, device.value, device_spec)
+        bench = metric is MatchMetric.latency and profile is None
         if bench:
             from cnnprof.analysis.runtime import check_device
 
@@ -60,7 +64,7 @@ def match(
         value = None if target is None else parse_constraint(f"{metric.value}<={target}").bound
         axes, fixed = parse_axes(set_)
         settings = Settings(scope=scope.value, resolution=resolution, bench=bench, device=device.value,
-                            min_time=min_time)
+                            min_time=min_time, profile=profile)
         result = _with_progress(lambda cb: run_match(
             model, vary, metric.value, reference=to, target=value, axes=axes, fixed=fixed, bounds=parse_range(range_),
             settings=settings, convention=convention.value, tol=tol, progress=cb), "Matching")

@@ -10,7 +10,8 @@ from typing_extensions import Annotated
 
 from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
 from cnnprof.cli.common import Device
-from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, PlotOpt, _with_progress
+from cnnprof.cli.device import DeviceSpecOpt
+from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, PlotOpt, PredictOpt, _with_progress, prediction_profile
 
 MetricList = Optional[list[str]]
 
@@ -36,19 +37,20 @@ def search(
                                                       "minimised first, then maximised.")] = None,
     constraint: Annotated[MetricList, typer.Option("--constraint", metavar="EXPR", show_default=False,
                                                    help="Budget (repeatable): macs<=400M, params<=5M, "
-                                                        "latency<=15ms (latency needs --bench).")] = None,
+                                                        "latency<=15ms (latency needs --bench or --predict).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed: the same seed gives the same trials.",
                                                 show_default=False)] = None,
     sampler: Annotated[Sampler, typer.Option(help="auto: NSGA-II for several objectives, TPE for one, random with "
                                                   "--stats.")] = Sampler.auto,
     out: Annotated[Optional[str], typer.Option("--out", metavar="DIR", show_default=False,
                                                help="Where trials.json, trials.csv, the Pareto configs and the "
-                                                    "study journal go (default: search-SPACE).")] = None,
+                                                    "study database go (default: search-SPACE).")] = None,
     storage: Annotated[Optional[str], typer.Option(metavar="URL", show_default=False,
-                                                   help="Optuna storage: a database URL (sqlite:///study.db, "
-                                                        "postgresql://...) or a journal file path (default "
-                                                        "OUT/study.log). Rerunning resumes it; a shared database "
-                                                        "URL lets several machines fill one study.")] = None,
+                                                   help="Optuna storage: a database URL (default "
+                                                        "sqlite:///OUT/study.db; postgresql://...) or a journal file "
+                                                        "path (about twice the trials/s of SQLite on 2 cores). "
+                                                        "Rerunning resumes it; a shared database URL lets several "
+                                                        "machines fill one study.")] = None,
     study_name: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the space's name).",
                                                       show_default=False)] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes counting trials in parallel (default: CPU cores; "
@@ -59,6 +61,8 @@ def search(
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
     bench: Annotated[bool, typer.Option("--bench", help="Measure each trial's latency (slow; one worker).")] = False,
+    predict: PredictOpt = False,
+    device_spec: DeviceSpecOpt = None,
     device: DeviceOpt = Device.cpu,
     min_time: BenchTimeOpt = 0.3,
     plot: PlotOpt = None,
@@ -92,10 +96,10 @@ def search(
 
             raise CnnprofError(f"--out {out_dir}: cannot create: {exc.strerror or exc}") from None
         settings = Settings(scope=scope.value, resolution=resolution, bench=bench, device=device.value,
-                            min_time=min_time)
+                            min_time=min_time, profile=prediction_profile(predict, bench, device.value, device_spec))
         result = _with_progress(lambda cb: run_search(
             sp, objectives, constraints, trials=trials, seed=seed, sampler=sampler.value,
-            storage=storage or str(out_dir / "study.log"), study_name=study_name, workers=workers,
+            storage=storage or f"sqlite:///{(out_dir / 'study.db').resolve()}", study_name=study_name, workers=workers,
             settings=settings, convention=convention.value, stats=stats, progress=cb), "Searching")
         configs = {} if stats else write_configs(result, sp, out_dir / "pareto")
         rows = trial_rows(result, configs)

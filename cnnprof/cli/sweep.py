@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
+from cnnprof.cli.device import DeviceSpecOpt
 from cnnprof.cli.common import (
     app, err, Format, Convention, Scope, Device, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard)
 
@@ -19,7 +20,26 @@ PlotOpt = Annotated[Optional[str], typer.Option(
     "--plot", metavar="FILE.png|.svg", help="Draw the result to an image file (matplotlib).", show_default=False)]
 BenchOpt = Annotated[bool, typer.Option("--bench", help="Also measure the median forward latency of every point "
                                                         "(runs the model; slow).")]
-DeviceOpt = Annotated[Device, typer.Option(help="With --bench: where to run the model.")]
+DeviceOpt = Annotated[Device, typer.Option(help="With --bench: where to run the model; with --predict: whose "
+                                                "profile to use.")]
+PredictOpt = Annotated[bool, typer.Option("--predict", help="Predict latency from the device profile (cnnprof device, "
+                                                            "see `cnnprof roofline`) instead of running the model.")]
+
+
+def prediction_profile(predict: bool, bench: bool, device: str, device_spec: str | None):
+    """The device profile latency is predicted from (None without --predict); --bench and --predict exclude
+    each other, and --device-spec needs --predict."""
+    from cnnprof.errors import CnnprofError
+
+    if predict and bench:
+        raise CnnprofError("--bench measures latency and --predict predicts it: give one of them")
+    if device_spec and not predict:
+        raise CnnprofError("--device-spec applies only with --predict; add --predict or drop it")
+    if not predict:
+        return None
+    from cnnprof.cli.device import profile_for
+
+    return profile_for(device, device_spec)
 BenchTimeOpt = Annotated[float, typer.Option("--min-time", min=0.0, help="With --bench: seconds of timed runs per point.")]
 
 
@@ -37,10 +57,12 @@ def sweep(
     resolution: ResolutionOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size N of the input.")] = 1,
     bench: BenchOpt = False,
+    predict: PredictOpt = False,
+    device_spec: DeviceSpecOpt = None,
     device: DeviceOpt = Device.cpu,
     min_time: BenchTimeOpt = 0.5,
     plot: PlotOpt = None,
-    y: Annotated[YAxis, typer.Option("--y", help="Plot's y axis: params, or latency (needs --bench).")] = YAxis.params,
+    y: Annotated[YAxis, typer.Option("--y", help="Plot's y axis: params, or latency (needs --bench or --predict).")] = YAxis.params,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Count (and optionally time) a model over a grid of knob values, e.g. MobileNet's width and resolution multipliers."""
@@ -53,15 +75,16 @@ def sweep(
         from cnnprof.report.render import emit
 
         check_plot_path(plot)
-        if y is YAxis.latency and not bench:
-            raise CnnprofError("--y latency needs --bench")
+        if y is YAxis.latency and not (bench or predict):
+            raise CnnprofError("--y latency needs --bench or --predict")
+        profile = prediction_profile(predict, bench, device.value, device_spec)
         if bench:
             from cnnprof.analysis.runtime import check_device
 
             check_device(device.value)
         axes, fixed = parse_axes(set_)
         settings = Settings(scope=scope.value, resolution=resolution, batch_size=batch_size, bench=bench,
-                            device=device.value, min_time=min_time)
+                            device=device.value, min_time=min_time, profile=profile)
         result = _with_progress(lambda cb: run_sweep(model, axes, fixed, settings, cb), "Sweeping")
         emit(fmt.value, *sweep_report(result, convention.value))
         if plot:

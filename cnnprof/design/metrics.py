@@ -1,7 +1,7 @@
 """What a design point costs: one evaluation (params, MACs, acts, latency) and the metric registry.
 
-Add a metric by adding one entry to METRICS (e.g. "latency_pred" once the runtime model exists: a
-Metric whose `need` names the measurement and whose `value` reads it off the Point).
+Add a metric by adding one entry to METRICS. "latency" is measured (`Settings.bench`) or predicted from a
+device profile without running the model (`Settings.profile`, cnnprof.analysis.latency), as the user asks.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ class Point:
     params: int | None = None
     macs: int | None = None  # multiply-accumulates in the requested scope
     other_ops: int | None = None  # non-MAC ops in the requested scope (scope "all")
-    acts: int | None = None  # output activations, once FlopCount carries them (see _acts below)
-    latency_s: float | None = None  # measured median latency (--bench)
+    acts: int | None = None  # output activations (pycls's definition)
+    latency_s: float | None = None  # measured median latency (--bench) or predicted latency (--predict)
     extra: tuple[tuple[str, Any], ...] = field(default=())  # further measurements (e.g. a predicted latency)
 
     @property
@@ -40,7 +40,7 @@ class Metric:
 
     name: str
     unit: str  # "" for counts (K/M/G suffixes), "s" for times (ms/us suffixes)
-    need: str  # "count" (meta-device counting) or "bench" (measured on a device)
+    need: str  # "count" (meta-device counting) or "bench" (measured on a device, or predicted)
     value: Callable[[Point, str], float | None]  # (point, convention) -> value
     help: str
 
@@ -56,8 +56,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("macs", "", "count", lambda p, c: p.macs, "multiply-accumulates (scope as --scope)"),
     Metric("flops", "", "count", _flops_or_macs, "FLOPs under --convention and --scope"),
     Metric("acts", "", "count", lambda p, c: p.acts, "output activations of conv/linear layers"),
-    Metric("latency", "s", "bench", lambda p, c: p.latency_s, "measured median latency (runs the model)"),
-    # "latency_pred": Metric("latency_pred", "s", "predict", lambda p, c: dict(p.extra).get("latency_pred"), ...)
+    Metric("latency", "s", "bench", lambda p, c: p.latency_s,
+           "median latency: measured (--bench, runs the model) or predicted (--predict, from the device profile)"),
 )}
 
 
@@ -84,6 +84,7 @@ class Settings:
     min_time: float = 0.5
     min_runs: int = 5
     threads: int | None = None
+    profile: Any = None  # a DeviceProfile: latency is predicted from it (no run) when bench is off
 
 
 def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Settings(),
@@ -106,19 +107,19 @@ def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Setti
             shape[2:] = [settings.resolution] * (len(shape) - 2)
         fc = count_flops(replace(source, module=model), tuple(shape), scope=settings.scope)
         point = Point(knobs, params=count_params(model).total, macs=fc.macs, other_ops=fc.other_ops,
-                      acts=_acts(fc))
+                      acts=fc.acts)
     except CnnprofError as exc:
         return Point(knobs, status="invalid", error=first_line(exc))
     except Exception as exc:  # noqa: BLE001 - a user's model failing is reported as theirs, per point
         return Point(knobs, status="invalid", error=f"{type(exc).__name__}: {first_line(exc)}")
     if settings.bench:
         point = _bench(point, source, tuple(shape), settings)
+    elif settings.profile is not None:
+        from cnnprof.analysis.latency import predict_latency
+
+        prediction = predict_latency(replace(source, module=model), tuple(shape), settings.profile)
+        point = replace(point, latency_s=prediction.best_s())
     return point
-
-
-def _acts(fc: Any) -> int | None:
-    # ACTS: FlopCount gains `acts` on another branch; until then this stays None and "acts" is unavailable.
-    return getattr(fc, "acts", None)
 
 
 def _bench(point: Point, source: Any, shape: tuple[int, ...], s: Settings) -> Point:
@@ -136,13 +137,12 @@ def metric_value(point: Point, metric: str, convention: str = "macc") -> float |
     return get_metric(metric).value(point, convention) if point.ok else None
 
 
-def require(metric: str, settings: Settings, points: list[Point] | None = None) -> None:
+def require(metric: str, settings: Settings) -> None:
     """Raise (exit 2) when a metric cannot be had with these settings."""
     m = get_metric(metric)
-    if m.need == "bench" and not settings.bench:
-        raise CnnprofError(f"metric {metric!r} is measured: add --bench")
-    if metric == "acts" and points and all(p.ok and p.acts is None for p in points):
-        raise CnnprofError("metric 'acts' is not available in this build (FlopCount has no activation count yet)")
+    if m.need == "bench" and not settings.bench and settings.profile is None:
+        raise CnnprofError(f"metric {metric!r} needs --bench (measure it) or --predict (predict it from the device "
+                           f"profile)")
 
 
 # ----------------------------------------------------------------------------- constraints

@@ -30,6 +30,7 @@ class Column:
     justify: str = "right"
     no_wrap: bool = False  # keep a left-justified cell on one line (bars)
     short: str = ""  # abbreviated header used when the table would not fit the terminal
+    short_fmt: Callable[[Any], str] | None = None  # shorter cells, with the abbreviated header
 
 
 @dataclass
@@ -66,6 +67,11 @@ def ratio(value: float | None) -> str:
     if value is None:
         return "ref"
     return f"{value:.2f}× {100 * (value - 1):+.1f}%"
+
+
+def ratio_short(value: float | None) -> str:
+    """1.035 -> '1.03×' (narrow terminals); None (the reference) -> 'ref'."""
+    return "ref" if value is None else f"{value:.2f}×"
 
 
 def fixed(digits: int) -> Callable[[Any], str]:
@@ -134,21 +140,22 @@ def stdout_console() -> Console:
     return console
 
 
-def _widest_line(col: Column, rows: list[dict[str, Any]]) -> int:
-    return max((len(line) for r in rows for line in col.fmt(r.get(col.key)).splitlines()), default=0)
+def _widest_line(fmt: Callable[[Any], str], key: str, rows: list[dict[str, Any]]) -> int:
+    return max((len(line) for r in rows for line in fmt(r.get(key)).splitlines()), default=0)
 
 
 def _rich_table(table: Table, short: bool) -> RichTable:
     rich_table = RichTable(caption=Text(table.caption) if table.caption else None, caption_justify="left",
                            header_style="bold")
-    for i, col in enumerate(table.columns):
+    fmts = [(col.short_fmt or col.fmt) if short else col.fmt for col in table.columns]
+    for i, (col, fmt) in enumerate(zip(table.columns, fmts)):
         header = (col.short or col.header) if short else col.header
         # Numbers, bars and the row's name stay on one line; descriptive text columns may wrap.
         keep = col.justify == "right" or col.no_wrap or i == 0
         rich_table.add_column(Text(header), justify=col.justify, no_wrap=keep,
-                              min_width=max(len(header), _widest_line(col, table.rows)) if keep else None)
+                              min_width=max(len(header), _widest_line(fmt, col.key, table.rows)) if keep else None)
     for row in table.rows:
-        rich_table.add_row(*(Text(col.fmt(row.get(col.key))) for col in table.columns))
+        rich_table.add_row(*(Text(fmt(row.get(col.key))) for col, fmt in zip(table.columns, fmts)))
     return rich_table
 
 

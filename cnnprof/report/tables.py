@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 from cnnprof.analysis.conventions import to_flops
 from cnnprof.analysis.types import module_depth
-from cnnprof.report.render import Column, Table, fixed, integer, percent, ratio, shape, si
+from cnnprof.report.render import Column, Table, fixed, integer, percent, ratio, ratio_short, shape, si
 
 CONVENTION_TEXT = {"macc": "macc (1 MAC = 1 FLOP)", "nvidia": "nvidia (1 MAC = 2 FLOPs)"}
 SCOPE_TEXT = {"conv": "conv (convolution and linear layers only)",
@@ -169,12 +169,13 @@ def compare_report(rows: list[dict[str, Any]], convention: str, scope: str, benc
     (if bench) latency, its interleaved ratio interval, status and noisy flag; the first row is the reference."""
     ref = rows[0]["model"] if rows else ""
     cols = [Column("model", "Model", justify="left"), Column("params", "Params", si),
-            Column("params_ratio", "vs ref", ratio), Column("flops", f"FLOPs [{convention}]", si, short="FLOPs"),
-            Column("flops_ratio", "vs ref", ratio), Column("acts", "Acts", si),
+            Column("params_ratio", "vs ref", ratio, short_fmt=ratio_short),
+            Column("flops", f"FLOPs [{convention}]", si, short="FLOPs"),
+            Column("flops_ratio", "vs ref", ratio, short_fmt=ratio_short), Column("acts", "Acts", si),
             Column("macs_per_param", "MACs/param", fixed(1), short="MAC/p")]
     if predict:
         cols += [Column("predicted_ms", "Predicted (ms)", fixed(2), short="Pred. ms"),
-                 Column("predicted_ratio", "vs ref", ratio)]
+                 Column("predicted_ratio", "vs ref", ratio, short_fmt=ratio_short)]
     if bench:
         cols += [Column("latency_ms", "Latency (ms)", fixed(2), short="Lat. ms"),
                  Column("latency_text", "vs ref [95% interval]", justify="left", short="vs ref"),
