@@ -135,6 +135,15 @@ def test_roofline_formats_carry_every_number(cli, spec_file):
     assert "| Stage | MACs | Bytes | FLOP/B | Attainable GFLOP/s | Bound |" in md and "| stage4 |" in md
 
 
+def test_roofline_takes_the_inputs_and_per_model_settings_of_every_command(cli, spec_file):
+    rows = cli.json("roofline", "resnet18", "resnet18@width_mult=0.5,label=half", "--input-shape", "1,3,64,64",
+                    "--by", "type", "--device-spec", spec_file)
+    assert [r["model"] for r in rows] == ["resnet18", "half"] and rows[1]["overrides"] == {"width_mult": 0.5}
+    small = predict_latency("resnet18", (1, 3, 64, 64), FIXED)
+    assert rows[0]["roofline_ms"] == pytest.approx(1e3 * small.roofline_s)
+    assert rows[1]["roofline_ms"] < rows[0]["roofline_ms"]
+
+
 def test_compare_predict_without_running(cli, spec_file):
     rows = cli.json("compare", "resnet50", "mobilenet_v2", "--predict", "--device-spec", spec_file)
     assert rows[0]["predicted_ms"] == pytest.approx(1e3 * predict_latency("resnet50", None, FIXED).roofline_s)

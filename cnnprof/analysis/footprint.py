@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode

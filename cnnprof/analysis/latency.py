@@ -280,11 +280,12 @@ def predict_ops(memory: MemoryProfile, profile: DeviceProfile, dtype: str | None
 
 
 def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profile: DeviceProfile,
-                    dtype: str = "float32", overrides: dict | None = None) -> LatencyPrediction:
-    """Predicted forward latency of `model` (nn.Module, spec or MemoryProfile) on `device_profile`."""
+                    dtype: str = "float32", overrides: dict | None = None, inputs: Any = None) -> LatencyPrediction:
+    """Predicted forward latency of `model` (nn.Module, spec or MemoryProfile) on `device_profile`; inputs as
+    in count_flops (one `input_shape`, or `inputs`, or the model's declared input)."""
     if isinstance(model, MemoryProfile):  # already counted: its bytes are at its own dtype
         return predict_ops(model, device_profile, model.dtype)
-    return predict_ops(analyze_memory(model, input_shape, dtype, overrides), device_profile, dtype)
+    return predict_ops(analyze_memory(model, input_shape, dtype, overrides, inputs=inputs), device_profile, dtype)
 
 
 # ----------------------------------------------------------------------------- model-level correction

@@ -6,9 +6,7 @@ Exit codes: 0 success; 1 a measurement failed (e.g. CUDA out of memory) or an in
 """
 from __future__ import annotations
 
-import math
 import os
-import re
 import sys
 from contextlib import redirect_stdout
 from dataclasses import replace
@@ -171,18 +169,6 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return dict(parse_override(item) for item in items or [])
 
 
-def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        dims = tuple(int(d) for d in re.split(r"[,x×]", text.strip()))
-    except ValueError:
-        raise CnnprofError(f"--input-shape {text!r}: expected integers like 1,3,224,224") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise CnnprofError(f"--input-shape {text!r}: every dimension must be a positive integer")
-    return dims
-
-
 def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int | None, explicit: Any):
     """The inputs a command uses (InputSpecs): explicit ones, else the model's declared input (config,
     example_inputs(), default_input_shape, timm pretrained_cfg) or 1x3x224x224, with batch/resolution applied.
@@ -198,14 +184,6 @@ def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int
             raise CnnprofError(f"{source.label}: --resolution: the declared input is nested; give --input-shape")
         return None
     return with_batch_and_resolution(as_specs(args, kwargs), batch_size, resolution)
-
-
-def input_shape(source: Any, batch_size: int | None, resolution: int | None, explicit: tuple[int, ...] | None):
-    """The first input's shape (see input_specs), for commands that take one input."""
-    if explicit is not None:
-        return tuple(explicit)
-    specs = input_specs(source, source.module, batch_size, resolution, None)
-    return specs[0].shape if specs else None
 
 
 def model_specs(models: list[str] | None) -> list[str]:
@@ -296,18 +274,6 @@ def guard(fn: Callable[[], int]) -> None:
         err.print("interrupted", markup=False)
         raise typer.Exit(INTERRUPTED)
     raise typer.Exit(code)
-
-
-def check_finite(name: str, value: float | None, cap: float) -> None:
-    """Durations must be finite and at most `cap` seconds (inf or nan would run forever)."""
-    if value is not None and not (math.isfinite(value) and 0 <= value <= cap):
-        raise CnnprofError(f"{name} {value}: expected a finite number of seconds between 0 and {cap:g}")
-
-
-def check_threads(threads: int | None) -> None:
-    cores = os.cpu_count() or 1
-    if threads is not None and not 1 <= threads <= cores:
-        raise CnnprofError(f"--threads {threads}: this machine has {cores} CPU core{'s' if cores != 1 else ''}")
 
 
 def single_batch_size(text: str, command: str) -> int:

@@ -8,7 +8,7 @@ from typing_extensions import Annotated
 
 from cnnprof.cli.bench import warn_settings
 from cnnprof.cli.common import (
-    app, print_error, err, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt,
+    app, print_error, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt,
     ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, parse_inputs, single_batch_size,
     model_args, for_each_model, guard, flops_of, add_overrides, open_output, emit_report, soft_interrupts,
     interrupt_requested, INTERRUPTED)

@@ -81,7 +81,9 @@ def resolve_arg(arg: ModelArg, label: str | None = None):
         if not arg.run_wide or not _resolves(arg, {}):
             raise
         own = {k for k, _ in arg.settings}
-        culprits = [f"{k}={v}" for k, v in arg.run_wide if k not in own and not _resolves(arg, dict([_parse(k, v)]))]
+        # Keys this model does not have; a bad value for a key it has keeps the loader's own message.
+        culprits = [f"{k}={v}" for k, v in arg.run_wide
+                    if k not in own and _missing(_error(arg, dict([_parse(k, v)])))]
         if not culprits:
             raise
         raise CnnprofError(f"{arg.spec}: run-wide --set {' '.join(culprits)} does not apply to this model ({exc}); "
@@ -96,12 +98,25 @@ def _parse(key: str, value: str):
     return parse_override(f"{key}={value}")
 
 
-def _resolves(arg: ModelArg, extra: dict[str, Any]) -> bool:
-    """Whether the model resolves with its own settings plus `extra` (to find the run-wide key to blame)."""
+def _error(arg: ModelArg, extra: dict[str, Any]) -> CnnprofError | None:
+    """The error of resolving the model with its own settings plus `extra` (None: it resolves)."""
     from cnnprof.models.spec import resolve
 
     try:
         resolve(arg.spec, {**extra, **arg.own_overrides()})
-    except CnnprofError:
-        return False
-    return True
+    except CnnprofError as exc:
+        return exc
+    return None
+
+
+def _resolves(arg: ModelArg, extra: dict[str, Any]) -> bool:
+    """Whether the model resolves with its own settings plus `extra` (to find the run-wide key to blame)."""
+    return _error(arg, extra) is None
+
+
+_MISSING = ("unknown key", "no such key", "unexpected keyword")
+
+
+def _missing(exc: CnnprofError | None) -> bool:
+    """True when `exc` says the model has no such setting (config key, dotted path or factory keyword)."""
+    return exc is not None and any(words in str(exc) for words in _MISSING)

@@ -10,7 +10,6 @@ from cnnprof.cli.common import (
     app, DepthOpt, layer_depth, Format, ParamsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, InputShapeOpt, InputOpt, parse_inputs,
     layer_shapes, model_args, for_each_model, guard,
     add_overrides, open_output, emit_report)
-from cnnprof.errors import CnnprofError
 
 
 @app.command()

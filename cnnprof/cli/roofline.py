@@ -8,8 +8,8 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, InputShapeOpt, parse_overrides,
-    parse_input_shape, model_specs, for_each_model, guard, input_shape)
+    app, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, InputShapeOpt, InputOpt, parse_inputs,
+    input_specs, model_args, add_overrides, for_each_model, guard)
 from cnnprof.cli.device import DeviceSpecOpt, profile_for
 from cnnprof.errors import CnnprofError
 
@@ -29,6 +29,7 @@ def roofline(
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size N of the input.")] = 1,
     resolution: ResolutionOpt = None,
     input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     by: Annotated[RooflineBy, typer.Option(help="Rows: layer (every op of every module), type (conv KxK, depthwise, "
                                                 "pointwise, ..., norm, activation) or stage.")] = RooflineBy.layer,
     plot: Annotated[Optional[str], typer.Option(metavar="FILE.png|FILE.svg", show_default=False,
@@ -40,25 +41,32 @@ def roofline(
     predicted time (roofline and calibrated) next to its share of MACs."""
 
     def body() -> int:
+        from dataclasses import replace
+
         from cnnprof.analysis.latency import predict_latency
-        from cnnprof.models.spec import resolve
+        from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.report.render import emit
         from cnnprof.report.roofline import plot_roofline, roofline_report
 
         if plot and not plot.lower().endswith((".png", ".svg")):
             raise CnnprofError(f"--plot {plot!r}: the file name must end in .png or .svg")
-        overrides, shape = parse_overrides(set_), parse_input_shape(input_shape_)
+        args, explicit = model_args(models, set_), parse_inputs(input_shape_, input_)
         profile = profile_for(device.value, device_spec, dtype.value)
+        overrides: dict[str, dict] = {}  # row label -> effective overrides
 
-        def work(spec: str):
-            source = resolve(spec, overrides)
-            return predict_latency(source, input_shape(source, batch_size, resolution, shape), profile, dtype.value)
+        def work(arg):
+            source = resolve_arg(arg)
+            overrides[source.label] = arg.overrides()
+            source = replace(source, module=source.build("meta"))  # built once, for its declared inputs too
+            specs = input_specs(source, source.module, batch_size, resolution, explicit)
+            return predict_latency(source, None, profile, dtype.value,
+                                   inputs=list(specs) if specs is not None else None)
 
-        preds, code = for_each_model(model_specs(models), work, "Placing on the roofline")
+        preds, code = for_each_model(args, work, "Placing on the roofline", name=lambda a: a.text)
         if preds:
             if plot:  # before the tables, so that `| head` does not lose the file
                 plot_roofline(preds, plot)
-            emit(fmt.value, *roofline_report(preds, by.value))
+            emit(fmt.value, *add_overrides(roofline_report(preds, by.value), overrides))
         return code
 
     guard(body)

@@ -5,7 +5,7 @@ matplotlib is imported only when a plot is asked for, with the Agg backend (no d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cnnprof.analysis.conventions import to_flops
 from cnnprof.errors import CnnprofError
