@@ -103,9 +103,8 @@ def test_all_scope_formulas_on_a_tiny_net():
     assert conv_only.macs == n * 4 * 9 + 2 * 4 * 3 and conv_only.other_ops == 0
 
 
-def test_composite_ops_under_inference_mode_cost_the_same_as_decomposed_ones():
-    model = cnnprof.build_model("mobilenet_v3_small").eval()
-    x = torch.zeros(1, 3, 64, 64)
+def macs_under_both_grad_modes(model, x) -> list[int]:
+    """MACs counted under no_grad (decomposed aten ops) and inference_mode (composite ops); none uncounted."""
     totals = []
     for ctx in (torch.no_grad, torch.inference_mode):
         counter = OpCounter()
@@ -113,6 +112,11 @@ def test_composite_ops_under_inference_mode_cost_the_same_as_decomposed_ones():
             model(x)
         assert not counter.uncounted
         totals.append(sum(macs for macs, _, _ in counter.acc.values()))
+    return totals
+
+
+def test_composite_ops_under_inference_mode_cost_the_same_as_decomposed_ones():
+    totals = macs_under_both_grad_modes(cnnprof.build_model("mobilenet_v3_small").eval(), torch.zeros(1, 3, 64, 64))
     assert totals[0] == totals[1] == cnnprof.count_flops("mobilenet_v3_small", (1, 3, 64, 64), scope="all").macs
 
 
@@ -373,14 +377,7 @@ def test_sdpa_on_meta_counts_the_math_decomposition_exactly():
 def test_transposed_conv_costs_the_same_under_inference_mode(dims):
     conv = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose1d
     model = conv(4, 6, 3, stride=2, groups=2, bias=False).to("meta").eval()
-    x = torch.empty(1, 4, *(5,) * dims, device="meta")
-    macs = []
-    for ctx in (torch.no_grad, torch.inference_mode):
-        counter = OpCounter()
-        with ctx(), counter:
-            model(x)
-        assert not counter.uncounted
-        macs.append(sum(m for m, _, _ in counter.acc.values()))
+    macs = macs_under_both_grad_modes(model, torch.empty(1, 4, *(5,) * dims, device="meta"))
     assert macs == [4 * 5 ** dims * 3 * 3 ** dims] * 2  # every input meets C_out/groups = 3 filters of 3^d
 
 

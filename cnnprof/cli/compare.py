@@ -12,7 +12,7 @@ from cnnprof.cli.common import (
     ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, parse_inputs, single_batch_size,
     model_args, for_each_model, guard, flops_of, add_overrides, open_output, emit_report, soft_interrupts,
     interrupt_requested, INTERRUPTED)
-from cnnprof.cli.device import DeviceSpecOpt, profile_for
+from cnnprof.cli.device import DeviceSpecOpt, requested_profile
 from cnnprof.errors import CnnprofError
 
 _BENCH = "With --bench: "
@@ -70,8 +70,6 @@ def compare(
         if given and not bench:
             raise CnnprofError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --bench; "
                                f"add --bench or drop {'it' if len(given) == 1 else 'them'}")
-        if device_spec and not predict:
-            raise CnnprofError("--device-spec applies only with --predict; add --predict or drop it")
         b = single_batch_size(batch_size, "compare") if batch_size is not None else None
         bench_opts = dict(dtype=(dtype or DType.float32).value, channels_last=bool(channels_last), threads=threads,
                           warmup=0.5 if warmup is None else warmup, min_time=1.0 if min_time is None else min_time,
@@ -87,7 +85,7 @@ def compare(
         args, writer = model_args(models, set_), open_output(output)
         inputs = parse_inputs(input_shape_, input_)
         sources: list[Any] = []
-        profile = profile_for(dev, device_spec) if predict else None
+        profile = requested_profile(predict, dev, device_spec)
 
         def work(arg) -> dict[str, Any]:
             source = resolve_arg(arg)

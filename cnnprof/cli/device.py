@@ -7,6 +7,7 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import app, err, Format, Device, DType, FormatOpt, guard
+from cnnprof.errors import CnnprofError
 
 DeviceSpecOpt = Annotated[Optional[str], typer.Option(
     "--device-spec", metavar="NAME|FILE.json", show_default=False,
@@ -51,6 +52,13 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
     return profile
 
 
+def requested_profile(predict: bool, device: str, spec: str | None) -> Any:
+    """The profile for --predict (None without it); --device-spec needs --predict."""
+    if spec and not predict:
+        raise CnnprofError("--device-spec applies only with --predict; add --predict or drop it")
+    return profile_for(device, spec) if predict else None
+
+
 @app.command("device")
 def device_cmd(
     device: Annotated[Device, typer.Option(help="Device to measure: cpu, or cuda (exit 2 if CUDA is not available).")] = Device.cpu,
@@ -69,7 +77,6 @@ def device_cmd(
     def body() -> int:
         from cnnprof.analysis.device import cached_profile, datasheet, load_profile_file, save_profile
         from cnnprof.analysis.runtime import check_device
-        from cnnprof.errors import CnnprofError
         from cnnprof.report.render import emit
         from cnnprof.report.roofline import device_report
 

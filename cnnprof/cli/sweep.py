@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from cnnprof.cli.device import DeviceSpecOpt
+from cnnprof.cli.device import DeviceSpecOpt, requested_profile
+from cnnprof.errors import CnnprofError
 from cnnprof.cli.common import (
     app, err, Format, Convention, Scope, Device, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard)
 
@@ -24,23 +25,15 @@ DeviceOpt = Annotated[Device, typer.Option(help="With --bench: where to run the 
                                                 "profile to use.")]
 PredictOpt = Annotated[bool, typer.Option("--predict", help="Predict latency from the device profile (cnnprof device, "
                                                             "see `cnnprof roofline`) instead of running the model.")]
+BenchTimeOpt = Annotated[float, typer.Option("--min-time", min=0.0, help="With --bench: seconds of timed runs per point.")]
 
 
 def prediction_profile(predict: bool, bench: bool, device: str, device_spec: str | None):
-    """The device profile latency is predicted from (None without --predict); --bench and --predict exclude
-    each other, and --device-spec needs --predict."""
-    from cnnprof.errors import CnnprofError
-
+    """The device profile latency is predicted from (None without --predict); a design command measures
+    latency (--bench) or predicts it (--predict), not both."""
     if predict and bench:
         raise CnnprofError("--bench measures latency and --predict predicts it: give one of them")
-    if device_spec and not predict:
-        raise CnnprofError("--device-spec applies only with --predict; add --predict or drop it")
-    if not predict:
-        return None
-    from cnnprof.cli.device import profile_for
-
-    return profile_for(device, device_spec)
-BenchTimeOpt = Annotated[float, typer.Option("--min-time", min=0.0, help="With --bench: seconds of timed runs per point.")]
+    return requested_profile(predict, device, device_spec)
 
 
 class YAxis(str, Enum):
@@ -70,7 +63,6 @@ def sweep(
     def body() -> int:
         from cnnprof.design.metrics import Settings
         from cnnprof.design.sweep import parse_axes, sweep as run_sweep
-        from cnnprof.errors import CnnprofError
         from cnnprof.report.design import check_plot_path, plot_sweep, sweep_report
         from cnnprof.report.render import emit
 
