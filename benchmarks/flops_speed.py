@@ -15,7 +15,7 @@ import warnings
 import torch
 
 import cnnprof
-from cnnprof.config import zoo_names
+from cnnprof.models.zoo import zoo_names
 
 
 def median_time(fn, repeat: int) -> float:

@@ -1,11 +1,11 @@
 """How well params, MACs, acts, memory traffic and cnnprof's two latency predictions track measured latency.
 
 On this machine: calibrate the device once (peaks + single-layer micro-benchmarks of a synthetic grid,
-`cnnprof.analysis.latency.calibrate`), then measure every zoo model's forward latency (median,
+`cnnprof.predict.latency.calibrate`), then measure every zoo model's forward latency (median,
 cnnprof.benchmark protocol) at batch 1 and a larger batch, and predict it from the model's structure.
 The calibration never sees a zoo model, so the roofline and calibrated predictions are leave-one-model-out
 by construction. A third column adds a model-level correction (measured ~ a * conv/linear time + b * rest,
-`cnnprof.analysis.latency.fit_correction`) fitted, for each model, on the OTHER models' timings only. Reports Spearman rank correlation of measured latency with each
+`cnnprof.predict.latency.fit_correction`) fitted, for each model, on the OTHER models' timings only. Reports Spearman rank correlation of measured latency with each
 metric and the median / worst absolute error of both predictions. Prints Markdown.
 CPU always; CUDA (batch 1 and 64) too when a GPU is present.
 Run: .venv/bin/python benchmarks/latency_prediction.py [--quick] [--threads N] [--devices cpu,cuda]
@@ -48,7 +48,7 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 
 def thread_time_latency(source, shape, min_time: float) -> float:
     """Median CPU time of the calling thread per forward pass (single-threaded runs on a shared machine)."""
-    from cnnprof.analysis.device import time_call
+    from cnnprof.predict.device import time_call
 
     net = source.build("cpu")
     x = torch.randn(shape)
@@ -57,10 +57,10 @@ def thread_time_latency(source, shape, min_time: float) -> float:
 
 
 def run(device: str, batches: list[int], models: list[str], min_time: float, clock: str = "wall") -> list[str]:
-    from cnnprof.analysis.flops import count_flops
-    from cnnprof.analysis.latency import calibrate, fit_correction, predict_latency, split_calibrated
-    from cnnprof.analysis.params import count_params
-    from cnnprof.analysis.runtime import benchmark
+    from cnnprof.counting.flops import count_flops
+    from cnnprof.predict.latency import calibrate, fit_correction, predict_latency, split_calibrated
+    from cnnprof.counting.params import count_params
+    from cnnprof.timing.runtime import benchmark
     from cnnprof.models.spec import resolve
 
     t0 = time.perf_counter()
@@ -132,7 +132,7 @@ def run(device: str, batches: list[int], models: list[str], min_time: float, clo
 
 
 def main() -> None:
-    from cnnprof.config import zoo_names
+    from cnnprof.models.zoo import zoo_names
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_MODELS)}, batch 1, shorter timing")
@@ -150,7 +150,7 @@ def main() -> None:
     if args.clock == "thread":
         import time as _time
 
-        from cnnprof.analysis import device as dev
+        from cnnprof.predict import device as dev
 
         if torch.get_num_threads() != 1:
             parser.error("--clock thread needs --threads 1")

@@ -18,32 +18,39 @@ def build_model(spec, device=None, **overrides):
 
 def count_params(model):
     """Count parameters of an nn.Module (or a model spec); returns a frozen ParamCount."""
-    from cnnprof.analysis.params import count_params as _count
+    from cnnprof.counting.params import count_params as _count
+    from cnnprof.models.spec import resolve
 
-    return _count(model)
+    return _count(model if _is_module(model) else resolve(model))
 
 
 def count_flops(model, input_shape=None, scope="conv", backend="torch", *, inputs=None, **overrides):
-    """Count MACs of one forward pass; returns a frozen FlopCount (see cnnprof.analysis.flops).
+    """Count MACs of one forward pass; returns a frozen FlopCount (see cnnprof.counting.flops).
 
     `inputs`: a shape, a spec string ('1,128:int64'), a tensor (only its shape and dtype are used: counted
     on a meta stand-in, never run), a tuple of those (positional inputs) or a dict (keyword inputs)."""
-    from cnnprof.analysis.flops import count_flops as _count
+    from cnnprof.counting.flops import count_flops as _count
+    from cnnprof.models.spec import resolve
 
-    return _count(model, input_shape=input_shape, scope=scope, backend=backend, overrides=overrides,
-                  inputs=inputs)
+    return _count(resolve(model, overrides), input_shape=input_shape, scope=scope, backend=backend, inputs=inputs)
 
 
 def benchmark(model, input_shape=None, device="cpu", **options):
-    """Measure forward-pass latency; returns a frozen BenchResult (see cnnprof.analysis.runtime).
+    """Measure forward-pass latency; returns a frozen BenchResult (see cnnprof.timing.runtime).
     `inputs=` as in count_flops (shapes or specs; tensors of those shapes are made on the device)."""
-    from cnnprof.analysis.runtime import benchmark as _bench
+    from cnnprof.timing.runtime import benchmark as _bench
 
     return _bench(model, input_shape=input_shape, device=device, **options)
 
 
+def _is_module(model) -> bool:
+    from torch import nn
+
+    return isinstance(model, nn.Module)
+
+
 def list_models():
     """Zoo model names, sorted."""
-    from cnnprof.config import zoo_names
+    from cnnprof.models.zoo import zoo_names
 
     return zoo_names()

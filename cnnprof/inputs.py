@@ -11,7 +11,13 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
-from cnnprof.errors import CnnprofError
+import contextlib
+import sys
+from typing import Mapping
+
+from cnnprof.errors import CnnprofError, ModelSpecError, first_line
+
+DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
@@ -227,3 +233,31 @@ def materialize(args: tuple, kwargs: dict, real: bool = False, seed: int = 0) ->
         return leaf
 
     return tuple(make(a) for a in args), {k: make(v) for k, v in kwargs.items()}
+
+
+def quiet_stdout():
+    """User code may print while building or declaring inputs: keep stdout for cnnprof's data."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+def declared_inputs(model: Any) -> tuple[tuple, dict] | None:
+    """The input a model declares: `example_inputs()`, `default_input_shape`, or timm's
+    `pretrained_cfg["input_size"]` (C,H,W, batch 1 added); None if it declares none."""
+    example = getattr(model, "example_inputs", None)
+    if callable(example):
+        try:
+            with quiet_stdout():
+                return normalize(example())
+        except CnnprofError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's method failed
+            raise ModelSpecError(f"{type(model).__name__}.example_inputs() failed: {type(exc).__name__}: "
+                                 f"{first_line(exc)}") from None
+    shape = getattr(model, "default_input_shape", None)
+    if shape is not None and not callable(shape):
+        return normalize(shape)
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    size = cfg.get("input_size") if isinstance(cfg, Mapping) else None
+    if isinstance(size, (tuple, list)) and size and all(isinstance(d, int) for d in size):
+        return normalize((1, *size))
+    return None

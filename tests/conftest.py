@@ -6,7 +6,7 @@ import torch
 from typer.testing import CliRunner
 
 from cnnprof.cli import app
-from cnnprof.config import CONFIG_DIR
+from cnnprof.models.zoo import CONFIG_DIR
 
 GOLDEN = {k: v for k, v in json.loads((Path(__file__).parent / "golden.json").read_text()).items()
           if not k.startswith("_")}

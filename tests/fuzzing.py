@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from cnnprof.config import CONFIG_DIR, materialize
+from cnnprof.models.config import materialize
+from cnnprof.models.zoo import CONFIG_DIR
 
 ZOO_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
 SMALL = ["mobilenet_v3_small", "shufflenet_v2_x0_5", "resnet18", "regnet_x_400mf", "mnasnet1_0", "alexnet"]
@@ -136,9 +137,9 @@ def block_case_config(block: str, arg: str, value) -> dict:
 
 def run_config(raw_or_text, overrides=None, tmp: Path | None = None) -> str:
     """Load, build on meta and count a config; returns 'ok' or 'error' (one-line CnnprofError)."""
-    from cnnprof.analysis.flops import count_flops
-    from cnnprof.analysis.params import count_params
-    from cnnprof.config import load_config
+    from cnnprof.counting.flops import count_flops
+    from cnnprof.counting.params import count_params
+    from cnnprof.models.config import load_config
     from cnnprof.errors import CnnprofError
     from cnnprof.models.spec import ModelSource
 
@@ -181,7 +182,7 @@ def main(cases: int, seed: int, seconds: float) -> None:
 
     from typer.testing import CliRunner
 
-    from cnnprof.analysis.flops import count_flops  # noqa: F401 - import torch before any case's alarm
+    from cnnprof.counting.flops import count_flops  # noqa: F401 - import torch before any case's alarm
     from cnnprof.cli import app
     from cnnprof.models import builder  # noqa: F401
 

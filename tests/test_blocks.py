@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cnnprof.analysis.params import count_params
+from cnnprof.counting.params import count_params
 from cnnprof.models.blocks import BLOCKS, get_block
 from cnnprof.models.layers import se_channels
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 import cnnprof
-from cnnprof.config import load_config, parse_override, zoo_path
+from cnnprof.models.config import load_config, parse_override
+from cnnprof.models.zoo import zoo_path
 from cnnprof.errors import ConfigError, ModelSpecError
-from cnnprof.yaml_input import MAX_FILE_BYTES
+from cnnprof.models.yaml_input import MAX_FILE_BYTES
 
 MINIMAL = """
 name: tiny
@@ -244,12 +245,12 @@ def _zoo(tmp_path, monkeypatch, files: dict):
     zoo.mkdir()
     for name, text in files.items():
         (zoo / name).write_text(text)
-    monkeypatch.setattr("cnnprof.config.CONFIG_DIR", zoo)
+    monkeypatch.setattr("cnnprof.models.zoo.CONFIG_DIR", zoo)
     return zoo
 
 
 def test_config_dir_missing(tmp_path, monkeypatch, cli):
-    monkeypatch.setattr("cnnprof.config.CONFIG_DIR", tmp_path / "nope")
+    monkeypatch.setattr("cnnprof.models.zoo.CONFIG_DIR", tmp_path / "nope")
     with pytest.raises(ConfigError, match=r"nope: not a directory of zoo configs"):
         cnnprof.list_models()
     result = cli("params", "resnet18")
@@ -283,13 +284,13 @@ def test_config_dir_env_var_missing_dir_in_a_fresh_process(tmp_path):
 
 
 def test_no_import_cycle_between_config_and_models():
-    code = ("import sys, cnnprof.models.regnet, cnnprof.models.rounding, cnnprof.config; "
+    code = ("import sys, cnnprof.models.regnet, cnnprof.models.rounding, cnnprof.models.config; "
             "assert 'torch' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
     for module in ("regnet", "rounding"):
         tree = ast.parse((Path(cnnprof.__file__).parent / "models" / f"{module}.py").read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert "cnnprof.config" not in imported
+        assert "cnnprof.models.config" not in imported
 
 
 def test_model_spec_naming_a_fifo_is_an_error_not_a_hang(tmp_path, cli):

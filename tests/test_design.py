@@ -281,8 +281,8 @@ def test_design_commands_import_nothing_heavy_for_help():
 
 
 def test_latency_can_be_predicted_instead_of_measured(cli, small_space, tmp_path):
-    from cnnprof.analysis.device import datasheet
-    from cnnprof.analysis.latency import predict_latency
+    from cnnprof.predict.device import datasheet
+    from cnnprof.predict.latency import predict_latency
 
     rows = cli.json("sweep", "mobilenet_v1", "--set", "width_mult=1,0.5", "--predict", "--device-spec", "h100")
     expected = [1e3 * predict_latency("mobilenet_v1", None, datasheet("h100"), overrides={"width_mult": w}).best_s()

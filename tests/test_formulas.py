@@ -7,8 +7,8 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import cnnprof
-from cnnprof.analysis.flops import OpCounter
-from cnnprof.analysis.formulas import FORMULAS, lookup
+from cnnprof.counting.flops import OpCounter
+from cnnprof.counting.formulas import FORMULAS, lookup
 from cnnprof.models.blocks import get_block
 from tests.conftest import ZOO
 
@@ -194,7 +194,7 @@ FAST_CASES = [
 
 
 def test_fast_meta_outputs_match_torchs_meta_kernels():
-    from cnnprof.analysis.flops import fast_meta
+    from cnnprof.counting.flops import fast_meta
 
     for op, args in FAST_CASES:
         ours = fast_meta(op.overloadpacket.__name__, args)
@@ -207,7 +207,7 @@ def test_fast_meta_outputs_match_torchs_meta_kernels():
 
 @pytest.mark.parametrize("name", ZOO)
 def test_fast_path_does_not_change_any_count(monkeypatch, name):
-    import cnnprof.analysis.flops as flops
+    import cnnprof.counting.flops as flops
 
     fast = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
     monkeypatch.setattr(flops, "fast_meta", lambda *_: None)

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 import cnnprof
-from cnnprof.analysis.memory import analyze_memory
+from cnnprof.counting.traffic import analyze_memory
+from cnnprof.models.spec import resolve
 
 
 class Seq(nn.Module):
@@ -26,7 +27,7 @@ def one(module, shape, dtype="float32"):
 def test_resnet50_acts_match_pycls():
     # pycls dev/model_complexity.json: ResNet-50 at 224x224 has 11,315,688 activations.
     assert cnnprof.count_flops("resnet50").acts == 11_315_688
-    assert analyze_memory("resnet50").acts == 11_315_688
+    assert analyze_memory(resolve("resnet50")).acts == 11_315_688
 
 
 @pytest.mark.parametrize("layer, shape, acts", [
@@ -86,13 +87,13 @@ def test_add_and_cat_traffic():
 
 
 def test_views_move_nothing_and_totals_add_up():
-    m = analyze_memory("mobilenet_v2", (1, 3, 64, 64))
+    m = analyze_memory(resolve("mobilenet_v2"), (1, 3, 64, 64))
     assert {c.op for c in m.calls}.isdisjoint({"view", "flatten", "_unsafe_view", "reshape", "permute"})
     total = m.total()
     for groups in (m.by_type(), m.by_stage(), m.by_layer(), m.by_op()):
         assert sum(s.bytes for s in groups) == total.bytes and sum(s.macs for s in groups) == total.macs
     assert total.macs == cnnprof.count_flops("mobilenet_v2", (1, 3, 64, 64), scope="all").macs
-    assert analyze_memory("mobilenet_v2", (1, 3, 64, 64), "bfloat16").bytes * 2 == total.bytes
+    assert analyze_memory(resolve("mobilenet_v2"), (1, 3, 64, 64), "bfloat16").bytes * 2 == total.bytes
 
 
 def test_flops_and_compare_rows_carry_acts(cli):

@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from cnnprof.analysis.device import DeviceProfile, KindFit, cached_profile, datasheet, save_profile
-from cnnprof.analysis.latency import calibrate, fit_kind, predict_latency
+from cnnprof.predict.device import DeviceProfile, KindFit, cached_profile, datasheet, save_profile
+from cnnprof.predict.latency import calibrate, fit_kind, predict_latency
 from tests.conftest import cuda
 
 # 100 GFLOP/s and 10 GB/s: ridge at 10 FLOP/byte; 5 us per op.
@@ -67,7 +67,7 @@ def test_fit_kind_recovers_a_known_cost_model():
 
 
 def test_tiny_calibration_and_ctrl_c_keeps_what_was_measured(monkeypatch):
-    import cnnprof.analysis.microbench as mb
+    import cnnprof.predict.microbench as mb
 
     grid = mb.grid()
     monkeypatch.setattr(mb, "grid", lambda: [g for g in grid if g[0] == "activation"][:3]
@@ -176,8 +176,9 @@ def test_no_micro_benchmark_is_a_zoo_layer():
     """Leave-one-model-out by construction: the calibration grid shares no layer with any zoo model."""
     import torch
 
-    from cnnprof.analysis.microbench import grid as _grid
-    from cnnprof.analysis.memory import TrafficCounter, analyze_memory
+    from cnnprof.predict.microbench import grid as _grid
+    from cnnprof.counting.traffic import TrafficCounter, analyze_memory
+    from cnnprof.models.spec import resolve
     from tests.conftest import ZOO
 
     def signature(c):
@@ -191,12 +192,12 @@ def test_no_micro_benchmark_is_a_zoo_layer():
             fn()
         grid |= {signature(c) for c in counter.calls}
     for name in ZOO:
-        zoo = {signature(c) for c in analyze_memory(name).calls}
+        zoo = {signature(c) for c in analyze_memory(resolve(name)).calls}
         assert not grid & zoo, (name, grid & zoo)
 
 
 def test_model_level_correction_recovers_known_factors_and_splits_the_prediction():
-    from cnnprof.analysis.latency import fit_correction, split_calibrated
+    from cnnprof.predict.latency import fit_correction, split_calibrated
 
     samples = [(c, r, 1.2 * c + 2.0 * r) for c, r in [(10, 1), (3, 4), (50, 20), (1, 1)]]
     assert fit_correction(samples) == pytest.approx((1.2, 2.0))

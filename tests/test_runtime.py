@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import cnnprof
-from cnnprof.analysis.runtime import BenchResult, Environment, benchmark
+from cnnprof.timing.runtime import BenchResult, Environment, benchmark
 from tests.conftest import cuda
 
 ENV = Environment("x", "cpu", "cpu", 1, "float32", False, False, False)
@@ -169,7 +169,7 @@ def test_cuda_real_oom_is_a_row(cli):
 # --- issue 10: interleaved ratios, memory estimate, interruption ---------------------------------------------
 
 def test_ratio_interval_and_no_measurable_difference():
-    from cnnprof.analysis.interleave import ratio_stat
+    from cnnprof.timing.interleave import ratio_stat
 
     slower = ratio_stat([1.20, 1.22, 1.19, 1.21, 1.25, 1.18, 1.20, 1.23, 1.21, 1.19])
     assert slower.median == pytest.approx(1.205) and slower.low <= slower.median <= slower.high
@@ -179,7 +179,7 @@ def test_ratio_interval_and_no_measurable_difference():
 
 
 def test_interleaved_rounds_give_each_model_a_ratio_to_the_first():
-    from cnnprof.analysis.interleave import interleaved_benchmark
+    from cnnprof.timing.interleave import interleaved_benchmark
     from cnnprof.models.spec import resolve
 
     sources = [resolve("resnet18"), resolve("mobilenet_v3_small")]
@@ -190,7 +190,7 @@ def test_interleaved_rounds_give_each_model_a_ratio_to_the_first():
 
 
 def test_memory_estimate_refuses_what_cannot_fit_and_auto_batch_halves(cli, monkeypatch):
-    from cnnprof.analysis import footprint as memory
+    from cnnprof.counting import footprint as memory
     from cnnprof.models.spec import build_model
 
     meta = build_model("resnet18", "meta")
@@ -209,7 +209,7 @@ def test_memory_estimate_refuses_what_cannot_fit_and_auto_batch_halves(cli, monk
 
 
 def test_cpu_allocation_failure_is_an_oom_row():
-    from cnnprof.analysis.runtime import _failure
+    from cnnprof.timing.runtime import _failure
 
     exc = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
                        "to allocate 1099511627776 bytes")
@@ -251,7 +251,7 @@ def test_sigint_during_bench_keeps_finished_rows(tmp_path):
 
 
 def test_auto_batch_halves_after_a_real_out_of_memory_failure():
-    from cnnprof.analysis.interleave import interleaved_benchmark
+    from cnnprof.timing.interleave import interleaved_benchmark
     from cnnprof.models.spec import resolve
 
     results, _ = interleaved_benchmark([resolve(ExplodesAtBatch4())], [(16, 3, 16, 16)], auto_batch=True, **FAST)

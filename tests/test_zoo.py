@@ -4,7 +4,8 @@ import math
 import pytest
 
 import cnnprof
-from cnnprof.config import load_config, zoo_aliases, zoo_names, zoo_path
+from cnnprof.models.config import load_config
+from cnnprof.models.zoo import zoo_aliases, zoo_names, zoo_path
 from tests.conftest import GOLDEN, ZOO
 
 

@@ -64,8 +64,8 @@ def bench_cmd(
     Several models are timed interleaved in rounds, and their latency ratios to the first get an interval."""
 
     def body() -> int:
-        from cnnprof.analysis.interleave import interleaved_benchmark
-        from cnnprof.analysis.runtime import check_device, validate_timing
+        from cnnprof.timing.interleave import interleaved_benchmark
+        from cnnprof.timing.runtime import check_device, validate_timing
         from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.inputs import with_batch_and_resolution
         from cnnprof.report.tables import bench_report
@@ -134,7 +134,7 @@ def bench_cmd(
 def _profile(device: str):
     """This device's cached profile, or None with a note saying how to get one (a breakdown never waits
     for a calibration)."""
-    from cnnprof.analysis.device import cached_profile
+    from cnnprof.predict.device import cached_profile
 
     profile = cached_profile(device)
     if profile is None:
@@ -144,7 +144,7 @@ def _profile(device: str):
 
 def _predicted(results: list, sources: dict[str, Any], profile: Any, dtype: str):
     """(model, batch) -> predicted seconds per layer type on `profile`."""
-    from cnnprof.analysis.latency import predict_latency
+    from cnnprof.predict.latency import predict_latency
 
     out = {}
     for r in results:

@@ -164,7 +164,7 @@ OutputOpt = Annotated[Optional[str], typer.Option(
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    from cnnprof.config import parse_override
+    from cnnprof.models.config import parse_override
 
     return dict(parse_override(item) for item in items or [])
 
@@ -189,7 +189,7 @@ def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int
 def model_specs(models: list[str] | None) -> list[str]:
     if models:
         return models
-    from cnnprof.config import zoo_names
+    from cnnprof.models.zoo import zoo_names
 
     return zoo_names()
 
@@ -308,8 +308,8 @@ def add_overrides(report, by_label: dict[str, dict[str, Any]]):
 def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: int | None,
               resolution: int | None, inputs: Any = None, per_module: bool = False):
     """(FlopCount, params, params per module or None) for one model spec; `inputs`: explicit InputSpecs."""
-    from cnnprof.analysis.flops import count_flops
-    from cnnprof.analysis.params import count_params
+    from cnnprof.counting.flops import count_flops
+    from cnnprof.counting.params import count_params
     from cnnprof.models.spec import resolve
 
     source = resolve(spec, overrides)
@@ -328,7 +328,7 @@ def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: i
 def layer_shapes(source: Any, model: Any, inputs: Any) -> dict[str, tuple] | None:
     """{module path: (input shape, output shape)} from one counted forward pass on meta, or None if the model
     cannot run on meta (params never runs a model for real)."""
-    from cnnprof.analysis.flops import count_flops
+    from cnnprof.counting.flops import count_flops
 
     try:
         specs = input_specs(source, model, None, None, inputs)

@@ -76,7 +76,7 @@ def compare(
                           min_runs=min_runs or 5)
         dev = (device or Device.cpu).value
         if bench:
-            from cnnprof.analysis.runtime import check_device, validate_timing
+            from cnnprof.timing.runtime import check_device, validate_timing
 
             check_device(dev)
             validate_timing(bench_opts["warmup"], bench_opts["min_time"], bench_opts["min_runs"], threads,
@@ -98,7 +98,7 @@ def compare(
                    "macs_per_param": fc.macs / params_total if params_total else None,
                    "uncounted_ops": dict(fc.uncounted), "method": fc.method}
             if profile is not None:
-                from cnnprof.analysis.latency import predict_latency
+                from cnnprof.predict.latency import predict_latency
 
                 p = predict_latency(source, fc.input_shape, profile)
                 row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
@@ -145,7 +145,7 @@ def _ratios(rows: list[dict[str, Any]]) -> None:
 
 def _bench_rows(rows: list[dict[str, Any]], sources: list[Any], device: str, opts: dict[str, Any]) -> int:
     """Time every model interleaved in rounds; add latency, ratio interval, status and noisy flag to its row."""
-    from cnnprof.analysis.interleave import interleaved_benchmark
+    from cnnprof.timing.interleave import interleaved_benchmark
 
     with soft_interrupts():
         results, ratios = interleaved_benchmark([s for s, _ in sources], [shape for _, shape in sources], device,

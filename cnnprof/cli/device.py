@@ -19,7 +19,7 @@ def measure_with_progress(device: str, dtype: str = "float32", quick: bool = Fal
     """Run the calibration with a rich progress bar on stderr; Ctrl-C keeps what was measured."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cnnprof.analysis.latency import calibrate
+    from cnnprof.predict.latency import calibrate
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -33,8 +33,8 @@ def measure_with_progress(device: str, dtype: str = "float32", quick: bool = Fal
 
 def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
     """The profile a prediction uses: --device-spec, else the cached one, else measured now (and cached)."""
-    from cnnprof.analysis.device import resolve_profile, save_profile
-    from cnnprof.analysis.runtime import check_device
+    from cnnprof.predict.device import resolve_profile, save_profile
+    from cnnprof.timing.runtime import check_device
 
     if not spec:
         check_device(device)
@@ -75,8 +75,8 @@ def device_cmd(
     and per-module overhead, and a per-op-kind latency calibration; cached for later commands."""
 
     def body() -> int:
-        from cnnprof.analysis.device import cached_profile, datasheet, load_profile_file, save_profile
-        from cnnprof.analysis.runtime import check_device
+        from cnnprof.predict.device import cached_profile, datasheet, load_profile_file, save_profile
+        from cnnprof.timing.runtime import check_device
         from cnnprof.report.render import emit
         from cnnprof.report.roofline import device_report
 

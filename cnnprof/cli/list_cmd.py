@@ -9,7 +9,7 @@ from cnnprof.cli.common import (
 @app.command("list")
 def list_cmd(fmt: FormatOpt = Format.table) -> None:
     """List the zoo: name, aliases, family, paper and a one-line description."""
-    from cnnprof.config import zoo_info
+    from cnnprof.models.zoo import zoo_info
     from cnnprof.report.render import emit
     from cnnprof.report.tables import zoo_report
 

@@ -58,7 +58,7 @@ def match(
         profile = prediction_profile(predict, False, device.value, device_spec)
         bench = metric is MatchMetric.latency and profile is None
         if bench:
-            from cnnprof.analysis.runtime import check_device
+            from cnnprof.timing.runtime import check_device
 
             check_device(device.value)
         value = None if target is None else parse_constraint(f"{metric.value}<={target}").bound

@@ -28,12 +28,12 @@ class ModelArg:
 
     def overrides(self) -> dict[str, Any]:
         """Effective config overrides: the run-wide --set, then this model's own settings."""
-        from cnnprof.config import parse_override
+        from cnnprof.models.config import parse_override
 
         return dict(parse_override(f"{k}={v}") for k, v in (*self.run_wide, *self.settings))
 
     def own_overrides(self) -> dict[str, Any]:
-        from cnnprof.config import parse_override
+        from cnnprof.models.config import parse_override
 
         return dict(parse_override(f"{k}={v}") for k, v in self.settings)
 
@@ -93,7 +93,7 @@ def resolve_arg(arg: ModelArg, label: str | None = None):
 
 
 def _parse(key: str, value: str):
-    from cnnprof.config import parse_override
+    from cnnprof.models.config import parse_override
 
     return parse_override(f"{key}={value}")
 

@@ -28,7 +28,7 @@ def params(
     """Count parameters (total and trainable) of models, built on the meta device (no memory used)."""
 
     def body() -> int:
-        from cnnprof.analysis.params import count_params
+        from cnnprof.counting.params import count_params
         from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.report.tables import params_report
 

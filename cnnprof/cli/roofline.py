@@ -43,7 +43,7 @@ def roofline(
     def body() -> int:
         from dataclasses import replace
 
-        from cnnprof.analysis.latency import predict_latency
+        from cnnprof.predict.latency import predict_latency
         from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.report.render import emit
         from cnnprof.report.roofline import plot_roofline, roofline_report

@@ -85,7 +85,7 @@ def search(
         constraints = [parse_constraint(c) for c in constraint or []]
         sp = load_space(space)
         if bench:
-            from cnnprof.analysis.runtime import check_device
+            from cnnprof.timing.runtime import check_device
 
             check_device(device.value)
         out_dir = Path(out or f"search-{sp.name}")

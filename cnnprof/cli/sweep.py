@@ -71,7 +71,7 @@ def sweep(
             raise CnnprofError("--y latency needs --bench or --predict")
         profile = prediction_profile(predict, bench, device.value, device_spec)
         if bench:
-            from cnnprof.analysis.runtime import check_device
+            from cnnprof.timing.runtime import check_device
 
             check_device(device.value)
         axes, fixed = parse_axes(set_)

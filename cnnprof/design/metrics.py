@@ -1,7 +1,7 @@
 """What a design point costs: one evaluation (params, MACs, acts, latency) and the metric registry.
 
 Add a metric by adding one entry to METRICS. "latency" is measured (`Settings.bench`) or predicted from a
-device profile without running the model (`Settings.profile`, cnnprof.analysis.latency), as the user asks.
+device profile without running the model (`Settings.profile`, cnnprof.predict.latency), as the user asks.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class Metric:
 
 
 def _flops_or_macs(p: Point, convention: str) -> float | None:
-    from cnnprof.analysis.conventions import to_flops
+    from cnnprof.counting.conventions import to_flops
 
     return None if p.macs is None else to_flops(p.macs, p.other_ops or 0, convention)
 
@@ -93,8 +93,8 @@ def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Setti
 
     A config or model that fails (invalid knob combination, shape error) gives status "invalid" with
     its one-line message instead of raising, so one bad point never loses a sweep or a search."""
-    from cnnprof.analysis.flops import count_flops
-    from cnnprof.analysis.params import count_params
+    from cnnprof.counting.flops import count_flops
+    from cnnprof.counting.params import count_params
     from cnnprof.models.spec import resolve
 
     knobs = tuple((knobs if knobs is not None else overrides).items())
@@ -115,7 +115,7 @@ def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Setti
     if settings.bench:
         point = _bench(point, source, tuple(shape), settings)
     elif settings.profile is not None:
-        from cnnprof.analysis.latency import predict_latency
+        from cnnprof.predict.latency import predict_latency
 
         prediction = predict_latency(replace(source, module=model), tuple(shape), settings.profile)
         point = replace(point, latency_s=prediction.best_s())
@@ -123,7 +123,7 @@ def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Setti
 
 
 def _bench(point: Point, source: Any, shape: tuple[int, ...], s: Settings) -> Point:
-    from cnnprof.analysis.runtime import benchmark
+    from cnnprof.timing.runtime import benchmark
 
     result = benchmark(source, shape, device=s.device, threads=s.threads, warmup=s.warmup, min_time=s.min_time,
                        min_runs=s.min_runs)

@@ -191,8 +191,8 @@ def _pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    import cnnprof.analysis.flops  # noqa: F401 - imported before forking, so no worker imports torch again
-    import cnnprof.analysis.params  # noqa: F401
+    import cnnprof.counting.flops  # noqa: F401 - imported before forking, so no worker imports torch again
+    import cnnprof.counting.params  # noqa: F401
     import cnnprof.models.builder  # noqa: F401
 
     # fork: children inherit the imported torch and cnnprof (no re-import per worker).

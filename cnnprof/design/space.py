@@ -81,7 +81,7 @@ class Space:
 
     def config(self, sample: Mapping[str, Any], name: str | None = None):
         """Materialise a sample into a ModelConfig (raises ConfigError when the sample is invalid)."""
-        from cnnprof.config import materialize
+        from cnnprof.models.config import materialize
 
         raw = self.config_raw(sample)
         if name:
@@ -91,11 +91,12 @@ class Space:
 
 def load_space(path: str | Path) -> Space:
     """Read and validate a space file; every problem is one line naming the file and the key."""
-    from cnnprof.config import BUILDER_PARAMS, read_yaml, resolve_zoo_name, zoo_path
+    from cnnprof.models.config import BUILDER_PARAMS, read_yaml
+    from cnnprof.models.zoo import resolve_zoo_name, zoo_path
 
     path = Path(path)
     if not path.is_file():
-        from cnnprof.config import CONFIG_DIR
+        from cnnprof.models.zoo import CONFIG_DIR
 
         shipped = CONFIG_DIR / "spaces" / f"{path.stem}.yaml"
         if path.parent == Path(".") and shipped.is_file():
@@ -137,7 +138,7 @@ def load_space(path: str | Path) -> Space:
 
 def _check_new_key(fail, key: str, raw: dict, name: str) -> None:
     """A knob that adds a key to a stage (e.g. stages.1.kernel_size) must name an argument of its block."""
-    from cnnprof.config import STAGE_META_KEYS
+    from cnnprof.models.config import STAGE_META_KEYS
     from cnnprof.models.blocks import block_arguments, get_block
 
     parts = name.split(".")
@@ -211,7 +212,7 @@ def _get(raw: Any, dotted: str) -> Any:
 
 
 def _set(raw: dict, knob: Knob, value: Any) -> None:
-    from cnnprof.config import BUILDER_PARAMS
+    from cnnprof.models.config import BUILDER_PARAMS
 
     if "." not in knob.name:
         params = raw.setdefault("params", {}) or {}
@@ -230,7 +231,7 @@ def _set(raw: dict, knob: Knob, value: Any) -> None:
 def _scaled(knob: Knob, base: Any, value: Any) -> Any:
     if not knob.multiply:
         return value
-    from cnnprof.config import make_divisible
+    from cnnprof.models.rounding import make_divisible
 
     scaled = base * value
     if knob.divisor:

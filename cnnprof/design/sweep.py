@@ -32,7 +32,7 @@ def parse_axes(items: Sequence[str] | None) -> tuple[dict[str, list[Any]], dict[
     """['width_mult=1,0.75', 'groups=32'] -> ({'width_mult': [1, 0.75]}, {'groups': 32}).
 
     Each value is YAML-typed like --set (0.75 a float, true a bool); a list of one value is an override."""
-    from cnnprof.config import parse_override
+    from cnnprof.models.config import parse_override
 
     axes: dict[str, list[Any]] = {}
     fixed: dict[str, Any] = {}
@@ -57,7 +57,8 @@ def parse_axes(items: Sequence[str] | None) -> tuple[dict[str, list[Any]], dict[
 def check_knobs(spec: str, names: Sequence[str]) -> None:
     """Raise (exit 2, one line) for a knob the model does not have: not a config param or dotted path,
     or not a keyword of a module:callable factory."""
-    from cnnprof.config import BUILDER_PARAMS, read_yaml, resolve_zoo_name, zoo_path
+    from cnnprof.models.config import BUILDER_PARAMS, read_yaml
+    from cnnprof.models.zoo import resolve_zoo_name, zoo_path
 
     names = list(names)
     if not names:

@@ -14,8 +14,8 @@ import typing
 
 from cnnprof.models.layers import ACTIVATION_ALIASES, ACTIVATIONS, NORMS
 
-MAX_CHANNELS = 1 << 20  # as cnnprof.config.MAX_CHANNELS
-MAX_KERNEL = 1024  # as cnnprof.config.MAX_KERNEL
+MAX_CHANNELS = 1 << 20  # as cnnprof.models.config.MAX_CHANNELS
+MAX_KERNEL = 1024  # as cnnprof.models.config.MAX_KERNEL
 MAX_RATIO = 64.0
 
 # name -> (low, high) for integers; None for high means MAX_CHANNELS.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnprof.config import HeadSpec, ModelConfig, PoolSpec
+from cnnprof.models.config import HeadSpec, ModelConfig, PoolSpec
 from cnnprof.errors import ConfigError
 from cnnprof.models.blocks import block_arguments, check_block_args, get_block
 from cnnprof.models.layers import ConvNormAct, LayerNorm2d, make_activation

@@ -91,6 +91,8 @@ class SqueezeExcite(nn.Module):
     The two FC layers are 1x1 convolutions with bias, as in torchvision and the SENet reference code.
     """
 
+    cnnprof_type = "SE"  # its params and FLOPs are counted under layer type "SE" (cnnprof.counting.types)
+
     def __init__(self, channels: int, reduced: int, activation: str = "relu", gate: str = "sigmoid"):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)

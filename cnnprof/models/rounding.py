@@ -1,6 +1,6 @@
 """Channel rounding shared by the config loader, the RegNet generator and the SE layers (no torch import).
 
-Kept apart so that cnnprof.config and cnnprof.models.regnet/layers do not import each other.
+Kept apart so that cnnprof.models.config and cnnprof.models.regnet/layers do not import each other.
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Model specs: a zoo name (or alias), a YAML config path, or `module:callable` / `file.py:callable`."""
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import sys
@@ -12,11 +11,10 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from cnnprof.config import ModelConfig, load_config, resolve_zoo_name, unknown_model_message, zoo_path
+from cnnprof.models.config import ModelConfig, load_config
+from cnnprof.models.zoo import resolve_zoo_name, unknown_model_message, zoo_path
 from cnnprof.errors import CnnprofError, ModelSpecError, first_line
-
-DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
-
+from cnnprof.inputs import DEFAULT_INPUT_SHAPE, declared_inputs, quiet_stdout
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -44,11 +42,11 @@ class ModelSource:
             return self.module if device is None else self.module.to(device)
         if self.factory is not None and str(device) == "meta":
             try:
-                with torch.device("meta"), _stdout_to_stderr():
+                with torch.device("meta"), quiet_stdout():
                     return _call_factory(self.label, self.factory).eval()
             except ModelSpecError:
                 device = "cpu"  # retried on the CPU; if that fails too, its error is the one reported
-        with torch.device(device or "cpu"), _stdout_to_stderr():
+        with torch.device(device or "cpu"), quiet_stdout():
             if self.config is not None:
                 from cnnprof.models.builder import build
 
@@ -56,6 +54,18 @@ class ModelSource:
             else:
                 model = _call_factory(self.label, self.factory)
         return model.eval()
+
+    def inputs(self, model: nn.Module | None, given: Any = None) -> tuple[tuple, dict]:
+        """(args, kwargs) of forward: `given`, else the config's input, the model's declared one or 1x3x224x224."""
+        return model_inputs(self, model, given)
+
+    def rebuild(self, device: str) -> nn.Module | None:
+        """A fresh model with real weights on `device`, or None for a given module (it cannot be rebuilt)."""
+        if self.config is None and self.factory is None:
+            return None
+        from dataclasses import replace
+
+        return replace(self, module=None).build(device)
 
 
 def resolve(spec: Any, overrides: Mapping[str, Any] | None = None) -> ModelSource:
@@ -84,36 +94,6 @@ def resolve(spec: Any, overrides: Mapping[str, Any] | None = None) -> ModelSourc
         raise ModelSpecError(unknown_model_message(spec))
     config = load_config(zoo_path(spec), overrides)
     return ModelSource(label=config.name, config=config)
-
-
-def _stdout_to_stderr():
-    """User code may print while building (download messages): keep stdout for cnnprof's data."""
-    return contextlib.redirect_stdout(sys.stderr)
-
-
-def declared_inputs(model: nn.Module) -> tuple[tuple, dict] | None:
-    """The input a model declares: `example_inputs()`, `default_input_shape`, or timm's
-    `pretrained_cfg["input_size"]` (C,H,W, batch 1 added); None if it declares none."""
-    from cnnprof.inputs import normalize
-
-    example = getattr(model, "example_inputs", None)
-    if callable(example):
-        try:
-            with _stdout_to_stderr():
-                return normalize(example())
-        except CnnprofError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the user's method failed
-            raise ModelSpecError(f"{type(model).__name__}.example_inputs() failed: {type(exc).__name__}: "
-                                 f"{first_line(exc)}") from None
-    shape = getattr(model, "default_input_shape", None)
-    if shape is not None and not callable(shape):
-        return normalize(shape)
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    size = cfg.get("input_size") if isinstance(cfg, Mapping) else None
-    if isinstance(size, (tuple, list)) and size and all(isinstance(d, int) for d in size):
-        return normalize((1, *size))
-    return None
 
 
 def model_inputs(source: ModelSource, model: nn.Module | None, inputs: Any = None) -> tuple[tuple, dict]:
@@ -148,10 +128,10 @@ def _import_factory(spec: str, overrides: Mapping[str, Any]) -> Callable[[], nn.
             mod_spec = importlib.util.spec_from_file_location(name, file)
             module = importlib.util.module_from_spec(mod_spec)
             sys.modules[name] = module
-            with _stdout_to_stderr():
+            with quiet_stdout():
                 mod_spec.loader.exec_module(module)
         else:
-            with _stdout_to_stderr():
+            with quiet_stdout():
                 module = importlib.import_module(target)
     except CnnprofError:
         raise

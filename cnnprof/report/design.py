@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cnnprof.analysis.conventions import to_flops
+from cnnprof.counting.conventions import to_flops
 from cnnprof.errors import CnnprofError
 from cnnprof.report.render import Column, Table, fixed, integer, si
 from cnnprof.report.tables import CONVENTION_TEXT, SCOPE_TEXT, Report

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from cnnprof.analysis.conventions import to_flops
-from cnnprof.analysis.types import module_depth
+from cnnprof.counting.conventions import to_flops
+from cnnprof.counting.types import module_depth
 from cnnprof.report.render import Column, Table, fixed, integer, percent, ratio, ratio_short, shape, si
 
 CONVENTION_TEXT = {"macc": "macc (1 MAC = 1 FLOP)", "nvidia": "nvidia (1 MAC = 2 FLOPs)"}

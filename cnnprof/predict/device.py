@@ -118,7 +118,7 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
 def device_name(device: str) -> str:
     import torch
 
-    from cnnprof.analysis.runtime import cpu_name
+    from cnnprof.timing.runtime import cpu_name
 
     return torch.cuda.get_device_name() if device == "cuda" else cpu_name()
 
@@ -214,7 +214,7 @@ def measure_gemm(device: str, dtype: str, n: int, min_time: float) -> float:
     """Attained FLOP/s (2 per MAC) of an n x n x n matrix product."""
     import torch
 
-    from cnnprof.analysis.runtime import DTYPES
+    from cnnprof.timing.runtime import DTYPES
 
     a = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
     b = torch.randn(n, n, device=device, dtype=DTYPES[dtype])

@@ -1,7 +1,7 @@
 """FLOP counting: dispatch-level (TorchDispatchMode on the meta device) or fvcore as a cross-check.
 
 MACs are counted internally; conventions are applied only when asked (`FlopCount.flops`, see
-cnnprof.analysis.conventions).
+cnnprof.counting.conventions).
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnprof.analysis.acts import op_acts
-from cnnprof.analysis.conventions import to_flops
-from cnnprof.analysis.formulas import Cost, is_free, lookup
-from cnnprof.analysis.meta_fast import cheap_checks, fast_meta
-from cnnprof.analysis.types import module_ancestors, module_depth, type_sort_key
+from cnnprof.counting.acts import op_acts
+from cnnprof.counting.conventions import to_flops
+from cnnprof.counting.formulas import Cost, is_free, lookup
+from cnnprof.counting.meta_fast import cheap_checks, fast_meta
+from cnnprof.counting.source import as_source
+from cnnprof.counting.types import module_ancestors, module_depth, scoped_type, type_scopes, type_sort_key
 from cnnprof.errors import CnnprofError, InputShapeError, first_line
 from cnnprof.inputs import InputSpec, as_specs, check_shape, describe, materialize
 
@@ -39,7 +40,7 @@ class OpStat:
     macs: int
     ops: int
     calls: int
-    acts: int = 0  # output elements of conv / linear / windowed pooling (cnnprof.analysis.acts)
+    acts: int = 0  # output elements of conv / linear / windowed pooling (cnnprof.counting.acts)
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,10 @@ class _ModuleTracker:
     """Keeps the path of the module whose forward is running, via forward pre/post hooks."""
 
     def __init__(self, model: nn.Module):
-        from cnnprof.models.layers import SqueezeExcite
-
         self.stack: list[str] = [""]
         self.shapes: dict[str, list] = {}  # module path -> [input shape, output shape] of its first call
         self.handles = []
-        self.se_scopes = tuple(n for n, m in model.named_modules() if isinstance(m, SqueezeExcite))
+        self.type_scopes = type_scopes(model)
         for name, module in model.named_modules():
             if name:
                 self.handles.append(module.register_forward_pre_hook(partial(self._enter, name)))
@@ -174,9 +173,9 @@ class _ModuleTracker:
     def current(self) -> str:
         return self.stack[-1]
 
-    def in_se(self, path: str) -> bool:
-        """Whether `path` is inside a squeeze-and-excitation module (its ops count as type SE)."""
-        return any(path == s or path.startswith(s + ".") for s in self.se_scopes)
+    def declared_type(self, path: str) -> str | None:
+        """The type declared by a module around `path` (e.g. "SE": its ops count as type SE), or None."""
+        return scoped_type(path, self.type_scopes)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -191,7 +190,7 @@ class OpCounter(TorchDispatchMode):
         self.tracker = tracker
         self.acc: dict[tuple[str, str, str, str], list[int]] = {}
         self.uncounted: dict[str, int] = defaultdict(int)
-        self.acts: dict[tuple[str, str, str, str], int] = {}  # output elements per key (cnnprof.analysis.acts)
+        self.acts: dict[tuple[str, str, str, str], int] = {}  # output elements per key (cnnprof.counting.acts)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -219,7 +218,7 @@ class OpCounter(TorchDispatchMode):
         except Exception as exc:  # noqa: BLE001 - must not be mistaken for the user's model failing
             raise _CounterBug(name) from exc
         module = self.tracker.current if self.tracker else ""
-        kind = "SE" if self.tracker and self.tracker.in_se(module) else cost.type  # as params' --by type
+        kind = (self.tracker.declared_type(module) if self.tracker else None) or cost.type  # as params' --by type
         key = (module, name.rstrip("_"), kind, scope)
         a = self.acc.setdefault(key, [0, 0, 0])
         a[0] += cost.macs
@@ -312,30 +311,31 @@ def _counted_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool,
 
 
 def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str = "conv",
-                backend: str = "torch", overrides: dict | None = None, inputs: Any = None) -> FlopCount:
-    """Count MACs of one forward pass of `model` (nn.Module or model spec).
+                backend: str = "torch", inputs: Any = None) -> FlopCount:
+    """Count MACs of one forward pass of `model` (an nn.Module or a source, see cnnprof.counting.source).
 
     Inputs: `input_shape` (one tensor), or `inputs` (shape, tensor, tuple, dict; see cnnprof.inputs.normalize);
     neither: the model's declared input (config, `example_inputs()`, `default_input_shape`, timm's
     pretrained_cfg) or 1x3x224x224. Counted on meta tensors; a model that cannot run there (data-dependent
     ops such as nonzero, `.item()`) is run once for real on the CPU, and `method` says so."""
-    from cnnprof.models.spec import model_inputs, resolve
-
     if scope not in SCOPES:
         raise CnnprofError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
     if backend not in BACKENDS:
         raise CnnprofError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if input_shape is not None and inputs is not None:
         raise CnnprofError("give input_shape or inputs, not both")
-    source = resolve(model, overrides)
+    source = as_source(model)
     if input_shape is not None:
         inputs = (parse_shape(input_shape, ()),)
     if backend == "fvcore":
         if scope != "conv":
             raise CnnprofError("the fvcore backend cross-checks the conv scope only; use --backend torch for "
                                "--scope all")
-        net = source.build("cpu") if source.module is None or _is_meta(source.module) else source.module
-        return _count_fvcore(source.label, net, model_inputs(source, net, inputs))
+        net = source.module if source.module is not None and not _is_meta(source.module) else source.rebuild("cpu")
+        if net is None:
+            raise CnnprofError(f"{source.label}: the fvcore backend runs real CPU tensors; pass the model built on "
+                               f"the CPU")
+        return _count_fvcore(source.label, net, source.inputs(net, inputs))
     counter, tracker, net, specs, method = trace(source, inputs)
     return FlopCount(
         model=source.label, input_shape=specs[0].shape if specs else (), scope=scope, backend="torch",
@@ -348,10 +348,9 @@ def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str
 def trace(source: Any, inputs: Any, make_counter: Callable[[_ModuleTracker], OpCounter] = OpCounter):
     """Run `make_counter` over one forward of a resolved model: on meta, or once for real on the CPU when
     it cannot run there. Returns (counter, tracker, module, input specs, method "meta" | "cpu")."""
-    from cnnprof.models.spec import model_inputs
-
+    source = as_source(source)
     net = source.module if source.module is not None else source.build("meta")
-    args, kwargs = model_inputs(source, net, inputs)
+    args, kwargs = source.inputs(net, inputs)
     specs = as_specs(args, kwargs)
     try:
         return (*_counted_run(net, *materialize(args, kwargs), on_meta=True, make_counter=make_counter), net, specs,
@@ -393,12 +392,11 @@ def _real_model(source: Any, net: nn.Module, exc: BaseException) -> nn.Module:
     """A CPU model for a real run: `net` itself if it has real weights, else a fresh CPU build."""
     if not _is_meta(net):
         return net
-    if source.config is None and source.factory is None:
+    rebuilt = source.rebuild("cpu")
+    if rebuilt is None:
         raise CnnprofError(f"{source.label}: cannot run on the meta device ({first_line(exc)}); pass the model "
                            f"built on the CPU to count it with a real forward pass") from None
-    from dataclasses import replace
-
-    return replace(source, module=None).build("cpu")
+    return rebuilt
 
 
 def _count_fvcore(label: str, net: nn.Module, inputs: tuple[tuple, dict]) -> FlopCount:
@@ -409,7 +407,7 @@ def _count_fvcore(label: str, net: nn.Module, inputs: tuple[tuple, dict]) -> Flo
         from fvcore.nn.jit_handles import (addmm_flop_jit, bmm_flop_jit, conv_flop_jit, linear_flop_jit,
                                            matmul_flop_jit)
 
-    from cnnprof.analysis.params import module_type
+    from cnnprof.counting.params import module_type
 
     args, kwargs = inputs
     specs = as_specs(args, kwargs)

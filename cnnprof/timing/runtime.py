@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnprof.analysis.conventions import to_flops
-from cnnprof.analysis.formulas import lookup
-from cnnprof.analysis.types import type_sort_key
+from cnnprof.counting.conventions import to_flops
+from cnnprof.counting.formulas import lookup
+from cnnprof.counting.types import type_sort_key
 from cnnprof.errors import CnnprofError, DeviceError, first_line
 from cnnprof.inputs import materialize, split
 
@@ -297,7 +297,7 @@ def benchmark(model: Any, input_shape: Sequence[int] | None = None, device: str 
     (one per batch size) when `batch_sizes` is given. `inputs`: shapes/specs as in count_flops (default: the
     model's declared input); real tensors are made of them: float inputs uniform in [0, 1) in `dtype`,
     int and bool inputs zero (a valid token id or class, an empty mask)."""
-    from cnnprof.analysis.flops import count_flops, parse_shape
+    from cnnprof.counting.flops import count_flops, parse_shape
     from cnnprof.inputs import as_specs, with_batch_and_resolution
     from cnnprof.models.spec import model_inputs, resolve
 
@@ -348,7 +348,7 @@ def memory_refusal(meta_model: nn.Module | None, inputs: Any, device: str,
                    dtype: str) -> tuple[int, str] | None:
     """(needed bytes, reason) when the configuration cannot fit in free memory, else None (also when the
     estimate itself cannot be made: then the real run decides)."""
-    from cnnprof.analysis.footprint import estimate_bytes, fits, gib
+    from cnnprof.counting.footprint import estimate_bytes, fits, gib
 
     if meta_model is None:
         return None

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnprof.analysis.types import conv_type, module_ancestors, type_sort_key
+from cnnprof.counting.source import as_source
+from cnnprof.counting.types import conv_type, module_ancestors, scoped_type, type_scopes, type_sort_key
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -37,19 +38,15 @@ def module_type(module: nn.Module) -> str:
 
 
 def count_params(model) -> ParamCount:
-    """Count parameters of an nn.Module, or of a model spec (built on the meta device)."""
+    """Count parameters of an nn.Module, or of a source (built on the meta device; see cnnprof.counting.source)."""
     if not isinstance(model, nn.Module):
-        from cnnprof.models.spec import build_model
-
-        model = build_model(model, device="meta")
-    from cnnprof.models.layers import SqueezeExcite
-
+        model = as_source(model).build("meta")
     seen: set[int] = set()
     total = trainable = 0
     by_stage: dict[str, int] = {}
     by_type: dict[str, int] = {}
     by_module: dict[str, int] = {name: 0 for name, _ in model.named_modules()}
-    se_scopes: list[str] = [name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)]
+    scopes = type_scopes(model)
     for name, module in model.named_modules():
         for param in module.parameters(recurse=False):
             if id(param) in seen:
@@ -60,8 +57,7 @@ def count_params(model) -> ParamCount:
             trainable += n if param.requires_grad else 0
             stage = name.split(".")[0] if name else "(root)"
             by_stage[stage] = by_stage.get(stage, 0) + n
-            in_se = any(name == s or name.startswith(s + ".") for s in se_scopes)
-            kind = "SE" if in_se else module_type(module)
+            kind = scoped_type(name, scopes) or module_type(module)
             by_type[kind] = by_type.get(kind, 0) + n
             for ancestor in module_ancestors(name):
                 by_module[ancestor] += n

@@ -52,7 +52,7 @@ from __future__ import annotations
 from math import ceil, log2, prod
 from typing import Any, Callable, NamedTuple
 
-from cnnprof.analysis.types import conv_type
+from cnnprof.counting.types import conv_type
 
 
 class Cost(NamedTuple):

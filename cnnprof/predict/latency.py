@@ -18,11 +18,11 @@ from itertools import combinations, cycle
 from math import ceil
 from typing import Any, Callable, Sequence
 
-from cnnprof.analysis.device import (DeviceProfile, KindFit, device_name, measure_bandwidth, measure_gemm,
+from cnnprof.predict.device import (DeviceProfile, KindFit, device_name, measure_bandwidth, measure_gemm,
                                      measure_overheads, time_call)
-from cnnprof.analysis import microbench
-from cnnprof.analysis.memory import MemoryProfile, OpCall, analyze_memory
-from cnnprof.analysis.types import type_sort_key
+from cnnprof.predict import microbench
+from cnnprof.counting.traffic import MemoryProfile, OpCall, analyze_memory
+from cnnprof.counting.types import type_sort_key
 from cnnprof.errors import CnnprofError
 
 _CHEAP_ACTS = frozenset("relu relu6 hardtanh threshold clamp clamp_min clamp_max hardswish hardsigmoid leaky_relu "
@@ -86,7 +86,7 @@ def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = Fals
     `budget_s` seconds. Ctrl-C stops early and returns what was measured (complete=False)."""
     import torch
 
-    from cnnprof.analysis.runtime import DTYPES, check_device
+    from cnnprof.timing.runtime import DTYPES, check_device
 
     check_device(device)
     if dtype not in DTYPES:
@@ -285,7 +285,10 @@ def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profil
     in count_flops (one `input_shape`, or `inputs`, or the model's declared input)."""
     if isinstance(model, MemoryProfile):  # already counted: its bytes are at its own dtype
         return predict_ops(model, device_profile, model.dtype)
-    return predict_ops(analyze_memory(model, input_shape, dtype, overrides, inputs=inputs), device_profile, dtype)
+    from cnnprof.models.spec import resolve
+
+    return predict_ops(analyze_memory(resolve(model, overrides), input_shape, dtype, inputs=inputs), device_profile,
+                       dtype)
 
 
 # ----------------------------------------------------------------------------- model-level correction

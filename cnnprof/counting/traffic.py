@@ -16,10 +16,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from cnnprof.analysis.acts import op_acts
-from cnnprof.analysis.flops import OpCounter, _ModuleTracker, parse_shape, trace
-from cnnprof.analysis.formulas import Cost
-from cnnprof.analysis.types import type_sort_key
+from cnnprof.counting.acts import op_acts
+from cnnprof.counting.flops import OpCounter, _ModuleTracker, parse_shape, trace
+from cnnprof.counting.formulas import Cost
+from cnnprof.counting.source import as_source
+from cnnprof.counting.types import type_sort_key
 from cnnprof.errors import CnnprofError
 
 ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -189,14 +190,12 @@ class TrafficCounter(OpCounter):
 
 
 def analyze_memory(model: Any, input_shape: Sequence[int] | None = None, dtype: str = "float32",
-                   overrides: dict | None = None, inputs: Any = None) -> MemoryProfile:
-    """Traffic, intensity and acts of every op of one forward pass, on the meta device (inputs as in
-    count_flops: one `input_shape`, or `inputs`, or the model's declared input)."""
-    from cnnprof.models.spec import resolve
-
+                   inputs: Any = None) -> MemoryProfile:
+    """Traffic, intensity and acts of every op of one forward pass, on the meta device (`model`: an nn.Module
+    or a source; inputs as in count_flops: one `input_shape`, or `inputs`, or the model's declared input)."""
     if dtype not in ELEMENT_BYTES:
         raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(ELEMENT_BYTES)}")
-    source = resolve(model, overrides)
+    source = as_source(model)
     if input_shape is not None:
         inputs = (parse_shape(input_shape, ()),)
     called = [0]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from cnnprof.analysis.runtime import (
+from cnnprof.timing.runtime import (
     BenchResult, _breakdown, _failure, _prepare, _real_inputs, _sync, check_device, environment, memory_refusal,
     validate_timing)
 
@@ -120,7 +120,7 @@ def interleaved_benchmark(sources: Sequence[Any], inputs: Sequence[Any], device:
     model and, per model, its RatioStat against the first that ran (None for that one, for failed models and
     for models at another batch size). `stop()` is polled between slices: when it turns true, the results
     of the completed rounds are returned with status 'interrupted'."""
-    from cnnprof.analysis.flops import count_flops
+    from cnnprof.counting.flops import count_flops
 
     check_device(device)
     validate_timing(warmup, min_time, min_runs, threads, dtype)

@@ -1,7 +1,7 @@
 """Layer-type taxonomy shared by the params, FLOPs and runtime breakdowns."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 # Display order of the layer types in every breakdown ("conv KxK" entries sort before the rest).
 TYPE_ORDER = ("depthwise conv", "pointwise conv", "grouped conv", "linear", "norm", "SE", "activation",
@@ -33,3 +33,23 @@ def type_sort_key(name: str) -> tuple[int, str]:
     if name.startswith("conv "):
         return (0, f"{int(name.split()[1].split('x')[0]):04d}")
     return (1 + TYPE_ORDER.index(name), "") if name in TYPE_ORDER else (99, name)
+
+
+def declared_type(module: Any) -> str | None:
+    """The layer type a module class declares for everything inside it (`cnnprof_type = "SE"`), or None."""
+    value = getattr(type(module), "cnnprof_type", None)
+    return value if isinstance(value, str) and value else None
+
+
+def type_scopes(model: Any) -> tuple[tuple[str, str], ...]:
+    """(module path, declared type) of every module of `model` that declares a layer type."""
+    return tuple((name, kind) for name, m in model.named_modules() if (kind := declared_type(m)) is not None)
+
+
+def scoped_type(path: str, scopes: Sequence[tuple[str, str]]) -> str | None:
+    """The declared type of the innermost declaring module that contains `path`, or None."""
+    found = None
+    for scope, kind in scopes:
+        if path == scope or path.startswith(scope + ".") or not scope:
+            found = kind
+    return found

@@ -1,10 +1,10 @@
 """The single-layer micro-benchmarks the latency calibration times: one aten op each, on a synthetic grid
-of shapes per op kind (see cnnprof.analysis.latency for how they are fitted)."""
+of shapes per op kind (see cnnprof.predict.latency for how they are fitted)."""
 from __future__ import annotations
 
 from typing import Callable
 
-from cnnprof.analysis.memory import COPY_TYPE, TrafficCounter
+from cnnprof.counting.traffic import COPY_TYPE, TrafficCounter
 
 COLD_BYTES = {"cpu": 64 << 20, "cuda": 128 << 20}  # fallback CPU figure; above an H100's 50 MB L2
 MAX_COPIES = 64
@@ -149,8 +149,8 @@ def features(make: Callable, dtype: str) -> tuple[float, float]:
     """(hardware FLOPs, bytes) of one micro-benchmark call, counted on meta like a model's ops."""
     import torch
 
-    from cnnprof.analysis.memory import ELEMENT_BYTES
-    from cnnprof.analysis.runtime import DTYPES
+    from cnnprof.counting.traffic import ELEMENT_BYTES
+    from cnnprof.timing.runtime import DTYPES
 
     counter = TrafficCounter(None, ELEMENT_BYTES[dtype])
     fn = make("meta", DTYPES[dtype])

@@ -1,1 +1,0 @@
-"""Analyzers: params, flops, runtime. Each returns plain frozen result objects and never prints."""
