@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cnnprof-installed
 
-.PHONY: run test bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/cnnprof compare resnet50 resnext50
 
-test: $(STAMP)
+# Everything CI runs: the linter limits, then the whole suite (the optional real-model group skips itself
+# without torchvision).
+test: lint
 	$(BIN)/python -m pytest
+
+# The everyday lane (under a minute): no whole-zoo or real-model tests.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow" -x
+
+lint: $(STAMP)
+	$(BIN)/ruff check cnnprof tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -17,6 +17,9 @@ import torch
 
 import cnnprof
 
+# Out of `make test-fast`; no single model may hang the group (pytest-timeout, a dev dependency).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
 torchvision = pytest.importorskip("torchvision")
 from torchvision import models as tvm  # noqa: E402
 
