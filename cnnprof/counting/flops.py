@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnprof.counting.acts import op_acts
 from cnnprof.counting.conventions import to_flops
-from cnnprof.counting.formulas import Cost, is_free, lookup
+from cnnprof.counting.formulas import Cost, is_free, lookup, op_name
 from cnnprof.counting.meta_fast import cheap_checks, fast_meta
 from cnnprof.counting.source import as_source
 from cnnprof.counting.types import module_ancestors, module_depth, scoped_type, type_scopes, type_sort_key
@@ -204,11 +204,13 @@ class OpCounter(TorchDispatchMode):
         out = fast_meta(name, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
-        self.record(name, args, kwargs, out)
+        self.record(func, args, kwargs, out)
         return out
 
-    def record(self, name: str, args: tuple, kwargs: dict, out: Any) -> Cost | None:
-        formula, scope = lookup(name)
+    def record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> Cost | None:
+        """Price one op call (`func`: an OpOverload, or an aten name) and attribute it to the running module."""
+        name = op_name(func)
+        formula, scope = lookup(func)
         if formula is None:
             if not is_free(name):
                 self.uncounted[name] += 1

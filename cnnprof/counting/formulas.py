@@ -96,16 +96,27 @@ def register(*names: str, scope: str = "all"):
     return wrap
 
 
-def lookup(op_name: str) -> tuple[Formula | None, str | None]:
-    """(formula, scope) for an aten op name; in-place `op_` falls back to `op`."""
-    for name in (op_name, op_name.rstrip("_")):
-        if name in FORMULAS:
-            return FORMULAS[name], SCOPE[name]
+def op_name(op: Any) -> str:
+    """The aten name of an op given as an OpOverload / OpOverloadPacket (torch.ops.aten.relu_.default) or a string."""
+    if isinstance(op, str):
+        return op
+    packet = getattr(op, "overloadpacket", op)
+    return getattr(packet, "__name__", str(op))
+
+
+def lookup(op: Any) -> tuple[Formula | None, str | None]:
+    """(formula, scope) for an op (OpOverload or aten name); in-place `op_` falls back to `op`."""
+    name = op_name(op)
+    for key in (name, name.rstrip("_")):
+        if key in FORMULAS:
+            return FORMULAS[key], SCOPE[key]
     return None, None
 
 
-def is_free(op_name: str) -> bool:
-    return op_name in FREE_OPS or op_name.rstrip("_") in FREE_OPS
+def is_free(op: Any) -> bool:
+    """Whether an op (OpOverload or aten name) only moves, reinterprets or allocates data."""
+    name = op_name(op)
+    return name in FREE_OPS or name.rstrip("_") in FREE_OPS
 
 
 def _numel(t: Any) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnprof.counting.acts import op_acts
 from cnnprof.counting.flops import OpCounter, _ModuleTracker, parse_shape, trace
-from cnnprof.counting.formulas import Cost
+from cnnprof.counting.formulas import Cost, op_name
 from cnnprof.counting.source import as_source
 from cnnprof.counting.types import type_sort_key
 from cnnprof.errors import CnnprofError
@@ -170,8 +170,9 @@ class TrafficCounter(OpCounter):
         self.calls: list[OpCall] = []
         self.free_calls = 0
 
-    def record(self, name: str, args: tuple, kwargs: dict, out: Any) -> Cost | None:
-        cost = super().record(name, args, kwargs, out)
+    def record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> Cost | None:
+        cost = super().record(func, args, kwargs, out)
+        name = op_name(func)
         base = name.rstrip("_")
         if cost is None and base not in COPY_OPS:
             self.free_calls += 1

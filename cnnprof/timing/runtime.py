@@ -255,7 +255,7 @@ class OpTimer(TorchDispatchMode):
             t0 = time.perf_counter()
             out = func(*args, **kwargs)
             start, end = t0, time.perf_counter()
-        formula, _ = lookup(func.overloadpacket.__name__)
+        formula, _ = lookup(func)
         cost = formula(args, kwargs, out) if formula else None
         kind = cost.type if cost else "other"
         self.pending.append((kind, cost.macs if cost else 0, cost.ops if cost else 0, start, end))
