@@ -1,4 +1,19 @@
-"""User-facing errors: each carries a one-line message; the CLI prints it and exits with code 2."""
+"""User-facing errors: each carries a one-line message; the CLI prints it and exits with code 2.
+
+Library code (counting, timing, predict, models) names the Python parameter a bad value came from in
+backticks, as a Python user would write it: "`min_runs=0`: expected 1 to 1000000", "set them with
+`input_shape` / `inputs`". The CLI prints the option that sets it instead ("--min-runs 0", "--input-shape");
+see `cnnprof.cli.options.as_options`.
+"""
+import re
+
+# `name` or `name=value` in backticks: a Python parameter named in a message.
+PARAMETER = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
+
+
+def parameter(name: str, value: object = None) -> str:
+    """How a message names a parameter (and its value): `name` or `name=value` in backticks."""
+    return f"`{name}`" if value is None else f"`{name}={value}`"
 
 
 def first_line(exc: BaseException) -> str:

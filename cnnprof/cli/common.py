@@ -200,8 +200,10 @@ MAX_ERROR_CHARS = 400
 def print_error(message: Any) -> None:
     """One error line on stderr: control characters (line breaks included) escaped, length capped, so that
     whatever a user's value or model put in the message it stays one readable line."""
+    from cnnprof.cli.options import as_options
+
     text = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-                   for ch in str(message))
+                   for ch in as_options(str(message)))
     if len(text) > MAX_ERROR_CHARS:
         text = text[:MAX_ERROR_CHARS - 1] + "…"
     err.print(f"error: {text}", markup=False)
