@@ -17,7 +17,7 @@ KNOWN = {
     "cli/bench.py:bench_cmd", "cli/compare.py:compare", "cli/search.py:search", "design/search.py:search",
     "predict/latency.py:calibrate", "predict/microbench.py:grid", "report/tables.py:compare_report",
     "report/tables.py:bench_report", "timing/interleave.py:interleaved_benchmark",
-    "counting/flops.py", "report/tables.py", "timing/runtime.py",
+    "report/tables.py", "timing/runtime.py",
 }
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 

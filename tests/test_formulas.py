@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import cnnprof
-from cnnprof.counting.flops import OpCounter
+from cnnprof.counting.flops import op_stats
+from cnnprof.counting.trace import Tracer
 from cnnprof.counting.formulas import FORMULAS, lookup
 from cnnprof.models.blocks import get_block
 from tests.conftest import ZOO
@@ -107,11 +108,11 @@ def macs_under_both_grad_modes(model, x) -> list[int]:
     """MACs counted under no_grad (decomposed aten ops) and inference_mode (composite ops); none uncounted."""
     totals = []
     for ctx in (torch.no_grad, torch.inference_mode):
-        counter = OpCounter()
-        with ctx(), counter:
+        tracer = Tracer()
+        with ctx(), tracer:
             model(x)
-        assert not counter.uncounted
-        totals.append(sum(macs for macs, _, _ in counter.acc.values()))
+        assert not tracer.uncounted
+        totals.append(sum(s.macs for s in op_stats(tracer.events)))
     return totals
 
 
@@ -194,7 +195,7 @@ FAST_CASES = [
 
 
 def test_fast_meta_outputs_match_torchs_meta_kernels():
-    from cnnprof.counting.flops import fast_meta
+    from cnnprof.counting.meta_fast import fast_meta
 
     for op, args in FAST_CASES:
         ours = fast_meta(op.overloadpacket.__name__, args)
@@ -207,10 +208,10 @@ def test_fast_meta_outputs_match_torchs_meta_kernels():
 
 @pytest.mark.parametrize("name", ZOO)
 def test_fast_path_does_not_change_any_count(monkeypatch, name):
-    import cnnprof.counting.flops as flops
+    import cnnprof.counting.trace as trace
 
     fast = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
-    monkeypatch.setattr(flops, "fast_meta", lambda *_: None)
+    monkeypatch.setattr(trace, "fast_meta", lambda *_: None)
     slow = cnnprof.count_flops(name, (2, 3, 96, 96), scope="all")
     assert set(fast.records) == set(slow.records) and fast.uncounted == slow.uncounted
 
@@ -414,12 +415,12 @@ class MultiHead(nn.Module):
                                              (MultiHead, "_native_multi_head_attention")])
 def test_fused_attention_costs_what_its_math_decomposition_costs(model, fused_op):
     def conv_macs(net, x):
-        counter = OpCounter()
-        with torch.no_grad(), counter:
+        tracer = Tracer()
+        with torch.no_grad(), tracer:
             net(x)
-        assert not counter.uncounted
-        ops = {op for _, op, _, _ in counter.acc}
-        return sum(m for (_, _, _, scope), (m, _, _) in counter.acc.items() if scope == "conv"), ops
+        assert not tracer.uncounted
+        stats = op_stats(tracer.events)
+        return sum(s.macs for s in stats if s.scope == "conv"), {s.op for s in stats}
 
     net = model().eval()
     fused, fused_ops = conv_macs(net, torch.randn(2, 5, 24))  # real CPU tensors take the fused kernel

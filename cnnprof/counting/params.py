@@ -6,10 +6,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnprof.counting.source import as_source
-from cnnprof.counting.types import conv_type, module_ancestors, scoped_type, type_scopes, type_sort_key
-
-NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-
+from cnnprof.counting.types import module_ancestors, module_type, scoped_type, type_scopes, type_sort_key
 
 @dataclass(frozen=True)
 class ParamCount:
@@ -24,17 +21,6 @@ class ParamCount:
     @property
     def non_trainable(self) -> int:
         return self.total - self.trainable
-
-
-def module_type(module: nn.Module) -> str:
-    """Layer type of a module that owns parameters directly."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return conv_type(module.in_channels, module.groups, module.kernel_size)
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, NORM_TYPES):
-        return "norm"
-    return "other"
 
 
 def count_params(model) -> ParamCount:

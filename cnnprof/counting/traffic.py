@@ -9,24 +9,19 @@ ops of formulas.py (scope "all"), because a roofline compares against the hardwa
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import torch
-from torch import nn
 
-from cnnprof.counting.acts import op_acts
-from cnnprof.counting.flops import OpCounter, _ModuleTracker, parse_shape, trace
-from cnnprof.counting.formulas import Cost, op_name
-from cnnprof.counting.source import as_source
+from cnnprof.counting.group import ROOT, in_stage_order, stage_of, totals
+from cnnprof.counting.run import parse_shape, trace_model
+from cnnprof.counting.trace import COPY_OPS, COPY_TYPE, OpEvent, Trace, Tracer
 from cnnprof.counting.types import type_sort_key
 from cnnprof.errors import CnnprofError
 
 ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-COPY_OPS = frozenset(("cat", "stack", "clone", "contiguous", "copy", "_to_copy", "constant_pad_nd", "pad",
-                      "channel_shuffle", "pixel_shuffle", "reflection_pad2d", "replication_pad2d"))
-COPY_TYPE = "memory copy"
+__all__ = ["COPY_OPS", "COPY_TYPE", "ELEMENT_BYTES", "MemoryProfile", "OpCall", "TrafficShare", "analyze_memory",
+           "memory_profile", "op_calls", "TrafficCounter"]
 
 
 class _Traffic:
@@ -91,12 +86,9 @@ class MemoryProfile:
     free_calls: int = 0  # views and other data-free ops: no traffic, but each one is dispatched
 
     def _group(self, key) -> list[TrafficShare]:
-        acc: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
-        for c in self.calls:
-            a = acc[key(c)]
-            for i, v in enumerate((c.macs, c.ops, c.acts, c.bytes_read, c.bytes_written, 1)):
-                a[i] += v
-        return [TrafficShare(k, *v) for k, v in acc.items()]
+        sums = totals(self.calls, lambda c: (key(c),),
+                      lambda c: (c.macs, c.ops, c.acts, c.bytes_read, c.bytes_written, 1))
+        return [TrafficShare(k, *v) for k, v in sums.items()]
 
     def total(self) -> TrafficShare:
         """The whole model."""
@@ -118,76 +110,27 @@ class MemoryProfile:
         return sorted(self._group(lambda c: c.op), key=lambda s: -s.bytes)
 
     def by_stage(self) -> list[TrafficShare]:
-        shares = {s.name: s for s in self._group(lambda c: c.module.split(".")[0] or "(root)")}
-        order = [n for n in self.module_names if n and "." not in n] + ["(root)"]
-        return [shares[n] for n in order if n in shares]
+        return in_stage_order({s.name: s for s in self._group(lambda c: stage_of(c.module))}, self.module_names)
 
     def by_layer(self) -> list[TrafficShare]:
         """Per module (exclusive of children), in execution order."""
-        order = list(dict.fromkeys(c.module or "(root)" for c in self.calls))
-        shares = {s.name: s for s in self._group(lambda c: c.module or "(root)")}
-        return [shares[n] for n in order]
+        return self._group(lambda c: c.module or ROOT)
 
 
-def _tensors(value: Any):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v)
+def op_calls(events: Sequence[OpEvent], element_bytes: int) -> tuple[OpCall, ...]:
+    """The traffic view of op events: every priced op and copy with its bytes at `element_bytes` per element."""
+    return tuple(OpCall(module=e.module, op=e.op, type=e.op_type, macs=e.macs, ops=e.ops, acts=e.acts,
+                        bytes_read=e.elements_read * element_bytes, bytes_written=e.elements_written * element_bytes,
+                        shape=e.shape, kernel=e.kernel, groups=e.groups) for e in events)
 
 
-def _first(out: Any) -> Any:
-    return out[0] if isinstance(out, (tuple, list)) and out else out
-
-
-def op_traffic(args: tuple, kwargs: dict, out: Any, element_bytes: int) -> tuple[int, int]:
-    """(bytes read, bytes written) of one op: every tensor argument once, the first output once."""
-    read = sum(t.numel() for t in _tensors(args)) + sum(t.numel() for t in _tensors(tuple(kwargs.values())))
-    first = _first(out)
-    written = first.numel() if isinstance(first, torch.Tensor) else 0
-    return read * element_bytes, written * element_bytes
-
-
-def _kernel_groups(name: str, cost_type: str, args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
-    if cost_type.startswith("conv ") or cost_type.endswith(" conv"):
-        w = args[1]
-        groups = args[8] if len(args) > 8 else (args[6] if len(args) > 6 and not isinstance(args[6], bool)
-                                                 else kwargs.get("groups", 1))
-        return tuple(w.shape[2:]), int(groups)
-    if "pool" in name and len(args) > 1 and not name.startswith(("adaptive", "_adaptive")):
-        k = args[1]
-        return (tuple(k) if isinstance(k, (list, tuple)) else (k,)), 1
-    return (), 1
-
-
-class TrafficCounter(OpCounter):
-    """OpCounter that also keeps every op call with its bytes moved and acts."""
-
-    def __init__(self, tracker: _ModuleTracker | None, element_bytes: int):
-        super().__init__(tracker)
-        self.element_bytes = element_bytes
-        self.calls: list[OpCall] = []
-        self.free_calls = 0
-
-    def record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> Cost | None:
-        cost = super().record(func, args, kwargs, out)
-        name = op_name(func)
-        base = name.rstrip("_")
-        if cost is None and base not in COPY_OPS:
-            self.free_calls += 1
-            return cost  # views, allocations (free) and uncounted ops (reported by OpCounter)
-        cost = cost or Cost(COPY_TYPE, 0, 0)
-        read, written = op_traffic(args, kwargs, out, self.element_bytes)
-        if base in ("clone", "contiguous", "copy", "_to_copy") and name.endswith("_"):
-            read = written  # copy_(dst, src): the destination is only written
-        first = _first(out)
-        kernel, groups = _kernel_groups(base, cost.type, args, kwargs)
-        self.calls.append(OpCall(
-            module=self.tracker.current if self.tracker else "", op=base, type=cost.type, macs=cost.macs,
-            ops=cost.ops, acts=op_acts(name, cost.type, out), bytes_read=read, bytes_written=written,
-            shape=tuple(first.shape) if isinstance(first, torch.Tensor) else (), kernel=kernel, groups=groups))
-        return cost
+def memory_profile(trace: Trace, dtype: str = "float32") -> MemoryProfile:
+    """The traffic view of an op trace, every tensor element at the size of `dtype`."""
+    if dtype not in ELEMENT_BYTES:
+        raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(ELEMENT_BYTES)}")
+    return MemoryProfile(model=trace.label, input_shape=trace.input_shape, dtype=dtype,
+                         calls=op_calls(trace.events, ELEMENT_BYTES[dtype]), modules_called=trace.modules_called,
+                         module_names=trace.module_names, uncounted=trace.uncounted, free_calls=trace.free_calls)
 
 
 def analyze_memory(model: Any, input_shape: Sequence[int] | None = None, dtype: str = "float32",
@@ -196,16 +139,18 @@ def analyze_memory(model: Any, input_shape: Sequence[int] | None = None, dtype: 
     or a source; inputs as in count_flops: one `input_shape`, or `inputs`, or the model's declared input)."""
     if dtype not in ELEMENT_BYTES:
         raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(ELEMENT_BYTES)}")
-    source = as_source(model)
     if input_shape is not None:
         inputs = (parse_shape(input_shape, ()),)
-    called = [0]
-    handle = nn.modules.module.register_module_forward_pre_hook(lambda *_: called.__setitem__(0, called[0] + 1))
-    try:
-        counter, _, net, specs, _ = trace(source, inputs, lambda tracker: TrafficCounter(tracker, ELEMENT_BYTES[dtype]))
-    finally:
-        handle.remove()
-    return MemoryProfile(model=source.label, input_shape=specs[0].shape if specs else (), dtype=dtype,
-                         calls=tuple(counter.calls), modules_called=called[0],
-                         module_names=tuple(n for n, _ in net.named_modules()),
-                         uncounted=tuple(sorted(counter.uncounted.items())), free_calls=counter.free_calls)
+    return memory_profile(trace_model(model, inputs), dtype)
+
+
+class TrafficCounter(Tracer):
+    """A tracer over any function (not a model: no module paths) whose events are read as OpCalls."""
+
+    def __init__(self, tracker: Any = None, element_bytes: int = 4):
+        super().__init__(tracker)
+        self.element_bytes = element_bytes
+
+    @property
+    def calls(self) -> tuple[OpCall, ...]:
+        return op_calls(self.events, self.element_bytes)

@@ -53,3 +53,17 @@ def scoped_type(path: str, scopes: Sequence[tuple[str, str]]) -> str | None:
         if path == scope or path.startswith(scope + ".") or not scope:
             found = kind
     return found
+
+
+def module_type(module: Any) -> str:
+    """Layer type of a module that owns parameters directly (conv KxK / depthwise / ..., linear, norm, other)."""
+    from torch import nn
+
+    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return conv_type(module.in_channels, module.groups, module.kernel_size)
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, norms):
+        return "norm"
+    return "other"
