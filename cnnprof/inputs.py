@@ -15,7 +15,7 @@ import contextlib
 import sys
 from typing import Mapping
 
-from cnnprof.errors import CnnprofError, ModelSpecError, first_line
+from cnnprof.errors import CnnprofError, ModelSpecError, first_line, parameter
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
@@ -261,6 +261,21 @@ def declared_inputs(model: Any) -> tuple[tuple, dict] | None:
     if isinstance(size, (tuple, list)) and size and all(isinstance(d, int) for d in size):
         return normalize((1, *size))
     return None
+
+
+def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int | None, explicit: Any):
+    """The inputs a command uses (InputSpecs): explicit ones, else the model's declared input (config,
+    example_inputs(), default_input_shape, timm pretrained_cfg) or 1x3x224x224, with batch/resolution applied.
+    None: a declared input nested in containers, used as declared. `source`: see cnnprof.counting.source."""
+    if explicit:
+        return tuple(explicit)
+    args, kwargs = source.inputs(model)
+    if not is_flat(args, kwargs):
+        if resolution is not None:
+            raise CnnprofError(f"{source.label}: {parameter('resolution')}: the declared input is nested; give "
+                               f"{parameter('input_shape')}")
+        return None
+    return with_batch_and_resolution(as_specs(args, kwargs), batch_size, resolution)
 
 
 materialize = make_inputs  # the older name, still used by timing (going with the timer restructuring)

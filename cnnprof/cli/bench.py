@@ -1,6 +1,8 @@
 """`cnnprof bench`."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Optional
 
 import typer
@@ -62,73 +64,122 @@ def bench_cmd(
 ) -> None:
     """Measure forward-pass latency and throughput (median, mean, min, p90, p99, IQR) on CPU or CUDA.
     Several models are timed interleaved in rounds, and their latency ratios to the first get an interval."""
+    settings = BenchOptions(device.value, batch_size, resolution, input_shape_, input_, dtype.value, channels_last,
+                            threads, warmup, min_time, min_runs, compile_, breakdown, auto_batch)
+    guard(partial(_run, settings, models, set_, fmt.value, output))
 
-    def body() -> int:
-        from cnnprof.timing.interleave import interleaved_benchmark
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `cnnprof bench` measures and how, as given on the command line."""
+
+    device: str
+    batch_size: str
+    resolution: int | None
+    input_shape: list[str] | None
+    inputs: list[str] | None
+    dtype: str
+    channels_last: bool
+    threads: int | None
+    warmup: float
+    min_time: float
+    min_runs: int
+    compile: bool
+    breakdown: bool
+    auto_batch: bool
+
+    def check(self) -> None:
         from cnnprof.timing.runtime import check_device, validate_timing
+
+        check_device(self.device)  # before anything else runs
+        validate_timing(self.warmup, self.min_time, self.min_runs, self.threads, self.dtype)
+        if self.compile and self.breakdown:
+            raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
+        warn_settings(self.device, self.dtype)
+
+
+@dataclass
+class BenchRun:
+    """One `cnnprof bench`: every batch size is a job that times all models interleaved."""
+
+    options: BenchOptions
+    args: list[Any]
+    sizes: list[int]
+    explicit: Any  # InputSpecs of --input-shape / --input, or None
+    profile: Any = None  # the device profile for predicted times next to --breakdown
+    overrides: dict[str, dict] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)  # row label -> resolved model
+    bad: int = 0  # 2 when a model could not be resolved
+
+    def _resolved(self, first: bool) -> list[Any]:
         from cnnprof.cli.models_arg import resolve_arg
+
+        found = []
+        for arg in self.args:
+            try:
+                source = resolve_arg(arg)
+            except CnnprofError as exc:
+                if first:
+                    print_error(exc)
+                self.bad = 2
+                continue
+            self.overrides[source.label] = arg.overrides()
+            self.sources[source.label] = source
+            found.append(source)
+        return found
+
+    def _inputs(self, source: Any, b: int) -> Any:
         from cnnprof.inputs import with_batch_and_resolution
+
+        model = source.build("meta") if self.explicit is None and source.config is None else None
+        specs = input_specs(source, model, b, self.options.resolution, self.explicit)
+        if self.explicit is not None:  # explicit shapes carry their batch unless --batch-size says otherwise
+            specs = with_batch_and_resolution(specs, b if self.options.batch_size != "1" else None, None)
+        return specs
+
+    def batch(self, b: int) -> tuple[list, list]:
+        """(BenchResults, ratio statistics) of every model at batch size `b`, timed interleaved."""
+        from cnnprof.timing.interleave import interleaved_benchmark
+
+        o = self.options
+        sources = self._resolved(first=b == self.sizes[0])
+        inputs = [self._inputs(s, b) for s in sources]
+        with soft_interrupts():
+            return interleaved_benchmark(
+                sources, inputs, o.device, dtype=o.dtype, channels_last=o.channels_last, threads=o.threads,
+                warmup=o.warmup, min_time=o.min_time, min_runs=o.min_runs, compile=o.compile,
+                auto_batch=o.auto_batch, breakdown=o.breakdown, stop=interrupt_requested)
+
+    def report(self, groups: list[tuple[list, list]]) -> Any:
         from cnnprof.report.tables import bench_report
 
-        check_device(device.value)  # before anything else runs
-        validate_timing(warmup, min_time, min_runs, threads, dtype.value)
-        if compile_ and breakdown:
-            raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
-        warn_settings(device.value, dtype.value)
-        sizes, args, writer = parse_batch_sizes(batch_size), model_args(models, set_), open_output(output)
-        explicit = parse_inputs(input_shape_, input_)
-        overrides: dict[str, dict] = {}
-        sources_by_label: dict[str, Any] = {}
-        settings = {"warmup": warmup, "min_time": min_time}
-        profile = _profile(device.value) if breakdown else None
-        bad = 0
-
-        def work(b: int):
-            nonlocal bad
-            sources = []
-            for arg in args:
-                try:
-                    source = resolve_arg(arg)
-                except CnnprofError as exc:
-                    if b == sizes[0]:
-                        print_error(exc)
-                    bad = 2
-                    continue
-                overrides[source.label] = arg.overrides()
-                sources_by_label[source.label] = source
-                sources.append(source)
-            inputs = []
-            for s in sources:
-                model = s.build("meta") if explicit is None and s.config is None else None
-                specs = input_specs(s, model, b, resolution, explicit)
-                if explicit is not None:  # explicit shapes carry their batch unless --batch-size says otherwise
-                    specs = with_batch_and_resolution(specs, b if batch_size != "1" else None, None)
-                inputs.append(specs)
-            with soft_interrupts():
-                return interleaved_benchmark(
-                    sources, inputs, device.value, dtype=dtype.value, channels_last=channels_last, threads=threads,
-                    warmup=warmup, min_time=min_time, min_runs=min_runs, compile=compile_, auto_batch=auto_batch,
-                    breakdown=breakdown, stop=interrupt_requested)
-
-        def report(groups):
-            results = [r for rs, _ in groups for r in rs]
-            ratios = [q for _, qs in groups for q in qs]
-            predicted = _predicted(results, sources_by_label, profile, dtype.value) if profile else None
-            return add_overrides(bench_report(results, settings, ratios, predicted), overrides)
-
-        def produced(group):
-            if writer:
-                writer.add(*report([group])[1:])
-
-        groups, code = for_each_model(sizes, work, "Benchmarking", name=lambda b: f"batch {b}", on_result=produced)
         results = [r for rs, _ in groups for r in rs]
-        emit_report(fmt.value, report(groups), code, "rounds")
-        failed = [r for r in results if r.status not in ("ok", "interrupted")]
-        for r in failed:
-            print_error(f"{r.model} at batch {r.batch_size}: {r.error}")
-        return max(code, bad, 1 if failed else 0)
+        ratios = [q for _, qs in groups for q in qs]
+        predicted = _predicted(results, self.sources, self.profile, self.options.dtype) if self.profile else None
+        settings = {"warmup": self.options.warmup, "min_time": self.options.min_time}
+        return add_overrides(bench_report(results, settings, ratios, predicted), self.overrides)
 
-    guard(body)
+    def stream(self, writer: Any, group: tuple[list, list]) -> None:
+        writer.add(*self.report([group])[1:])
+
+
+def _run(options: BenchOptions, models: list[str] | None, set_: list[str] | None, fmt: str,
+         output: str | None) -> int:
+    options.check()
+    sizes, args, writer = parse_batch_sizes(options.batch_size), model_args(models, set_), open_output(output)
+    run = BenchRun(options, args, sizes, parse_inputs(options.input_shape, options.inputs),
+                   _profile(options.device) if options.breakdown else None)
+    groups, code = for_each_model(sizes, run.batch, "Benchmarking", name=_batch_name,
+                                  on_result=partial(run.stream, writer) if writer else None)
+    emit_report(fmt, run.report(groups), code, "rounds")
+    failed = [r for rs, _ in groups for r in rs if r.status not in ("ok", "interrupted")]
+    for r in failed:
+        print_error(f"{r.model} at batch {r.batch_size}: {r.error}")
+    return max(code, run.bad, 1 if failed else 0)
+
+
+def _batch_name(b: int) -> str:
+    return f"batch {b}"
 
 
 def _profile(device: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import redirect_stdout
-from dataclasses import replace
 from enum import Enum
 from typing import Any, Callable, Optional
 
@@ -20,7 +19,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.interrupts import (  # noqa: F401 - re-exported for the commands
     INTERRUPTED, SIGNALS, Interrupted, interrupt_requested, interruptible, soft_interrupts, user_failure)
 from cnnprof.errors import CnnprofError, first_line
-from cnnprof.inputs import InputSpec, parse_inputs  # noqa: F401 - parse_inputs is re-exported to commands
+from cnnprof.inputs import InputSpec, input_specs, parse_inputs  # noqa: F401 - re-exported to commands
 
 app = typer.Typer(
     name="cnnprof",
@@ -169,23 +168,6 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return dict(parse_override(item) for item in items or [])
 
 
-def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int | None, explicit: Any):
-    """The inputs a command uses (InputSpecs): explicit ones, else the model's declared input (config,
-    example_inputs(), default_input_shape, timm pretrained_cfg) or 1x3x224x224, with batch/resolution applied.
-    None: a declared input nested in containers, used as declared."""
-    from cnnprof.inputs import as_specs, is_flat, with_batch_and_resolution
-    from cnnprof.models.spec import model_inputs
-
-    if explicit:
-        return tuple(explicit)
-    args, kwargs = model_inputs(source, model)
-    if not is_flat(args, kwargs):
-        if resolution is not None:
-            raise CnnprofError(f"{source.label}: --resolution: the declared input is nested; give --input-shape")
-        return None
-    return with_batch_and_resolution(as_specs(args, kwargs), batch_size, resolution)
-
-
 def model_specs(models: list[str] | None) -> list[str]:
     if models:
         return models
@@ -296,52 +278,9 @@ def model_args(models: list[str] | None, set_: list[str] | None):
 
 def add_overrides(report, by_label: dict[str, dict[str, Any]]):
     """Put each row's effective overrides (`overrides`, by row label) next to its model name in JSON and CSV."""
-    tables, json_rows, csv_rows = report
-    for rows, as_text in ((json_rows, False), (csv_rows, True)):
-        for i, row in enumerate(rows):
-            if row.get("model") in by_label and "overrides" not in row:
-                o = by_label[row["model"]]
-                value = ",".join(f"{k}={v}" for k, v in o.items()) if as_text else o
-                items = list(row.items())
-                rows[i] = dict(items[:1] + [("overrides", value)] + items[1:])
-    return tables, json_rows, csv_rows
+    from cnnprof.profiling.compare import with_overrides
 
-
-def flops_of(spec: str, overrides: dict, scope: str, backend: str, batch_size: int | None,
-              resolution: int | None, inputs: Any = None, per_module: bool = False):
-    """(FlopCount, params, params per module or None) for one model spec; `inputs`: explicit InputSpecs."""
-    from cnnprof.counting.flops import count_flops
-    from cnnprof.counting.params import count_params
-    from cnnprof.models.spec import resolve
-
-    source = resolve(spec, overrides)
-    # Built once: on meta for the torch backend (on the CPU if its constructor cannot run on meta), on the
-    # CPU for fvcore, which traces real tensors and is the fallback for models that fail on meta.
-    model = source.build("cpu" if backend == "fvcore" else "meta")
-    pc = count_params(model)
-    if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], int):
-        inputs = (InputSpec(inputs),)  # a plain shape, as older callers pass it
-    specs = input_specs(source, model, batch_size, resolution, inputs)
-    fc = count_flops(replace(source, module=model), scope=scope, backend=backend,
-                     inputs=list(specs) if specs is not None else None)
-    return fc, pc.total, dict(pc.by_module) if per_module else None
-
-
-def layer_shapes(source: Any, model: Any, inputs: Any) -> dict[str, tuple] | None:
-    """{module path: (input shape, output shape)} from one counted forward pass on meta, or None if the model
-    cannot run on meta (params never runs a model for real)."""
-    from cnnprof.counting.flops import count_flops
-
-    try:
-        specs = input_specs(source, model, None, None, inputs)
-        if all(t.is_meta for t in model.parameters()):
-            fc = count_flops(replace(source, module=model, config=None, factory=None),
-                             inputs=list(specs) if specs is not None else None)
-        else:
-            return None
-    except CnnprofError:
-        return None
-    return {name: (i, o) for name, i, o in fc.module_shapes}
+    return with_overrides(report, by_label)
 
 
 def parse_batch_sizes(text: str) -> list[int]:

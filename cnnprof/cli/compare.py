@@ -1,6 +1,8 @@
 """`cnnprof compare`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 import typer
@@ -10,8 +12,8 @@ from cnnprof.cli.bench import warn_settings
 from cnnprof.cli.common import (
     app, print_error, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt,
     ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, parse_inputs, single_batch_size,
-    model_args, for_each_model, guard, flops_of, add_overrides, open_output, emit_report, soft_interrupts,
-    interrupt_requested, INTERRUPTED)
+    model_args, for_each_model, guard, open_output, emit_report, soft_interrupts, interrupt_requested, INTERRUPTED)
+from cnnprof.cli.runs import ModelRun, job_name
 from cnnprof.cli.device import DeviceSpecOpt, requested_profile
 from cnnprof.errors import CnnprofError
 
@@ -57,109 +59,100 @@ def compare(
     output: OutputOpt = None,
 ) -> None:
     """Side-by-side params, FLOPs and MACs per parameter, with each model's ratio to the first."""
-    overrides: dict[str, dict] = {}  # row label -> effective overrides
+    timing = {"--device": None if predict else device, "--dtype": dtype, "--channels-last": channels_last,
+              "--threads": threads, "--warmup": warmup, "--min-time": min_time, "--min-runs": min_runs}
+    settings = CompareSettings(
+        convention.value, scope.value, resolution, batch_size, input_shape_, input_, predict, device_spec,
+        (device or Device.cpu).value, bench, {k: v for k, v in timing.items() if v is not None})
+    guard(partial(_run, settings, models, set_, fmt.value, output))
 
-    def body() -> int:
-        from cnnprof.cli.models_arg import resolve_arg
 
-        if len(models) < 2:
-            raise CnnprofError("compare needs at least two models, e.g. cnnprof compare resnet50 resnext50")
-        timing = {"--device": None if predict else device, "--dtype": dtype, "--channels-last": channels_last, "--threads": threads,
-                  "--warmup": warmup, "--min-time": min_time, "--min-runs": min_runs}
-        given = [k for k, v in timing.items() if v is not None]
-        if given and not bench:
+@dataclass(frozen=True)
+class CompareSettings:
+    """What `cnnprof compare` counts, predicts and measures, as given on the command line."""
+
+    convention: str
+    scope: str
+    resolution: int | None
+    batch_size: str | None
+    input_shape: list[str] | None
+    inputs: list[str] | None
+    predict: bool
+    device_spec: str | None
+    device: str
+    bench: bool
+    timing: dict[str, Any]  # the timing options given ("--dtype": value, ...): they need --bench
+
+    def bench_settings(self) -> Any:
+        """cnnprof.profiling.compare.BenchSettings, checked; None without --bench."""
+        from cnnprof.profiling.compare import BenchSettings
+
+        given = list(self.timing)
+        if given and not self.bench:
             raise CnnprofError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --bench; "
                                f"add --bench or drop {'it' if len(given) == 1 else 'them'}")
-        b = single_batch_size(batch_size, "compare") if batch_size is not None else None
-        bench_opts = dict(dtype=(dtype or DType.float32).value, channels_last=bool(channels_last), threads=threads,
-                          warmup=0.5 if warmup is None else warmup, min_time=1.0 if min_time is None else min_time,
-                          min_runs=min_runs or 5)
-        dev = (device or Device.cpu).value
-        if bench:
-            from cnnprof.timing.runtime import check_device, validate_timing
+        if not self.bench:
+            return None
+        from cnnprof.timing.runtime import check_device, validate_timing
 
-            check_device(dev)
-            validate_timing(bench_opts["warmup"], bench_opts["min_time"], bench_opts["min_runs"], threads,
-                            bench_opts["dtype"])
-            warn_settings(dev, bench_opts["dtype"])
-        args, writer = model_args(models, set_), open_output(output)
-        inputs = parse_inputs(input_shape_, input_)
-        sources: list[Any] = []
-        profile = requested_profile(predict, dev, device_spec)
-
-        def work(arg) -> dict[str, Any]:
-            source = resolve_arg(arg)
-            overrides[source.label] = arg.overrides()
-            fc, params_total, _ = flops_of(source, {}, scope.value, "torch", b, resolution, inputs)
-            sources.append((source, fc.inputs or fc.input_shape))
-            row = {"model": fc.model, "params": params_total, "flops": fc.flops(convention.value), "macs": fc.macs,
-                   "acts": fc.acts, "convention": convention.value, "scope": scope.value,
-                   "input_shape": list(fc.input_shape),
-                   "macs_per_param": fc.macs / params_total if params_total else None,
-                   "uncounted_ops": dict(fc.uncounted), "method": fc.method}
-            if profile is not None:
-                from cnnprof.predict.latency import predict_latency
-
-                p = predict_latency(source, fc.input_shape, profile)
-                row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
-                           prediction="calibrated" if p.calibrated else "roofline", device_name=p.device_name,
-                           profile=p.source)
-            return row
-
-        rows_so_far: list[dict[str, Any]] = []
-
-        def keep(row):
-            rows_so_far.append(row)
-            if writer and not bench:  # with --bench a row is complete only after the timing rounds
-                _, json_rows, csv_rows = report(list(rows_so_far))
-                writer.add(json_rows[-1:], csv_rows[-1:])
-
-        rows, code = for_each_model(args, work, "Counting", name=lambda a: a.text, on_result=keep)
-        if bench and rows and code != INTERRUPTED:
-            code = max(code, _bench_rows(rows, sources, dev, bench_opts))
-        final = report(rows)
-        if writer and bench:
-            writer.add(*final[1:])
-        emit_report(fmt.value, final, code, "models")
-        return code
-
-    def report(rows):
-        from cnnprof.report.tables import compare_report
-
-        _ratios(rows)
-        return add_overrides(compare_report(rows, convention.value, scope.value, bench, predict), overrides)
-
-    guard(body)
+        t = self.timing
+        b = BenchSettings(self.device, (t.get("--dtype") or DType.float32).value, bool(t.get("--channels-last")),
+                          t.get("--threads"), t.get("--warmup", 0.5), t.get("--min-time", 1.0), t.get("--min-runs", 5))
+        check_device(b.device)
+        validate_timing(b.warmup, b.min_time, b.min_runs, b.threads, b.dtype)
+        warn_settings(b.device, b.dtype)
+        return b
 
 
-def _ratios(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    ref = rows[0]
-    for row in rows:
-        for key in ("params", "flops", "macs"):
-            row[f"{key}_ratio"] = row[key] / ref[key] if ref[key] else None
-        if "predicted_ms" in row:
-            row["predicted_ratio"] = row["predicted_ms"] / ref["predicted_ms"] if ref.get("predicted_ms") else None
+def _profile(settings: CompareSettings, batch: int | None, inputs: Any, device_profile: Any, source: Any,
+             arg: Any) -> Any:
+    """The Profile of one model (cnnprof.profiling.profile)."""
+    from cnnprof.profiling.profile import profile
+
+    return profile(source, inputs, batch_size=batch, resolution=settings.resolution, scope=settings.scope,
+                   convention=settings.convention, device_profile=device_profile)
 
 
-def _bench_rows(rows: list[dict[str, Any]], sources: list[Any], device: str, opts: dict[str, Any]) -> int:
-    """Time every model interleaved in rounds; add latency, ratio interval, status and noisy flag to its row."""
-    from cnnprof.timing.interleave import interleaved_benchmark
+def _comparison(settings: CompareSettings, run: ModelRun, profiles: list[Any]) -> Any:
+    from cnnprof.profiling.compare import Comparison
 
-    with soft_interrupts():
-        results, ratios = interleaved_benchmark([s for s, _ in sources], [shape for _, shape in sources], device,
-                                                stop=interrupt_requested, **opts)
+    return Comparison(tuple(profiles), settings.convention, settings.scope, overrides=run.overrides)
+
+
+def _stream(settings: CompareSettings, run: ModelRun, writer: Any, done: list[Any], profile: Any) -> None:
+    """--output without --bench: each model's row as soon as it is counted (ratios to the first so far)."""
+    done.append(profile)
+    _, json_rows, csv_rows = _comparison(settings, run, done).report()
+    writer.add(json_rows[-1:], csv_rows[-1:])
+
+
+def _run(settings: CompareSettings, models: list[str], set_: list[str] | None, fmt: str, output: str | None) -> int:
+    if len(models) < 2:
+        raise CnnprofError("compare needs at least two models, e.g. cnnprof compare resnet50 resnext50")
+    batch = single_batch_size(settings.batch_size, "compare") if settings.batch_size is not None else None
+    bench = settings.bench_settings()
+    args, writer = model_args(models, set_), open_output(output)
+    inputs = parse_inputs(settings.input_shape, settings.inputs)
+    device_profile = requested_profile(settings.predict, settings.device, settings.device_spec)
+    run = ModelRun(partial(_profile, settings, batch, inputs, device_profile), None, "Counting")
+    stream = partial(_stream, settings, run, writer, []) if writer and not bench else None
+    profiles, code = for_each_model(args, run.one, run.what, name=job_name, on_result=stream)
+    comparison = _comparison(settings, run, profiles)
+    if bench and profiles and code != INTERRUPTED:
+        with soft_interrupts():
+            comparison = comparison.timed(bench, stop=interrupt_requested)
+        code = max(code, _failures(comparison))
+    final = comparison.report()
+    if writer and bench:  # with --bench a row is complete only after the timing rounds
+        writer.add(*final[1:])
+    emit_report(fmt, final, code, "models")
+    return code
+
+
+def _failures(comparison: Any) -> int:
+    """Report every model whose timing failed; the exit code they add (130 if interrupted, else 1)."""
     code = 0
-    for row, r, q in zip(rows, results, ratios):
-        row.update(device=device, latency_ms=r.median_ms, throughput=r.throughput, bench_status=r.status,
-                   bench_error=r.error, noisy=r.noisy, rounds=r.rounds,
-                   latency_ratio_interval=None if q is None else {"low": q.low, "high": q.high,
-                                                                 "measurable": q.measurable})
-        row["latency_ratio"] = (q.median if q is not None else 1.0 if r is results[0] and r.median_ms else None)
-        row["throughput_ratio"] = (row["throughput"] / rows[0]["throughput"]
-                                   if row["throughput"] and rows[0].get("throughput") else None)
-        if r.status != "ok":
-            print_error(f"{r.model}: {r.error}")
-            code = INTERRUPTED if r.status == "interrupted" else max(code, 1)
+    for model, status, error in comparison.failures():
+        print_error(f"{model}: {error}")
+        code = INTERRUPTED if status == "interrupted" else max(code, 1)
     return code

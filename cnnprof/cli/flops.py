@@ -1,7 +1,9 @@
 """`cnnprof flops`."""
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -9,7 +11,8 @@ from typing_extensions import Annotated
 from cnnprof.cli.common import (
     app, DepthOpt, layer_depth, Format, Convention, Scope, Backend, FlopsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, ConventionOpt,
     ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, BatchSizesOpt, parse_inputs, parse_batch_sizes, model_args,
-    for_each_model, guard, flops_of, add_overrides, open_output, emit_report)
+    guard)
+from cnnprof.cli.runs import ModelRun, job_name
 from cnnprof.errors import CnnprofError
 
 
@@ -36,38 +39,52 @@ def flops(
     output: OutputOpt = None,
 ) -> None:
     """Count FLOPs of one forward pass under an explicit convention and scope; lists uncounted ops."""
+    settings = FlopsSettings(convention.value, scope.value, backend.value, by.value if by else None, depth,
+                             resolution, input_shape_, input_)
+    guard(partial(_run, settings, models, set_, batch_size, fmt.value, output))
 
-    def body() -> int:
-        from cnnprof.cli.models_arg import resolve_arg
-        from cnnprof.report.tables import flops_report
 
-        levels = layer_depth(depth, by is FlopsBy.layer)
-        shape = parse_inputs(input_shape_, input_)
-        if shape is not None and batch_size is not None:
-            raise CnnprofError("--batch-size has no effect with --input-shape / --input (their first dimension is "
-                               "the batch)")
-        sizes = parse_batch_sizes(batch_size) if batch_size is not None else [None]
-        args, writer = model_args(models, set_), open_output(output)
-        per_module = by is FlopsBy.layer
-        overrides: dict[str, dict] = {}  # row label -> effective overrides
+@dataclass(frozen=True)
+class FlopsSettings:
+    """What `cnnprof flops` counts and shows."""
 
-        def work(job):
-            arg, b = job
-            source = resolve_arg(arg)
-            overrides[source.label] = arg.overrides()
-            return flops_of(source, {}, scope.value, backend.value, b, resolution, shape, per_module)
+    convention: str
+    scope: str
+    backend: str
+    by: str | None
+    depth: int | None
+    resolution: int | None
+    input_shape: list[str] | None
+    inputs: list[str] | None
 
-        def report(results):
-            return add_overrides(flops_report(results, convention.value, by.value if by else None, levels), overrides)
 
-        def produced(result):
-            if writer:
-                writer.add(*report([result])[1:])
+def _count(settings: FlopsSettings, specs: Any, source: Any, job: tuple) -> tuple:
+    """(FlopCount, params, params per module or None) of one (model, batch size) job."""
+    from cnnprof.profiling.profile import count_model
 
-        jobs = [(arg, b) for arg in args for b in sizes]
-        results, code = for_each_model(jobs, work, "Counting FLOPs of", on_result=produced,
-                                       name=lambda j: j[0].text + (f" (batch {j[1]})" if len(sizes) > 1 else ""))
-        emit_report(fmt.value, report(results), code, "models")
-        return code
+    fc, pc = count_model(source, settings.scope, settings.backend, job[1], settings.resolution, specs)
+    return fc, pc.total, dict(pc.by_module) if settings.by == "layer" else None
 
-    guard(body)
+
+def _report(settings: FlopsSettings, levels: int, results: list) -> Any:
+    from cnnprof.report.tables import flops_report
+
+    return flops_report(results, settings.convention, settings.by, levels)
+
+
+def _run(settings: FlopsSettings, models: list[str] | None, set_: list[str] | None, batch_size: str | None,
+         fmt: str, output: str | None) -> int:
+    levels = layer_depth(settings.depth, settings.by == "layer")
+    specs = parse_inputs(settings.input_shape, settings.inputs)
+    if specs is not None and batch_size is not None:
+        raise CnnprofError("--batch-size has no effect with --input-shape / --input (their first dimension is "
+                           "the batch)")
+    sizes = parse_batch_sizes(batch_size) if batch_size is not None else [None]
+    jobs = [(arg, b) for arg in model_args(models, set_) for b in sizes]
+    name = job_name if len(sizes) == 1 else _batch_job_name
+    run = ModelRun(partial(_count, settings, specs), partial(_report, settings, levels), "Counting FLOPs of", name)
+    return run.run(jobs, fmt, output)
+
+
+def _batch_job_name(job: tuple) -> str:
+    return f"{job[0].text} (batch {job[1]})"

@@ -1,15 +1,18 @@
 """`cnnprof roofline`."""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Optional
+from functools import partial
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
     app, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, InputShapeOpt, InputOpt, parse_inputs,
-    input_specs, model_args, add_overrides, for_each_model, guard)
+    input_specs, model_args, guard)
+from cnnprof.cli.runs import ModelRun
 from cnnprof.cli.device import DeviceSpecOpt, profile_for
 from cnnprof.errors import CnnprofError
 
@@ -39,34 +42,48 @@ def roofline(
 ) -> None:
     """Place every layer on the device's roofline: bytes moved, intensity, attainable FLOP/s, bound, and
     predicted time (roofline and calibrated) next to its share of MACs."""
+    settings = RooflineSettings(device.value, device_spec, dtype.value, batch_size, resolution, input_shape_, input_,
+                                by.value, plot)
+    guard(partial(_run, settings, models, set_, fmt.value))
 
-    def body() -> int:
-        from dataclasses import replace
 
-        from cnnprof.predict.latency import predict_latency
-        from cnnprof.cli.models_arg import resolve_arg
-        from cnnprof.report.render import emit
-        from cnnprof.report.roofline import plot_roofline, roofline_report
+@dataclass(frozen=True)
+class RooflineSettings:
+    """What `cnnprof roofline` predicts, on which device profile, and how it shows it."""
 
-        if plot and not plot.lower().endswith((".png", ".svg")):
-            raise CnnprofError(f"--plot {plot!r}: the file name must end in .png or .svg")
-        args, explicit = model_args(models, set_), parse_inputs(input_shape_, input_)
-        profile = profile_for(device.value, device_spec, dtype.value)
-        overrides: dict[str, dict] = {}  # row label -> effective overrides
+    device: str
+    device_spec: str | None
+    dtype: str
+    batch_size: int
+    resolution: int | None
+    input_shape: list[str] | None
+    inputs: list[str] | None
+    by: str
+    plot: str | None
 
-        def work(arg):
-            source = resolve_arg(arg)
-            overrides[source.label] = arg.overrides()
-            source = replace(source, module=source.build("meta"))  # built once, for its declared inputs too
-            specs = input_specs(source, source.module, batch_size, resolution, explicit)
-            return predict_latency(source, None, profile, dtype.value,
-                                   inputs=list(specs) if specs is not None else None)
 
-        preds, code = for_each_model(args, work, "Placing on the roofline", name=lambda a: a.text)
-        if preds:
-            if plot:  # before the tables, so that `| head` does not lose the file
-                plot_roofline(preds, plot)
-            emit(fmt.value, *add_overrides(roofline_report(preds, by.value), overrides))
-        return code
+def _predict(settings: RooflineSettings, explicit: Any, profile: Any, source: Any, arg: Any) -> Any:
+    """The LatencyPrediction of one model: built once on meta, for its declared inputs too."""
+    from cnnprof.predict.latency import predict_latency
 
-    guard(body)
+    source = replace(source, module=source.build("meta"))
+    specs = input_specs(source, source.module, settings.batch_size, settings.resolution, explicit)
+    return predict_latency(source, None, profile, settings.dtype, inputs=list(specs) if specs is not None else None)
+
+
+def _run(settings: RooflineSettings, models: list[str] | None, set_: list[str] | None, fmt: str) -> int:
+    from cnnprof.report.render import emit
+    from cnnprof.report.roofline import plot_roofline, roofline_report
+
+    if settings.plot and not settings.plot.lower().endswith((".png", ".svg")):
+        raise CnnprofError(f"--plot {settings.plot!r}: the file name must end in .png or .svg")
+    args, explicit = model_args(models, set_), parse_inputs(settings.input_shape, settings.inputs)
+    profile = profile_for(settings.device, settings.device_spec, settings.dtype)
+    run = ModelRun(partial(_predict, settings, explicit, profile), partial(roofline_report, by=settings.by),
+                   "Placing on the roofline")
+    preds, code = run.results(args)
+    if preds:
+        if settings.plot:  # before the tables, so that `| head` does not lose the file
+            plot_roofline(preds, settings.plot)
+        emit(fmt, *run.rendered(preds))
+    return code

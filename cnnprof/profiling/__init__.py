@@ -1,0 +1,1 @@
+"""Profiles of one model and comparisons of several: params, FLOPs, acts and latency side by side."""

@@ -1,0 +1,119 @@
+"""One model's three numbers side by side: parameters, FLOPs (and acts), and optional latency.
+
+`profile(model, inputs=...)` counts a model spec or an nn.Module once on the meta device (never moving or
+changing a given module), adds a predicted latency when given a device profile, and returns a `Profile`
+that prints as the CLI's table (`print(cnnprof.profile(model))`) and serialises as its JSON row (`to_dict()`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from cnnprof.counting.conventions import CONVENTIONS
+from cnnprof.errors import CnnprofError
+from cnnprof.inputs import InputSpec, input_specs
+from cnnprof.results import Printable
+
+
+@dataclass(frozen=True)
+class Profile(Printable):
+    """Parameters, FLOPs and acts of one model (and its predicted latency, if asked for)."""
+
+    params: Any  # cnnprof.counting.params.ParamCount
+    flops: Any  # cnnprof.counting.flops.FlopCount (its scope is the profile's)
+    convention: str = "macc"
+    prediction: Any = None  # cnnprof.predict.latency.LatencyPrediction, or None
+    source: Any = field(default=None, repr=False, compare=False)  # the resolved model (cnnprof.models.spec)
+
+    @property
+    def model(self) -> str:
+        return self.flops.model
+
+    def row(self) -> dict[str, Any]:
+        """The CLI's compare row of this model, before the ratios to a reference."""
+        fc, params = self.flops, self.params.total
+        row = {"model": fc.model, "params": params, "flops": fc.flops(self.convention), "macs": fc.macs,
+               "acts": fc.acts, "convention": self.convention, "scope": fc.scope, "input_shape": list(fc.input_shape),
+               "macs_per_param": fc.macs / params if params else None, "uncounted_ops": dict(fc.uncounted),
+               "method": fc.method}
+        p = self.prediction
+        if p is not None:
+            row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
+                       prediction="calibrated" if p.calibrated else "roofline", device_name=p.device_name,
+                       profile=p.source)
+        return row
+
+    def report(self):
+        """The table `cnnprof compare` shows, with this model alone."""
+        from cnnprof.profiling.compare import Comparison
+
+        return Comparison((self,), self.convention, self.flops.scope).report()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report()[1][0]
+
+
+def count_model(source: Any, scope: str = "conv", backend: str = "torch", batch_size: int | None = None,
+                resolution: int | None = None, inputs: Any = None, **count_options: Any):
+    """(FlopCount, ParamCount) of a resolved source (cnnprof.models.spec.resolve): built once, on meta for the
+    torch backend (on the CPU if its constructor cannot run on meta), on the CPU for fvcore, which traces real
+    tensors. `inputs`: explicit InputSpecs (or one shape); else the declared input with batch/resolution."""
+    from cnnprof.counting.flops import count_flops
+    from cnnprof.counting.params import count_params
+
+    model = source.module if source.module is not None else source.build("cpu" if backend == "fvcore" else "meta")
+    if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], int):
+        inputs = (InputSpec(inputs),)  # a plain shape
+    specs = input_specs(source, model, batch_size, resolution, inputs)
+    fc = count_flops(replace(source, module=model), scope=scope, backend=backend,
+                     inputs=list(specs) if specs is not None else None, **count_options)
+    return fc, count_params(model)
+
+
+def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_size: int | None = None,
+            resolution: int | None = None, scope: str = "conv", convention: str = "macc",
+            overrides: Mapping[str, Any] | None = None, device_profile: Any = None, dtype: str = "float32",
+            formulas: Mapping | None = None, units: Mapping | None = None) -> Profile:
+    """Profile one model (zoo name, YAML path, `module:callable` or nn.Module): params, FLOPs, acts and, with a
+    `device_profile` (cnnprof.predict.device), predicted latency in `dtype`, all from one op trace. Inputs as in
+    count_flops; `formulas` and `units` as in count_flops."""
+    from cnnprof.counting.flops import flop_count
+    from cnnprof.counting.params import count_params
+    from cnnprof.counting.run import trace_model
+    from cnnprof.models.spec import resolve
+
+    _check(scope, convention, input_shape, inputs)
+    inputs = (tuple(input_shape),) if input_shape is not None else inputs
+    source = resolve(model, overrides)
+    built = source.module if source.module is not None else source.build("meta")  # a given module is never moved
+    specs = input_specs(source, built, batch_size, resolution, _specs(inputs))
+    trace = trace_model(replace(source, module=built), list(specs) if specs is not None else inputs, units=units,
+                        formulas=formulas)
+    prediction = None
+    if device_profile is not None:
+        from cnnprof.counting.traffic import memory_profile
+        from cnnprof.predict.latency import predict_ops
+
+        prediction = predict_ops(memory_profile(trace, dtype), device_profile, dtype)
+    return Profile(count_params(built), flop_count(trace, scope), convention, prediction, source)
+
+
+def _check(scope: str, convention: str, input_shape: Any, inputs: Any) -> None:
+    from cnnprof.counting.flops import SCOPES
+
+    if convention not in CONVENTIONS:
+        raise CnnprofError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+    if scope not in SCOPES:
+        raise CnnprofError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    if input_shape is not None and inputs is not None:
+        raise CnnprofError("give input_shape or inputs, not both")
+
+
+def _specs(inputs: Any) -> Any:
+    """Explicit inputs as InputSpecs where they are flat shapes/specs; anything else as given."""
+    from cnnprof.inputs import as_specs, is_flat, normalize
+
+    found = normalize(inputs)
+    if found is None:
+        return None
+    return as_specs(*found) if is_flat(*found) else inputs
