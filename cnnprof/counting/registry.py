@@ -114,10 +114,16 @@ def _store(key: str, entry: Registered, replace: bool) -> None:
     _CALLERS.clear()
 
 
+def _load_builtins() -> None:
+    """cnnprof's own formulas register on import: before a user's, so that a duplicate is seen as one."""
+    import cnnprof.counting.formulas  # noqa: F401
+
+
 def register_formula(op: Any, fn: Formula | None = None, *, scope: str = "all", replace: bool = False) -> Any:
     """Register `fn` as the cost formula of `op`; without `fn`, a decorator that does so."""
 
     def register(fn: Formula) -> Formula:
+        _load_builtins()
         key = checked_key(op)
         _store(key, _entry(key, fn, scope), replace)
         return fn
@@ -139,6 +145,7 @@ def builtin(*names: str, scope: str = "all") -> Callable[[Formula], Formula]:
 
 def unregister_formula(op: Any) -> Registered:
     """Remove the formula of `op` (an op or its name); returns what was registered, to restore it later."""
+    _load_builtins()
     key = op_key(op)
     if key not in _REGISTRY:
         raise ValueError(f"no formula registered for {key!r}")
@@ -149,12 +156,14 @@ def unregister_formula(op: Any) -> Registered:
 
 def formulas() -> dict[str, Registered]:
     """Every registered op key -> (formula, scope), sorted by key (a copy)."""
+    _load_builtins()
     return dict(sorted(_REGISTRY.items()))
 
 
 def resolve_formulas(mapping: Mapping[Any, Any] | None) -> dict[str, Registered]:
     """Validate per-call overrides {op: formula or (formula, scope)} as register_formula would; a bare
     formula keeps the scope of the op's registered formula ("all" for an op without one)."""
+    _load_builtins()
     resolved: dict[str, Registered] = {}
     for op, value in (mapping or {}).items():
         key = checked_key(op)
