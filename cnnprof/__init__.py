@@ -6,7 +6,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["build_model", "count_params", "count_flops", "benchmark", "list_models", "__version__"]
+__all__ = ["build_model", "count_params", "count_flops", "benchmark", "list_models", "register_formula",
+           "unregister_formula", "formulas", "Cost", "__version__"]
 
 
 def build_model(spec, device=None, **overrides):
@@ -54,3 +55,35 @@ def list_models():
     from cnnprof.models.zoo import zoo_names
 
     return zoo_names()
+
+
+def register_formula(op, fn=None, *, scope="all", replace=False):
+    """Register `fn(**op_arguments, out=output) -> Cost` as the cost of `op`; without `fn`, a decorator.
+
+    `op`: torch.ops.aten.X (or .X.default), an aten name 'X', or 'namespace::name' for other ops (e.g.
+    'torchvision::nms', a torch.library op). `scope`: 'conv' or 'all'. See cnnprof.counting.registry."""
+    from cnnprof.counting.formulas import register_formula as _register
+
+    return _register(op, fn, scope=scope, replace=replace)
+
+
+def unregister_formula(op):
+    """Remove the formula of `op`; returns the removed (formula, scope), to restore it later."""
+    from cnnprof.counting.formulas import unregister_formula as _unregister
+
+    return _unregister(op)
+
+
+def formulas():
+    """Every registered op key ('relu', 'torchvision::nms') -> (formula, scope)."""
+    from cnnprof.counting.formulas import formulas as _formulas
+
+    return _formulas()
+
+
+def __getattr__(name):
+    if name == "Cost":  # what a formula returns: Cost(type, macs, ops); torch-free, loaded on first use
+        from cnnprof.counting.registry import Cost
+
+        return Cost
+    raise AttributeError(f"module 'cnnprof' has no attribute {name!r}")
