@@ -140,15 +140,15 @@ def _check_options(scope: str, backend: str, input_shape: Any, inputs: Any) -> N
 
 
 def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str = "conv",
-                backend: str = "torch", inputs: Any = None, *, formulas: Mapping | None = None,
-                units: Mapping | None = None) -> FlopCount:
+                backend: str = "torch", inputs: Any = None, *, formulas: Mapping | None = None) -> FlopCount:
     """Count MACs of one forward pass of `model` (an nn.Module or a source, see cnnprof.counting.source).
 
     Inputs: `input_shape` (one tensor), or `inputs` (shape, tensor, tuple, dict; see cnnprof.inputs.normalize);
     neither: the model's declared input (config, `example_inputs()`, `default_input_shape`, timm's
     pretrained_cfg) or 1x3x224x224. Counted on meta tensors; a model that cannot run there (data-dependent
     ops such as nonzero, `.item()`) is run once for real on the CPU, and `method` says so. `formulas`:
-    per-call formula overrides; `units`: {module class: (formula, scope)} for modules counted as a whole."""
+    per-call overrides {op or nn.Module class: formula or (formula, scope)}; a module class is counted as a
+    unit (cnnprof.counting.units)."""
     _check_options(scope, backend, input_shape, inputs)
     source = as_source(model)
     if input_shape is not None:
@@ -157,4 +157,4 @@ def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str
         from cnnprof.counting.fvcore import count_fvcore
 
         return count_fvcore(source, inputs)
-    return flop_count(trace_model(source, inputs, units=units, formulas=formulas), scope)
+    return flop_count(trace_model(source, inputs, formulas=formulas), scope)

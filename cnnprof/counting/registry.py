@@ -119,13 +119,19 @@ def _load_builtins() -> None:
     import cnnprof.counting.formulas  # noqa: F401
 
 
-def register_formula(op: Any, fn: Formula | None = None, *, scope: str = "all", replace: bool = False) -> Any:
-    """Register `fn` as the cost formula of `op`; without `fn`, a decorator that does so."""
+def register_formula(op: Any, fn: Formula | None = None, *, scope: str | None = None, replace: bool = False) -> Any:
+    """Register `fn` as the cost formula of `op` (an op, or an nn.Module class counted as a unit, see
+    cnnprof.counting.units); without `fn`, a decorator that does so. Scope: "all" for an op, "conv" for a
+    module unless given."""
 
     def register(fn: Formula) -> Formula:
+        from cnnprof.counting.units import is_module_class, register_unit
+
+        if is_module_class(op):
+            return register_unit(op, fn, scope, replace)
         _load_builtins()
         key = checked_key(op)
-        _store(key, _entry(key, fn, scope), replace)
+        _store(key, _entry(key, fn, "all" if scope is None else scope), replace)
         return fn
 
     return register if fn is None else register(fn)
@@ -144,7 +150,11 @@ def builtin(*names: str, scope: str = "all") -> Callable[[Formula], Formula]:
 
 
 def unregister_formula(op: Any) -> Registered:
-    """Remove the formula of `op` (an op or its name); returns what was registered, to restore it later."""
+    """Remove the formula of `op` (an op, its name or a module class); returns what was registered."""
+    from cnnprof.counting.units import is_module_class, unregister_unit
+
+    if is_module_class(op):
+        return unregister_unit(op)
     _load_builtins()
     key = op_key(op)
     if key not in _REGISTRY:

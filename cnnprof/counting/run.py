@@ -105,16 +105,20 @@ def traced_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool, units: 
     return tracer, tracker, called[0]
 
 
-def trace_model(model: Any, inputs: Any = None, *, units: Mapping | None = None,
-                formulas: Mapping | None = None) -> Trace:
+def trace_model(model: Any, inputs: Any = None, *, formulas: Mapping | None = None) -> Trace:
     """The op trace of one forward pass of `model` (an nn.Module or a source, see cnnprof.counting.source):
-    on meta, or once for real on the CPU when it cannot run there (`Trace.method` says which)."""
+    on meta, or once for real on the CPU when it cannot run there (`Trace.method` says which). `formulas`:
+    per-call overrides {op or module class: formula or (formula, scope)} (cnnprof.counting.units)."""
+    from cnnprof.counting.units import split_formulas
+
+    overrides, units = split_formulas(formulas)
+    overrides, units = overrides or None, units or None
     source = as_source(model)
     net = source.module if source.module is not None else source.build("meta")
     args, kwargs = source.inputs(net, inputs)
     specs = as_specs(args, kwargs)
     try:
-        run, method = traced_run(net, *make_inputs(args, kwargs), on_meta=True, units=units, formulas=formulas), "meta"
+        run, method = traced_run(net, *make_inputs(args, kwargs), on_meta=True, units=units, formulas=overrides), "meta"
     except Exception as exc:  # noqa: BLE001 - the user's forward: theirs to report, or a reason to run for real
         if getattr(exc, "_cnnprof_internal", False):
             raise
@@ -122,7 +126,7 @@ def trace_model(model: Any, inputs: Any = None, *, units: Mapping | None = None,
             raise forward_error(source.label, specs, exc) from None
         _check_fits(source.label, net, specs, exc)
         net = _real_model(source, net, exc)
-        run, method = _real_run(source.label, net, args, kwargs, specs, units, formulas), "cpu"
+        run, method = _real_run(source.label, net, args, kwargs, specs, units, overrides), "cpu"
     tracer, tracker, called = run
     return Trace(label=source.label, events=tuple(tracer.events), uncounted=tuple(sorted(tracer.uncounted.items())),
                  module_names=tuple(name for name, _ in net.named_modules()), module_shapes=tracker.shapes_table(),

@@ -73,10 +73,10 @@ def count_model(source: Any, scope: str = "conv", backend: str = "torch", batch_
 def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_size: int | None = None,
             resolution: int | None = None, scope: str = "conv", convention: str = "macc",
             overrides: Mapping[str, Any] | None = None, device_profile: Any = None, dtype: str = "float32",
-            formulas: Mapping | None = None, units: Mapping | None = None) -> Profile:
+            formulas: Mapping | None = None) -> Profile:
     """Profile one model (zoo name, YAML path, `module:callable` or nn.Module): params, FLOPs, acts and, with a
     `device_profile` (cnnprof.predict.device), predicted latency in `dtype`, all from one op trace. Inputs as in
-    count_flops; `formulas` and `units` as in count_flops."""
+    count_flops; `formulas` (per-call formula overrides) as in count_flops."""
     from cnnprof.counting.flops import flop_count
     from cnnprof.counting.params import count_params
     from cnnprof.counting.run import trace_model
@@ -87,7 +87,7 @@ def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_si
     source = resolve(model, overrides)
     built = source.module if source.module is not None else source.build("meta")  # a given module is never moved
     specs = input_specs(source, built, batch_size, resolution, _specs(inputs))
-    trace = trace_model(replace(source, module=built), list(specs) if specs is not None else inputs, units=units,
+    trace = trace_model(replace(source, module=built), list(specs) if specs is not None else inputs,
                         formulas=formulas)
     prediction = None
     if device_profile is not None:
