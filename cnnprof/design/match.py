@@ -35,6 +35,8 @@ class MatchRow:
 
 @dataclass(frozen=True)
 class MatchResult:
+    """One match: the reference's cost, and per setting of the fixed knobs the value found for the varied one."""
+
     model: str
     knob: str
     metric: str

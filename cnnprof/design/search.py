@@ -43,6 +43,7 @@ class SearchResult:
     workers: int = 1
 
     def trial(self, number: int) -> TrialRecord:
+        """The trial of this number."""
         return next(t for t in self.trials if t.number == number)
 
 
@@ -54,6 +55,7 @@ class Distribution:
     values: tuple[float, ...]  # sorted
 
     def quantile(self, q: float) -> float:
+        """The q-quantile (0 to 1), interpolated linearly between the sorted values."""
         xs = self.values
         pos = q * (len(xs) - 1)
         lo = int(pos)

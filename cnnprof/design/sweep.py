@@ -25,6 +25,7 @@ class SweepResult:
 
     @property
     def knob_names(self) -> tuple[str, ...]:
+        """The swept knobs, in grid order."""
         return tuple(k for k, _ in self.axes)
 
 
