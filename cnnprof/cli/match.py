@@ -1,7 +1,9 @@
 """`cnnprof match`."""
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum
+from functools import partial
 from typing import Optional
 
 import typer
@@ -9,7 +11,7 @@ from typing_extensions import Annotated
 
 from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
 from cnnprof.cli.device import DeviceSpecOpt
-from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, PlotOpt, PredictOpt, _with_progress, prediction_profile
+from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, Measuring, PlotOpt, PredictOpt, with_progress
 from cnnprof.cli.common import Device
 
 
@@ -46,32 +48,30 @@ def match(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Find the knob value that makes MODEL cost what a reference costs (iso-complexity, ResNeXt Table 2)."""
+    how = Measuring(scope.value, resolution, False, predict, device.value, device_spec, min_time)
+    guard(partial(_match, model, vary, set_, how, metric=metric.value, to=to, target=target, range_=range_, tol=tol,
+                  convention=convention.value, plot=plot, fmt=fmt.value))
 
-    def body() -> int:
-        from cnnprof.design.match import match as run_match, parse_range
-        from cnnprof.design.metrics import Settings, parse_constraint
-        from cnnprof.design.sweep import parse_axes
-        from cnnprof.report.design import check_plot_path, match_report, plot_match
-        from cnnprof.report.render import emit
 
-        check_plot_path(plot)
-        profile = prediction_profile(predict, False, device.value, device_spec)
-        bench = metric is MatchMetric.latency and profile is None
-        if bench:
-            from cnnprof.timing.runtime import check_device
+def _match(model: str, vary: str, grid: list[str] | None, how: Measuring, *, metric: str, to: str | None,
+           target: str | None, range_: str | None, tol: float, convention: str, plot: str | None, fmt: str) -> int:
+    """`cnnprof match`: per setting of the --set knobs, the value of --vary closest to the reference's cost."""
+    from cnnprof.design.match import match, parse_range, parse_target
+    from cnnprof.design.sweep import parse_axes
+    from cnnprof.report.design import check_plot_path, match_report, plot_match
+    from cnnprof.report.render import emit
 
-            check_device(device.value)
-        value = None if target is None else parse_constraint(f"{metric.value}<={target}").bound
-        axes, fixed = parse_axes(set_)
-        settings = Settings(scope=scope.value, resolution=resolution, bench=bench, device=device.value,
-                            min_time=min_time, profile=profile)
-        result = _with_progress(lambda cb: run_match(
-            model, vary, metric.value, reference=to, target=value, axes=axes, fixed=fixed, bounds=parse_range(range_),
-            settings=settings, convention=convention.value, tol=tol, progress=cb), "Matching")
-        emit(fmt.value, *match_report(result))
-        if plot:
-            plot_match(result, plot)
-            err.print(f"wrote {plot}", markup=False)
-        return 0 if any(r.value is not None for r in result.rows) else 2
-
-    guard(body)
+    check_plot_path(plot)
+    profile = how.profile()
+    how = replace(how, bench=metric == MatchMetric.latency.value and profile is None)  # latency is measured
+    how.check_device()
+    value = parse_target(metric, target)
+    axes, fixed = parse_axes(grid)
+    result = with_progress(partial(
+        match, model, vary, metric, reference=to, target=value, axes=axes, fixed=fixed, bounds=parse_range(range_),
+        settings=how.settings(profile), convention=convention, tol=tol), "Matching")
+    emit(fmt, *match_report(result))
+    if plot:
+        plot_match(result, plot)
+        err.print(f"wrote {plot}", markup=False)
+    return 0 if any(r.value is not None for r in result.rows) else 2

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 from enum import Enum
-from typing import Optional
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -11,7 +13,8 @@ from typing_extensions import Annotated
 from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
 from cnnprof.cli.common import Device
 from cnnprof.cli.device import DeviceSpecOpt
-from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, PlotOpt, PredictOpt, _with_progress, prediction_profile
+from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, Measuring, PlotOpt, PredictOpt, with_progress
+from cnnprof.errors import CnnprofError
 
 MetricList = Optional[list[str]]
 
@@ -69,52 +72,65 @@ def search(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Budgeted design-space search with Optuna: Pareto front, every trial, one standalone config per chosen model."""
+    how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time)
+    options = dict(trials=trials, seed=seed, sampler=sampler.value, storage=storage, study_name=study_name,
+                   workers=workers, convention=convention.value, stats=stats)
+    guard(partial(_search, space, minimize, maximize, constraint, how, options, out=out, plot=plot, fmt=fmt.value))
 
-    def body() -> int:
-        from pathlib import Path
 
-        from cnnprof.design.metrics import Settings, get_metric, parse_constraint
-        from cnnprof.design.search import distributions, search as run_search, write_configs
-        from cnnprof.design.space import load_space
-        from cnnprof.report.design import check_plot_path, plot_pareto, plot_stats, search_report, trial_rows
-        from cnnprof.report.render import emit, render_csv
+def _search(space_file: str, minimize: MetricList, maximize: MetricList, constraint: MetricList, how: Measuring,
+            options: dict[str, Any], *, out: str | None, plot: str | None, fmt: str) -> int:
+    """`cnnprof search`: run or resume the study in the output directory, write the trial files, show the front."""
+    from cnnprof.design.metrics import parse_constraint
+    from cnnprof.design.search import parse_objectives, search_to_dir
+    from cnnprof.design.space import load_space
+    from cnnprof.report.design import check_plot_path
 
-        check_plot_path(plot)
-        objectives = [(get_metric(m).name, "minimize") for m in minimize or []]
-        objectives += [(get_metric(m).name, "maximize") for m in maximize or []]
-        constraints = [parse_constraint(c) for c in constraint or []]
-        sp = load_space(space)
-        if bench:
-            from cnnprof.timing.runtime import check_device
+    check_plot_path(plot)
+    objectives = parse_objectives(minimize or [], maximize or [])
+    constraints = [parse_constraint(c) for c in constraint or []]
+    space = load_space(space_file)
+    how.check_device()
+    out_dir = _out_dir(out or f"search-{space.name}")
+    saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints,
+                                  settings=how.settings(how.profile()), **options), "Searching")
+    _write_trials(saved)
+    _show(saved, fmt, plot)
+    return 130 if saved.result.interrupted else 0
 
-            check_device(device.value)
-        out_dir = Path(out or f"search-{sp.name}")
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            from cnnprof.errors import CnnprofError
 
-            raise CnnprofError(f"--out {out_dir}: cannot create: {exc.strerror or exc}") from None
-        settings = Settings(scope=scope.value, resolution=resolution, bench=bench, device=device.value,
-                            min_time=min_time, profile=prediction_profile(predict, bench, device.value, device_spec))
-        result = _with_progress(lambda cb: run_search(
-            sp, objectives, constraints, trials=trials, seed=seed, sampler=sampler.value,
-            storage=storage or f"sqlite:///{(out_dir / 'study.db').resolve()}", study_name=study_name, workers=workers,
-            settings=settings, convention=convention.value, stats=stats, progress=cb), "Searching")
-        configs = {} if stats else write_configs(result, sp, out_dir / "pareto")
-        rows = trial_rows(result, configs)
-        import json
+def _out_dir(path: str) -> Path:
+    """The output directory, made now (before any trial runs) so a bad --out is one line."""
+    out_dir = Path(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnprofError(f"--out {out_dir}: cannot create: {exc.strerror or exc}") from None
+    return out_dir
 
-        (out_dir / "trials.json").write_text(json.dumps(rows, indent=2) + "\n")
-        (out_dir / "trials.csv").write_text(render_csv(rows))
-        dists = distributions(result) if stats else None
-        tables, json_rows, csv_rows = search_report(result, configs, dists)
-        tables[0].notes.append(f"Every trial: {out_dir / 'trials.json'} and trials.csv"
-                               + ("" if stats else f"; front configs: {out_dir / 'pareto'}/"))
-        emit(fmt.value, tables, json_rows, csv_rows)
-        if plot:
-            plot_stats(result, dists, plot) if stats else plot_pareto(result, plot)
-            err.print(f"wrote {plot}", markup=False)
-        return 130 if result.interrupted else 0
 
-    guard(body)
+def _write_trials(saved: Any) -> None:
+    """Every trial, as raw numbers, to OUT/trials.json and OUT/trials.csv."""
+    import json
+
+    from cnnprof.report.design import trial_rows
+    from cnnprof.report.render import render_csv
+
+    rows = trial_rows(saved.result, saved.configs)
+    (saved.out_dir / "trials.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (saved.out_dir / "trials.csv").write_text(render_csv(rows))
+
+
+def _show(saved: Any, fmt: str, plot: str | None) -> None:
+    """The Pareto front (or the statistics) on stdout, where the files are, and the plot."""
+    from cnnprof.report.design import plot_pareto, plot_stats, search_report
+    from cnnprof.report.render import emit
+
+    stats = saved.distributions
+    tables, json_rows, csv_rows = search_report(saved.result, saved.configs, stats)
+    tables[0].notes.append(f"Every trial: {saved.out_dir / 'trials.json'} and trials.csv"
+                           + ("" if stats is not None else f"; front configs: {saved.out_dir / 'pareto'}/"))
+    emit(fmt, tables, json_rows, csv_rows)
+    if plot:
+        plot_stats(saved.result, stats, plot) if stats is not None else plot_pareto(saved.result, plot)
+        err.print(f"wrote {plot}", markup=False)

@@ -1,8 +1,10 @@
-"""`cnnprof sweep`."""
+"""`cnnprof sweep`, and what the design commands (sweep, match, search) share: options, settings, progress."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
-from typing import Optional
+from functools import partial
+from typing import Any, Callable, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -36,6 +38,38 @@ def prediction_profile(predict: bool, bench: bool, device: str, device_spec: str
     return requested_profile(predict, device, device_spec)
 
 
+@dataclass(frozen=True)
+class Measuring:
+    """How a design command measures each point, as given on its command line (checked when used)."""
+
+    scope: str
+    resolution: int | None
+    bench: bool
+    predict: bool
+    device: str
+    device_spec: str | None
+    min_time: float
+    batch_size: int = 1
+
+    def profile(self) -> Any:
+        """The device profile to predict latency from (None without --predict)."""
+        return prediction_profile(self.predict, self.bench, self.device, self.device_spec)
+
+    def check_device(self) -> None:
+        """With --bench, fail now (one line, exit 2) when the device is missing, before anything is measured."""
+        if self.bench:
+            from cnnprof.timing.runtime import check_device
+
+            check_device(self.device)
+
+    def settings(self, profile: Any) -> Any:
+        """The design library's Settings: counted in this scope and resolution, latency measured or predicted."""
+        from cnnprof.design.metrics import Settings
+
+        return Settings(scope=self.scope, resolution=self.resolution, batch_size=self.batch_size,
+                        bench=self.bench, device=self.device, min_time=self.min_time, profile=profile)
+
+
 class YAxis(str, Enum):
     params = "params"
     latency = "latency"
@@ -59,40 +93,40 @@ def sweep(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Count (and optionally time) a model over a grid of knob values, e.g. MobileNet's width and resolution multipliers."""
-
-    def body() -> int:
-        from cnnprof.design.metrics import Settings
-        from cnnprof.design.sweep import parse_axes, sweep as run_sweep
-        from cnnprof.report.design import check_plot_path, plot_sweep, sweep_report
-        from cnnprof.report.render import emit
-
-        check_plot_path(plot)
-        if y is YAxis.latency and not (bench or predict):
-            raise CnnprofError("--y latency needs --bench or --predict")
-        profile = prediction_profile(predict, bench, device.value, device_spec)
-        if bench:
-            from cnnprof.timing.runtime import check_device
-
-            check_device(device.value)
-        axes, fixed = parse_axes(set_)
-        settings = Settings(scope=scope.value, resolution=resolution, batch_size=batch_size, bench=bench,
-                            device=device.value, min_time=min_time, profile=profile)
-        result = _with_progress(lambda cb: run_sweep(model, axes, fixed, settings, cb), "Sweeping")
-        emit(fmt.value, *sweep_report(result, convention.value))
-        if plot:
-            plot_sweep(result, plot, y.value, convention.value)
-            err.print(f"wrote {plot}", markup=False)
-        bad = [p for p in result.points if not p.ok]
-        return 0 if len(bad) < len(result.points) else 2
-
-    guard(body)
+    how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time, batch_size)
+    guard(partial(_sweep, model, set_, how, convention=convention.value, y=y.value, plot=plot, fmt=fmt.value))
 
 
-def _with_progress(run, what: str):
-    """Run `run(callback)` under a progress bar on stderr (only when stderr is a terminal)."""
+def _sweep(model: str, grid: list[str] | None, how: Measuring, *, convention: str, y: str, plot: str | None,
+              fmt: str) -> int:
+    """`cnnprof sweep`: every point of the grid, as a table (or JSON/CSV) and optionally a plot."""
+    from cnnprof.design.sweep import parse_axes, sweep as sweep_grid
+    from cnnprof.report.design import check_plot_path, plot_sweep, sweep_report
+    from cnnprof.report.render import emit
+
+    check_plot_path(plot)
+    if y == YAxis.latency.value and not (how.bench or how.predict):
+        raise CnnprofError("--y latency needs --bench or --predict")
+    profile = how.profile()
+    how.check_device()
+    axes, fixed = parse_axes(grid)
+    result = with_progress(partial(sweep_grid, model, axes, fixed, how.settings(profile)), "Sweeping")
+    emit(fmt, *sweep_report(result, convention))
+    if plot:
+        plot_sweep(result, plot, y, convention)
+        err.print(f"wrote {plot}", markup=False)
+    return 0 if any(p.ok for p in result.points) else 2
+
+
+def with_progress(run: Callable[..., Any], what: str) -> Any:
+    """Run `run(progress=callback)` under a progress bar on stderr (only when stderr is a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(what, total=None)
-        return run(lambda done, total: progress.update(task, completed=done, total=total))
+        return run(progress=partial(_advance, progress, task))
+
+
+def _advance(progress: Any, task: Any, done: int, total: int) -> None:
+    progress.update(task, completed=done, total=total)

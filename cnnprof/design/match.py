@@ -7,12 +7,12 @@ so and falls back to a scan of the bracket.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from cnnprof.design.metrics import Point, Settings, evaluate, metric_value, require
-from cnnprof.design.sweep import check_knobs
+from cnnprof.design.knobs import check_knobs
+from cnnprof.design.metrics import Point, Settings, evaluate, metric_value, parse_constraint, require
+from cnnprof.design.sweep import grid, label
 from cnnprof.errors import CnnprofError
 
 MAX_INT = 1 << 16  # bracketing never goes past this integer value
@@ -35,6 +35,8 @@ class MatchRow:
 
 @dataclass(frozen=True)
 class MatchResult:
+    """One match: the reference's cost, and per setting of the fixed knobs the value found for the varied one."""
+
     model: str
     knob: str
     metric: str
@@ -64,6 +66,11 @@ def parse_range(text: str | None) -> tuple[float, float] | None:
     return bounds
 
 
+def parse_target(metric: str, text: str | None) -> float | None:
+    """A cost to match as text ('400M', '15ms') -> its value, read with the units of a constraint on `metric`."""
+    return None if text is None else parse_constraint(f"{metric}<={text}").bound
+
+
 def match(spec: str, knob: str, metric: str = "macs", *, reference: str | None = None, target: float | None = None,
           axes: Mapping[str, Sequence[Any]] | None = None, fixed: Mapping[str, Any] | None = None,
           bounds: tuple[float, float] | None = None, settings: Settings = Settings(), convention: str = "macc",
@@ -82,23 +89,15 @@ def match(spec: str, knob: str, metric: str = "macs", *, reference: str | None =
         if not ref_point.ok:
             raise CnnprofError(f"reference {reference}: {ref_point.error}")
         target = metric_value(ref_point, metric, convention)
-    names = list(axes)
-    grid = list(itertools.product(*(axes[n] for n in names))) if names else [()]
     rows = []
-    for i, values in enumerate(grid):
-        setting = {**fixed, **dict(zip(names, values))}
-        rows.append(_match_one(spec, knob, metric, target, setting, dict(zip(names, values)), bounds, settings,
-                               convention, tol))
+    cells = grid(axes)
+    for i, shown in enumerate(cells):
+        rows.append(_match_one(spec, knob, metric, target, {**fixed, **shown}, shown, bounds, settings, convention,
+                               tol))
         if progress:
-            progress(i + 1, len(grid))
-    from cnnprof.models.spec import resolve
-
-    try:
-        label = resolve(spec, fixed).label
-    except CnnprofError:
-        label = spec
-    return MatchResult(label, knob, metric, convention, float(target), reference or "the target", ref_point,
-                       settings, tuple(rows))
+            progress(i + 1, len(cells))
+    return MatchResult(label(spec, fixed), knob, metric, convention, float(target), reference or "the target",
+                       ref_point, settings, tuple(rows))
 
 
 def _base_value(spec: str, knob: str, setting: dict) -> Any:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from cnnprof.errors import CnnprofError, first_line
+from cnnprof.errors import CnnprofError, first_line, parameter
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Point:
     macs: int | None = None  # multiply-accumulates in the requested scope
     other_ops: int | None = None  # non-MAC ops in the requested scope (scope "all")
     acts: int | None = None  # output activations (pycls's definition)
-    latency_s: float | None = None  # measured median latency (--bench) or predicted latency (--predict)
+    latency_s: float | None = None  # measured median latency (Settings.bench) or predicted (Settings.profile)
     extra: tuple[tuple[str, Any], ...] = field(default=())  # further measurements (e.g. a predicted latency)
 
     @property
@@ -53,11 +53,11 @@ def _flops_or_macs(p: Point, convention: str) -> float | None:
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("params", "", "count", lambda p, c: p.params, "parameters"),
-    Metric("macs", "", "count", lambda p, c: p.macs, "multiply-accumulates (scope as --scope)"),
-    Metric("flops", "", "count", _flops_or_macs, "FLOPs under --convention and --scope"),
+    Metric("macs", "", "count", lambda p, c: p.macs, "multiply-accumulates (in the counting `scope`)"),
+    Metric("flops", "", "count", _flops_or_macs, "FLOPs under the `convention`, in the `scope`"),
     Metric("acts", "", "count", lambda p, c: p.acts, "output activations of conv/linear layers"),
     Metric("latency", "s", "bench", lambda p, c: p.latency_s,
-           "median latency: measured (--bench, runs the model) or predicted (--predict, from the device profile)"),
+           "median latency: measured (`bench`, runs the model) or predicted (`predict`, from the device profile)"),
 )}
 
 
@@ -141,8 +141,8 @@ def require(metric: str, settings: Settings) -> None:
     """Raise (exit 2) when a metric cannot be had with these settings."""
     m = get_metric(metric)
     if m.need == "bench" and not settings.bench and settings.profile is None:
-        raise CnnprofError(f"metric {metric!r} needs --bench (measure it) or --predict (predict it from the device "
-                           f"profile)")
+        raise CnnprofError(f"metric {metric!r} needs {parameter('bench')} (measure it) or {parameter('predict')} "
+                           f"(predict it from the device profile)")
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -176,19 +176,20 @@ class Constraint:
 def parse_constraint(text: str) -> Constraint:
     """'macs<=400M', 'params<=5M', 'latency<=15ms' -> Constraint; anything else raises one line."""
     match = _CONSTRAINT.match(text)
+    given = parameter("constraint", repr(text))
     if not match:
-        raise CnnprofError(f"--constraint {text!r}: expected METRIC<=VALUE[UNIT], e.g. macs<=400M, params<=5M, "
+        raise CnnprofError(f"{given}: expected METRIC<=VALUE[UNIT], e.g. macs<=400M, params<=5M, "
                            f"latency<=15ms")
     name, op, number, unit = match.groups()
     metric = get_metric(name) if name in METRICS else None
     if metric is None:
-        raise CnnprofError(f"--constraint {text!r}: unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+        raise CnnprofError(f"{given}: unknown metric {name!r}; choose one of {', '.join(METRICS)}")
     units = _TIME_UNITS if metric.unit == "s" else _UNITS
     if unit not in units or (metric.unit == "s" and not unit):
-        raise CnnprofError(f"--constraint {text!r}: unit {unit or '(none)'!r} does not fit {name}; use one of "
+        raise CnnprofError(f"{given}: unit {unit or '(none)'!r} does not fit {name}; use one of "
                            f"{', '.join(u for u in units if u)}")
     try:
         bound = float(number) * units[unit]
     except ValueError:
-        raise CnnprofError(f"--constraint {text!r}: {number!r} is not a number") from None
+        raise CnnprofError(f"{given}: {number!r} is not a number") from None
     return Constraint(name, op, bound, text.strip())

@@ -9,30 +9,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cnnprof.design.metrics import Constraint, Point, Settings, get_metric, metric_value, require
 from cnnprof.design.space import Space
-from cnnprof.errors import CnnprofError, first_line
+from cnnprof.design.study import (
+    TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
+from cnnprof.errors import CnnprofError, first_line, parameter
 
 BATCH = 8  # trials asked before any is told: fixed, so results do not depend on --workers
-SAMPLERS = ("auto", "nsga2", "tpe", "random")
-POINT_FIELDS = ("status", "error", "params", "macs", "other_ops", "acts", "latency_s")
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial of the study: the sampled knob values and what they cost."""
-
-    number: int
-    sample: tuple[tuple[str, Any], ...]
-    point: Point
-    feasible: bool  # valid and within every constraint
-    values: tuple[float, ...] | None  # objective values (None for a failed trial)
 
 
 @dataclass(frozen=True)
 class SearchResult:
+    """A study after a search: every finished trial, the feasible Pareto front, and how this call went."""
+
     space: str
     space_source: str
     study_name: str
@@ -51,6 +43,7 @@ class SearchResult:
     workers: int = 1
 
     def trial(self, number: int) -> TrialRecord:
+        """The trial of this number."""
         return next(t for t in self.trials if t.number == number)
 
 
@@ -62,6 +55,7 @@ class Distribution:
     values: tuple[float, ...]  # sorted
 
     def quantile(self, q: float) -> float:
+        """The q-quantile (0 to 1), interpolated linearly between the sorted values."""
         xs = self.values
         pos = q * (len(xs) - 1)
         lo = int(pos)
@@ -87,78 +81,18 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
            progress: Callable[[int, int], None] | None = None) -> SearchResult:
     """Run (or resume) a study until it holds `trials` finished trials; return every trial and the front."""
     import optuna
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if trials < 1:
-        raise CnnprofError(f"--trials must be >= 1, got {trials}")
-    if not objectives and not stats:
-        raise CnnprofError("give an objective (--minimize METRIC or --maximize METRIC), or --stats")
-    objectives = list(objectives) or [("macs", "minimize")]
-    for metric, _ in objectives:
-        require(metric, settings)
-    for c in constraints:
-        require(c.metric, settings)
-    if sampler not in SAMPLERS:
-        raise CnnprofError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    kind = sampler if sampler != "auto" else "random" if stats else "nsga2" if len(objectives) > 1 else "tpe"
+    objectives = _checked_objectives(objectives, constraints, trials, settings, stats)
+    kind = sampler_kind(sampler, objectives, stats)
     study_name = study_name or space.name
     constraints = tuple(constraints)
-
-    def constraints_func(frozen) -> list[float]:
-        return list(frozen.user_attrs.get("constraints", [1.0] * len(constraints)))
-
-    # Optuna >= 5 reads constraints set on the trial (Trial.set_constraint); older ones need constraints_func.
-    cf = constraints_func if constraints and not hasattr(optuna.trial.Trial, "set_constraint") else None
-    samplers = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constraints_func=cf, multivariate=True),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-    }
-    try:
-        study = optuna.create_study(storage=open_storage(storage), study_name=study_name, sampler=samplers[kind](),
-                                    directions=[d for _, d in objectives], load_if_exists=True)
-    except ValueError as exc:  # e.g. directions differ from the stored study's
-        raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - a bad storage URL or an unreachable database
-        raise CnnprofError(f"--storage {storage}: {type(exc).__name__}: {first_line(exc)}") from None
-    stored = [d.name.lower() for d in study.directions]
-    if stored != [d for _, d in objectives] or study.user_attrs.get("objectives", [m for m, _ in objectives]) != [
-            m for m, _ in objectives]:
-        raise CnnprofError(f"study {study_name!r} in {storage} was made for other objectives "
-                           f"({study.user_attrs.get('objectives')}); use another --study-name or --out")
-    if study.user_attrs.get("space", space.source) != space.source:
-        raise CnnprofError(f"study {study_name!r} in {storage} searches {study.user_attrs['space']}, not {space.source}")
-    study.set_user_attr("objectives", [m for m, _ in objectives])
-    study.set_user_attr("space", space.source)
-
-    finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-    start, evaluated, interrupted, batch, told = time.perf_counter(), 0, False, [], set()
+    study = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints))
+    start = time.perf_counter()
     pool = _pool(workers) if workers > 1 and not settings.bench else None
-    try:
-        while True:
-            done = len(_counted(study, finished))
-            if progress:
-                progress(min(done, trials), trials)
-            if done >= trials:
-                break
-            batch = [study.ask() for _ in range(min(BATCH, trials - done))]
-            samples = [{k.name: k.suggest(t) for k in space.knobs} for t in batch]
-            jobs = [(space, s, settings) for s in samples]
-            points = list(pool.map(_evaluate_job, jobs)) if pool else [_evaluate_job(j) for j in jobs]
-            for t, point in zip(batch, points):
-                told.add(t.number)
-                _tell(study, t, point, objectives, constraints, convention)
-                evaluated += 1
-    except KeyboardInterrupt:
-        interrupted = True
-        for t in batch:  # this process's trials left running by the interruption (not other workers')
-            if t.number not in told:
-                study.tell(t, state=TrialState.FAIL)
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
-    records = tuple(_record(t, space, constraints) for t in _counted(study, finished))
+    run = _Run(study, space, settings, objectives, constraints, convention)
+    evaluated, interrupted = run.until(trials, pool, progress)
+    records = tuple(record(t, constraints) for t in finished_trials(study))
     return SearchResult(space=space.name, space_source=space.source, study_name=study_name, storage=storage or "memory",
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
@@ -166,21 +100,67 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
                         elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1)
 
 
-def _counted(study: Any, finished: tuple) -> list[Any]:
-    """Finished trials that were evaluated: a trial failed by an interruption does not use up the budget."""
-    return [t for t in study.get_trials(deepcopy=False, states=finished) if "cnnprof" in t.user_attrs]
+def _checked_objectives(objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint], trials: int,
+                        settings: Settings, stats: bool) -> list[tuple[str, str]]:
+    """The objectives to optimise (macs for statistics without any), each measurable with these settings."""
+    if trials < 1:
+        raise CnnprofError(f"{parameter('trials')} must be >= 1, got {trials}")
+    if not objectives and not stats:
+        raise CnnprofError("give an objective (--minimize METRIC or --maximize METRIC), or --stats")
+    objectives = list(objectives) or [("macs", "minimize")]
+    for metric, _ in objectives:
+        require(metric, settings)
+    for c in constraints:
+        require(c.metric, settings)
+    return objectives
 
 
-def open_storage(storage: str | None) -> Any:
-    """None: in memory; a URL with '://' (sqlite:///study.db, postgresql://...): Optuna's RDB storage, shareable
-    by machines; any other string: an Optuna journal file (appends only, ~10x less overhead per trial than
-    SQLite here; shareable by processes on one machine or a shared file system)."""
-    if storage is None or "://" in storage:
-        return storage
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+@dataclass(frozen=True)
+class _Run:
+    """One call's trials: asked in batches, evaluated (in a pool of processes or here), told to the study."""
 
-    return JournalStorage(JournalFileBackend(storage))
+    study: Any
+    space: Space
+    settings: Settings
+    objectives: Sequence[tuple[str, str]]
+    constraints: tuple[Constraint, ...]
+    convention: str
+
+    def until(self, trials: int, pool: Any, progress: Callable[[int, int], None] | None) -> tuple[int, bool]:
+        """Run batches until the study holds `trials` finished trials: (trials evaluated, interrupted)."""
+        evaluated, batch, told = 0, [], set()
+        try:
+            while True:
+                done = len(finished_trials(self.study))
+                if progress:
+                    progress(min(done, trials), trials)
+                if done >= trials:
+                    return evaluated, False
+                batch = [self.study.ask() for _ in range(min(BATCH, trials - done))]
+                for t, point in zip(batch, self.evaluate(batch, pool)):
+                    told.add(t.number)
+                    tell(self.study, t, point, self.objectives, self.constraints, self.convention)
+                    evaluated += 1
+        except KeyboardInterrupt:
+            self.fail_untold(batch, told)
+            return evaluated, True
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)
+
+    def evaluate(self, batch: list[Any], pool: Any) -> list[Point]:
+        """Sample the knobs of each asked trial and count the samples."""
+        samples = [{k.name: k.suggest(t) for k in self.space.knobs} for t in batch]
+        jobs = [(self.space, s, self.settings) for s in samples]
+        return list(pool.map(_evaluate_job, jobs)) if pool else [_evaluate_job(j) for j in jobs]
+
+    def fail_untold(self, batch: list[Any], told: set[int]) -> None:
+        """Fail this process's trials left running by an interruption (not other workers')."""
+        from optuna.trial import TrialState
+
+        for t in batch:
+            if t.number not in told:
+                self.study.tell(t, state=TrialState.FAIL)
 
 
 def _evaluate_job(job: tuple[Space, dict, Settings]) -> Point:
@@ -209,42 +189,6 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _tell(study: Any, trial: Any, point: Point, objectives, constraints, convention: str) -> None:
-    from optuna.trial import TrialState
-
-    # One attribute, one storage write (each write is a database round trip).
-    trial.set_user_attr("cnnprof", {name: getattr(point, name) for name in POINT_FIELDS})
-    if not point.ok:
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    values = [metric_value(point, m, convention) for m, _ in objectives]
-    if any(v is None for v in values):
-        missing = next(m for (m, _), v in zip(objectives, values) if v is None)
-        study.tell(trial, state=TrialState.FAIL)
-        raise CnnprofError(f"metric {missing!r} is not available in this build")
-    cons = []
-    for c in constraints:
-        v = metric_value(point, c.metric, convention)
-        if v is None:
-            study.tell(trial, state=TrialState.FAIL)
-            raise CnnprofError(f"metric {c.metric!r} is not available in this build")
-        cons.append(c.violation(v) if not c.satisfied(v) else min(0.0, c.violation(v)))
-    if hasattr(trial, "set_constraint"):  # Optuna >= 5
-        for c, value in zip(constraints, cons):
-            trial.set_constraint(c.text, value)
-    else:
-        trial.set_user_attr("constraints", cons)
-    study.tell(trial, values)
-
-
-def _record(t: Any, space: Space, constraints: Sequence[Constraint]) -> TrialRecord:
-    attrs = t.user_attrs["cnnprof"]
-    point = Point(tuple(t.params.items()), **{k: attrs.get(k) for k in POINT_FIELDS})
-    feasible = point.ok and t.values is not None and all(
-        c.satisfied(metric_value(point, c.metric)) for c in constraints)
-    return TrialRecord(t.number, point.knobs, point, feasible, tuple(t.values) if t.values is not None else None)
-
-
 def pareto_front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]]) -> tuple[int, ...]:
     """Numbers of the feasible trials no other feasible trial dominates (ties: the first trial only)."""
     sign = [1 if d == "minimize" else -1 for _, d in objectives]
@@ -271,16 +215,39 @@ def distributions(result: SearchResult) -> list[Distribution]:
     return out
 
 
-def check_metric(name: str) -> str:
-    """A metric name usable as an objective (raises listing the valid ones)."""
-    return get_metric(name).name
+@dataclass(frozen=True)
+class SavedSearch:
+    """A search whose study and chosen configs are in a directory: the result, configs by trial, statistics."""
+
+    result: SearchResult
+    out_dir: Path
+    configs: dict[int, str]  # trial number -> written config (the Pareto front; none for statistics)
+    distributions: list[Distribution] | None  # with stats only
 
 
+def parse_objectives(minimize: Sequence[str] = (), maximize: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Metric names to (metric, direction) objectives, minimised first; an unknown name raises listing them all."""
+    return [(get_metric(m).name, "minimize") for m in minimize] + [(get_metric(m).name, "maximize") for m in maximize]
 
-def write_configs(result: SearchResult, space: Space, out_dir: Any, numbers: Sequence[int] | None = None) -> dict[int, str]:
+
+def search_to_dir(out_dir: str | Path, space: Space, objectives: Sequence[tuple[str, str]],
+                  constraints: Sequence[Constraint] = (), *, trials: int = 100, seed: int | None = None,
+                  sampler: str = "auto", storage: str | None = None, study_name: str | None = None, workers: int = 1,
+                  settings: Settings = Settings(), convention: str = "macc", stats: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> SavedSearch:
+    """Search with the study stored in `out_dir` (study.db, unless `storage` says otherwise), then write the
+    Pareto front's configs to out_dir/pareto, or with `stats` compute the design-space distributions."""
+    out_dir = Path(out_dir)
+    result = search(space, objectives, constraints, trials=trials, seed=seed, sampler=sampler,
+                    storage=storage or f"sqlite:///{(out_dir / 'study.db').resolve()}", study_name=study_name,
+                    workers=workers, settings=settings, convention=convention, stats=stats, progress=progress)
+    configs = {} if stats else write_configs(result, space, out_dir / "pareto")
+    return SavedSearch(result, out_dir, configs, distributions(result) if stats else None)
+
+
+def write_configs(result: SearchResult, space: Space, out_dir: Any,
+                  numbers: Sequence[int] | None = None) -> dict[int, str]:
     """Write each chosen trial (default: the Pareto front) as a standalone YAML config; trial -> path."""
-    from pathlib import Path
-
     import yaml
 
     out = Path(out_dir)

@@ -17,7 +17,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from cnnprof.errors import ConfigError
 
@@ -92,33 +92,15 @@ class Space:
 def load_space(path: str | Path) -> Space:
     """Read and validate a space file; every problem is one line naming the file and the key."""
     from cnnprof.models.config import BUILDER_PARAMS, read_yaml
-    from cnnprof.models.zoo import resolve_zoo_name, zoo_path
 
-    path = Path(path)
-    if not path.is_file():
-        from cnnprof.models.zoo import CONFIG_DIR
-
-        shipped = CONFIG_DIR / "spaces" / f"{path.stem}.yaml"
-        if path.parent == Path(".") and shipped.is_file():
-            path = shipped  # `--space regnet` or `--space regnet.yaml` finds the shipped space
-        else:
-            raise ConfigError(f"{path}: no such space file")
+    path = _space_file(Path(path))
     data = read_yaml(path)
     fail = lambda key, why: ConfigError(f"{path}: {key}: {why}")  # noqa: E731
     extra = set(data) - SPACE_KEYS
     if extra:
         raise fail(sorted(extra)[0], f"unknown key; allowed: {', '.join(sorted(SPACE_KEYS))}")
     base = data.get("base")
-    if not isinstance(base, str) or not base:
-        raise fail("base", "missing; name a zoo model or a config file")
-    base_path = path.parent / base
-    if base.lower().endswith((".yaml", ".yml")) and base_path.is_file():
-        resolved = base_path
-    elif resolve_zoo_name(base):
-        resolved = zoo_path(base)
-    else:
-        raise fail("base", f"{base!r} is neither a zoo model nor a config file next to the space")
-    raw = read_yaml(resolved)
+    raw = read_yaml(_base_file(fail, path, base))
     knobs_raw = data.get("knobs")
     if not isinstance(knobs_raw, dict) or not knobs_raw:
         raise fail("knobs", "must be a non-empty mapping of knob -> distribution")
@@ -131,9 +113,37 @@ def load_space(path: str | Path) -> Space:
                             f"path like stages.1.depth")
         if name not in settable and _get(raw, name) is None:
             _check_new_key(fail, key, raw, str(name))
-        knobs.append(_knob(fail, key, str(name), spec, raw, settable))
+        name = str(name)
+        base_value = settable.get(name) if name in settable else _get(raw, name)
+        knobs.append(parse_knob(fail, key, name, spec, base_value))
     return Space(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                  source=str(path), base=base, raw=raw, knobs=tuple(knobs))
+
+
+def _space_file(path: Path) -> Path:
+    """The space file: the path given, else a shipped space of that name (`--space regnet` or regnet.yaml)."""
+    if path.is_file():
+        return path
+    from cnnprof.models.zoo import CONFIG_DIR
+
+    shipped = CONFIG_DIR / "spaces" / f"{path.stem}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise ConfigError(f"{path}: no such space file")
+
+
+def _base_file(fail, path: Path, base: Any) -> Path:
+    """The base config of a space: a YAML file next to the space, or a zoo model."""
+    from cnnprof.models.zoo import resolve_zoo_name, zoo_path
+
+    if not isinstance(base, str) or not base:
+        raise fail("base", "missing; name a zoo model or a config file")
+    base_path = path.parent / base
+    if base.lower().endswith((".yaml", ".yml")) and base_path.is_file():
+        return base_path
+    if resolve_zoo_name(base):
+        return zoo_path(base)
+    raise fail("base", f"{base!r} is neither a zoo model nor a config file next to the space")
 
 
 def _check_new_key(fail, key: str, raw: dict, name: str) -> None:
@@ -153,7 +163,9 @@ def _check_new_key(fail, key: str, raw: dict, name: str) -> None:
         raise fail(key, f"not an argument of block '{stage.get('block')}'; allowed: {', '.join(sorted(allowed))}")
 
 
-def _knob(fail, key: str, name: str, spec: Any, raw: dict, settable: dict) -> Knob:
+def parse_knob(fail: Callable[[str, str], Exception], key: str, name: str, spec: Any, base_value: Any) -> Knob:
+    """One knob's distribution from its mapping in a space file; `base_value` is the base config's value of the
+    knob (what `multiply` scales). A problem raises `fail(key, why)`, the key naming the offending field."""
     if not isinstance(spec, dict):
         raise fail(key, f"expected a mapping like {{type: int, low: 1, high: 8}}, got {spec!r}")
     extra = set(spec) - KNOB_KEYS
@@ -162,21 +174,37 @@ def _knob(fail, key: str, name: str, spec: Any, raw: dict, settable: dict) -> Kn
     kind = spec.get("type")
     if kind not in TYPES:
         raise fail(f"{key}.type", f"{kind!r} is not one of {', '.join(TYPES)}")
+    multiply, divisor = _scaling(fail, key, spec, base_value)
+    if kind == "categorical":
+        return Knob(name, kind, choices=_choices(fail, key, spec), multiply=multiply, divisor=divisor)
+    low, high, step, log = _numeric_range(fail, key, kind, spec)
+    if kind == "float":
+        low, high = float(low), float(high)
+    return Knob(name, kind, low, high, step, log, multiply=multiply, divisor=divisor)
+
+
+def _scaling(fail, key: str, spec: dict, base_value: Any) -> tuple[bool, int | None]:
+    """(multiply, divisor): a multiplier knob needs a numeric base value; a divisor is a positive integer."""
     multiply = bool(spec.get("multiply", False))
     divisor = spec.get("divisor")
     if divisor is not None and (not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1):
         raise fail(f"{key}.divisor", f"expected a positive integer, got {divisor!r}")
-    if multiply:
-        base_value = settable.get(name) if name in settable else _get(raw, name)
-        if isinstance(base_value, bool) or not isinstance(base_value, (int, float)):
-            raise fail(f"{key}.multiply", f"the base value {base_value!r} is not a number")
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise fail(f"{key}.choices", "must be a non-empty list")
-        if len(set(map(repr, choices))) != len(choices):
-            raise fail(f"{key}.choices", "has duplicates")
-        return Knob(name, kind, choices=tuple(choices), multiply=multiply, divisor=divisor)
+    if multiply and (isinstance(base_value, bool) or not isinstance(base_value, (int, float))):
+        raise fail(f"{key}.multiply", f"the base value {base_value!r} is not a number")
+    return multiply, divisor
+
+
+def _choices(fail, key: str, spec: dict) -> tuple[Any, ...]:
+    choices = spec.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise fail(f"{key}.choices", "must be a non-empty list")
+    if len(set(map(repr, choices))) != len(choices):
+        raise fail(f"{key}.choices", "has duplicates")
+    return tuple(choices)
+
+
+def _numeric_range(fail, key: str, kind: str, spec: dict) -> tuple[Any, Any, Any, bool]:
+    """(low, high, step, log) of an int or float knob, checked: numbers, a non-empty range, a step that fits."""
     low, high, step, log = spec.get("low"), spec.get("high"), spec.get("step"), bool(spec.get("log", False))
     number = int if kind == "int" else (int, float)
     for k, v in (("low", low), ("high", high)) + ((("step", step),) if step is not None else ()):
@@ -190,8 +218,7 @@ def _knob(fail, key: str, name: str, spec: Any, raw: dict, settable: dict) -> Kn
         raise fail(f"{key}.low", "a log-uniform range needs low > 0")
     if kind == "int" and step and (high - low) % step:
         raise fail(f"{key}.step", f"{high} - {low} is not a multiple of step {step}")
-    return Knob(name, kind, float(low) if kind == "float" else low, float(high) if kind == "float" else high,
-                step, log, multiply=multiply, divisor=divisor)
+    return low, high, step, log
 
 
 _MISSING = object()

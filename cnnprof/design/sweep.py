@@ -4,13 +4,13 @@
 """
 from __future__ import annotations
 
-import inspect
 import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from cnnprof.design.knobs import check_knobs
 from cnnprof.design.metrics import Point, Settings, evaluate
-from cnnprof.errors import CnnprofError
+from cnnprof.errors import CnnprofError, parameter
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class SweepResult:
 
     @property
     def knob_names(self) -> tuple[str, ...]:
+        """The swept knobs, in grid order."""
         return tuple(k for k, _ in self.axes)
 
 
@@ -39,70 +40,20 @@ def parse_axes(items: Sequence[str] | None) -> tuple[dict[str, list[Any]], dict[
     for item in items or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise CnnprofError(f"--set {item!r}: expected KEY=V1[,V2,...], e.g. --set width_mult=1,0.75,0.5")
+            raise CnnprofError(f"{parameter('overrides', repr(item))}: expected KEY=V1[,V2,...], e.g. "
+                               f"{parameter('overrides', 'width_mult=1,0.75,0.5')}")
         parts = [t for t in text.split(",")]
         if any(not t.strip() for t in parts):
-            raise CnnprofError(f"--set {item!r}: empty value in the list")
+            raise CnnprofError(f"{parameter('overrides', repr(item))}: empty value in the list")
         values = [parse_override(f"{key}={t.strip()}")[1] for t in parts]
         key = key.strip()
         if key in axes or key in fixed:
-            raise CnnprofError(f"--set {key}: given twice")
+            raise CnnprofError(f"{parameter('overrides', key)}: given twice")
         if len(values) > 1:
             axes[key] = values
         else:
             fixed[key] = values[0]
     return axes, fixed
-
-
-def check_knobs(spec: str, names: Sequence[str]) -> None:
-    """Raise (exit 2, one line) for a knob the model does not have: not a config param or dotted path,
-    or not a keyword of a module:callable factory."""
-    from cnnprof.models.config import BUILDER_PARAMS, read_yaml
-    from cnnprof.models.zoo import resolve_zoo_name, zoo_path
-
-    names = list(names)
-    if not names:
-        return
-    path = None
-    if isinstance(spec, str) and spec.lower().endswith((".yaml", ".yml")):
-        path = spec
-    elif isinstance(spec, str) and ":" not in spec and resolve_zoo_name(spec):
-        path = zoo_path(spec)
-    if path is not None:
-        raw = read_yaml(path)
-        settable = {**BUILDER_PARAMS, **(raw.get("params") or {})}
-        for name in names:
-            if name not in settable and not ("." in name and _has_path(raw, name.split("."))):
-                raise CnnprofError(f"{spec}: unknown knob {name!r}; settable: {', '.join(sorted(settable))}, "
-                                   f"or a dotted path like stages.0.depth")
-        return
-    if isinstance(spec, str) and ":" in spec:
-        from cnnprof.models.spec import _import_factory  # noqa: PLC0415 - the factory's keywords are the knobs
-
-        factory = _import_factory(spec, {})
-        cells = [c.cell_contents for c in factory.__closure__ or ()]
-        target = next((c for c in cells if callable(c)), factory)
-        try:
-            sig = inspect.signature(target)
-        except (TypeError, ValueError):
-            return
-        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            return
-        for name in names:
-            if name not in sig.parameters:
-                raise CnnprofError(f"{spec}: unknown knob {name!r}; the callable takes "
-                                   f"{', '.join(sig.parameters) or 'no arguments'}")
-
-
-def _has_path(node: Any, parts: list[str]) -> bool:
-    for part in parts:
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return False
-    return True
 
 
 def sweep(spec: str, axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None,
@@ -111,22 +62,29 @@ def sweep(spec: str, axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]
     fixed = dict(fixed or {})
     for name, values in axes.items():
         if not values:
-            raise CnnprofError(f"--set {name}: empty list of values")
+            raise CnnprofError(f"{parameter('axes', name)}: empty list of values")
     check_knobs(spec, [*axes, *fixed])
-    names = list(axes)
-    grid = list(itertools.product(*(axes[n] for n in names))) if names else [()]
     points = []
-    label = spec
-    for i, values in enumerate(grid):
-        knobs = dict(zip(names, values))
+    cells = grid(axes)
+    for i, knobs in enumerate(cells):
         points.append(evaluate(spec, {**fixed, **knobs}, settings, knobs=knobs))
         if progress:
-            progress(i + 1, len(grid))
-    try:
-        from cnnprof.models.spec import resolve
-
-        label = resolve(spec, fixed).label
-    except CnnprofError:
-        pass
-    return SweepResult(model=label, axes=tuple((n, tuple(axes[n])) for n in names),
+            progress(i + 1, len(cells))
+    return SweepResult(model=label(spec, fixed), axes=tuple((n, tuple(v)) for n, v in axes.items()),
                        fixed=tuple(fixed.items()), settings=settings, points=tuple(points))
+
+
+def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, the last axis varying fastest ([{}] for no axes)."""
+    names = list(axes)
+    return [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))]
+
+
+def label(spec: Any, fixed: Mapping[str, Any]) -> str:
+    """The model's display name with the fixed overrides (the spec itself when it does not resolve)."""
+    from cnnprof.models.spec import resolve
+
+    try:
+        return resolve(spec, fixed).label
+    except CnnprofError:
+        return spec

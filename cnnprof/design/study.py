@@ -1,0 +1,153 @@
+"""The Optuna side of a search: storage, sampler, the study and its checks, and telling trials their costs.
+
+A trial's objective values and constraint values are plain functions of its Point (`objective_values`,
+`constraint_values`); everything that talks to Optuna is here, imported lazily.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
+
+from cnnprof.design.metrics import Constraint, Point, metric_value
+from cnnprof.design.space import Space
+from cnnprof.errors import CnnprofError, first_line, parameter
+
+SAMPLERS = ("auto", "nsga2", "tpe", "random")
+POINT_FIELDS = ("status", "error", "params", "macs", "other_ops", "acts", "latency_s")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial of the study: the sampled knob values and what they cost."""
+
+    number: int
+    sample: tuple[tuple[str, Any], ...]
+    point: Point
+    feasible: bool  # valid and within every constraint
+    values: tuple[float, ...] | None  # objective values (None for a failed trial)
+
+
+def sampler_kind(sampler: str, objectives: Sequence[tuple[str, str]], stats: bool) -> str:
+    """The sampler "auto" stands for: random for statistics, NSGA-II for several objectives, TPE for one."""
+    if sampler not in SAMPLERS:
+        raise CnnprofError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler != "auto":
+        return sampler
+    return "random" if stats else "nsga2" if len(objectives) > 1 else "tpe"
+
+
+def make_sampler(kind: str, seed: int | None, constraints: Sequence[Constraint]) -> Any:
+    """An Optuna sampler of this kind, seeded, aware of the constraints."""
+    import optuna
+
+    # Optuna >= 5 reads constraints set on the trial (Trial.set_constraint); older ones need constraints_func.
+    legacy = constraints and not hasattr(optuna.trial.Trial, "set_constraint")
+    cf = partial(_stored_constraints, len(constraints)) if legacy else None
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, multivariate=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _stored_constraints(count: int, frozen: Any) -> list[float]:
+    return list(frozen.user_attrs.get("constraints", [1.0] * count))
+
+
+def open_storage(storage: str | None) -> Any:
+    """None: in memory; a URL with '://' (sqlite:///study.db, postgresql://...): Optuna's RDB storage, shareable
+    by machines; any other string: an Optuna journal file (appends only, ~10x less overhead per trial than
+    SQLite here; shareable by processes on one machine or a shared file system)."""
+    if storage is None or "://" in storage:
+        return storage
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(storage))
+
+
+def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str | None, study_name: str,
+               sampler: Any) -> Any:
+    """Create the study, or load the stored one after checking it searches this space for these objectives."""
+    import optuna
+
+    try:
+        study = optuna.create_study(storage=open_storage(storage), study_name=study_name, sampler=sampler,
+                                    directions=[d for _, d in objectives], load_if_exists=True)
+    except ValueError as exc:  # e.g. directions differ from the stored study's
+        raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - a bad storage URL or an unreachable database
+        raise CnnprofError(f"{parameter('storage', storage)}: {type(exc).__name__}: {first_line(exc)}") from None
+    metrics = [m for m, _ in objectives]
+    stored = [d.name.lower() for d in study.directions]
+    if stored != [d for _, d in objectives] or study.user_attrs.get("objectives", metrics) != metrics:
+        raise CnnprofError(f"study {study_name!r} in {storage} was made for other objectives "
+                           f"({study.user_attrs.get('objectives')}); use another --study-name or --out")
+    if study.user_attrs.get("space", space.source) != space.source:
+        raise CnnprofError(f"study {study_name!r} in {storage} searches {study.user_attrs['space']}, "
+                           f"not {space.source}")
+    study.set_user_attr("objectives", metrics)
+    study.set_user_attr("space", space.source)
+    return study
+
+
+def finished_trials(study: Any) -> list[Any]:
+    """Finished trials that were evaluated: a trial failed by an interruption does not use up the budget."""
+    from optuna.trial import TrialState
+
+    finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+    return [t for t in study.get_trials(deepcopy=False, states=finished) if "cnnprof" in t.user_attrs]
+
+
+def objective_values(point: Point, objectives: Sequence[tuple[str, str]], convention: str) -> list[float]:
+    """The objectives' values at a valid point, in order; a metric this build cannot give raises."""
+    values = [metric_value(point, m, convention) for m, _ in objectives]
+    missing = next((m for (m, _), v in zip(objectives, values) if v is None), None)
+    if missing is not None:
+        raise CnnprofError(f"metric {missing!r} is not available in this build")
+    return values
+
+
+def constraint_values(point: Point, constraints: Sequence[Constraint], convention: str) -> list[float]:
+    """Optuna's constraint values at a valid point: > 0 how far outside (relative to the bound), else <= 0."""
+    out = []
+    for c in constraints:
+        v = metric_value(point, c.metric, convention)
+        if v is None:
+            raise CnnprofError(f"metric {c.metric!r} is not available in this build")
+        out.append(c.violation(v) if not c.satisfied(v) else min(0.0, c.violation(v)))
+    return out
+
+
+def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
+         constraints: Sequence[Constraint], convention: str) -> None:
+    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial)."""
+    from optuna.trial import TrialState
+
+    # One attribute, one storage write (each write is a database round trip).
+    trial.set_user_attr("cnnprof", {name: getattr(point, name) for name in POINT_FIELDS})
+    if not point.ok:
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    try:
+        values = objective_values(point, objectives, convention)
+        cons = constraint_values(point, constraints, convention)
+    except CnnprofError:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    if hasattr(trial, "set_constraint"):  # Optuna >= 5
+        for c, value in zip(constraints, cons):
+            trial.set_constraint(c.text, value)
+    else:
+        trial.set_user_attr("constraints", cons)
+    study.tell(trial, values)
+
+
+def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:
+    """A stored trial as a TrialRecord: its point rebuilt from the stored counts, feasible within all constraints."""
+    attrs = t.user_attrs["cnnprof"]
+    point = Point(tuple(t.params.items()), **{k: attrs.get(k) for k in POINT_FIELDS})
+    feasible = point.ok and t.values is not None and all(
+        c.satisfied(metric_value(point, c.metric)) for c in constraints)
+    return TrialRecord(t.number, point.knobs, point, feasible, tuple(t.values) if t.values is not None else None)
