@@ -9,8 +9,8 @@ from typing import Any
 
 from cnnprof.counting.conventions import to_flops
 from cnnprof.errors import CnnprofError
-from cnnprof.report.render import Column, Table, fixed, integer, si
-from cnnprof.report.tables import CONVENTION_TEXT, SCOPE_TEXT, Report
+from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
+from cnnprof.report.render import Column, Report, Table, fixed, integer, si
 
 
 def _value(v: Any) -> str:
@@ -63,7 +63,7 @@ def sweep_report(result: Any, convention: str) -> Report:
     if s.bench:
         table.notes.append(f"Latency: median forward pass on {s.device}, batch {s.batch_size}.")
     json_rows = [{"model": result.model, **r, "convention": convention, "scope": s.scope} for r in rows]
-    return [table], json_rows, json_rows
+    return Report([table], json_rows, json_rows)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -158,7 +158,7 @@ def match_report(result: Any) -> Report:
                    for r in result.rows if r.note]
     json_rows = [{"model": result.model, "reference": result.reference, "knob": result.knob, **r,
                   "evaluated": [[x, y] for x, y in res.evaluations]} for r, res in zip(rows, result.rows)]
-    return [table], json_rows, rows
+    return Report([table], json_rows, rows)
 
 
 def plot_match(result: Any, path: str) -> None:
@@ -220,7 +220,7 @@ def search_report(result: Any, configs: dict[int, str] | None = None, stats: lis
     else:
         tables.append(stats_table(result, stats))
     tables[0].notes += search_notes(result)
-    return tables, rows, rows
+    return Report(tables, rows, rows)
 
 
 def _short(v: Any) -> str:

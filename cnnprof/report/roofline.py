@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnprof.report.render import Column, Table, fixed, integer, percent, shape, si
+from cnnprof.report.render import Column, Report, Table, fixed, integer, percent, shape, si
 
 HARDWARE_NOTE = ("FLOPs here are hardware FLOPs (1 MAC = 2 FLOPs, plus norm / activation / pooling / element-wise "
                  "ops); intensity = FLOPs / byte moved, bytes at the run's dtype under an ideal cache (every "
@@ -26,7 +26,7 @@ def _rate(v: float | None) -> str:
     return "-" if v is None or v >= 1e300 else f"{v / 1e9:,.1f}"
 
 
-def device_report(profile: Any, cache_file: str | None = None) -> tuple[list[Table], list[dict], list[dict]]:
+def device_report(profile: Any, cache_file: str | None = None) -> Report:
     """Peaks, overheads and calibration table of one DeviceProfile."""
     data = profile.to_json()
     rows = [{"quantity": f"peak FLOP/s ({dt})", "value": _gflops(v), "unit": "GFLOP/s"}
@@ -63,8 +63,8 @@ def device_report(profile: Any, cache_file: str | None = None) -> tuple[list[Tab
                   cal)
         t.notes.append("'-' rate or bandwidth: that term does not explain the time of this kind (fitted to zero).")
         tables.append(t)
-    return tables, [data], [{k: v for k, v in data.items() if not isinstance(v, dict)}
-                            | {f"peak_{k}": v for k, v in data["peak_flops"].items()}]
+    return Report(tables, [data], [{k: v for k, v in data.items() if not isinstance(v, dict)}
+                                   | {f"peak_{k}": v for k, v in data["peak_flops"].items()}])
 
 
 def _ridge_notes(pred: Any) -> list[str]:
@@ -79,10 +79,10 @@ def _ridge_notes(pred: Any) -> list[str]:
     return notes
 
 
-def roofline_report(preds: list[Any], by: str) -> tuple[list[Table], list[dict], list[dict]]:
+def roofline_report(preds: list[Any], by: str = "type") -> Report:
     """One summary row per model and one roofline table per model at `by` granularity."""
     if not preds:
-        return [], [], []
+        return Report([], [], [])
     p0 = preds[0]
     summary_rows, json_rows, csv_rows, tables = [], [], [], []
     for p in preds:
@@ -131,7 +131,7 @@ def roofline_report(preds: list[Any], by: str) -> tuple[list[Table], list[dict],
                        f"bandwidth {p0.bandwidth / 1e9:,.1f} GB/s, ridge {p0.ridge:.1f} FLOP/B")
     summary.notes.append(HARDWARE_NOTE)
     summary.notes.append("Bound: compute or memory roof, or 'overhead' when the per-op dispatch cost exceeds both.")
-    return [summary, *tables], json_rows, csv_rows
+    return Report([summary, *tables], json_rows, csv_rows)
 
 
 def plot_roofline(preds: list[Any], path: str) -> None:
