@@ -31,6 +31,7 @@ def point_row(p: Any, convention: str) -> dict[str, Any]:
 
 
 def metric_columns(convention: str, scope: str, acts: bool, latency: bool) -> list[Column]:
+    """Params and MACs columns, plus FLOPs, acts and latency where the run has them."""
     cols = [Column("params", "Params", si), Column("macs", "MACs", si)]
     if scope == "all" or convention != "macc":
         cols.append(Column("flops", f"FLOPs [{convention}]", si))
@@ -228,6 +229,7 @@ def _short(v: Any) -> str:
 
 
 def search_notes(result: Any) -> list[str]:
+    """Trial counts, invalid and infeasible trials, sampler and seed, this run's rate, an interruption."""
     n = len(result.trials)
     invalid = sum(1 for t in result.trials if not t.point.ok)
     infeasible = sum(1 for t in result.trials if t.point.ok and not t.feasible)

@@ -24,6 +24,8 @@ FORMATS = ("table", "json", "csv", "markdown")
 
 @dataclass(frozen=True)
 class Column:
+    """How one column shows a row's value: its key, header, formatter and alignment."""
+
     key: str
     header: str
     fmt: Callable[[Any], str] = str
@@ -74,10 +76,12 @@ def si(value: float | None, digits: int = 2) -> str:
 
 
 def integer(value: int | None) -> str:
+    """25557032 -> '25,557,032'."""
     return "-" if value is None else f"{value:,}"
 
 
 def percent(share: float | None) -> str:
+    """0.125 -> '12.5%'."""
     return "-" if share is None else f"{100 * share:.1f}%"
 
 
@@ -94,10 +98,12 @@ def ratio_short(value: float | None) -> str:
 
 
 def fixed(digits: int) -> Callable[[Any], str]:
+    """Formatter with `digits` decimals and thousands separators: fixed(1)(1234.56) -> '1,234.6'."""
     return lambda v: "-" if v is None else f"{v:,.{digits}f}"
 
 
 def shape(value: tuple[int, ...]) -> str:
+    """(1, 3, 224, 224) -> '1×3×224×224'."""
     return "×".join(str(d) for d in value)
 
 
@@ -227,6 +233,7 @@ def table_text(table: Table, console: Console) -> str:
 
 
 def render_markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table: bold title, numbers right-aligned, caption and notes in italics."""
     lines = [f"**{table.title}**", ""] if table.title else []
     lines.append("| " + " | ".join(c.header for c in table.columns) + " |")
     lines.append("|" + "|".join("---:" if c.justify == "right" else ":---" for c in table.columns) + "|")
@@ -243,6 +250,7 @@ def _csv_cell(key: str, value: Any) -> Any:
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
+    """Raw rows as CSV: every key of every row a column, nested values as JSON, shapes as 1x3x224x224."""
     if not rows:
         return ""
     keys: list[str] = []
