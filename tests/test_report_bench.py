@@ -146,6 +146,11 @@ def test_csv_flattens_statistics_and_environment():
     assert json.loads(report.render("json"))[0]["env"]["device_name"] == "Test CPU"
 
 
+def test_a_result_prints_itself_without_the_cli():
+    text = str(bench_report([result(macs=10**9)]))
+    assert "10.20" in text and "98.0" in text and "warm-up 0" not in text  # no settings: none in the caption
+
+
 def test_no_results():
     report = bench_report([], SETTINGS)
     assert report.json_rows == [] and len(report.tables) == 2 and report.tables[1].caption == ""

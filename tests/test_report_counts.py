@@ -184,6 +184,15 @@ def test_flops_layer_depth_and_scope_all_breakdown(tiny):
     assert report.json_rows[0]["params"] is None and "-" in report.render()  # no params counted: shown as -
 
 
+def test_a_count_prints_itself_without_the_cli(tiny):
+    """What FlopCount.__str__ and ParamCount.__str__ can return: the report of the result alone."""
+    text = str(flops_report([tiny["fc"]]))
+    assert "FLOPs per forward pass at 1×3×8×8" in text and "13.90 k" in text and "522" in text
+    assert flops_report([tiny["fc"]]).json_rows[0]["params"] is None  # not counted: the FlopCount has no params
+    text = str(params_report([("tiny", tiny["pc"])]))
+    assert "Parameters" in text and "322" in text
+
+
 def test_flops_of_no_model():
     report = flops_report([])
     assert report.json_rows == [] and report.render("json") == "[]\n" and report.render("csv") == ""

@@ -70,6 +70,10 @@ def test_sweep_with_flops_latency_and_fixed_knobs():
     assert next(csv.DictReader(io.StringIO(report.render("csv"))))["convention"] == "nvidia"
 
 
+def test_a_sweep_prints_itself_without_the_cli():
+    assert "Sweep of tiny" in str(sweep_report(sweep())) and "13.90 k" in str(sweep_report(sweep()))
+
+
 # ----------------------------------------------------------------------------- match
 
 

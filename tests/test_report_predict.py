@@ -139,6 +139,12 @@ def test_roofline_without_calibration_and_several_models(preds):
     assert "Calibrated (ms)" not in [c.header for c in alone.tables[0].columns]
 
 
+def test_a_prediction_and_a_profile_print_themselves_without_the_cli(preds):
+    text = str(roofline_report([preds["slow"]]))
+    assert "on the roofline of Slow CPU: by type" in text and "14.51 k" in text
+    assert "Device: Test CPU (cpu)" in str(device_report(MEASURED))
+
+
 def test_roofline_of_nothing():
     assert roofline_report([], "type") == ([], [], []) and roofline_report([]).render("json") == "[]\n"
 

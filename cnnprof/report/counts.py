@@ -80,10 +80,11 @@ def _params_table(label: str, by: str, rows: list[dict[str, Any]], shapes: bool)
 # ----------------------------------------------------------------------------- flops
 
 
-def flops_report(results: list[tuple[Any, int | None, dict[str, int] | None]], convention: str = "macc",
-                 by: str | None = None, depth: int | None = None) -> Report:
-    """results: (FlopCount, params or None, params per module path or None); by: None, "op", "type", "stage"
-    or "layer" (one breakdown table per model), depth: deepest layer shown."""
+def flops_report(results: list[Any], convention: str = "macc", by: str | None = None,
+                 depth: int | None = None) -> Report:
+    """results: (FlopCount, params or None, params per module path or None), or FlopCounts alone; by: None,
+    "op", "type", "stage" or "layer" (one breakdown table per model), depth: deepest layer shown."""
+    results = [r if isinstance(r, tuple) else (r, None, None) for r in results]
     scope = results[0][0].scope if results else "conv"
     # One input for every row: say it once in the title, so that narrow terminals keep the numbers.
     inputs = {fc.input_shape for fc, _, _ in results}

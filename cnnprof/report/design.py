@@ -46,7 +46,7 @@ def _display(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def sweep_report(result: Any, convention: str) -> Report:
+def sweep_report(result: Any, convention: str = "macc") -> Report:
     """Table of a SweepResult: knob values, params, MACs (and FLOPs, acts, latency when present)."""
     s = result.settings
     rows = [point_row(p, convention) for p in result.points]
