@@ -84,7 +84,8 @@ def _wide_table() -> Table:
 def _text(table: Table, width: int, encoding: str = "utf-8") -> str:
     from cnnprof.report.render import _Buffer
 
-    return table_text(table, Console(file=_Buffer(encoding), width=width, highlight=False, soft_wrap=False))
+    return table_text(table, Console(file=_Buffer(encoding), width=width, highlight=False, soft_wrap=False,
+                                     force_terminal=False, color_system=None))
 
 
 def test_wide_terminal_shows_the_full_table_with_rules():
@@ -216,7 +217,7 @@ def test_emit_writes_stdout_or_the_given_console(capsys):
     emit("csv", report.tables, report.json_rows)  # CSV defaults to the JSON rows
     assert capsys.readouterr().out.startswith("model,params,input_shape\n")
     buf = io.StringIO()
-    emit("table", *report, console=Console(file=buf, width=60))
+    emit("table", *report, console=Console(file=buf, width=60, force_terminal=False, color_system=None))
     assert capsys.readouterr().out == "" and buf.getvalue() == report.render("table", 60)
     emit("markdown", *report)
     assert capsys.readouterr().out == report.render("markdown")

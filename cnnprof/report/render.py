@@ -58,7 +58,8 @@ class Report(NamedTuple):
 
     def render(self, fmt: str = "table", width: int = 100) -> str:
         """The report in `fmt` (table, json, csv, markdown) as emit would print it, tables at `width` columns."""
-        console = Console(file=_Buffer("utf-8"), width=width, highlight=False, soft_wrap=False, color_system=None)
+        console = Console(file=_Buffer("utf-8"), width=width, highlight=False, soft_wrap=False, force_terminal=False,
+                          color_system=None)  # plain text whatever FORCE_COLOR or the terminal say
         return "".join(formatted(fmt, self.tables, self.json_rows, self.csv_rows, console))
 
     def __str__(self) -> str:
