@@ -9,8 +9,8 @@ from typing import Any
 
 from cnnprof.counting.conventions import to_flops
 from cnnprof.errors import CnnprofError
-from cnnprof.report.render import Column, Table, fixed, integer, si
-from cnnprof.report.tables import CONVENTION_TEXT, SCOPE_TEXT, Report
+from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
+from cnnprof.report.render import Column, Report, Table, fixed, integer, si
 
 
 def _value(v: Any) -> str:
@@ -31,6 +31,7 @@ def point_row(p: Any, convention: str) -> dict[str, Any]:
 
 
 def metric_columns(convention: str, scope: str, acts: bool, latency: bool) -> list[Column]:
+    """Params and MACs columns, plus FLOPs, acts and latency where the run has them."""
     cols = [Column("params", "Params", si), Column("macs", "MACs", si)]
     if scope == "all" or convention != "macc":
         cols.append(Column("flops", f"FLOPs [{convention}]", si))
@@ -45,7 +46,7 @@ def _display(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def sweep_report(result: Any, convention: str) -> Report:
+def sweep_report(result: Any, convention: str = "macc") -> Report:
     """Table of a SweepResult: knob values, params, MACs (and FLOPs, acts, latency when present)."""
     s = result.settings
     rows = [point_row(p, convention) for p in result.points]
@@ -63,7 +64,7 @@ def sweep_report(result: Any, convention: str) -> Report:
     if s.bench:
         table.notes.append(f"Latency: median forward pass on {s.device}, batch {s.batch_size}.")
     json_rows = [{"model": result.model, **r, "convention": convention, "scope": s.scope} for r in rows]
-    return [table], json_rows, json_rows
+    return Report([table], json_rows, json_rows)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -158,7 +159,7 @@ def match_report(result: Any) -> Report:
                    for r in result.rows if r.note]
     json_rows = [{"model": result.model, "reference": result.reference, "knob": result.knob, **r,
                   "evaluated": [[x, y] for x, y in res.evaluations]} for r, res in zip(rows, result.rows)]
-    return [table], json_rows, rows
+    return Report([table], json_rows, rows)
 
 
 def plot_match(result: Any, path: str) -> None:
@@ -220,7 +221,7 @@ def search_report(result: Any, configs: dict[int, str] | None = None, stats: lis
     else:
         tables.append(stats_table(result, stats))
     tables[0].notes += search_notes(result)
-    return tables, rows, rows
+    return Report(tables, rows, rows)
 
 
 def _short(v: Any) -> str:
@@ -228,6 +229,7 @@ def _short(v: Any) -> str:
 
 
 def search_notes(result: Any) -> list[str]:
+    """Trial counts, invalid and infeasible trials, sampler and seed, this run's rate, an interruption."""
     n = len(result.trials)
     invalid = sum(1 for t in result.trials if not t.point.ok)
     infeasible = sum(1 for t in result.trials if t.point.ok and not t.feasible)

@@ -11,7 +11,7 @@ import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NamedTuple
 
 from rich import box
 from rich.console import Console
@@ -24,6 +24,8 @@ FORMATS = ("table", "json", "csv", "markdown")
 
 @dataclass(frozen=True)
 class Column:
+    """How one column shows a row's value: its key, header, formatter and alignment."""
+
     key: str
     header: str
     fmt: Callable[[Any], str] = str
@@ -44,6 +46,26 @@ class Table:
     caption: str = ""
 
 
+class Report(NamedTuple):
+    """What every report builder returns: tables for people, the same results as raw rows for machines.
+
+    Still a (tables, json_rows, csv_rows) tuple, so `emit(fmt, *report)` prints it; `render` and `str`
+    give the text without a terminal (what a result's __str__ can return)."""
+
+    tables: list[Table]
+    json_rows: list[dict[str, Any]]
+    csv_rows: list[dict[str, Any]]
+
+    def render(self, fmt: str = "table", width: int = 100) -> str:
+        """The report in `fmt` (table, json, csv, markdown) as emit would print it, tables at `width` columns."""
+        console = Console(file=_Buffer("utf-8"), width=width, highlight=False, soft_wrap=False, force_terminal=False,
+                          color_system=None)  # plain text whatever FORCE_COLOR or the terminal say
+        return "".join(formatted(fmt, self.tables, self.json_rows, self.csv_rows, console))
+
+    def __str__(self) -> str:
+        return self.render()
+
+
 def si(value: float | None, digits: int = 2) -> str:
     """25557032 -> '25.56 M', 4089184256 -> '4.09 G'."""
     if value is None:
@@ -55,10 +77,12 @@ def si(value: float | None, digits: int = 2) -> str:
 
 
 def integer(value: int | None) -> str:
+    """25557032 -> '25,557,032'."""
     return "-" if value is None else f"{value:,}"
 
 
 def percent(share: float | None) -> str:
+    """0.125 -> '12.5%'."""
     return "-" if share is None else f"{100 * share:.1f}%"
 
 
@@ -75,10 +99,12 @@ def ratio_short(value: float | None) -> str:
 
 
 def fixed(digits: int) -> Callable[[Any], str]:
+    """Formatter with `digits` decimals and thousands separators: fixed(1)(1234.56) -> '1,234.6'."""
     return lambda v: "-" if v is None else f"{v:,.{digits}f}"
 
 
 def shape(value: tuple[int, ...]) -> str:
+    """(1, 3, 224, 224) -> '1×3×224×224'."""
     return "×".join(str(d) for d in value)
 
 
@@ -207,16 +233,8 @@ def table_text(table: Table, console: Console) -> str:
     return _TRAILING.sub(r"\1", buf.getvalue())
 
 
-def render_table(table: Table, console: Console) -> None:
-    """Print a rich table to the console's file (see table_text for the layout rules)."""
-    text = table_text(table, console)
-    if console.file is sys.stdout:
-        write_stdout(text)
-    else:
-        console.file.write(text)
-
-
 def render_markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table: bold title, numbers right-aligned, caption and notes in italics."""
     lines = [f"**{table.title}**", ""] if table.title else []
     lines.append("| " + " | ".join(c.header for c in table.columns) + " |")
     lines.append("|" + "|".join("---:" if c.justify == "right" else ":---" for c in table.columns) + "|")
@@ -233,6 +251,7 @@ def _csv_cell(key: str, value: Any) -> Any:
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
+    """Raw rows as CSV: every key of every row a column, nested values as JSON, shapes as 1x3x224x224."""
     if not rows:
         return ""
     keys: list[str] = []
@@ -246,26 +265,37 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def emit(fmt: str, tables: list[Table], json_rows: list[dict[str, Any]], csv_rows: list[dict[str, Any]] | None = None,
-         console: Console | None = None) -> None:
-    """Write the result to stdout in `fmt`. JSON: `json_rows` and nothing else (`[]` when empty); CSV:
-    `csv_rows` (default: json_rows); table/markdown: the tables."""
-    if sys.stdout is None and console is None:
-        raise OutputError("cannot write the report: stdout is closed")
+def formatted(fmt: str, tables: list[Table], json_rows: list[dict[str, Any]],
+              csv_rows: list[dict[str, Any]] | None = None, console: Console | None = None) -> Iterator[str]:
+    """The text of a result in `fmt`, piece by piece (one piece per table, laid out for `console`). JSON:
+    `json_rows` and nothing else (`[]` when empty); CSV: `csv_rows` (default: json_rows); table/markdown:
+    the tables."""
     if fmt == "json":
-        write_stdout(json.dumps(json_rows, indent=2) + "\n")
+        yield json.dumps(json_rows, indent=2) + "\n"
     elif fmt == "csv":
-        write_stdout(render_csv(json_rows if csv_rows is None else csv_rows))
+        yield render_csv(json_rows if csv_rows is None else csv_rows)
     elif fmt == "markdown":
-        write_stdout("\n".join(render_markdown(t) for t in tables))
+        yield "\n".join(render_markdown(t) for t in tables)
     else:
         console = console or stdout_console()
         for i, t in enumerate(tables):
-            text = ("\n" if i else "") + table_text(t, console)
-            if console.file is sys.stdout:
-                write_stdout(text)
-            else:
-                console.file.write(text)
+            yield ("\n" if i else "") + table_text(t, console)
+
+
+def emit(fmt: str, tables: list[Table], json_rows: list[dict[str, Any]], csv_rows: list[dict[str, Any]] | None = None,
+         console: Console | None = None) -> None:
+    """Write the result to stdout in `fmt` (see formatted), each table as soon as it is laid out; tables go
+    to `console`'s file when one is given."""
+    if sys.stdout is None and console is None:
+        raise OutputError("cannot write the report: stdout is closed")
+    table = fmt not in ("json", "csv", "markdown")
+    if table:
+        console = console or stdout_console()
+    for text in formatted(fmt, tables, json_rows, csv_rows, console):
+        if table and console.file is not sys.stdout:
+            console.file.write(text)
+        else:
+            write_stdout(text)
 
 
 class RowWriter:

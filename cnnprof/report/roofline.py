@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnprof.report.render import Column, Table, fixed, integer, percent, shape, si
+from cnnprof.report.render import Column, Report, Table, fixed, integer, percent, shape, si
 
 HARDWARE_NOTE = ("FLOPs here are hardware FLOPs (1 MAC = 2 FLOPs, plus norm / activation / pooling / element-wise "
                  "ops); intensity = FLOPs / byte moved, bytes at the run's dtype under an ideal cache (every "
@@ -26,7 +26,7 @@ def _rate(v: float | None) -> str:
     return "-" if v is None or v >= 1e300 else f"{v / 1e9:,.1f}"
 
 
-def device_report(profile: Any, cache_file: str | None = None) -> tuple[list[Table], list[dict], list[dict]]:
+def device_report(profile: Any, cache_file: str | None = None) -> Report:
     """Peaks, overheads and calibration table of one DeviceProfile."""
     data = profile.to_json()
     rows = [{"quantity": f"peak FLOP/s ({dt})", "value": _gflops(v), "unit": "GFLOP/s"}
@@ -63,8 +63,8 @@ def device_report(profile: Any, cache_file: str | None = None) -> tuple[list[Tab
                   cal)
         t.notes.append("'-' rate or bandwidth: that term does not explain the time of this kind (fitted to zero).")
         tables.append(t)
-    return tables, [data], [{k: v for k, v in data.items() if not isinstance(v, dict)}
-                            | {f"peak_{k}": v for k, v in data["peak_flops"].items()}]
+    return Report(tables, [data], [{k: v for k, v in data.items() if not isinstance(v, dict)}
+                                   | {f"peak_{k}": v for k, v in data["peak_flops"].items()}])
 
 
 def _ridge_notes(pred: Any) -> list[str]:
@@ -79,59 +79,78 @@ def _ridge_notes(pred: Any) -> list[str]:
     return notes
 
 
-def roofline_report(preds: list[Any], by: str) -> tuple[list[Table], list[dict], list[dict]]:
-    """One summary row per model and one roofline table per model at `by` granularity."""
+def roofline_report(preds: list[Any], by: str = "type") -> Report:
+    """LatencyPredictions: one summary row per model and one roofline table per model at `by` granularity
+    ("type", "stage" or "layer")."""
     if not preds:
-        return [], [], []
-    p0 = preds[0]
-    summary_rows, json_rows, csv_rows, tables = [], [], [], []
+        return Report([], [], [])
+    json_rows, csv_rows, tables = [], [], []
     for p in preds:
-        tot = p.memory.total()
-        row = {"model": p.model, "input_shape": list(p.input_shape), "dtype": p.dtype, "device": p.device,
-               "device_name": p.device_name, "profile": p.source, "macs": tot.macs, "flops": tot.flops,
-               "acts": tot.acts, "bytes": tot.bytes, "intensity": tot.intensity, "ops": len(p.ops),
-               "module_calls": p.module_calls, "roofline_ms": 1e3 * p.roofline_s,
-               "calibrated_ms": None if p.calibrated_s is None else 1e3 * p.calibrated_s,
-               "peak_flops": p.peak_flops, "bandwidth": p.bandwidth, "ridge": p.ridge,
-               "ridge_notes": _ridge_notes(p)}
-        summary_rows.append(row)
-        rows = {"layer": p.by_layer, "type": p.by_type, "stage": p.by_stage}[by]()
-        total_t = sum(r["calibrated_s"] if p.calibrated else r["roofline_s"] for r in rows) or 1.0
-        total_m = tot.macs or 1
-        for r in rows:
-            t = r["calibrated_s"] if p.calibrated else r["roofline_s"]
-            r.update(time_share=t / total_t, macs_share=r["macs"] / total_m, roofline_ms=1e3 * r["roofline_s"],
-                     calibrated_ms=1e3 * r["calibrated_s"] if p.calibrated else None)
-            for k in ("compute_s", "memory_s", "overhead_s", "roofline_s", "calibrated_s"):
-                r.pop(k)
+        row = _summary_row(p)
+        rows = _group_rows(p, by, row["macs"])
         row[f"by_{by}"] = rows
         json_rows.append(row)
         csv_rows.append({k: v for k, v in row.items() if not isinstance(v, (list, dict))}
                         | {"input_shape": shape(p.input_shape), "ridge_notes": " | ".join(row["ridge_notes"])})
         csv_rows += [{"model": p.model, "by": by, **r} for r in rows]
-        cols = [Column("name", {"layer": "Layer [op]"}.get(by, by.capitalize()), justify="left"),
-                Column("macs", "MACs", si), Column("bytes", "Bytes", si), Column("intensity", "FLOP/B", fixed(2)),
-                Column("attainable", "Attainable GFLOP/s", _gflops), Column("bound", "Bound", justify="left"),
-                Column("roofline_ms", "Roofline (ms)", fixed(3))]
-        if p.calibrated:
-            cols.append(Column("calibrated_ms", "Calibrated (ms)", fixed(3)))
-        cols += [Column("time_share", "Share of time", percent), Column("macs_share", "Share of MACs", percent)]
-        t = Table(f"{p.model} ({shape(p.input_shape)}, {p.dtype}) on the roofline of {p.device_name}: by {by}",
+        tables.append(_model_table(p, by, rows, row["ridge_notes"]))
+    return Report([_summary_table(preds[0], json_rows), *tables], json_rows, csv_rows)
+
+
+def _summary_row(p: Any) -> dict[str, Any]:
+    """Totals of one prediction: traffic, both predicted times, the device's roofs."""
+    tot = p.memory.total()
+    return {"model": p.model, "input_shape": list(p.input_shape), "dtype": p.dtype, "device": p.device,
+            "device_name": p.device_name, "profile": p.source, "macs": tot.macs, "flops": tot.flops,
+            "acts": tot.acts, "bytes": tot.bytes, "intensity": tot.intensity, "ops": len(p.ops),
+            "module_calls": p.module_calls, "roofline_ms": 1e3 * p.roofline_s,
+            "calibrated_ms": None if p.calibrated_s is None else 1e3 * p.calibrated_s,
+            "peak_flops": p.peak_flops, "bandwidth": p.bandwidth, "ridge": p.ridge,
+            "ridge_notes": _ridge_notes(p)}
+
+
+def _group_rows(p: Any, by: str, macs: int) -> list[dict[str, Any]]:
+    """Rows per group with times in ms and shares of the predicted time (calibrated when there is one) and MACs."""
+    rows = {"layer": p.by_layer, "type": p.by_type, "stage": p.by_stage}[by]()
+    total_t = sum(r["calibrated_s"] if p.calibrated else r["roofline_s"] for r in rows) or 1.0
+    total_m = macs or 1
+    for r in rows:
+        t = r["calibrated_s"] if p.calibrated else r["roofline_s"]
+        r.update(time_share=t / total_t, macs_share=r["macs"] / total_m, roofline_ms=1e3 * r["roofline_s"],
+                 calibrated_ms=1e3 * r["calibrated_s"] if p.calibrated else None)
+        for k in ("compute_s", "memory_s", "overhead_s", "roofline_s", "calibrated_s"):
+            r.pop(k)
+    return rows
+
+
+def _model_table(p: Any, by: str, rows: list[dict[str, Any]], notes: list[str]) -> Table:
+    cols = [Column("name", {"layer": "Layer [op]"}.get(by, by.capitalize()), justify="left"),
+            Column("macs", "MACs", si), Column("bytes", "Bytes", si), Column("intensity", "FLOP/B", fixed(2)),
+            Column("attainable", "Attainable GFLOP/s", _gflops), Column("bound", "Bound", justify="left"),
+            Column("roofline_ms", "Roofline (ms)", fixed(3))]
+    if p.calibrated:
+        cols.append(Column("calibrated_ms", "Calibrated (ms)", fixed(3)))
+    cols += [Column("time_share", "Share of time", percent), Column("macs_share", "Share of MACs", percent)]
+    table = Table(f"{p.model} ({shape(p.input_shape)}, {p.dtype}) on the roofline of {p.device_name}: by {by}",
                   cols, rows)
-        t.notes += row["ridge_notes"]
-        tables.append(t)
+    table.notes += notes
+    return table
+
+
+def _summary_table(p0: Any, rows: list[dict[str, Any]]) -> Table:
+    """One row per model, captioned with the first prediction's device (every model is on the same one)."""
     cols = [Column("model", "Model", justify="left"), Column("input_shape", "Input", shape),
             Column("macs", "MACs", si), Column("acts", "Acts", si), Column("bytes", "Bytes moved", si),
             Column("intensity", "FLOP/B", fixed(2)), Column("roofline_ms", "Roofline (ms)", fixed(3))]
-    if any(r["calibrated_ms"] is not None for r in summary_rows):
+    if any(r["calibrated_ms"] is not None for r in rows):
         cols.append(Column("calibrated_ms", "Calibrated (ms)", fixed(3)))
-    summary = Table("Predicted latency (roofline and per-op-kind calibrated) and memory traffic", cols, summary_rows)
+    summary = Table("Predicted latency (roofline and per-op-kind calibrated) and memory traffic", cols, rows)
     source = "DATASHEET (not measured)" if p0.source == "datasheet" else p0.source
     summary.caption = (f"{p0.device_name} ({source}): peak {p0.peak_flops / 1e9:,.1f} GFLOP/s ({p0.dtype}), "
                        f"bandwidth {p0.bandwidth / 1e9:,.1f} GB/s, ridge {p0.ridge:.1f} FLOP/B")
     summary.notes.append(HARDWARE_NOTE)
     summary.notes.append("Bound: compute or memory roof, or 'overhead' when the per-op dispatch cost exceeds both.")
-    return [summary, *tables], json_rows, csv_rows
+    return summary
 
 
 def plot_roofline(preds: list[Any], path: str) -> None:

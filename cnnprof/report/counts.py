@@ -1,0 +1,174 @@
+"""`cnnprof params` and `cnnprof flops`: counts per model and their breakdowns (by stage, type, layer, op)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from cnnprof.counting.types import module_depth
+from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
+from cnnprof.report.render import Column, Report, Table, integer, percent, shape, si
+
+
+def _share(part: int, total: int) -> float:
+    return part / total if total else 0.0
+
+
+def _shape_or_dash(value: Any) -> str:
+    return shape(value) if value else "-"
+
+
+def _indent(name: str) -> str:
+    if name == "(model)":
+        return name
+    return "  " * module_depth(name) + name
+
+
+def _shape_cells(row: dict[str, Any], shapes: dict[str, tuple], name: str) -> None:
+    """in_shape and out_shape of module `name` (None where the counted pass did not see it)."""
+    i, o = shapes.get(name, (None, None))
+    row["in_shape"], row["out_shape"] = (list(i) if i else None), (list(o) if o else None)
+
+
+# ----------------------------------------------------------------------------- params
+
+
+def params_report(results: list[tuple[Any, ...]], by: str | None = None, depth: int | None = None) -> Report:
+    """results: (model label, ParamCount) or (label, ParamCount, {module: (input shape, output shape)});
+    by: None, "stage", "type" or "layer" (one breakdown table per model), depth: deepest layer shown."""
+    main = Table("Parameters", [
+        Column("model", "Model", justify="left"), Column("params", "Params", integer),
+        Column("size", "Params (≈)", si), Column("trainable_params", "Trainable", integer),
+        Column("non_trainable_params", "Non-trainable", integer),
+    ], [])
+    tables, json_rows, csv_rows = [main], [], []
+    for label, pc, *extra in results:
+        shapes = extra[0] if extra and extra[0] else None
+        row = {"model": label, "params": pc.total, "trainable_params": pc.trainable,
+               "non_trainable_params": pc.non_trainable}
+        main.rows.append({**row, "size": pc.total})
+        if by:
+            rows = [{"name": name, "params": n, "share": _share(n, pc.total)} for name, n in _param_items(pc, by, depth)]
+            if by == "layer" and shapes:
+                for r in rows:
+                    _shape_cells(r, shapes, "" if r["name"] == "(model)" else r["name"])
+            row[f"by_{by}"] = rows
+            csv_rows += [{"model": label, "by": by, **r} for r in rows]
+            tables.append(_params_table(label, by, rows, bool(shapes)))
+        else:
+            csv_rows.append(row)
+        json_rows.append(row)
+    return Report(tables, json_rows, csv_rows)
+
+
+def _param_items(pc: Any, by: str, depth: int | None) -> Sequence[tuple[str, int]]:
+    if by == "stage":
+        return list(pc.by_stage)
+    if by == "type":
+        return list(pc.by_type)
+    return [(name or "(model)", n) for name, n in pc.by_module
+            if n and (depth is None or module_depth(name) <= depth)]
+
+
+def _params_table(label: str, by: str, rows: list[dict[str, Any]], shapes: bool) -> Table:
+    shape_cols = [Column("in_shape", "Input", _shape_or_dash), Column("out_shape", "Output", _shape_or_dash)]
+    return Table(f"{label}: parameters by {by}", [
+        Column("name", by.capitalize(), _indent if by == "layer" else str, "left"),
+        *(shape_cols if by == "layer" and shapes else []),
+        Column("params", "Params", integer), Column("share", "Share", percent),
+    ], rows)
+
+
+# ----------------------------------------------------------------------------- flops
+
+
+def flops_report(results: list[Any], convention: str = "macc", by: str | None = None,
+                 depth: int | None = None) -> Report:
+    """results: (FlopCount, params or None, params per module path or None), or FlopCounts alone; by: None,
+    "op", "type", "stage" or "layer" (one breakdown table per model), depth: deepest layer shown."""
+    results = [r if isinstance(r, tuple) else (r, None, None) for r in results]
+    scope = results[0][0].scope if results else "conv"
+    # One input for every row: say it once in the title, so that narrow terminals keep the numbers.
+    inputs = {fc.input_shape for fc, _, _ in results}
+    common_input = f" at {shape(next(iter(inputs)))}" if len(inputs) == 1 else ""
+    columns = [Column("model", "Model", justify="left")]
+    columns += [] if common_input else [Column("input_shape", "Input", shape)]
+    columns += [Column("params", "Params", si), Column("macs", "MACs", si), Column("acts", "Acts", si)]
+    if scope == "all":
+        columns.append(Column("other_ops", "Other ops", si))
+    columns.append(Column("flops", f"FLOPs [{convention}]", si))
+    main = Table(f"FLOPs per forward pass{common_input} — convention: {CONVENTION_TEXT[convention]}; "
+                 f"scope: {SCOPE_TEXT[scope]}", columns, [])
+    tables, json_rows, csv_rows = [main], [], []
+    for fc, params, module_params in results:
+        row = _flops_row(fc, params, convention)
+        main.rows.append({**row, "input_shape": fc.input_shape})
+        main.notes += _flops_notes(fc)
+        if by:
+            rows = _flops_breakdown(fc, by, depth, convention, row["flops"], module_params)
+            row[f"by_{by}"] = rows
+            csv_rows += [{"model": fc.model, "by": by, "convention": convention, "scope": fc.scope, **r} for r in rows]
+            tables.append(_flops_table(fc, by, convention, rows))
+        else:
+            csv_rows.append({k: v for k, v in row.items() if k != "uncounted_ops"}
+                            | {"uncounted_ops": " ".join(f"{op}:{n}" for op, n in fc.uncounted)})
+        json_rows.append(row)
+    main.notes.append("Acts: output elements of every conv, linear and windowed pooling layer (pycls's activations).")
+    return Report(tables, json_rows, csv_rows)
+
+
+def _flops_row(fc: Any, params: int | None, convention: str) -> dict[str, Any]:
+    """Raw numbers of one FlopCount (the JSON object of `cnnprof flops`)."""
+    return {"model": fc.model, "flops": fc.flops(convention), "macs": fc.macs, "acts": fc.acts,
+            "other_ops": fc.other_ops, "convention": convention, "scope": fc.scope, "backend": fc.backend,
+            "input_shape": list(fc.input_shape),
+            "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in fc.inputs],
+            "method": fc.method, "params": params, "uncounted_ops": dict(fc.uncounted)}
+
+
+def _flops_notes(fc: Any) -> list[str]:
+    """What a reader must know about how one model was counted: a real CPU pass, its inputs, uncounted ops."""
+    notes = []
+    if fc.method == "cpu" and fc.backend == "torch":
+        notes.append(f"{fc.model}: counted by one real forward pass on the CPU (it cannot run on the meta "
+                     f"device: data-dependent ops or values read); inputs: floats uniform in [0, 1), "
+                     f"ints and bools zero, so data-dependent parts count for those values.")
+    if len(fc.inputs) > 1 or any(i.name or i.dtype != "float32" for i in fc.inputs):
+        notes.append(f"{fc.model}: inputs {', '.join(str(i) for i in fc.inputs)}")
+    if fc.uncounted:
+        notes.append(f"{fc.model}: ops that ran but have no formula (not counted): "
+                     + ", ".join(f"{op} ×{n}" for op, n in fc.uncounted))
+    return notes
+
+
+def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total: int,
+                     module_params: dict[str, int] | None) -> list[dict[str, Any]]:
+    if by == "layer":
+        shares = [(name, s) for name, s in fc.by_module(depth)]
+    else:
+        shares = [(s.name, s) for s in {"op": fc.by_op, "stage": fc.by_stage, "type": fc.by_type}[by]()]
+    shapes = {name: (i, o) for name, i, o in getattr(fc, "module_shapes", ())}
+    rows = []
+    for name, s in shares:
+        flops = s.flops(convention)
+        row = {"name": s.name, "macs": s.macs, "other_ops": s.ops, "flops": flops, "share": _share(flops, total)}
+        if by == "op":
+            row["calls"] = s.calls
+        if by == "layer" and module_params is not None:
+            row["params"] = module_params.get(name, 0)
+        if by == "layer":
+            _shape_cells(row, shapes, name)
+        rows.append(row)
+    return rows
+
+
+def _flops_table(fc: Any, by: str, convention: str, rows: list[dict[str, Any]]) -> Table:
+    cols = [Column("name", {"layer": "Module", "op": "Op"}.get(by, by.capitalize()),
+                   _indent if by == "layer" else str, "left")]
+    if by == "layer":
+        cols += [Column("in_shape", "Input", _shape_or_dash), Column("out_shape", "Output", _shape_or_dash),
+                 Column("params", "Params", si)]
+    if by == "op":
+        cols.append(Column("calls", "Calls", integer))
+    cols += [Column("macs", "MACs", si)]
+    cols += [Column("other_ops", "Other ops", si)] if fc.scope == "all" else []
+    cols += [Column("flops", f"FLOPs [{convention}]", si), Column("share", "Share", percent)]
+    return Table(f"{fc.model}: FLOPs by {by} ({shape(fc.input_shape)})", cols, rows)
