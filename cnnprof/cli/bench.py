@@ -65,13 +65,14 @@ def bench_cmd(
 
     def body() -> int:
         from cnnprof.timing.interleave import interleaved_benchmark
-        from cnnprof.timing.runtime import check_device, validate_timing
+        from cnnprof.timing.settings import check_device, validate_timing
         from cnnprof.cli.models_arg import resolve_arg
         from cnnprof.inputs import with_batch_and_resolution
         from cnnprof.report.tables import bench_report
 
         check_device(device.value)  # before anything else runs
         validate_timing(warmup, min_time, min_runs, threads, dtype.value)
+        _use_threads(threads)
         if compile_ and breakdown:
             raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
         warn_settings(device.value, dtype.value)
@@ -129,6 +130,15 @@ def bench_cmd(
         return max(code, bad, 1 if failed else 0)
 
     guard(body)
+
+
+def _use_threads(threads: int | None) -> None:
+    """--threads holds for the whole command, as it did before the library restored its callers' count: the
+    cached profile a breakdown is shown with is the one of that thread count."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _profile(device: str):
