@@ -36,6 +36,7 @@ class _Calibration:
         self.start = time.perf_counter()
 
     def tick(self, label: str) -> None:
+        """Report the step about to run."""
         if self.on_step:
             self.on_step(label, self.step, self.total)
 

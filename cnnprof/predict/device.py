@@ -47,6 +47,7 @@ class KindFit:
     median_error: float  # relative error of the fit on its own micro-benchmarks
 
     def time(self, flops: float, nbytes: float) -> float:
+        """Predicted seconds of one op of `flops` hardware FLOPs moving `nbytes` bytes."""
         return self.overhead_s + flops / self.flops_per_s + nbytes / self.bytes_per_s
 
 
@@ -80,12 +81,14 @@ class DeviceProfile:
         return self.peak(dtype) / self.bandwidth
 
     def to_json(self) -> dict[str, Any]:
+        """The profile as JSON data (infinite rates as 1e308)."""
         d = dataclasses.asdict(self)
         d["calibration"] = {k: dataclasses.asdict(v) for k, v in self.calibration.items()}
         return json.loads(json.dumps(d, default=str).replace("Infinity", "1e308"))
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "DeviceProfile":
+        """A profile from JSON data; unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         d["calibration"] = {k: KindFit(**v) for k, v in d.get("calibration", {}).items()}
@@ -117,6 +120,7 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
 
 
 def device_name(device: str) -> str:
+    """The GPU's or the CPU's model name."""
     import torch
 
     from cnnprof.timing.settings import cpu_name
@@ -125,6 +129,7 @@ def device_name(device: str) -> str:
 
 
 def cache_dir() -> Path:
+    """Where measured profiles are cached: $CNNPROF_CACHE_DIR, else the user cache directory."""
     env = os.environ.get("CNNPROF_CACHE_DIR")
     if env:
         return Path(env)
@@ -142,6 +147,7 @@ def cache_path(device: str) -> Path:
 
 
 def cached_profile(device: str) -> DeviceProfile | None:
+    """The cached profile of `device` at this torch version and thread count, or None."""
     path = cache_path(device)
     if not path.exists():
         return None
@@ -152,6 +158,7 @@ def cached_profile(device: str) -> DeviceProfile | None:
 
 
 def save_profile(profile: DeviceProfile) -> Path:
+    """Cache a measured profile; returns the file."""
     path = cache_path(profile.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(profile.to_json(), indent=2))

@@ -51,7 +51,8 @@ def interleaved_benchmark(sources: Sequence[Any], inputs: Sequence[Any], device:
     for the measurement and restored after it."""
     check_device(device)
     validate_timing(warmup, min_time, min_runs, threads, dtype)
-    plan = Plan(device, dtype, channels_last, warmup, min_time, min_runs, compile, breakdown, auto_batch)
+    plan = Plan(device=device, dtype=dtype, channels_last=channels_last, warmup=warmup, min_time=min_time,
+                min_runs=min_runs, compile=compile, breakdown=breakdown, auto_batch=auto_batch)
     with device_settings(device, threads, dtype, channels_last, compiled=compile) as env:
         entries = []
         for source, given in zip(sources, inputs):

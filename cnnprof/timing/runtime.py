@@ -54,7 +54,8 @@ def benchmark(model: Any, input_shape: Sequence[int] | None = None, device: str 
     specs_of = {s[0].shape: s for s in ([with_batch_and_resolution(base, b, None) for b in batch_sizes]
                                         if batch_sizes else [base])}
     macs = {shape: count_flops(counted, inputs=list(specs)).macs for shape, specs in specs_of.items()}
-    plan = Plan(device, dtype, channels_last, warmup, min_time, min_runs, compile, breakdown)
+    plan = Plan(device=device, dtype=dtype, channels_last=channels_last, warmup=warmup, min_time=min_time,
+                min_runs=min_runs, compile=compile, breakdown=breakdown)
     with device_settings(device, threads, dtype, channels_last, compiled=compile) as env:
         rows = [BenchResult(model=label or source.label, device=device, batch_size=shape[0], input_shape=shape,
                             dtype=dtype, env=env, macs=macs[shape]) for shape in specs_of]

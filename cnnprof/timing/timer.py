@@ -87,22 +87,25 @@ class Measurement:
 class CpuClock:
     """Times a sample with CLOCK before and after its calls: readable at once, nothing to wait for."""
 
-    reads_at_once = True
+    reads_at_once = True  # a sample's time is known as soon as it ends
 
     def wall(self) -> float:
+        """Seconds of the clock that budgets and cold calls are measured with."""
         return CLOCK[0]()
 
     def mark(self) -> float:
+        """A time stamp taken before or after a sample's calls."""
         return CLOCK[0]()
 
     def elapsed(self, start: float, end: float) -> float:
+        """Seconds between two marks."""
         return end - start
 
     def wait(self, mark: float) -> None:
-        pass
+        """Block until the work before `mark` is done (the CPU ran it already)."""
 
     def sync(self) -> None:
-        pass
+        """Block until all work queued on the device is done (none on the CPU)."""
 
 
 class CudaClock:
@@ -117,20 +120,25 @@ class CudaClock:
         self.cuda = torch.cuda
 
     def wall(self) -> float:
+        """Wall seconds (perf_counter): the GPU's time is known only after a synchronisation."""
         return time.perf_counter()
 
     def mark(self) -> Any:
+        """An event recorded on the current stream."""
         event = self.cuda.Event(enable_timing=True)
         event.record()
         return event
 
     def elapsed(self, start: Any, end: Any) -> float:
+        """Seconds between two completed events."""
         return start.elapsed_time(end) / 1e3
 
     def wait(self, mark: Any) -> None:
+        """Block until the event `mark` has completed."""
         mark.synchronize()
 
     def sync(self) -> None:
+        """Block until every kernel queued on the device has run."""
         self.cuda.synchronize()
 
 
