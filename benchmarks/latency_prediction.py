@@ -150,11 +150,11 @@ def main() -> None:
     if args.clock == "thread":
         import time as _time
 
-        from cnnprof.predict import device as dev
+        from cnnprof.timing import timer
 
         if torch.get_num_threads() != 1:
             parser.error("--clock thread needs --threads 1")
-        dev.CLOCK[0] = _time.thread_time
+        timer.CLOCK[0] = _time.thread_time  # the CPU clock of every measurement (calibration and models alike)
     models = args.models.split(",") if args.models else (QUICK_MODELS if args.quick else zoo_names())
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     out = []

@@ -33,7 +33,7 @@ SCRIPTS = [
 def machine() -> str:
     import torch
 
-    from cnnprof.timing.runtime import cpu_name
+    from cnnprof.timing.settings import cpu_name
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"

@@ -2,7 +2,7 @@
 
 An input is written `1,3,224,224` (float32), `1,128:int64` (a dtype after a colon) or, for a keyword
 argument of forward, `mask=1,224,224:bool`. A model's inputs are positional inputs then named ones.
-Tensors are made from specs only by `materialize()`, which imports torch when called.
+Tensors are made from specs only by `make_inputs()`, which imports torch when called.
 """
 from __future__ import annotations
 
@@ -276,6 +276,3 @@ def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int
                                f"{parameter('input_shape')}")
         return None
     return with_batch_and_resolution(as_specs(args, kwargs), batch_size, resolution)
-
-
-materialize = make_inputs  # the older name, still used by timing (going with the timer restructuring)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnprof.errors import CnnprofError
-from cnnprof.inputs import (InputSpec, as_specs, materialize, normalize, parse_input, parse_inputs,
+from cnnprof.inputs import (InputSpec, as_specs, make_inputs, normalize, parse_input, parse_inputs,
                             with_batch_and_resolution)
 
 
@@ -53,9 +53,9 @@ def test_api_forms():
 
 def test_materialize_meta_stand_ins_and_real_fill_values():
     t = torch.ones(2, 3)
-    (meta_spec, meta_t), _ = materialize((InputSpec((1, 4), "int64"), t), {})
+    (meta_spec, meta_t), _ = make_inputs((InputSpec((1, 4), "int64"), t), {})
     assert meta_spec.is_meta and meta_spec.dtype == torch.int64 and meta_t.is_meta and meta_t.shape == (2, 3)
-    (x, ids), kw = materialize((InputSpec((1000,)), InputSpec((4,), "int64")), {"m": InputSpec((4,), "bool")},
+    (x, ids), kw = make_inputs((InputSpec((1000,)), InputSpec((4,), "int64")), {"m": InputSpec((4,), "bool")},
                                real=True)
     assert 0 <= x.min() and x.max() < 1 and ids.sum() == 0 and not kw["m"].any()
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import cnnprof
-from cnnprof.timing.runtime import BenchResult, Environment, benchmark
+from cnnprof.timing.results import BenchResult, Environment
+from cnnprof.timing.runtime import benchmark
 from tests.conftest import cuda
 
 ENV = Environment("x", "cpu", "cpu", 1, "float32", False, False, False)
@@ -169,7 +170,7 @@ def test_cuda_real_oom_is_a_row(cli):
 # --- issue 10: interleaved ratios, memory estimate, interruption ---------------------------------------------
 
 def test_ratio_interval_and_no_measurable_difference():
-    from cnnprof.timing.interleave import ratio_stat
+    from cnnprof.timing.stats import ratio_stat
 
     slower = ratio_stat([1.20, 1.22, 1.19, 1.21, 1.25, 1.18, 1.20, 1.23, 1.21, 1.19])
     assert slower.median == pytest.approx(1.205) and slower.low <= slower.median <= slower.high
@@ -209,11 +210,11 @@ def test_memory_estimate_refuses_what_cannot_fit_and_auto_batch_halves(cli, monk
 
 
 def test_cpu_allocation_failure_is_an_oom_row():
-    from cnnprof.timing.runtime import _failure
+    from cnnprof.timing.prepare import failure
 
     exc = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
                        "to allocate 1099511627776 bytes")
-    assert _failure(exc)[0] == "oom" and _failure(MemoryError())[0] == "oom"
+    assert failure(exc)[0] == "oom" and failure(MemoryError())[0] == "oom"
 
 
 def test_float16_on_cpu_warns_and_threads_are_recorded_in_words(cli):

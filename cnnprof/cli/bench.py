@@ -89,10 +89,11 @@ class BenchOptions:
     auto_batch: bool
 
     def check(self) -> None:
-        from cnnprof.timing.runtime import check_device, validate_timing
+        from cnnprof.timing.settings import check_device, validate_timing
 
         check_device(self.device)  # before anything else runs
         validate_timing(self.warmup, self.min_time, self.min_runs, self.threads, self.dtype)
+        _use_threads(self.threads)
         if self.compile and self.breakdown:
             raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
         warn_settings(self.device, self.dtype)
@@ -180,6 +181,15 @@ def _run(options: BenchOptions, models: list[str] | None, set_: list[str] | None
 
 def _batch_name(b: int) -> str:
     return f"batch {b}"
+
+
+def _use_threads(threads: int | None) -> None:
+    """--threads holds for the whole command, as it did before the library restored its callers' count: the
+    cached profile a breakdown is shown with is the one of that thread count."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _profile(device: str):

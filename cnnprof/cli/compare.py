@@ -93,7 +93,7 @@ class CompareSettings:
                                f"add --bench or drop {'it' if len(given) == 1 else 'them'}")
         if not self.bench:
             return None
-        from cnnprof.timing.runtime import check_device, validate_timing
+        from cnnprof.timing.settings import check_device, validate_timing
 
         t = self.timing
         b = BenchSettings(self.device, (t.get("--dtype") or DType.float32).value, bool(t.get("--channels-last")),

@@ -34,7 +34,7 @@ def measure_with_progress(device: str, dtype: str = "float32", quick: bool = Fal
 def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
     """The profile a prediction uses: --device-spec, else the cached one, else measured now (and cached)."""
     from cnnprof.predict.device import resolve_profile, save_profile
-    from cnnprof.timing.runtime import check_device
+    from cnnprof.timing.settings import check_device
 
     if not spec:
         check_device(device)
@@ -76,7 +76,7 @@ def device_cmd(
 
     def body() -> int:
         from cnnprof.predict.device import cached_profile, datasheet, load_profile_file, save_profile
-        from cnnprof.timing.runtime import check_device
+        from cnnprof.timing.settings import check_device
         from cnnprof.report.render import emit
         from cnnprof.report.roofline import device_report
 

@@ -58,7 +58,7 @@ class Measuring:
     def check_device(self) -> None:
         """With --bench, fail now (one line, exit 2) when the device is missing, before anything is measured."""
         if self.bench:
-            from cnnprof.timing.runtime import check_device
+            from cnnprof.timing.settings import check_device
 
             check_device(self.device)
 

@@ -48,13 +48,13 @@ class _LiveBytes(TorchDispatchMode):
 def estimate_bytes(model: torch.nn.Module, inputs: Any, dtype: str = "float32") -> int:
     """Bytes a forward pass of `model` (built on meta, float32) needs in `dtype`; `inputs`: one shape or
     a sequence of InputSpecs (cnnprof.inputs)."""
-    from cnnprof.inputs import InputSpec, materialize, split
+    from cnnprof.inputs import InputSpec, make_inputs, split
 
     scale = ITEMSIZE[dtype] / 4
     weights = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * b.element_size()
                                                                  for b in model.buffers())
     specs = [InputSpec(tuple(inputs))] if inputs and isinstance(next(iter(inputs)), int) else list(inputs)
-    args, kwargs = materialize(*split(specs))
+    args, kwargs = make_inputs(*split(specs))
     given = sum(t.numel() * t.element_size() for t in (*args, *kwargs.values()))
     mode = _LiveBytes()
     with torch.no_grad(), mode:

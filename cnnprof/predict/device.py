@@ -9,12 +9,12 @@ import dataclasses
 import json
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnprof.errors import CnnprofError
+from cnnprof.errors import CnnprofError, parameter
+from cnnprof.timing import timer
 
 # Datasheet peaks (dense, no sparsity), hardware FLOP/s and bytes/s. float32 is the non-tensor-core rate;
 # the launch overhead is a typical figure (~5 us), not a datasheet number.
@@ -47,6 +47,7 @@ class KindFit:
     median_error: float  # relative error of the fit on its own micro-benchmarks
 
     def time(self, flops: float, nbytes: float) -> float:
+        """Predicted seconds of one op of `flops` hardware FLOPs moving `nbytes` bytes."""
         return self.overhead_s + flops / self.flops_per_s + nbytes / self.bytes_per_s
 
 
@@ -80,12 +81,14 @@ class DeviceProfile:
         return self.peak(dtype) / self.bandwidth
 
     def to_json(self) -> dict[str, Any]:
+        """The profile as JSON data (infinite rates as 1e308)."""
         d = dataclasses.asdict(self)
         d["calibration"] = {k: dataclasses.asdict(v) for k, v in self.calibration.items()}
         return json.loads(json.dumps(d, default=str).replace("Infinity", "1e308"))
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "DeviceProfile":
+        """A profile from JSON data; unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         d["calibration"] = {k: KindFit(**v) for k, v in d.get("calibration", {}).items()}
@@ -98,7 +101,8 @@ def datasheet(name: str) -> DeviceProfile:
 
     key = name.lower().replace("-", "").replace(" ", "")
     if key not in DATASHEETS:
-        raise CnnprofError(f"unknown --device-spec {name!r}; choose one of {', '.join(DATASHEETS)} or a profile .json")
+        raise CnnprofError(f"unknown {parameter('device_spec')} {name!r}; choose one of {', '.join(DATASHEETS)} or a "
+                           f"profile .json")
     spec = DATASHEETS[key]
     return DeviceProfile(device="cuda", name=spec["name"], torch_version=torch.__version__, threads=0,
                          source="datasheet", peak_flops=dict(spec["peak"]), bandwidth=spec["bandwidth"],
@@ -106,24 +110,26 @@ def datasheet(name: str) -> DeviceProfile:
 
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
-    """A profile saved as JSON (`cnnprof device --format json` output or a cache file)."""
+    """A profile saved as JSON (what `cnnprof device` prints as JSON, or a cache file)."""
     try:
         data = json.loads(Path(path).read_text())
         profile = DeviceProfile.from_json(data[0] if isinstance(data, list) else data)
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise CnnprofError(f"--device-spec {path}: not a device profile ({exc})") from None
+        raise CnnprofError(f"{parameter('device_spec', path)}: not a device profile ({exc})") from None
     return dataclasses.replace(profile, source=profile.source if profile.source == "datasheet" else "file")
 
 
 def device_name(device: str) -> str:
+    """The GPU's or the CPU's model name."""
     import torch
 
-    from cnnprof.timing.runtime import cpu_name
+    from cnnprof.timing.settings import cpu_name
 
     return torch.cuda.get_device_name() if device == "cuda" else cpu_name()
 
 
 def cache_dir() -> Path:
+    """Where measured profiles are cached: $CNNPROF_CACHE_DIR, else the user cache directory."""
     env = os.environ.get("CNNPROF_CACHE_DIR")
     if env:
         return Path(env)
@@ -141,6 +147,7 @@ def cache_path(device: str) -> Path:
 
 
 def cached_profile(device: str) -> DeviceProfile | None:
+    """The cached profile of `device` at this torch version and thread count, or None."""
     path = cache_path(device)
     if not path.exists():
         return None
@@ -151,6 +158,7 @@ def cached_profile(device: str) -> DeviceProfile | None:
 
 
 def save_profile(profile: DeviceProfile) -> Path:
+    """Cache a measured profile; returns the file."""
     path = cache_path(profile.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(profile.to_json(), indent=2))
@@ -159,62 +167,41 @@ def save_profile(profile: DeviceProfile) -> Path:
 
 def resolve_profile(spec: str | None, device: str = "cpu", calibrate: Callable[[], DeviceProfile] | None = None
                     ) -> DeviceProfile:
-    """--device-spec: a datasheet name, a profile .json, or None (this device's cached profile; measured
-    now with `calibrate` when there is none)."""
+    """The profile named by `spec` (the CLI's device spec): a datasheet name, a profile .json, or None (this
+    device's cached profile; measured now with `calibrate` when there is none)."""
     if spec:
         return load_profile_file(spec) if spec.endswith(".json") or os.path.exists(spec) else datasheet(spec)
     profile = cached_profile(device)
     if profile is None:
         if calibrate is None:
-            raise CnnprofError(f"no device profile cached for {device}; run `cnnprof device --device {device}` "
-                               f"first or pass --device-spec")
+            raise CnnprofError(f"no device profile cached for {device}; measure one first (cnnprof.predict.latency."
+                               f"calibrate, or the `cnnprof device` command) or pass {parameter('spec')}")
         profile = calibrate()
     return profile
 
 
 # ----------------------------------------------------------------------------- measurement
 
-# The CPU clock of every measurement. benchmarks/latency_prediction.py --clock thread swaps in
-# time.thread_time (CPU time of the calling thread, single-threaded runs only) to check the model on
-# a machine shared with other work, where wall time includes the time other processes ran.
-CLOCK: list[Callable[[], float]] = [time.perf_counter]
+# The CPU clock of every measurement: the one timer's (cnnprof.timing.timer.CLOCK, the same list), kept here
+# where benchmarks/latency_prediction.py and tests have swapped it.
+CLOCK: list[Callable[[], float]] = timer.CLOCK
+CUDA_BATCH = 10  # calls per sample on CUDA: back-to-back launches, timed as a model runs them
 
 
 def time_call(fn: Callable[[], Any], device: str, min_time: float = 0.2, min_runs: int = 5, warmup: int = 2) -> float:
-    """Median seconds per call of `fn`: perf_counter per call on CPU; on CUDA, events around batches of
-    calls (so back-to-back launches are timed as a model runs them)."""
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        per, start_wall = [], time.perf_counter()
-        while len(per) < min_runs or time.perf_counter() - start_wall < min_time:
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            for _ in range(10):
-                fn()
-            e.record()
-            e.synchronize()
-            per.append(s.elapsed_time(e) / 1e3 / 10)
-    else:
-        per, total, clock = [], 0.0, CLOCK[0]
-        while len(per) < min_runs or total < min_time:
-            t0 = clock()
-            fn()
-            dt = clock() - t0
-            per.append(dt)
-            total += dt
-    per.sort()
-    return per[len(per) // 2]
+    """Median seconds per call of `fn` after `warmup` calls, with the one measurement loop: each call timed
+    on the CPU; on CUDA, events around batches of calls (so back-to-back launches are timed as a model runs
+    them), each batch synchronised."""
+    rule = timer.StopRule(min_time=min_time, min_runs=min_runs)
+    return timer.measure(fn, device, rule, warmup=timer.StopRule.calls(warmup),
+                         number=CUDA_BATCH if device == "cuda" else 1, sync_each=True).median_s
 
 
 def measure_gemm(device: str, dtype: str, n: int, min_time: float) -> float:
     """Attained FLOP/s (2 per MAC) of an n x n x n matrix product."""
     import torch
 
-    from cnnprof.timing.runtime import DTYPES
+    from cnnprof.timing.settings import DTYPES
 
     a = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
     b = torch.randn(n, n, device=device, dtype=DTYPES[dtype])

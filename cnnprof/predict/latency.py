@@ -12,18 +12,14 @@
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from itertools import combinations, cycle
-from math import ceil
+from itertools import combinations
 from typing import Any, Callable, Sequence
 
-from cnnprof.predict.device import (DeviceProfile, KindFit, device_name, measure_bandwidth, measure_gemm,
-                                     measure_overheads, time_call)
-from cnnprof.predict import microbench
+from cnnprof.predict.calibration import calibrate  # noqa: F401 - re-exported: measuring a profile is its own module
+from cnnprof.predict.device import DeviceProfile, KindFit
 from cnnprof.counting.traffic import MemoryProfile, OpCall, analyze_memory
 from cnnprof.counting.types import type_sort_key
-from cnnprof.errors import CnnprofError
 
 _CHEAP_ACTS = frozenset("relu relu6 hardtanh threshold clamp clamp_min clamp_max hardswish hardsigmoid leaky_relu "
                         "prelu".split())
@@ -77,81 +73,6 @@ def fit_kind(samples: Sequence[tuple[float, float, float]]) -> KindFit:
                                         max_first=min(t for _, _, t in samples))
     return KindFit(overhead_s=a, flops_per_s=1 / x1 if x1 > 0 else float("inf"),
                    bytes_per_s=1 / x2 if x2 > 0 else float("inf"), samples=len(samples), median_error=median)
-
-
-def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = False,
-              on_step: Callable[[str, int, int], None] | None = None, micro: bool = True,
-              budget_s: float = 50.0) -> DeviceProfile:
-    """Measure peaks, overheads and (with `micro`) the per-op-kind calibration of `device`, within about
-    `budget_s` seconds. Ctrl-C stops early and returns what was measured (complete=False)."""
-    import torch
-
-    from cnnprof.timing.runtime import DTYPES, check_device
-
-    check_device(device)
-    if dtype not in DTYPES:
-        raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    cuda = device == "cuda"
-    scale = 0.25 if quick else 1.0
-    grid = microbench.grid() if micro else []
-    dtypes = ["float32", "bfloat16", "float16"]
-    total = len(dtypes) + 2 + len(grid)
-    peaks: dict[str, float] = {}
-    state: dict[str, Any] = {"bandwidth": None, "copy": None, "triad": None, "op": None, "module": 0.0, "view": 0.0}
-    samples: dict[str, list[tuple[float, float, float]]] = {}
-    step = 0
-    start = time.perf_counter()
-
-    def tick(label: str) -> None:
-        if on_step:
-            on_step(label, step, total)
-
-    complete = True
-    try:
-        for dt in dtypes:
-            tick(f"peak GEMM {dt}")
-            n = (8192 if dt != "float32" else 4096) if cuda else (1024 if dt == "float32" else 384)
-            if quick and not cuda:
-                n //= 2
-            try:
-                peaks[dt] = measure_gemm(device, dt, n, 0.5 * scale if dt == "float32" else 0.2 * scale)
-            except RuntimeError:
-                pass  # dtype without a GEMM kernel here: not measured
-            step += 1
-        tick("memory bandwidth (copy, triad)")
-        nbytes = (1 << 30) if cuda else (64 << 20 if not quick else 16 << 20)
-        state["copy"], state["triad"] = measure_bandwidth(device, nbytes, 0.3 * scale)
-        state["bandwidth"] = max(state["copy"], state["triad"])
-        step += 1
-        tick("per-op and per-module overhead")
-        state["op"], state["module"], state["view"] = measure_overheads(device, 0.2 * scale)
-        step += 1
-        with torch.inference_mode():
-            for kind, label, make in grid:
-                tick(f"micro-benchmark {label}")
-                f, b = microbench.features(make, dtype)
-                # Cycle through enough copies of the layer's tensors to overflow the cache: in a forward
-                # pass an op's weights were last touched a whole network ago, not by the previous call.
-                copies = max(1, min(microbench.MAX_COPIES, ceil(microbench.cold_bytes(device) / max(b, 1.0))))
-                fns = cycle([make(device, DTYPES[dtype]) for _ in range(copies)])
-                # Past 60% of the time budget (a busy machine), time just a few calls per layer.
-                late = time.perf_counter() - start > 0.6 * budget_s
-                t = time_call(lambda: next(fns)(), device, min_time=0.0 if late else 0.12 * scale,
-                              min_runs=3 if late else 5, warmup=1 if late else 2)
-                samples.setdefault(kind, []).append((f, b, t))
-                step += 1
-    except KeyboardInterrupt:
-        complete = False
-    if "float32" not in peaks or state["bandwidth"] is None:
-        raise CnnprofError("interrupted before the peaks were measured; nothing kept")
-    calibration = {k: fit_kind(v) for k, v in samples.items() if len(v) >= 3}
-    return DeviceProfile(
-        device=device, name=device_name(device), torch_version=torch.__version__,
-        threads=torch.get_num_threads(), source="measured", peak_flops=peaks, bandwidth=state["bandwidth"],
-        op_overhead_s=state["op"] if state["op"] is not None else 0.0, module_overhead_s=state["module"] or 0.0,
-        view_overhead_s=state["view"] or 0.0,
-        copy_bandwidth=state["copy"], triad_bandwidth=state["triad"], calibration=calibration,
-        calibration_dtype=dtype, complete=complete, seconds=time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------- prediction
