@@ -1,7 +1,7 @@
 """Results that print themselves: `print(result)` shows the table the CLI shows; `to_dict()` is its JSON row.
 
-Every result type (ParamCount, FlopCount, MemoryProfile, LatencyPrediction, BenchResult, Profile,
-Comparison) has a `report()` that returns the report layer's (tables, JSON rows, CSV rows) for it alone
+Every result type (ParamCount, FlopCount, BenchResult, LatencyPrediction, DeviceProfile, Profile,
+Comparison, and the design results) has a `report()` giving the report layer's Report for it alone
 (cnnprof.report): measure -> data -> render, as torch.utils.benchmark's Measurement and Compare.
 """
 from __future__ import annotations
@@ -10,26 +10,24 @@ import shutil
 from typing import Any
 
 
-def text(report: Any, width: int | None = None) -> str:
-    """The tables of a report as plain text, `width` columns wide (default: the terminal's, at least 100)."""
-    import io
-
-    from rich.console import Console
-
-    from cnnprof.report.render import table_text
-
-    columns = width or max(100, shutil.get_terminal_size((100, 24)).columns)
-    console = Console(file=io.StringIO(), width=columns, color_system=None, force_terminal=False, highlight=False,
-                      soft_wrap=False)
-    tables = report[0]
-    return "\n".join(table_text(t, console).rstrip("\n") for t in tables) + "\n"
+def _width() -> int:
+    return max(100, shutil.get_terminal_size((100, 24)).columns)
 
 
 class Printable:
-    """Mixin: `report()` gives (tables, JSON rows, CSV rows); printing and to_dict() follow from it."""
+    """Mixin: `report()` gives a cnnprof.report.render.Report; printing and serialising follow from it."""
 
     def report(self) -> Any:
-        raise NotImplementedError
+        """The report layer's Report of this result alone (cnnprof.report.builders.report_of)."""
+        from cnnprof.report.builders import report_of
+
+        return report_of(self)
+
+    def render(self, fmt: str = "table", width: int | None = None) -> str:
+        """The result as the CLI prints it with `--format fmt` (table, json, csv, markdown)."""
+        from cnnprof.report.render import Report
+
+        return Report(*self.report()).render(fmt, width or _width())
 
     def to_dict(self) -> Any:
         """The CLI's `--format json` row of this result (a list of rows where the CLI shows several)."""
@@ -37,9 +35,9 @@ class Printable:
         return rows[0] if len(rows) == 1 else rows
 
     def __str__(self) -> str:
-        return text(self.report())
+        return self.render()
 
     def __rich_console__(self, console: Any, options: Any):
         from rich.text import Text
 
-        yield Text(text(self.report(), options.max_width))
+        yield Text(self.render(width=options.max_width))

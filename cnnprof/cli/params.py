@@ -50,7 +50,7 @@ def _count(by: str | None, inputs: Any, source: Any, arg: Any) -> tuple:
     model = source.build("meta")
     # Input/output shapes per layer come from one forward on meta tensors (cheap); none if it fails.
     shapes = layer_shapes(source, model, inputs) if by == "layer" else None
-    return source.label, count_params(model), shapes
+    return source.label, count_params(model, source.label), shapes
 
 
 def layer_shapes(source: Any, model: Any, inputs: Any) -> dict[str, tuple] | None:

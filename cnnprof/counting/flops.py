@@ -17,6 +17,7 @@ from cnnprof.counting.trace import OpEvent, Trace
 from cnnprof.counting.types import module_ancestors, module_depth, type_sort_key
 from cnnprof.errors import CnnprofError, parameter
 from cnnprof.inputs import InputSpec
+from cnnprof.results import Printable
 
 SCOPES = ("conv", "all")
 BACKENDS = ("torch", "fvcore")
@@ -50,8 +51,8 @@ class Share:
 
 
 @dataclass(frozen=True)
-class FlopCount:
-    """MACs of one forward pass, every op attributed to its module, op and layer type."""
+class FlopCount(Printable):
+    """MACs of one forward pass, every op attributed to its module, op and layer type; prints as `cnnprof flops`."""
 
     model: str
     input_shape: tuple[int, ...]
@@ -64,6 +65,7 @@ class FlopCount:
     method: str = "meta"  # meta: meta tensors; cpu: one real forward pass on the CPU (data-dependent ops)
     # (module path, input shape, output shape) of each module's first call
     module_shapes: tuple[tuple[str, tuple[int, ...] | None, tuple[int, ...] | None], ...] = ()
+    params: int | None = None  # parameters of the counted model (None where the backend does not say)
 
     def _in_scope(self) -> Iterable[OpStat]:
         return (r for r in self.records if self.scope == "all" or r.scope == "conv")
@@ -123,7 +125,7 @@ def flop_count(trace: Trace, scope: str = "conv") -> FlopCount:
     return FlopCount(
         model=trace.label, input_shape=trace.input_shape, scope=scope, backend="torch",
         records=op_stats(trace.events), uncounted=trace.uncounted, module_names=trace.module_names,
-        inputs=trace.inputs, method=trace.method, module_shapes=trace.module_shapes,
+        inputs=trace.inputs, method=trace.method, module_shapes=trace.module_shapes, params=trace.params,
     )
 
 

@@ -32,7 +32,7 @@ def count_fvcore(source: Any, inputs: Any) -> FlopCount:
     return FlopCount(
         model=source.label, input_shape=specs[0].shape if specs else (), scope="conv", backend="fvcore",
         records=_own_records(inclusive, modules), uncounted=(), module_names=tuple(modules), inputs=specs,
-        method="cpu",
+        method="cpu", params=sum(p.numel() for p in net.parameters()),
     )
 
 

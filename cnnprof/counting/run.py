@@ -130,7 +130,8 @@ def trace_model(model: Any, inputs: Any = None, *, formulas: Mapping | None = No
     tracer, tracker, called = run
     return Trace(label=source.label, events=tuple(tracer.events), uncounted=tuple(sorted(tracer.uncounted.items())),
                  module_names=tuple(name for name, _ in net.named_modules()), module_shapes=tracker.shapes_table(),
-                 inputs=specs, method=method, modules_called=called, free_calls=tracer.free_calls)
+                 inputs=specs, method=method, modules_called=called, free_calls=tracer.free_calls,
+                 params=sum(p.numel() for p in net.parameters()))
 
 
 def _real_run(label: str, net: nn.Module, args: tuple, kwargs: dict, specs: Sequence[InputSpec],

@@ -246,6 +246,7 @@ class Trace:
     method: str  # meta: meta tensors; cpu: one real forward pass on the CPU (data-dependent ops)
     modules_called: int  # module forward calls (the Python overhead the latency model charges)
     free_calls: int  # views, allocations and uncounted ops (dispatched, but no traffic)
+    params: int = 0  # parameters of the traced module, each counted once
 
     @property
     def input_shape(self) -> tuple[int, ...]:

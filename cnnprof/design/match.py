@@ -14,6 +14,7 @@ from cnnprof.design.knobs import check_knobs
 from cnnprof.design.metrics import Point, Settings, evaluate, metric_value, parse_constraint, require
 from cnnprof.design.sweep import grid, label
 from cnnprof.errors import CnnprofError
+from cnnprof.results import Printable
 
 MAX_INT = 1 << 16  # bracketing never goes past this integer value
 SCAN_POINTS = 64  # a fallback scan evaluates at most this many values
@@ -34,7 +35,7 @@ class MatchRow:
 
 
 @dataclass(frozen=True)
-class MatchResult:
+class MatchResult(Printable):
     """One match: the reference's cost, and per setting of the fixed knobs the value found for the varied one."""
 
     model: str

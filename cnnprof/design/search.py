@@ -17,12 +17,13 @@ from cnnprof.design.space import Space
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
 from cnnprof.errors import CnnprofError, first_line, parameter
+from cnnprof.results import Printable
 
 BATCH = 8  # trials asked before any is told: fixed, so results do not depend on --workers
 
 
 @dataclass(frozen=True)
-class SearchResult:
+class SearchResult(Printable):
     """A study after a search: every finished trial, the feasible Pareto front, and how this call went."""
 
     space: str

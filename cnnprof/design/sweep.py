@@ -11,10 +11,11 @@ from typing import Any, Callable, Mapping, Sequence
 from cnnprof.design.knobs import check_knobs
 from cnnprof.design.metrics import Point, Settings, evaluate
 from cnnprof.errors import CnnprofError, parameter
+from cnnprof.results import Printable
 
 
 @dataclass(frozen=True)
-class SweepResult:
+class SweepResult(Printable):
     """Every grid point of one model, in grid order (the last knob varies fastest)."""
 
     model: str

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from cnnprof.errors import CnnprofError, parameter
 from cnnprof.timing import timer
+from cnnprof.results import Printable
 
 # Datasheet peaks (dense, no sparsity), hardware FLOP/s and bytes/s. float32 is the non-tensor-core rate;
 # the launch overhead is a typical figure (~5 us), not a datasheet number.
@@ -52,7 +53,7 @@ class KindFit:
 
 
 @dataclass(frozen=True)
-class DeviceProfile:
+class DeviceProfile(Printable):
     """Peaks of one device (measured or datasheet) and, when measured, the per-op-kind calibration."""
 
     device: str  # cpu | cuda

@@ -20,6 +20,7 @@ from cnnprof.predict.calibration import calibrate  # noqa: F401 - re-exported: m
 from cnnprof.predict.device import DeviceProfile, KindFit
 from cnnprof.counting.traffic import MemoryProfile, OpCall, analyze_memory
 from cnnprof.counting.types import type_sort_key
+from cnnprof.results import Printable
 
 _CHEAP_ACTS = frozenset("relu relu6 hardtanh threshold clamp clamp_min clamp_max hardswish hardsigmoid leaky_relu "
                         "prelu".split())
@@ -99,7 +100,7 @@ class OpPrediction:
 
 
 @dataclass(frozen=True)
-class LatencyPrediction:
+class LatencyPrediction(Printable):
     """Predicted latency of one forward pass on one device profile."""
 
     model: str

@@ -38,24 +38,22 @@ class Comparison(Printable):
     profiles: tuple[Any, ...]  # cnnprof.profiling.profile.Profile
     convention: str = "macc"
     scope: str = "conv"
-    timing: tuple[dict[str, Any], ...] = ()  # per model: latency, ratio interval, status (after `timed`)
+    bench: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None  # (BenchResults, RatioStats) after `timed`
+    device: str = "cpu"  # where `bench` was measured
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # row label -> its settings
 
     @property
     def predicted(self) -> bool:
         return any(p.prediction is not None for p in self.profiles)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per model with the ratios to the first (and the timing, if measured)."""
-        rows = [{**p.row(), **(self.timing[i] if i < len(self.timing) else {})} for i, p in enumerate(self.profiles)]
-        _ratios(rows)
-        return rows
-
     def report(self):
-        from cnnprof.report.tables import compare_report
+        from cnnprof.report.tables import compare_report, compare_rows
 
-        report = compare_report(self.rows(), self.convention, self.scope, bool(self.timing), self.predicted)
-        return with_overrides(report, self.overrides)
+        predictions = [p.prediction for p in self.profiles] if self.predicted else None
+        rows = compare_rows([(p.flops, p.params.total) for p in self.profiles], self.convention, predictions,
+                            self.bench, self.device)
+        return with_overrides(compare_report(rows, self.convention, self.scope, self.bench is not None,
+                                             self.predicted), self.overrides)
 
     def timed(self, settings: BenchSettings, stop: Callable[[], bool] | None = None) -> "Comparison":
         """The comparison with every model timed, interleaved in rotating rounds (cnnprof.timing.interleave)."""
@@ -65,36 +63,11 @@ class Comparison(Printable):
         sources = [resolve(p.flops.model) if p.source is None else p.source for p in self.profiles]
         shapes = [p.flops.inputs or p.flops.input_shape for p in self.profiles]
         results, ratios = interleaved_benchmark(sources, shapes, settings.device, stop=stop, **settings.options())
-        timing = [_timing(r, q, settings.device, first=i == 0) for i, (r, q) in enumerate(zip(results, ratios))]
-        for t in timing:
-            t["throughput_ratio"] = (t["throughput"] / timing[0]["throughput"]
-                                     if t["throughput"] and timing[0]["throughput"] else None)
-        return replace(self, timing=tuple(timing))
+        return replace(self, bench=(tuple(results), tuple(ratios)), device=settings.device)
 
     def failures(self) -> list[tuple[str, str, str | None]]:
         """(model, status, error) of every model whose timing did not succeed."""
-        return [(p.model, t["bench_status"], t["bench_error"]) for p, t in zip(self.profiles, self.timing)
-                if t["bench_status"] != "ok"]
-
-
-def _timing(r: Any, q: Any, device: str, first: bool) -> dict[str, Any]:
-    """The row fields of one model's interleaved timing (r: BenchResult, q: its RatioStat or None)."""
-    return dict(device=device, latency_ms=r.median_ms, throughput=r.throughput, bench_status=r.status,
-                bench_error=r.error, noisy=r.noisy, rounds=r.rounds,
-                latency_ratio_interval=None if q is None else {"low": q.low, "high": q.high,
-                                                               "measurable": q.measurable},
-                latency_ratio=q.median if q is not None else 1.0 if first and r.median_ms else None)
-
-
-def _ratios(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    ref = rows[0]
-    for row in rows:
-        for key in ("params", "flops", "macs"):
-            row[f"{key}_ratio"] = row[key] / ref[key] if ref[key] else None
-        if "predicted_ms" in row:
-            row["predicted_ratio"] = row["predicted_ms"] / ref["predicted_ms"] if ref.get("predicted_ms") else None
+        return [(r.model, r.status, r.error) for r in (self.bench[0] if self.bench else ()) if r.status != "ok"]
 
 
 def with_overrides(report, by_label: Mapping[str, Mapping[str, Any]]):

@@ -29,20 +29,6 @@ class Profile(Printable):
     def model(self) -> str:
         return self.flops.model
 
-    def row(self) -> dict[str, Any]:
-        """The CLI's compare row of this model, before the ratios to a reference."""
-        fc, params = self.flops, self.params.total
-        row = {"model": fc.model, "params": params, "flops": fc.flops(self.convention), "macs": fc.macs,
-               "acts": fc.acts, "convention": self.convention, "scope": fc.scope, "input_shape": list(fc.input_shape),
-               "macs_per_param": fc.macs / params if params else None, "uncounted_ops": dict(fc.uncounted),
-               "method": fc.method}
-        p = self.prediction
-        if p is not None:
-            row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
-                       prediction="calibrated" if p.calibrated else "roofline", device_name=p.device_name,
-                       profile=p.source)
-        return row
-
     def report(self):
         """The table `cnnprof compare` shows, with this model alone."""
         from cnnprof.profiling.compare import Comparison
@@ -50,7 +36,8 @@ class Profile(Printable):
         return Comparison((self,), self.convention, self.flops.scope).report()
 
     def to_dict(self) -> dict[str, Any]:
-        return self.report()[1][0]
+        """`cnnprof compare`'s JSON row of this model, without the ratios (there is no reference)."""
+        return {k: v for k, v in self.report()[1][0].items() if not k.endswith("_ratio")}
 
 
 def count_model(source: Any, scope: str = "conv", backend: str = "torch", batch_size: int | None = None,
@@ -67,7 +54,7 @@ def count_model(source: Any, scope: str = "conv", backend: str = "torch", batch_
     specs = input_specs(source, model, batch_size, resolution, inputs)
     fc = count_flops(replace(source, module=model), scope=scope, backend=backend,
                      inputs=list(specs) if specs is not None else None, **count_options)
-    return fc, count_params(model)
+    return fc, count_params(model, source.label)
 
 
 def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_size: int | None = None,
@@ -95,7 +82,7 @@ def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_si
         from cnnprof.predict.latency import predict_ops
 
         prediction = predict_ops(memory_profile(trace, dtype), device_profile, dtype)
-    return Profile(count_params(built), flop_count(trace, scope), convention, prediction, source)
+    return Profile(count_params(built, source.label), flop_count(trace, scope), convention, prediction, source)
 
 
 def _check(scope: str, convention: str, input_shape: Any, inputs: Any) -> None:

@@ -21,8 +21,12 @@ def compare_report(rows: list[dict[str, Any]], convention: str = "macc", scope: 
             row["latency_text"] = "ref" if i == 0 else _latency_text(r)
             row["bench_notes"] = _bench_notes(r)
         table_rows.append(row)
-    table = Table(f"Model comparison at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
-                  _columns(convention, bench, predict), table_rows)
+    columns = _columns(convention, bench, predict)
+    what = "Model comparison"
+    if len(rows) == 1:  # one model (a printed cnnprof.profile): nothing to be a ratio to
+        columns, what = [c for c in columns if not c.key.endswith("_ratio") and c.key != "latency_text"], "Profile"
+    table = Table(f"{what} at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
+                  columns, table_rows)
     table.notes = _notes(rows, bench, predict)
     return Report([table], rows, [_csv_row(r) for r in rows])
 
@@ -76,8 +80,10 @@ def _notes(rows: list[dict[str, Any]], bench: bool, predict: bool) -> list[str]:
         if any(r.get("noisy") for r in rows):
             notes.append("noisy: IQR above 10% of the median; rerun on a quieter machine or with a longer --min-time.")
     if predict and rows:
-        notes.append(f"Predicted: {rows[0].get('prediction', 'calibrated')} latency on {rows[0].get('device_name')} "
-                     f"({rows[0].get('profile')}) from per-op costs, without running the models (see `cnnprof roofline`).")
+        name, source = rows[0].get("device_name"), rows[0].get("profile")
+        where = name if f"({source})" in str(name) else f"{name} ({source})"  # "H100 (datasheet)" says it already
+        notes.append(f"Predicted: {rows[0].get('prediction', 'calibrated')} latency on {where} from per-op costs, "
+                     f"without running the models (see `cnnprof roofline`).")
     return notes
 
 

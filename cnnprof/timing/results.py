@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cnnprof.counting.conventions import to_flops
 from cnnprof.timing import stats
+from cnnprof.results import Printable
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TypeTiming:
 
 
 @dataclass(frozen=True)
-class BenchResult:
+class BenchResult(Printable):
     """Raw per-call latencies of one (model, batch size) and the statistics derived from them."""
 
     model: str
