@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from cnnprof.predict.calibration import calibrate  # noqa: F401 - re-exported: measuring a profile is its own module
 from cnnprof.predict.device import DeviceProfile, KindFit
 from cnnprof.counting.traffic import MemoryProfile, OpCall, analyze_memory
+from cnnprof.counting.group import in_stage_order, stage_of, totals
 from cnnprof.counting.types import type_sort_key
 from cnnprof.results import Printable
 
@@ -99,6 +100,17 @@ class OpPrediction:
         return "compute" if self.compute_s >= self.memory_s else "memory"
 
 
+_SUM_KEYS = ("macs", "flops", "bytes", "acts", "calls", "compute_s", "memory_s", "overhead_s", "roofline_s",
+             "calibrated_s")
+
+
+def _sums(p: OpPrediction) -> tuple:
+    """What a group of predicted ops adds up (in _SUM_KEYS order); an uncalibrated op counts its roofline time."""
+    c = p.call
+    return (c.macs, c.flops, c.bytes, c.acts, 1, p.compute_s, p.memory_s, p.overhead_s, p.roofline_s,
+            p.calibrated_s if p.calibrated_s is not None else p.roofline_s)
+
+
 @dataclass(frozen=True)
 class LatencyPrediction(Printable):
     """Predicted latency of one forward pass on one device profile."""
@@ -147,18 +159,10 @@ class LatencyPrediction(Printable):
 
     def by(self, key: Callable[[OpPrediction], str]) -> list[dict[str, Any]]:
         """Totals per group: macs, flops, bytes, intensity, predicted times, bound of the group."""
-        acc: dict[str, dict[str, Any]] = {}
-        for p in self.ops:
-            a = acc.setdefault(key(p), {"macs": 0, "flops": 0, "bytes": 0, "acts": 0, "calls": 0, "compute_s": 0.0,
-                                        "memory_s": 0.0, "overhead_s": 0.0, "roofline_s": 0.0, "calibrated_s": 0.0})
-            c = p.call
-            for k, v in (("macs", c.macs), ("flops", c.flops), ("bytes", c.bytes), ("acts", c.acts), ("calls", 1),
-                         ("compute_s", p.compute_s), ("memory_s", p.memory_s), ("overhead_s", p.overhead_s),
-                         ("roofline_s", p.roofline_s),
-                         ("calibrated_s", p.calibrated_s if p.calibrated_s is not None else p.roofline_s)):
-                a[k] += v
+        sums = totals(self.ops, lambda p: (key(p),), _sums)
         rows = []
-        for name, a in acc.items():
+        for name, values in sums.items():
+            a = dict(zip(_SUM_KEYS, values))
             intensity = a["flops"] / a["bytes"] if a["bytes"] else 0.0
             bound = ("overhead" if a["overhead_s"] > max(a["compute_s"], a["memory_s"])
                      else "compute" if a["compute_s"] >= a["memory_s"] else "memory")
@@ -171,9 +175,8 @@ class LatencyPrediction(Printable):
         return sorted(self.by(lambda p: p.call.type), key=lambda r: type_sort_key(r["name"]))
 
     def by_stage(self) -> list[dict[str, Any]]:
-        rows = {r["name"]: r for r in self.by(lambda p: p.call.module.split(".")[0] or "(root)")}
-        order = [n for n in self.memory.module_names if n and "." not in n] + ["(root)"]
-        return [rows[n] for n in order if n in rows]
+        return in_stage_order({r["name"]: r for r in self.by(lambda p: stage_of(p.call.module))},
+                              self.memory.module_names)
 
     def by_layer(self) -> list[dict[str, Any]]:
         return self.by(lambda p: f"{p.call.module or '(root)'} [{p.call.op}]")

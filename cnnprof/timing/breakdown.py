@@ -11,6 +11,7 @@ from typing import Any, Callable
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnprof.counting.formulas import lookup
+from cnnprof.counting.group import totals
 from cnnprof.counting.types import type_sort_key
 from cnnprof.timing.results import TypeTiming
 from cnnprof.timing.timer import StopRule, device_clock, measure
@@ -24,7 +25,7 @@ class OpTimer(TorchDispatchMode):
     def __init__(self, device: str):
         super().__init__()
         self.clock = device_clock(device)
-        self.acc: dict[str, list[float]] = {}  # type -> [macs, ops, seconds, calls]
+        self.timed: list[tuple[str, int, int, float]] = []  # (type, macs, ops, seconds) of every op run
         self.pending: list[tuple[str, int, int, Any, Any]] = []
 
     @classmethod
@@ -45,12 +46,7 @@ class OpTimer(TorchDispatchMode):
     def flush(self) -> None:
         """Read the pending timings (after a synchronisation of the device) into the per-type totals."""
         self.clock.sync()
-        for kind, macs, ops, start, end in self.pending:
-            a = self.acc.setdefault(kind, [0, 0, 0.0, 0])
-            a[0] += macs
-            a[1] += ops
-            a[2] += self.clock.elapsed(start, end)
-            a[3] += 1
+        self.timed += [(kind, macs, ops, self.clock.elapsed(start, end)) for kind, macs, ops, start, end in self.pending]
         self.pending.clear()
 
 
@@ -65,6 +61,6 @@ def breakdown(call: Callable[[], Any], device: str, min_time: float) -> tuple[Ty
     rule = StopRule(min_time=min_time, min_runs=MIN_PASSES, max_runs=MAX_PASSES, wall=True)
     runs = measure(one_pass, device, rule, sync_each=True).runs
     timer.flush()
-    rows = [TypeTiming(k, int(v[0] // runs), int(v[1] // runs), v[2] / runs, int(v[3] // runs))
-            for k, v in timer.acc.items()]
+    sums = totals(timer.timed, lambda t: (t[0],), lambda t: (t[1], t[2], t[3], 1))
+    rows = [TypeTiming(k, int(v[0] // runs), int(v[1] // runs), v[2] / runs, int(v[3] // runs)) for k, v in sums.items()]
     return tuple(sorted(rows, key=lambda r: type_sort_key(r.type)))
