@@ -11,7 +11,7 @@ from cnnprof.models.layers import ConvNormAct, LayerNorm2d, make_activation
 
 
 class Net(nn.Module):
-    """stem -> stage1 .. stageN -> head; the top-level children are the stages of `--by stage`."""
+    """stem -> stage1 .. stageN -> head; the top-level children are the stages of the by-stage breakdowns."""
 
     def __init__(self, stem: nn.Module, stages: list[nn.Module], head: nn.Module, config: ModelConfig):
         super().__init__()

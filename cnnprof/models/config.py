@@ -1,7 +1,7 @@
 """Load and validate architecture configs (YAML, `yaml.safe_load` only) into frozen objects.
 
 A config is stem -> stages -> head (AnyNet-style). `params` are the knobs a user may change with
-`--set KEY=VALUE`; values elsewhere may refer to them as "$KEY" or select by them with
+`overrides` (KEY=VALUE on the command line); values elsewhere may refer to them as "$KEY" or select by them with
 `{by: KEY, cases: {VALUE: ...}}`. Builder knobs (width_mult, depth_mult, resolution, ...) are applied
 here; every other param is handed to each block whose constructor takes an argument of that name.
 The config objects and bounds are in cnnprof.models.schema, the section checks in cnnprof.models.sections.
@@ -14,7 +14,7 @@ import difflib
 from pathlib import Path
 from typing import Any, Mapping
 
-from cnnprof.errors import ConfigError
+from cnnprof.errors import ConfigError, parameter
 from cnnprof.models.regnet import generate_stages
 from cnnprof.models.schema import (  # noqa: F401 - HeadSpec, PoolSpec, STAGE_META_KEYS re-exported
     _MODEL_NAME, BUILDER_PARAMS, MAX_BLOCKS, MAX_CHANNELS, MAX_KERNEL, MAX_MULT, MAX_SPATIAL, STAGE_META_KEYS, TOP_KEYS,
@@ -100,7 +100,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     booleans, null, [lists]; anything else is a string."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {shown(text)}: expected KEY=VALUE, e.g. --set width_mult=0.75")
+        raise ConfigError(f"{parameter('overrides', shown(text))}: expected KEY=VALUE, e.g. "
+                          f"{parameter('overrides', 'width_mult=0.75')}")
     return key.strip(), parse_value(value)
 
 

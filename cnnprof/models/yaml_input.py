@@ -1,4 +1,4 @@
-"""Bounded YAML input: config files and `--set` values, parsed safely and never without limit.
+"""Bounded YAML input: config files and override values (KEY=VALUE), parsed safely and never without limit.
 
 Limits: a config file is a regular file of at most MAX_FILE_BYTES; the parsed data may hold at most
 MAX_NODES values once aliases are expanded (a "billion laughs" file of nested aliases is rejected after
@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from cnnprof.errors import ConfigError
+from cnnprof.errors import ConfigError, parameter
 
 MAX_FILE_BYTES = 1 << 20  # zoo configs are ~2 KB
 MAX_NODES = 100_000  # values after alias expansion; the largest zoo config has a few hundred
@@ -142,7 +142,7 @@ _BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "o
 
 
 def parse_value(text: str) -> Any:
-    """A `--set` value as a user writes it: true/false/yes/no/on/off, integers, any float Python reads
+    """An override value as a user writes it: true/false/yes/no/on/off, integers, any float Python reads
     (1e-1, 0.5e0, .5; YAML 1.1 would read the first two as strings), null/~, [lists] and {mappings};
     anything else is the string itself."""
     value = text.strip()
@@ -160,7 +160,7 @@ def parse_value(text: str) -> Any:
         pass
     if value[0] in "[{":
         try:
-            return parse_text(value, "--set value")
+            return parse_text(value, f"{parameter('overrides')} value")
         except ConfigError:
             return value
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
