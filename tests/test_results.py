@@ -149,3 +149,11 @@ def test_trace_is_public_and_serialisable():
     trace = cnnprof.trace("resnet18")
     assert trace.label == "resnet18" and len(trace.events) > 50
     json.dumps([e.__dict__ for e in trace.events[:3]])
+
+
+def test_compare_times_models_interleaved_from_the_api():
+    c = cnnprof.compare([Net(), Net()], inputs=X, bench=cnnprof.BenchSettings(warmup=0.0, min_time=0.05, min_runs=3))
+    rows = c.to_dict()
+    assert [r["bench_status"] for r in rows] == ["ok", "ok"] and rows[0]["latency_ratio"] == 1.0
+    assert all(r["latency_ms"] > 0 for r in rows) and "Latency (ms)" in c.render(width=200)
+    assert c.failures() == []

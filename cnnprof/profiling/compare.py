@@ -62,7 +62,8 @@ class Comparison(Printable):
 
         sources = [resolve(p.flops.model) if p.source is None else p.source for p in self.profiles]
         shapes = [p.flops.inputs or p.flops.input_shape for p in self.profiles]
-        results, ratios = interleaved_benchmark(sources, shapes, settings.device, stop=stop, **settings.options())
+        stop_rule = {} if stop is None else {"stop": stop}
+        results, ratios = interleaved_benchmark(sources, shapes, settings.device, **stop_rule, **settings.options())
         return replace(self, bench=(tuple(results), tuple(ratios)), device=settings.device)
 
     def failures(self) -> list[tuple[str, str, str | None]]:
