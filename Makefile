@@ -24,9 +24,9 @@ run: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
-# The everyday lane (under a minute): no whole-zoo or real-model tests.
+# The everyday lane (under a minute on 2 cores): no test marked slow, two workers (pytest-xdist).
 test-fast: lint
-	$(BIN)/python -m pytest -m "not slow" -x
+	$(BIN)/python -m pytest -m "not slow" -x -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check cnnprof tests benchmarks

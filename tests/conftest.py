@@ -39,3 +39,11 @@ def cli():
 def _private_device_cache(tmp_path, monkeypatch):
     """Device profiles (cnnprof device) go to an empty temporary cache per test, never the user's."""
     monkeypatch.setenv("CNNPROF_CACHE_DIR", str(tmp_path / "cnnprof-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _no_terminal_size(monkeypatch):
+    """Tables take their width from COLUMNS when stdout is not a terminal: every test starts without it (as
+    CI does), whoever runs the suite (pytest-xdist's workers set it); a test that needs one sets its own."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)

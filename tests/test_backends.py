@@ -9,7 +9,10 @@ import cnnprof
 from tests.conftest import GOLDEN, ZOO
 
 
-@pytest.mark.parametrize("name", ZOO)
+FAST = ("resnet18", "mobilenet_v2", "shufflenet_v2_x0_5")  # the fast lane's representatives
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in ZOO])
 def test_fvcore_agrees_exactly_in_conv_scope(name):
     # 112x112 keeps the real CPU forward of fvcore's trace cheap; the agreement holds at any size.
     shape = (1, 3, 112, 112)
@@ -19,6 +22,7 @@ def test_fvcore_agrees_exactly_in_conv_scope(name):
     assert sum(s.macs for s in theirs.by_stage()) == theirs.macs
 
 
+@pytest.mark.slow
 def test_fvcore_agrees_at_224_on_reference_models():
     for name in ("resnet50", "mobilenet_v2"):
         assert cnnprof.count_flops(name, backend="fvcore").macs == GOLDEN[name]["macs"]
@@ -31,6 +35,7 @@ def _peak_rss_kb(code: list[str]) -> int:
     return int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units differ off Linux")
 def test_huge_input_is_counted_on_meta_without_allocating():
     # ~200 GB of fp32 activations if it ran for real.

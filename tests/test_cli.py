@@ -273,6 +273,7 @@ def _run(args, **kw):
     return subprocess.run([sys.executable, "-m", "cnnprof.cli", *args], stderr=subprocess.PIPE, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_broken_pipe_closed_and_full_stdout_and_ascii_terminal():
     import os
 
@@ -337,6 +338,7 @@ def test_fvcore_out_of_memory_is_not_a_shape_error(cli, monkeypatch):
     assert result.exit_code == 2 and "out of memory" in result.stderr and "does not fit" not in result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_during_flops_over_the_zoo_keeps_finished_rows(tmp_path):
     import signal
     import time

@@ -177,6 +177,7 @@ def test_search_respects_constraints_and_writes_rebuildable_configs(cli, small_s
         assert counted["input_shape"][-1] == r["resolution"]
 
 
+@pytest.mark.slow
 def test_search_is_reproducible_with_seed_whatever_the_workers(cli, small_space, tmp_path):
     args = ("--trials", "10", "--seed", "7", "--minimize", "params", "--maximize", "macs")
     first = search_json(cli, small_space, tmp_path / "a", *args)
@@ -217,6 +218,7 @@ def test_invalid_samples_are_failed_trials(cli, tmp_path):
     assert any(r["status"] == "ok" for r in rows)
 
 
+@pytest.mark.slow
 def test_shipped_spaces_search_and_stats(cli, tmp_path):
     rows = search_json(cli, "configs/spaces/regnet.yaml", tmp_path / "r", "--trials", "6", "--seed", "0",
                        "--constraint", "macs<=400M", "--maximize", "macs", "--minimize", "params")

@@ -206,7 +206,8 @@ def test_fast_meta_outputs_match_torchs_meta_kernels():
     assert fast_meta("div", (torch.empty(2, dtype=torch.int64, device="meta"), 2)) is None  # int division promotes
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", [n if n in ("mobilenet_v2", "convnext_tiny") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in ZOO])
 def test_fast_path_does_not_change_any_count(monkeypatch, name):
     import cnnprof.counting.trace as trace
 

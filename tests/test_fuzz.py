@@ -28,6 +28,7 @@ def fuzz(examples: int) -> settings:
 RAWS = {p.stem: yaml.safe_load(p.read_text()) for p in ZOO_FILES}
 
 
+@pytest.mark.slow
 @fuzz(80)
 @given(name=st.sampled_from(sorted(RAWS)), seed=st.integers(0, 2**32 - 1), rounds=st.integers(1, 3))
 def test_mutated_zoo_configs_give_a_result_or_a_one_line_error(tmp_path_factory, name, seed, rounds):
@@ -42,6 +43,7 @@ def test_hostile_yaml_texts_are_rejected_in_one_line(tmp_path, index):
         assert run_config(TEXT_CASES[index], tmp=tmp_path) == "error"
 
 
+@pytest.mark.slow
 @fuzz(300)
 @given(case=st.sampled_from(block_arg_cases()))
 def test_every_block_argument_with_odd_values(case):
@@ -49,6 +51,7 @@ def test_every_block_argument_with_odd_values(case):
         assert run_config(block_case_config(*case)) in ("ok", "error")
 
 
+@pytest.mark.slow
 @fuzz(60)
 @given(key=st.sampled_from(SET_KEYS), value=st.sampled_from(SET_VALUES) | st.text(max_size=12),
        model=st.sampled_from(SMALL), cmd=st.sampled_from(["params", "flops"]))

@@ -224,6 +224,7 @@ def test_float16_on_cpu_warns_and_threads_are_recorded_in_words(cli):
     assert "· 1 thread ·" in result.stdout
 
 
+@pytest.mark.slow
 def test_sigint_during_bench_keeps_finished_rows(tmp_path):
     import signal
     import subprocess

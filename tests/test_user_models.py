@@ -294,6 +294,7 @@ def test_bench_takes_the_same_inputs(cli, models):
     assert rows[0]["status"] == "ok" and rows[0]["input_shape"] == [1, 8]  # bench's --batch-size (default 1)
 
 
+@pytest.mark.slow
 def test_counting_does_not_import_dynamo():
     code = ("import sys; from typer.testing import CliRunner; from cnnprof.cli import app; "
             "runs = [['params', 'resnet50'], ['flops', 'resnet50', 'mobilenet_v3_large', 'efficientnet_b0'], "
