@@ -3,7 +3,7 @@
 
 Traffic by hand (every tensor an op touches, once): conv reads 3·64 + 216 weights, writes 512 -> 3,680 B;
 norm reads 512 + 4 × 8 statistics, writes 512 -> 4,224 B; ReLU 512 + 512 -> 4,096 B; global pool 512 + 8 -> 2,080 B;
-linear reads 8 + 80 + 10, writes 10 -> 432 B. 14,512 B in all. Hardware FLOPs: conv 2 × 13,824 = 27,648,
+linear reads 8 + 80 + 10, writes 10 -> 432 B. 14,512 B in all. nvidia FLOPs: conv 2 × 13,824 = 27,648,
 norm 2 × 512, ReLU 512, pool 512, linear 160: 29,856.
 On SLOW (1 GFLOP/s, 0.2 GB/s, ridge 5 FLOP/B, no per-op overhead): conv max(27.648, 18.4) µs (compute-bound,
 7.51 FLOP/B), norm 21.12 µs, ReLU 20.48 µs, pool 10.4 µs, linear max(0.16, 2.16) µs (memory-bound, 0.37 FLOP/B):
@@ -97,7 +97,7 @@ def test_roofline_summary_by_hand(preds):
     text = report.render("table", 160)
     for cell in ("1×3×8×8", "14.42 k", "14.51 k", "2.06", "0.082", "0.066", "Calibrated (ms)"):
         assert cell in text, cell
-    assert any(n.startswith("FLOPs here are hardware FLOPs (1 MAC = 2 FLOPs") for n in summary.notes)
+    assert any(n.startswith("FLOPs here are in the nvidia convention (1 MAC = 2 FLOPs)") for n in summary.notes)
 
 
 def test_roofline_by_type_places_each_kind_under_its_roof(preds):

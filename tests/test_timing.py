@@ -236,7 +236,7 @@ def test_grid_is_the_table_of_builders_and_shapes():
     assert labels["mul broadcast 88 @104"] == "element-wise" and labels["gelu 352 @52"] == "activation (exp)"
     make = next(m for _, label, m in grid if label == "conv 1x1 24->88 @104")
     flops, nbytes = microbench.features(make, "float32")
-    assert flops == 2 * 24 * 88 * 104 * 104  # hardware FLOPs: 2 per MAC
+    assert flops == 2 * 24 * 88 * 104 * 104  # nvidia FLOPs: 2 per MAC
     assert nbytes == 4 * (24 * 104 * 104 + 88 * 24 + 88 * 104 * 104)  # input, weight, output
 
 

@@ -1,7 +1,8 @@
 """What a device attains: peak FLOP/s per dtype (a large GEMM), memory bandwidth (large copy and
 triad), per-op dispatch / launch overhead (a tiny op) and per-module call overhead; plus datasheet
 peaks of known GPUs. Measured profiles are cached (platformdirs user cache dir, or $CNNPROF_CACHE_DIR)
-keyed by device name, torch version and thread count. FLOP/s here are hardware FLOPs (1 MAC = 2 FLOPs).
+keyed by device name, torch version and thread count. FLOP/s here are in the nvidia convention
+(1 MAC = 2 FLOPs).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cnnprof.errors import CnnprofError, parameter
 from cnnprof.timing import timer
 from cnnprof.results import Printable
 
-# Datasheet peaks (dense, no sparsity), hardware FLOP/s and bytes/s. float32 is the non-tensor-core rate;
+# Datasheet peaks (dense, no sparsity), nvidia FLOP/s (1 MAC = 2 FLOPs) and bytes/s. float32 is the non-tensor-core rate;
 # the launch overhead is a typical figure (~5 us), not a datasheet number.
 DATASHEETS: dict[str, dict[str, Any]] = {
     "h200": {"name": "NVIDIA H200 SXM (datasheet)", "peak": {"float32": 67e12, "float16": 989e12, "bfloat16": 989e12},
@@ -48,7 +49,7 @@ class KindFit:
     median_error: float  # relative error of the fit on its own micro-benchmarks
 
     def time(self, flops: float, nbytes: float) -> float:
-        """Predicted seconds of one op of `flops` hardware FLOPs moving `nbytes` bytes."""
+        """Predicted seconds of one op of `flops` nvidia FLOPs moving `nbytes` bytes."""
         return self.overhead_s + flops / self.flops_per_s + nbytes / self.bytes_per_s
 
 
@@ -61,7 +62,7 @@ class DeviceProfile(Printable):
     torch_version: str
     threads: int
     source: str  # measured | datasheet | file
-    peak_flops: dict[str, float]  # dtype -> hardware FLOP/s
+    peak_flops: dict[str, float]  # dtype -> nvidia FLOP/s
     bandwidth: float  # bytes/s
     op_overhead_s: float
     module_overhead_s: float = 0.0

@@ -8,7 +8,7 @@
     relative error) to micro-benchmarks of single layers run on this device, an op-level lookup in
     the spirit of FBNet and nn-Meter; plus the measured cost of every module call. The micro-benchmark
     shapes are a fixed synthetic grid, not layers taken from the zoo, so no model the predictor is
-    judged on is used to fit it. FLOPs are hardware FLOPs (1 MAC = 2 FLOPs).
+    judged on is used to fit it. FLOPs are in the nvidia convention (1 MAC = 2 FLOPs).
 """
 from __future__ import annotations
 

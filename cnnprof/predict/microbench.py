@@ -211,7 +211,7 @@ def cold_bytes(device: str) -> int:
 
 
 def features(make: Callable, dtype: str) -> tuple[float, float]:
-    """(hardware FLOPs, bytes) of one micro-benchmark call, counted on meta like a model's ops."""
+    """(nvidia FLOPs, bytes) of one micro-benchmark call, counted on meta like a model's ops."""
     import torch
 
     from cnnprof.counting.traffic import ELEMENT_BYTES

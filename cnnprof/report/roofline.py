@@ -5,9 +5,9 @@ from typing import Any
 
 from cnnprof.report.render import Column, Report, Table, fixed, integer, percent, shape, si
 
-HARDWARE_NOTE = ("FLOPs here are hardware FLOPs (1 MAC = 2 FLOPs, plus norm / activation / pooling / element-wise "
-                 "ops); intensity = FLOPs / byte moved, bytes at the run's dtype under an ideal cache (every "
-                 "tensor an op touches read or written once).")
+NVIDIA_FLOPS_NOTE = ("FLOPs here are in the nvidia convention (1 MAC = 2 FLOPs) and include norm / activation / "
+                     "pooling / element-wise ops (scope all); intensity = FLOPs / byte moved, bytes at the run's "
+                     "dtype under an ideal cache (every tensor an op touches read or written once).")
 
 
 def _gflops(v: float | None) -> str:
@@ -45,7 +45,7 @@ def device_report(profile: Any, cache_file: str | None = None) -> Report:
                   Column("unit", "Unit", justify="left")], rows)
     main.caption = f"torch {profile.torch_version} · {profile.threads} threads" + (
         f" · measured in {profile.seconds:.1f} s" if profile.source == "measured" else "")
-    main.notes.append("FLOP/s are hardware FLOPs (1 MAC = 2 FLOPs).")
+    main.notes.append("FLOP/s are in the nvidia convention (1 MAC = 2 FLOPs).")
     if not profile.complete:
         main.notes.append("Interrupted: only what was measured before Ctrl-C is kept; rerun to complete.")
     if cache_file:
@@ -148,7 +148,7 @@ def _summary_table(p0: Any, rows: list[dict[str, Any]]) -> Table:
     source = "DATASHEET (not measured)" if p0.source == "datasheet" else p0.source
     summary.caption = (f"{p0.device_name} ({source}): peak {p0.peak_flops / 1e9:,.1f} GFLOP/s ({p0.dtype}), "
                        f"bandwidth {p0.bandwidth / 1e9:,.1f} GB/s, ridge {p0.ridge:.1f} FLOP/B")
-    summary.notes.append(HARDWARE_NOTE)
+    summary.notes.append(NVIDIA_FLOPS_NOTE)
     summary.notes.append("Bound: compute or memory roof, or 'overhead' when the per-op dispatch cost exceeds both.")
     return summary
 
