@@ -229,7 +229,7 @@ def test_grid_is_the_table_of_builders_and_shapes():
 
     grid = microbench.grid()
     assert len(grid) == sum(len(rows) for *_, rows in microbench.GRID) == 112
-    labels = {label: kind for kind, label, _ in grid}
+    labels = {label: op_type for op_type, label, _ in grid}
     assert grid[0][:2] == ("conv", "conv 3x3 3->24 @208 s2")
     assert labels["dw 5x5 80 @52 s2"] == "depthwise conv" and labels["grouped 3x3 144 g36 @52"] == "grouped conv"
     assert labels["max pool 3x3 48 @120"] == labels["avg pool 2x2 264 @52"] == "pooling"

@@ -39,8 +39,8 @@ GPU_LAUNCH_S = 5e-6
 
 
 @dataclass(frozen=True)
-class KindFit:
-    """Calibrated time of one op kind: t = overhead_s + FLOPs / flops_per_s + bytes / bytes_per_s."""
+class TypeFit:
+    """Calibrated time of one op type: t = overhead_s + FLOPs / flops_per_s + bytes / bytes_per_s."""
 
     overhead_s: float
     flops_per_s: float  # inf when FLOPs do not explain the time
@@ -55,7 +55,7 @@ class KindFit:
 
 @dataclass(frozen=True)
 class DeviceProfile(Printable):
-    """Peaks of one device (measured or datasheet) and, when measured, the per-op-kind calibration."""
+    """Peaks of one device (measured or datasheet) and, when measured, the per-op-type calibration."""
 
     device: str  # cpu | cuda
     name: str
@@ -69,7 +69,7 @@ class DeviceProfile(Printable):
     view_overhead_s: float = 0.0  # dispatch of an op that moves no data (view, reshape, ...)
     copy_bandwidth: float | None = None
     triad_bandwidth: float | None = None
-    calibration: dict[str, KindFit] = field(default_factory=dict)
+    calibration: dict[str, TypeFit] = field(default_factory=dict)
     calibration_dtype: str = "float32"
     complete: bool = True  # False when the calibration was interrupted
     seconds: float = 0.0  # time the measurement took
@@ -93,7 +93,7 @@ class DeviceProfile(Printable):
         """A profile from JSON data; unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
-        d["calibration"] = {k: KindFit(**v) for k, v in d.get("calibration", {}).items()}
+        d["calibration"] = {k: TypeFit(**v) for k, v in d.get("calibration", {}).items()}
         return cls(**d)
 
 
