@@ -70,7 +70,7 @@ def run(device: str, batches: list[int], models: list[str], min_time: float, clo
            f"GEMM), bandwidth {profile.bandwidth / 1e9:,.1f} GB/s, ridge {profile.ridge():.1f} FLOP/B, per-op overhead "
            f"{profile.op_overhead_s * 1e6:.1f} µs, per-module {profile.module_overhead_s * 1e6:.2f} µs; "
            f"{sum(f.samples for f in profile.calibration.values())} single-layer micro-benchmarks in "
-           f"{len(profile.calibration)} op kinds.\n"]
+           f"{len(profile.calibration)} op types.\n"]
     for b in batches:
         rows = []
         for name in models:

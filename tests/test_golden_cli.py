@@ -20,7 +20,7 @@ datasheet (`--device-spec h100`). Commands that measure (`bench`, `--bench`, `de
 
 The fixed profile was written once with the Python API (cnnprof.analysis.device): a DeviceProfile(device="cpu",
 name="golden fixed CPU (synthetic profile, not measured)", peaks 100/25/5 GFLOP/s (float32/bfloat16/float16),
-12 GB/s, 4 us per op, a KindFit per op kind except `linear` and `grouped conv`, so that both the calibrated
+12 GB/s, 4 us per op, a TypeFit per op type except `linear` and `grouped conv`, so that both the calibrated
 and the roofline fallback are exercised), saved with `json.dumps(profile.to_json(), indent=2)`. Keep it
 as it is: the golden files depend on its numbers.
 

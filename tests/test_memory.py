@@ -1,4 +1,4 @@
-"""acts (pycls) and the ideal-cache traffic formulas, hand-derived per layer kind."""
+"""acts (pycls) and the ideal-cache traffic formulas, hand-derived per layer type."""
 import pytest
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ def test_resnet50_acts_match_pycls():
     (nn.BatchNorm2d(4), (1, 4, 8, 8), 0),
     (nn.ReLU(), (1, 4, 8, 8), 0),
 ])
-def test_acts_per_layer_kind(layer, shape, acts):
+def test_acts_per_layer_type(layer, shape, acts):
     assert cnnprof.count_flops(Seq(layer.eval()), shape, scope="all").acts == acts
     assert analyze_memory(Seq(layer.eval()), shape).acts == acts
 

@@ -3,12 +3,12 @@
 
 Traffic by hand (every tensor an op touches, once): conv reads 3·64 + 216 weights, writes 512 -> 3,680 B;
 norm reads 512 + 4 × 8 statistics, writes 512 -> 4,224 B; ReLU 512 + 512 -> 4,096 B; global pool 512 + 8 -> 2,080 B;
-linear reads 8 + 80 + 10, writes 10 -> 432 B. 14,512 B in all. Hardware FLOPs: conv 2 × 13,824 = 27,648,
+linear reads 8 + 80 + 10, writes 10 -> 432 B. 14,512 B in all. nvidia FLOPs: conv 2 × 13,824 = 27,648,
 norm 2 × 512, ReLU 512, pool 512, linear 160: 29,856.
 On SLOW (1 GFLOP/s, 0.2 GB/s, ridge 5 FLOP/B, no per-op overhead): conv max(27.648, 18.4) µs (compute-bound,
 7.51 FLOP/B), norm 21.12 µs, ReLU 20.48 µs, pool 10.4 µs, linear max(0.16, 2.16) µs (memory-bound, 0.37 FLOP/B):
 81.808 µs. Calibrated: conv 3 µs + 27,648 / 50 GFLOP/s + 3,680 / 15 GB/s = 3.798 µs, linear 1 µs + 432 / 10 GB/s,
-the other kinds at their roofline times, plus 9 module calls × 1 µs: 65.84 µs.
+the other op types at their roofline times, plus 9 module calls × 1 µs: 65.84 µs.
 """
 import csv
 import io
@@ -17,13 +17,13 @@ from dataclasses import replace
 
 import pytest
 
-from cnnprof.predict.device import DeviceProfile, KindFit
+from cnnprof.predict.device import DeviceProfile, TypeFit
 from cnnprof.predict.latency import predict_latency
 from cnnprof.report.roofline import device_report, roofline_report
 from tests.test_report import WIDTHS, narrow_text
 from tests.test_report_counts import Tiny
 
-FITS = {"conv": KindFit(3e-6, 5e10, 1.5e10, 12, 0.08), "linear": KindFit(1e-6, float("inf"), 1e10, 6, 0.125)}
+FITS = {"conv": TypeFit(3e-6, 5e10, 1.5e10, 12, 0.08), "linear": TypeFit(1e-6, float("inf"), 1e10, 6, 0.125)}
 MEASURED = DeviceProfile("cpu", "Test CPU", "2.13.0", 4, "measured", {"float32": 1e11, "bfloat16": 2e11}, 2e10, 2e-6,
                          module_overhead_s=1e-6, copy_bandwidth=1.8e10, triad_bandwidth=2e10, calibration=FITS,
                          seconds=12.3)
@@ -57,9 +57,9 @@ def test_device_report_of_a_measured_profile():
     assert values["per-module call overhead"] == ("1.00", "µs")
     assert "Saved to /cache/profile.json; roofline, compare --predict and bench --breakdown reuse it." in main.notes
     text = report.render("table", 120)
-    assert "Per-op-kind calibration (float32, single-layer micro-benchmarks)" in text
+    assert "Per-op-type calibration (float32, single-layer micro-benchmarks)" in text
     conv, linear = cal.rows
-    assert (conv["kind"], conv["samples"], conv["median_error"]) == ("conv", 12, 0.08)
+    assert (conv["op_type"], conv["samples"], conv["median_error"]) == ("conv", 12, 0.08)
     assert "3.00" in text and "50.0" in text and "15.0" in text and "8.0%" in text and "12.5%" in text
     assert cal.columns[3].fmt(linear["flops_per_s"]) == "-"  # an infinite rate: FLOPs do not explain the time
     data = json.loads(report.render("json"))[0]
@@ -97,10 +97,10 @@ def test_roofline_summary_by_hand(preds):
     text = report.render("table", 160)
     for cell in ("1×3×8×8", "14.42 k", "14.51 k", "2.06", "0.082", "0.066", "Calibrated (ms)"):
         assert cell in text, cell
-    assert any(n.startswith("FLOPs here are hardware FLOPs (1 MAC = 2 FLOPs") for n in summary.notes)
+    assert any(n.startswith("FLOPs here are in the nvidia convention (1 MAC = 2 FLOPs)") for n in summary.notes)
 
 
-def test_roofline_by_type_places_each_kind_under_its_roof(preds):
+def test_roofline_by_type_places_each_type_under_its_roof(preds):
     report = roofline_report([preds["slow"]], "type")
     rows = {r["name"]: r for r in report.json_rows[0]["by_type"]}
     conv, linear = rows["conv 3x3"], rows["linear"]

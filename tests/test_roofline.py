@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from cnnprof.predict.device import DeviceProfile, KindFit, cached_profile, datasheet, save_profile
-from cnnprof.predict.latency import calibrate, fit_kind, predict_latency
+from cnnprof.predict.device import DeviceProfile, TypeFit, cached_profile, datasheet, save_profile
+from cnnprof.predict.latency import calibrate, fit_type, predict_latency
 from tests.conftest import cuda
 
 # 100 GFLOP/s and 10 GB/s: ridge at 10 FLOP/byte; 5 us per op.
@@ -47,23 +47,45 @@ def test_mobilenet_v2_depthwise_and_pointwise_on_opposite_sides_of_the_ridge(cli
     assert "1 MAC = 2 FLOPs" in out
 
 
-def test_calibrated_prediction_uses_the_kind_fits():
-    fits = {k: KindFit(1e-5, 50e9, 5e9, 3, 0.0) for k in ("conv", "pointwise conv", "batch norm", "activation")}
+def test_calibrated_prediction_uses_the_type_fits():
+    fits = {k: TypeFit(1e-5, 50e9, 5e9, 3, 0.0) for k in ("conv", "pointwise conv", "batch norm", "activation")}
     prof = DeviceProfile(**{**FIXED.__dict__, "calibration": fits})
     p = predict_latency("resnet18", (1, 3, 64, 64), prof)
-    expected = sum(fits[o.kind].time(o.call.flops, o.call.bytes) if o.kind in fits else o.roofline_s for o in p.ops)
+    expected = sum(fits[o.op_type].time(o.call.flops, o.call.bytes) if o.op_type in fits else o.roofline_s for o in p.ops)
     assert p.calibrated_s == pytest.approx(expected + p.module_calls * 1e-6 + p.memory.free_calls * 2e-7)
     assert p.memory.free_calls > 0  # flatten before the classifier
-    assert "depthwise conv" not in p.uncalibrated_kinds and "linear" in p.uncalibrated_kinds
+    assert "depthwise conv" not in p.uncalibrated_types and "linear" in p.uncalibrated_types
 
 
-def test_fit_kind_recovers_a_known_cost_model():
-    truth = KindFit(3e-6, 40e9, 8e9, 0, 0.0)
+def test_fit_type_recovers_a_known_cost_model():
+    truth = TypeFit(3e-6, 40e9, 8e9, 0, 0.0)
     samples = [(f, b, truth.time(f, b)) for f, b in [(1e6, 1e6), (1e8, 2e6), (1e5, 4e7), (5e7, 5e7), (0, 1e3)]]
-    fit = fit_kind(samples)
+    fit = fit_type(samples)
     assert fit.overhead_s == pytest.approx(3e-6, rel=1e-6)
     assert fit.flops_per_s == pytest.approx(40e9, rel=1e-6) and fit.bytes_per_s == pytest.approx(8e9, rel=1e-6)
     assert fit.median_error == pytest.approx(0, abs=1e-9)
+
+
+def test_a_profile_written_before_the_op_type_rename_loads_and_predicts_the_same():
+    """tests/golden_cli/fixed_cpu_profile.json was written before 'op kind' became 'op type' (KindFit -> TypeFit):
+    the file format did not change (calibration keyed by op type name, fields of TypeFit), so it loads, writes
+    back identically, and predicts what roofline_by_type.json froze from it before the rename."""
+    from pathlib import Path
+
+    from cnnprof.predict import microbench
+    from cnnprof.predict.device import load_profile_file
+
+    golden = Path(__file__).parent / "golden_cli"
+    written = json.loads((golden / "fixed_cpu_profile.json").read_text())
+    profile = load_profile_file(golden / "fixed_cpu_profile.json")
+    assert profile.to_json() | {"source": "measured"} == written  # loading marks the source as "file"
+    assert set(profile.calibration) <= {op_type for op_type, _, _ in microbench.grid()}
+    assert all(isinstance(fit, TypeFit) for fit in profile.calibration.values())
+    frozen = {r["model"]: r for r in json.loads((golden / "roofline_by_type.json").read_text())}
+    p = predict_latency("mobilenet_v2", None, profile)
+    assert (1e3 * p.roofline_s, 1e3 * p.calibrated_s) == (frozen["mobilenet_v2"]["roofline_ms"],
+                                                          frozen["mobilenet_v2"]["calibrated_ms"])
+    assert p.uncalibrated_types == ("linear",)
 
 
 def test_tiny_calibration_and_ctrl_c_keeps_what_was_measured(monkeypatch):

@@ -229,14 +229,14 @@ def test_grid_is_the_table_of_builders_and_shapes():
 
     grid = microbench.grid()
     assert len(grid) == sum(len(rows) for *_, rows in microbench.GRID) == 112
-    labels = {label: kind for kind, label, _ in grid}
+    labels = {label: op_type for op_type, label, _ in grid}
     assert grid[0][:2] == ("conv", "conv 3x3 3->24 @208 s2")
     assert labels["dw 5x5 80 @52 s2"] == "depthwise conv" and labels["grouped 3x3 144 g36 @52"] == "grouped conv"
     assert labels["max pool 3x3 48 @120"] == labels["avg pool 2x2 264 @52"] == "pooling"
     assert labels["mul broadcast 88 @104"] == "element-wise" and labels["gelu 352 @52"] == "activation (exp)"
     make = next(m for _, label, m in grid if label == "conv 1x1 24->88 @104")
     flops, nbytes = microbench.features(make, "float32")
-    assert flops == 2 * 24 * 88 * 104 * 104  # hardware FLOPs: 2 per MAC
+    assert flops == 2 * 24 * 88 * 104 * 104  # nvidia FLOPs: 2 per MAC
     assert nbytes == 4 * (24 * 104 * 104 + 88 * 24 + 88 * 104 * 104)  # input, weight, output
 
 

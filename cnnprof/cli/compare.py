@@ -34,7 +34,7 @@ def compare(
              "sizes with `cnnprof flops` or `cnnprof bench`.")] = None,
     bench: Annotated[bool, typer.Option("--bench", help="Also measure latency and throughput, interleaved in rounds "
                                                         "(see `cnnprof bench`).")] = False,
-    predict: Annotated[bool, typer.Option("--predict", help="Add predicted latency (per-op-kind calibrated, see "
+    predict: Annotated[bool, typer.Option("--predict", help="Add predicted latency (per-op-type calibrated, see "
                                                             "`cnnprof roofline`) without running the models.")] = False,
     device_spec: DeviceSpecOpt = None,
     device: Annotated[Optional[Device], typer.Option(help="With --bench or --predict: the device (default cpu).",

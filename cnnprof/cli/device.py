@@ -47,7 +47,7 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
 
     profile = resolve_profile(spec, device, measure)
     if not profile.complete:
-        err.print(f"note: the {device} profile was interrupted while measuring; op kinds it did not reach use the "
+        err.print(f"note: the {device} profile was interrupted while measuring; op types it did not reach use the "
                   f"plain roofline (rerun `cnnprof device --device {device}` to complete it)")
     return profile
 
@@ -68,11 +68,11 @@ def device_cmd(
                                                         "the timing per layer): a rougher profile, faster.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads (torch.set_num_threads); profiles are "
                                                           "cached per thread count.", show_default=False)] = None,
-    dtype: Annotated[DType, typer.Option(help="Data type of the per-op-kind calibration micro-benchmarks.")] = DType.float32,
+    dtype: Annotated[DType, typer.Option(help="Data type of the per-op-type calibration micro-benchmarks.")] = DType.float32,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Measure what this device attains: peak FLOP/s per dtype (GEMM), memory bandwidth (copy, triad), per-op
-    and per-module overhead, and a per-op-kind latency calibration; cached for later commands."""
+    and per-module overhead, and a per-op-type latency calibration; cached for later commands."""
 
     def body() -> int:
         from cnnprof.predict.device import cached_profile, datasheet, load_profile_file, save_profile

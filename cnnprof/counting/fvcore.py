@@ -75,6 +75,6 @@ def _own_records(inclusive: dict[str, dict[str, int]], modules: dict[str, nn.Mod
         for op, total in ops.items():
             own = total - sum(inclusive.get(c, {}).get(op, 0) for c in children)
             if own:
-                kind = "linear" if op in _MATMULS else module_type(modules[name]) if name in modules else "other"
-                records.append(OpStat(name, op, kind, "conv", int(own), 0, 1))
+                layer_type = "linear" if op in _MATMULS else module_type(modules[name]) if name in modules else "other"
+                records.append(OpStat(name, op, layer_type, "conv", int(own), 0, 1))
     return tuple(records)

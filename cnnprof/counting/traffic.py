@@ -4,8 +4,8 @@ Traffic model (ideal cache: every tensor an op touches is moved once per op, not
 across ops): bytes read = every tensor argument (inputs, weights, bias, norm statistics) and bytes
 written = the op's (first) output, each at the run's element size. Views move nothing; copies
 (cat, stack, clone / contiguous, padding, channel shuffle) read their inputs and write their output.
-Intensity = FLOPs / byte in the hardware convention: 1 MAC = 2 FLOPs, plus the other elementary
-ops of formulas.py (scope "all"), because a roofline compares against the hardware's FMA peak.
+Intensity = FLOPs / byte in the nvidia convention: 1 MAC = 2 FLOPs, plus the other elementary ops of
+formulas.py (scope "all"), because a roofline compares against the device's FMA peak (2 FLOPs per FMA).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 
+from cnnprof.counting.conventions import MAC_FLOPS
 from cnnprof.counting.group import ROOT, in_stage_order, stage_of, totals
 from cnnprof.counting.run import parse_shape, trace_model
 from cnnprof.counting.trace import COPY_OPS, COPY_TYPE, OpEvent, Trace, Tracer
@@ -29,8 +30,8 @@ class _Traffic:
 
     @property
     def flops(self) -> int:
-        """Hardware-convention FLOPs: 2 per MAC plus the other ops."""
-        return 2 * self.macs + self.ops
+        """FLOPs in the nvidia convention: 2 per MAC plus the other ops."""
+        return MAC_FLOPS["nvidia"] * self.macs + self.ops
 
     @property
     def bytes(self) -> int:
@@ -38,7 +39,7 @@ class _Traffic:
 
     @property
     def intensity(self) -> float:
-        """FLOPs per byte moved (hardware convention)."""
+        """FLOPs per byte moved (nvidia convention)."""
         return self.flops / self.bytes if self.bytes else 0.0
 
 

@@ -43,15 +43,16 @@ def declared_type(module: Any) -> str | None:
 
 def type_scopes(model: Any) -> tuple[tuple[str, str], ...]:
     """(module path, declared type) of every module of `model` that declares a layer type."""
-    return tuple((name, kind) for name, m in model.named_modules() if (kind := declared_type(m)) is not None)
+    return tuple((name, layer_type) for name, m in model.named_modules()
+                 if (layer_type := declared_type(m)) is not None)
 
 
 def scoped_type(path: str, scopes: Sequence[tuple[str, str]]) -> str | None:
     """The declared type of the innermost declaring module that contains `path`, or None."""
     found = None
-    for scope, kind in scopes:
+    for scope, layer_type in scopes:
         if path == scope or path.startswith(scope + ".") or not scope:
-            found = kind
+            found = layer_type
     return found
 
 

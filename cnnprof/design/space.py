@@ -171,16 +171,16 @@ def parse_knob(fail: Callable[[str, str], Exception], key: str, name: str, spec:
     extra = set(spec) - KNOB_KEYS
     if extra:
         raise fail(f"{key}.{sorted(extra)[0]}", f"unknown key; allowed: {', '.join(sorted(KNOB_KEYS))}")
-    kind = spec.get("type")
-    if kind not in TYPES:
-        raise fail(f"{key}.type", f"{kind!r} is not one of {', '.join(TYPES)}")
+    knob_type = spec.get("type")
+    if knob_type not in TYPES:
+        raise fail(f"{key}.type", f"{knob_type!r} is not one of {', '.join(TYPES)}")
     multiply, divisor = _scaling(fail, key, spec, base_value)
-    if kind == "categorical":
-        return Knob(name, kind, choices=_choices(fail, key, spec), multiply=multiply, divisor=divisor)
-    low, high, step, log = _numeric_range(fail, key, kind, spec)
-    if kind == "float":
+    if knob_type == "categorical":
+        return Knob(name, knob_type, choices=_choices(fail, key, spec), multiply=multiply, divisor=divisor)
+    low, high, step, log = _numeric_range(fail, key, knob_type, spec)
+    if knob_type == "float":
         low, high = float(low), float(high)
-    return Knob(name, kind, low, high, step, log, multiply=multiply, divisor=divisor)
+    return Knob(name, knob_type, low, high, step, log, multiply=multiply, divisor=divisor)
 
 
 def _scaling(fail, key: str, spec: dict, base_value: Any) -> tuple[bool, int | None]:
@@ -203,20 +203,20 @@ def _choices(fail, key: str, spec: dict) -> tuple[Any, ...]:
     return tuple(choices)
 
 
-def _numeric_range(fail, key: str, kind: str, spec: dict) -> tuple[Any, Any, Any, bool]:
+def _numeric_range(fail, key: str, knob_type: str, spec: dict) -> tuple[Any, Any, Any, bool]:
     """(low, high, step, log) of an int or float knob, checked: numbers, a non-empty range, a step that fits."""
     low, high, step, log = spec.get("low"), spec.get("high"), spec.get("step"), bool(spec.get("log", False))
-    number = int if kind == "int" else (int, float)
+    number = int if knob_type == "int" else (int, float)
     for k, v in (("low", low), ("high", high)) + ((("step", step),) if step is not None else ()):
         if isinstance(v, bool) or not isinstance(v, number):
-            raise fail(f"{key}.{k}", f"expected {'an integer' if kind == 'int' else 'a number'}, got {v!r}")
+            raise fail(f"{key}.{k}", f"expected {'an integer' if knob_type == 'int' else 'a number'}, got {v!r}")
     if low > high:
         raise fail(key, f"empty range: low {low} > high {high}")
     if step is not None and (step <= 0 or log):
         raise fail(f"{key}.step", "must be > 0, and cannot be combined with log")
     if log and low <= 0:
         raise fail(f"{key}.low", "a log-uniform range needs low > 0")
-    if kind == "int" and step and (high - low) % step:
+    if knob_type == "int" and step and (high - low) % step:
         raise fail(f"{key}.step", f"{high} - {low} is not a multiple of step {step}")
     return low, high, step, log
 

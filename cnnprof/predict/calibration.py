@@ -1,6 +1,6 @@
 """Measure a device profile: peak FLOP/s per dtype (GEMM), memory bandwidth (copy, triad), per-op,
 per-module and per-view overheads, then (with `micro`) every single-layer micro-benchmark of the grid
-(cnnprof.predict.microbench), fitted per op kind (cnnprof.predict.latency.fit_kind). Every time is taken
+(cnnprof.predict.microbench), fitted per op type (cnnprof.predict.latency.fit_type). Every time is taken
 by the one measurement loop (cnnprof.timing.timer, through cnnprof.predict.device.time_call).
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ class _Calibration:
         from cnnprof.timing.settings import DTYPES
 
         with torch.inference_mode():
-            for kind, label, make in self.grid:
+            for op_type, label, make in self.grid:
                 self.tick(f"micro-benchmark {label}")
                 f, b = microbench.features(make, self.dtype)
                 # Cycle through enough copies of the layer's tensors to overflow the cache: in a forward
@@ -81,14 +81,14 @@ class _Calibration:
                 late = time.perf_counter() - self.start > LATE * self.budget_s
                 t = time_call(lambda: next(fns)(), self.device, min_time=0.0 if late else 0.12 * self.scale,
                               min_runs=3 if late else 5, warmup=1 if late else 2)
-                self.samples.setdefault(kind, []).append((f, b, t))
+                self.samples.setdefault(op_type, []).append((f, b, t))
                 self.step += 1
 
     def profile(self, complete: bool) -> DeviceProfile:
-        """The measured profile; the kinds with at least 3 micro-benchmarks get a fit."""
+        """The measured profile; the op types with at least 3 micro-benchmarks get a fit."""
         import torch
 
-        from cnnprof.predict.latency import fit_kind
+        from cnnprof.predict.latency import fit_type
 
         if "float32" not in self.peaks or self.bandwidth is None:
             raise CnnprofError("interrupted before the peaks were measured; nothing kept")
@@ -97,14 +97,14 @@ class _Calibration:
             threads=torch.get_num_threads(), source="measured", peak_flops=self.peaks, bandwidth=self.bandwidth,
             op_overhead_s=self.op if self.op is not None else 0.0, module_overhead_s=self.module or 0.0,
             view_overhead_s=self.view or 0.0, copy_bandwidth=self.copy, triad_bandwidth=self.triad,
-            calibration={k: fit_kind(v) for k, v in self.samples.items() if len(v) >= 3},
+            calibration={k: fit_type(v) for k, v in self.samples.items() if len(v) >= 3},
             calibration_dtype=self.dtype, complete=complete, seconds=time.perf_counter() - self.start)
 
 
 def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = False,
               on_step: Callable[[str, int, int], None] | None = None, micro: bool = True,
               budget_s: float = 50.0) -> DeviceProfile:
-    """Measure peaks, overheads and (with `micro`) the per-op-kind calibration of `device`, within about
+    """Measure peaks, overheads and (with `micro`) the per-op-type calibration of `device`, within about
     `budget_s` seconds. Ctrl-C stops early and returns what was measured (complete=False)."""
     from cnnprof.timing.settings import check_device, check_dtype
 

@@ -1,7 +1,8 @@
 """What a device attains: peak FLOP/s per dtype (a large GEMM), memory bandwidth (large copy and
 triad), per-op dispatch / launch overhead (a tiny op) and per-module call overhead; plus datasheet
 peaks of known GPUs. Measured profiles are cached (platformdirs user cache dir, or $CNNPROF_CACHE_DIR)
-keyed by device name, torch version and thread count. FLOP/s here are hardware FLOPs (1 MAC = 2 FLOPs).
+keyed by device name, torch version and thread count. FLOP/s here are in the nvidia convention
+(1 MAC = 2 FLOPs).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cnnprof.errors import CnnprofError, parameter
 from cnnprof.timing import timer
 from cnnprof.results import Printable
 
-# Datasheet peaks (dense, no sparsity), hardware FLOP/s and bytes/s. float32 is the non-tensor-core rate;
+# Datasheet peaks (dense, no sparsity), nvidia FLOP/s (1 MAC = 2 FLOPs) and bytes/s. float32 is the non-tensor-core rate;
 # the launch overhead is a typical figure (~5 us), not a datasheet number.
 DATASHEETS: dict[str, dict[str, Any]] = {
     "h200": {"name": "NVIDIA H200 SXM (datasheet)", "peak": {"float32": 67e12, "float16": 989e12, "bfloat16": 989e12},
@@ -38,8 +39,8 @@ GPU_LAUNCH_S = 5e-6
 
 
 @dataclass(frozen=True)
-class KindFit:
-    """Calibrated time of one op kind: t = overhead_s + FLOPs / flops_per_s + bytes / bytes_per_s."""
+class TypeFit:
+    """Calibrated time of one op type: t = overhead_s + FLOPs / flops_per_s + bytes / bytes_per_s."""
 
     overhead_s: float
     flops_per_s: float  # inf when FLOPs do not explain the time
@@ -48,27 +49,27 @@ class KindFit:
     median_error: float  # relative error of the fit on its own micro-benchmarks
 
     def time(self, flops: float, nbytes: float) -> float:
-        """Predicted seconds of one op of `flops` hardware FLOPs moving `nbytes` bytes."""
+        """Predicted seconds of one op of `flops` nvidia FLOPs moving `nbytes` bytes."""
         return self.overhead_s + flops / self.flops_per_s + nbytes / self.bytes_per_s
 
 
 @dataclass(frozen=True)
 class DeviceProfile(Printable):
-    """Peaks of one device (measured or datasheet) and, when measured, the per-op-kind calibration."""
+    """Peaks of one device (measured or datasheet) and, when measured, the per-op-type calibration."""
 
     device: str  # cpu | cuda
     name: str
     torch_version: str
     threads: int
     source: str  # measured | datasheet | file
-    peak_flops: dict[str, float]  # dtype -> hardware FLOP/s
+    peak_flops: dict[str, float]  # dtype -> nvidia FLOP/s
     bandwidth: float  # bytes/s
     op_overhead_s: float
     module_overhead_s: float = 0.0
     view_overhead_s: float = 0.0  # dispatch of an op that moves no data (view, reshape, ...)
     copy_bandwidth: float | None = None
     triad_bandwidth: float | None = None
-    calibration: dict[str, KindFit] = field(default_factory=dict)
+    calibration: dict[str, TypeFit] = field(default_factory=dict)
     calibration_dtype: str = "float32"
     complete: bool = True  # False when the calibration was interrupted
     seconds: float = 0.0  # time the measurement took
@@ -92,7 +93,7 @@ class DeviceProfile(Printable):
         """A profile from JSON data; unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
-        d["calibration"] = {k: KindFit(**v) for k, v in d.get("calibration", {}).items()}
+        d["calibration"] = {k: TypeFit(**v) for k, v in d.get("calibration", {}).items()}
         return cls(**d)
 
 

@@ -2,13 +2,13 @@
 
 (a) roofline: every op takes max(FLOPs / peak, bytes / bandwidth) plus the device's per-op dispatch
     overhead (Williams et al., "Roofline", 2009);
-(b) calibrated: every op kind (dense / pointwise / depthwise / grouped conv, linear, batch / layer
+(b) calibrated: every op type (dense / pointwise / depthwise / grouped conv, linear, batch / layer
     norm, cheap / transcendental activation, element-wise, windowed / global pooling, memory copy) has
     its own t = overhead + FLOPs / rate + bytes / bandwidth, fitted (non-negative least squares on
     relative error) to micro-benchmarks of single layers run on this device, an op-level lookup in
     the spirit of FBNet and nn-Meter; plus the measured cost of every module call. The micro-benchmark
     shapes are a fixed synthetic grid, not layers taken from the zoo, so no model the predictor is
-    judged on is used to fit it. FLOPs are hardware FLOPs (1 MAC = 2 FLOPs).
+    judged on is used to fit it. FLOPs are in the nvidia convention (1 MAC = 2 FLOPs).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from itertools import combinations
 from typing import Any, Callable, Sequence
 
 from cnnprof.predict.calibration import calibrate  # noqa: F401 - re-exported: measuring a profile is its own module
-from cnnprof.predict.device import DeviceProfile, KindFit
+from cnnprof.predict.device import DeviceProfile, TypeFit
 from cnnprof.counting.traffic import MemoryProfile, OpCall, analyze_memory
 from cnnprof.counting.group import in_stage_order, stage_of, totals
 from cnnprof.counting.types import type_sort_key
@@ -29,8 +29,8 @@ _BATCH_NORMS = frozenset(("native_batch_norm", "_native_batch_norm_legit", "_nat
                           "batch_norm", "cudnn_batch_norm", "miopen_batch_norm", "_batch_norm_impl_index"))
 
 
-def kind_of(call: OpCall) -> str:
-    """The calibration kind of an op call (finer than its layer type where costs differ)."""
+def op_type_of(call: OpCall) -> str:
+    """The op type of an op call: the calibration's category, its layer type split finer where costs differ."""
     t = call.type
     if t.startswith("conv "):
         return "conv"
@@ -68,12 +68,12 @@ def nnls_relative(features: Sequence[Sequence[float]], times: Sequence[float],
     return best[1], best[2]
 
 
-def fit_kind(samples: Sequence[tuple[float, float, float]]) -> KindFit:
+def fit_type(samples: Sequence[tuple[float, float, float]]) -> TypeFit:
     """Non-negative least squares of t = a + f * x1 + b * x2 on relative error, over (FLOPs, bytes, t);
     the fixed cost a may not exceed the fastest layer's whole time."""
     (a, x1, x2), median = nnls_relative([(1.0, f, b) for f, b, _ in samples], [t for _, _, t in samples],
                                         max_first=min(t for _, _, t in samples))
-    return KindFit(overhead_s=a, flops_per_s=1 / x1 if x1 > 0 else float("inf"),
+    return TypeFit(overhead_s=a, flops_per_s=1 / x1 if x1 > 0 else float("inf"),
                    bytes_per_s=1 / x2 if x2 > 0 else float("inf"), samples=len(samples), median_error=median)
 
 
@@ -84,7 +84,7 @@ class OpPrediction:
     """One op placed on the roofline, with both predicted times."""
 
     call: OpCall
-    kind: str
+    op_type: str
     compute_s: float
     memory_s: float
     overhead_s: float
@@ -144,15 +144,15 @@ class LatencyPrediction(Printable):
 
     @property
     def calibrated_s(self) -> float | None:
-        """Per-op-kind calibrated times (roofline for uncalibrated kinds) + module-call and view overheads."""
+        """Per-op-type calibrated times (roofline for uncalibrated op types) + module-call and view overheads."""
         if not self.calibrated:
             return None
         ops = sum(p.calibrated_s if p.calibrated_s is not None else p.roofline_s for p in self.ops)
         return ops + self.module_calls * self.module_overhead_s + self.memory.free_calls * self.view_overhead_s
 
     @property
-    def uncalibrated_kinds(self) -> tuple[str, ...]:
-        return tuple(sorted({p.kind for p in self.ops if p.calibrated_s is None}))
+    def uncalibrated_types(self) -> tuple[str, ...]:
+        return tuple(sorted({p.op_type for p in self.ops if p.calibrated_s is None}))
 
     def best_s(self) -> float:
         return self.calibrated_s if self.calibrated_s is not None else self.roofline_s
@@ -189,11 +189,11 @@ def predict_ops(memory: MemoryProfile, profile: DeviceProfile, dtype: str | None
     use_fits = profile.calibration and profile.calibration_dtype == dtype
     preds = []
     for c in memory.calls:
-        kind = kind_of(c)
+        op_type = op_type_of(c)
         tc, tm = c.flops / peak, c.bytes / bw
-        fit = profile.calibration.get(kind) if use_fits else None
+        fit = profile.calibration.get(op_type) if use_fits else None
         preds.append(OpPrediction(
-            call=c, kind=kind, compute_s=tc, memory_s=tm, overhead_s=profile.op_overhead_s,
+            call=c, op_type=op_type, compute_s=tc, memory_s=tm, overhead_s=profile.op_overhead_s,
             roofline_s=max(tc, tm) + profile.op_overhead_s,
             calibrated_s=fit.time(c.flops, c.bytes) if fit else None,
             attainable=min(peak, c.intensity * bw)))
@@ -218,7 +218,7 @@ def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profil
 
 # ----------------------------------------------------------------------------- model-level correction
 
-COMPUTE_KINDS = frozenset(("conv", "pointwise conv", "grouped conv", "linear"))
+COMPUTE_TYPES = frozenset(("conv", "pointwise conv", "grouped conv", "linear"))
 
 
 def split_calibrated(pred: LatencyPrediction) -> tuple[float, float]:
@@ -226,7 +226,7 @@ def split_calibrated(pred: LatencyPrediction) -> tuple[float, float]:
     the module and view overheads): the two parts a model-level correction scales separately."""
     total = pred.calibrated_s if pred.calibrated_s is not None else pred.roofline_s
     compute = sum(p.calibrated_s if p.calibrated_s is not None else p.roofline_s
-                  for p in pred.ops if p.kind in COMPUTE_KINDS)
+                  for p in pred.ops if p.op_type in COMPUTE_TYPES)
     return compute, total - compute
 
 

@@ -1,5 +1,5 @@
 """The single-layer micro-benchmarks the latency calibration times: one aten op each, on a synthetic grid
-of shapes per op kind, written as a table (GRID) of builders and their arguments (see
+of shapes per op type, written as a table (GRID) of builders and their arguments (see
 cnnprof.predict.calibration for how they are timed, cnnprof.predict.latency for how they are fitted)."""
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def shuffle(c: int, h: int) -> Make:
     return make
 
 
-# The grid: (kind, label, builder, the builder's arguments named in the label, one row of them per layer).
+# The grid: (op type, label, builder, the builder's arguments named in the label, one row of them per layer).
 # Shapes are deliberately off the zoo's (channels and resolutions no ImageNet model here uses; a test checks
 # that no micro-benchmark equals a zoo layer), so no model is ever part of its own calibration. They span
 # the channel, resolution and kernel ranges of ImageNet CNNs.
@@ -185,12 +185,12 @@ GRID: tuple[tuple[str, str, Callable, str, tuple[tuple, ...]], ...] = (
 
 
 def grid() -> list[tuple[str, str, Callable]]:
-    """(kind, label, make(device, dtype) -> zero-argument callable) of every single-layer micro-benchmark."""
+    """(op type, label, make(device, dtype) -> zero-argument callable) of every single-layer micro-benchmark."""
     out = []
-    for kind, label, builder, names, rows in GRID:
+    for op_type, label, builder, names, rows in GRID:
         for row in rows:
             args = dict(zip(names.split(), row))
-            out.append((kind, label.format(**args), builder(**args)))
+            out.append((op_type, label.format(**args), builder(**args)))
     return out
 
 
@@ -211,7 +211,7 @@ def cold_bytes(device: str) -> int:
 
 
 def features(make: Callable, dtype: str) -> tuple[float, float]:
-    """(hardware FLOPs, bytes) of one micro-benchmark call, counted on meta like a model's ops."""
+    """(nvidia FLOPs, bytes) of one micro-benchmark call, counted on meta like a model's ops."""
     import torch
 
     from cnnprof.counting.traffic import ELEMENT_BYTES

@@ -196,7 +196,7 @@ def _breakdown_table(r: Any, predicted: dict[str, float] | None) -> Table:
     table = Table(f"{r.model} (batch {r.batch_size}, {r.device}): share of MACs vs share of measured time by layer type",
                   cols + [Column("gflop_per_s_macc", "GFLOP/s [macc]", fixed(1), short="GFLOP/s")], parts)
     if predicted is not None:
-        table.notes.append("Predicted: per-op-kind calibrated latency of `cnnprof roofline` (memory "
+        table.notes.append("Predicted: per-op-type calibrated latency of `cnnprof roofline` (memory "
                            "copies fall under 'other'), from the model's structure alone.")
     covered = sum(p["time_ms"] for p in parts) / (1e3 * r.median_s) if r.median_s else 0
     table.notes.append(f"Per-op times come from separate instrumented passes (every aten op timed on its "

@@ -308,13 +308,13 @@ class RowWriter:
         from cnnprof.errors import CnnprofError
 
         self.path = path
-        self.kind = os.path.splitext(path)[1].lower()
-        if self.kind not in self.SUFFIXES:
+        self.suffix = os.path.splitext(path)[1].lower()
+        if self.suffix not in self.SUFFIXES:
             raise CnnprofError(f"--output {path}: the file name must end in .json, .jsonl or .csv")
         self.json_rows: list[dict[str, Any]] = []
         self.csv_rows: list[dict[str, Any]] = []
         try:
-            self._replace("[]\n" if self.kind == ".json" else "")
+            self._replace("[]\n" if self.suffix == ".json" else "")
         except OSError as exc:
             raise CnnprofError(f"--output {path}: {exc.strerror or exc}") from None
 
@@ -322,10 +322,10 @@ class RowWriter:
         """Record rows and write them out now."""
         self.json_rows += json_rows
         self.csv_rows += json_rows if csv_rows is None else csv_rows
-        if self.kind == ".jsonl":
+        if self.suffix == ".jsonl":
             with open(self.path, "a", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in json_rows)
-        elif self.kind == ".json":
+        elif self.suffix == ".json":
             self._replace(json.dumps(self.json_rows, indent=2) + "\n")
         else:
             self._replace(render_csv(self.csv_rows))

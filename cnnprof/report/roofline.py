@@ -5,9 +5,9 @@ from typing import Any
 
 from cnnprof.report.render import Column, Report, Table, fixed, integer, percent, shape, si
 
-HARDWARE_NOTE = ("FLOPs here are hardware FLOPs (1 MAC = 2 FLOPs, plus norm / activation / pooling / element-wise "
-                 "ops); intensity = FLOPs / byte moved, bytes at the run's dtype under an ideal cache (every "
-                 "tensor an op touches read or written once).")
+NVIDIA_FLOPS_NOTE = ("FLOPs here are in the nvidia convention (1 MAC = 2 FLOPs) and include norm / activation / "
+                     "pooling / element-wise ops (scope all); intensity = FLOPs / byte moved, bytes at the run's "
+                     "dtype under an ideal cache (every tensor an op touches read or written once).")
 
 
 def _gflops(v: float | None) -> str:
@@ -45,23 +45,23 @@ def device_report(profile: Any, cache_file: str | None = None) -> Report:
                   Column("unit", "Unit", justify="left")], rows)
     main.caption = f"torch {profile.torch_version} · {profile.threads} threads" + (
         f" · measured in {profile.seconds:.1f} s" if profile.source == "measured" else "")
-    main.notes.append("FLOP/s are hardware FLOPs (1 MAC = 2 FLOPs).")
+    main.notes.append("FLOP/s are in the nvidia convention (1 MAC = 2 FLOPs).")
     if not profile.complete:
         main.notes.append("Interrupted: only what was measured before Ctrl-C is kept; rerun to complete.")
     if cache_file:
         main.notes.append(f"Saved to {cache_file}; roofline, compare --predict and bench --breakdown reuse it.")
     tables = [main]
     if profile.calibration:
-        cal = [{"kind": k, "samples": f.samples, "overhead_s": f.overhead_s, "flops_per_s": f.flops_per_s,
+        cal = [{"op_type": k, "samples": f.samples, "overhead_s": f.overhead_s, "flops_per_s": f.flops_per_s,
                 "bytes_per_s": f.bytes_per_s, "median_error": f.median_error}
                for k, f in profile.calibration.items()]
-        t = Table(f"Per-op-kind calibration ({profile.calibration_dtype}, single-layer micro-benchmarks): "
+        t = Table(f"Per-op-type calibration ({profile.calibration_dtype}, single-layer micro-benchmarks): "
                   f"t = overhead + FLOPs / rate + bytes / bandwidth",
-                  [Column("kind", "Op kind", justify="left"), Column("samples", "Layers", integer),
+                  [Column("op_type", "Op type", justify="left"), Column("samples", "Layers", integer),
                    Column("overhead_s", "Overhead (µs)", _us), Column("flops_per_s", "Rate (GFLOP/s)", _rate),
                    Column("bytes_per_s", "Bandwidth (GB/s)", _rate), Column("median_error", "Fit error", percent)],
                   cal)
-        t.notes.append("'-' rate or bandwidth: that term does not explain the time of this kind (fitted to zero).")
+        t.notes.append("'-' rate or bandwidth: that term does not explain the time of this op type (fitted to zero).")
         tables.append(t)
     return Report(tables, [data], [{k: v for k, v in data.items() if not isinstance(v, dict)}
                                    | {f"peak_{k}": v for k, v in data["peak_flops"].items()}])
@@ -144,11 +144,11 @@ def _summary_table(p0: Any, rows: list[dict[str, Any]]) -> Table:
             Column("intensity", "FLOP/B", fixed(2)), Column("roofline_ms", "Roofline (ms)", fixed(3))]
     if any(r["calibrated_ms"] is not None for r in rows):
         cols.append(Column("calibrated_ms", "Calibrated (ms)", fixed(3)))
-    summary = Table("Predicted latency (roofline and per-op-kind calibrated) and memory traffic", cols, rows)
+    summary = Table("Predicted latency (roofline and per-op-type calibrated) and memory traffic", cols, rows)
     source = "DATASHEET (not measured)" if p0.source == "datasheet" else p0.source
     summary.caption = (f"{p0.device_name} ({source}): peak {p0.peak_flops / 1e9:,.1f} GFLOP/s ({p0.dtype}), "
                        f"bandwidth {p0.bandwidth / 1e9:,.1f} GB/s, ridge {p0.ridge:.1f} FLOP/B")
-    summary.notes.append(HARDWARE_NOTE)
+    summary.notes.append(NVIDIA_FLOPS_NOTE)
     summary.notes.append("Bound: compute or memory roof, or 'overhead' when the per-op dispatch cost exceeds both.")
     return summary
 
@@ -193,8 +193,8 @@ def plot_roofline(preds: list[Any], path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte; 1 MAC = 2 FLOPs)")
     ax.set_ylabel("predicted attained GFLOP/s")
-    kind = "calibrated" if p0.calibrated else "roofline"
-    ax.set_title(f"Roofline of {p0.device_name} ({p0.source}, {p0.dtype}); points: ops, size = {kind} time")
+    timing = "calibrated" if p0.calibrated else "roofline"
+    ax.set_title(f"Roofline of {p0.device_name} ({p0.source}, {p0.dtype}); points: ops, size = {timing} time")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()

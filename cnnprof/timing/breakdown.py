@@ -39,14 +39,15 @@ class OpTimer(TorchDispatchMode):
         end = self.clock.mark()
         formula, _ = lookup(func)
         cost = formula(args, kwargs, out) if formula else None
-        kind = cost.type if cost else "other"
-        self.pending.append((kind, cost.macs if cost else 0, cost.ops if cost else 0, start, end))
+        layer_type = cost.type if cost else "other"
+        self.pending.append((layer_type, cost.macs if cost else 0, cost.ops if cost else 0, start, end))
         return out
 
     def flush(self) -> None:
         """Read the pending timings (after a synchronisation of the device) into the per-type totals."""
         self.clock.sync()
-        self.timed += [(kind, macs, ops, self.clock.elapsed(start, end)) for kind, macs, ops, start, end in self.pending]
+        self.timed += [(layer_type, macs, ops, self.clock.elapsed(start, end))
+                       for layer_type, macs, ops, start, end in self.pending]
         self.pending.clear()
 
 

@@ -16,16 +16,16 @@ def first(out: Any) -> Any:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def per_element(name: str, kind: str, *, macs: int = 0, ops: int = 0, of: str = "output") -> Formula:
+def per_element(name: str, layer_type: str, *, macs: int = 0, ops: int = 0, of: str = "output") -> Formula:
     """A formula costing `macs` MACs and `ops` other ops per element of the op's (first) output or of its
-    `input` (`of`), of layer type `kind` (as fvcore's elementwise_flop_counter)."""
+    `input` (`of`), of layer type `layer_type` (as fvcore's elementwise_flop_counter)."""
     if of not in ("output", "input"):
         raise ValueError(f"of={of!r}: expected 'output' or 'input'")
 
     def formula(input: Any = None, *_: Any, out: Any, **__: Any) -> Cost:
         n = numel(first(out)) if of == "output" else numel(input)
-        return Cost(kind, macs * n, ops * n)
+        return Cost(layer_type, macs * n, ops * n)
 
     formula.__name__ = formula.__qualname__ = name
-    formula.__doc__ = f"{kind}: {macs} MACs + {ops} ops per {of} element."
+    formula.__doc__ = f"{layer_type}: {macs} MACs + {ops} ops per {of} element."
     return formula
