@@ -1,6 +1,7 @@
 """`cnnprof device`, and the device profile that roofline, compare --predict and bench --breakdown use."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Optional
 
 import typer
@@ -74,28 +75,31 @@ def device_cmd(
     """Measure what this device attains: peak FLOP/s per dtype (GEMM), memory bandwidth (copy, triad), per-op
     and per-module overhead, and a per-op-type latency calibration; cached for later commands."""
 
-    def body() -> int:
-        from cnnprof.predict.device import cached_profile, datasheet, load_profile_file, save_profile
-        from cnnprof.timing.settings import check_device
-        from cnnprof.report.render import emit
-        from cnnprof.report.roofline import device_report
+    guard(partial(_run, device.value, device_spec, cached, quick, threads, dtype.value, fmt.value))
 
-        if threads is not None:
-            import torch
 
-            torch.set_num_threads(threads)
-        path = None
-        if device_spec:
-            profile = load_profile_file(device_spec) if device_spec.endswith(".json") else datasheet(device_spec)
-        else:
-            check_device(device.value)
-            profile = cached_profile(device.value) if cached else None
-            if cached and profile is None:
-                raise CnnprofError(f"no cached profile for {device.value}; run `cnnprof device --device {device.value}`")
-            if profile is None:
-                profile = measure_with_progress(device.value, dtype.value, quick)
-                path = str(save_profile(profile))
-        emit(fmt.value, *device_report(profile, path))
-        return 0
+def _run(device: str, device_spec: str | None, cached: bool, quick: bool, threads: int | None, dtype: str,
+         fmt: str) -> int:
+    """Show the profile of a datasheet or file, the cached one, or measure (and cache) a new one."""
+    from cnnprof.predict.device import cached_profile, datasheet, load_profile_file, save_profile
+    from cnnprof.timing.settings import check_device
+    from cnnprof.report.render import emit
+    from cnnprof.report.roofline import device_report
 
-    guard(body)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    path = None
+    if device_spec:
+        profile = load_profile_file(device_spec) if device_spec.endswith(".json") else datasheet(device_spec)
+    else:
+        check_device(device)
+        profile = cached_profile(device) if cached else None
+        if cached and profile is None:
+            raise CnnprofError(f"no cached profile for {device}; run `cnnprof device --device {device}`")
+        if profile is None:
+            profile = measure_with_progress(device, dtype, quick)
+            path = str(save_profile(profile))
+    emit(fmt, *device_report(profile, path))
+    return 0

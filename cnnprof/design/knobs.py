@@ -5,9 +5,6 @@ sweep and match check every knob up front, so a typo is one error line (exit 2),
 from __future__ import annotations
 
 import inspect
-import os
-import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cnnprof.errors import CnnprofError
@@ -67,24 +64,7 @@ def user_callable(spec: str) -> Callable[..., Any]:
     """The callable a module:callable or file.py:callable spec names, imported (and checked) as resolve does."""
     from cnnprof.models.spec import resolve
 
-    # Adapter until ModelSource carries the user's callable (asked of the lead): resolve() imports the module,
-    # reports a bad spec in its own words, and leaves the module in sys.modules, where the callable is read.
-    resolve(spec)
-    target, _, attr = spec.strip().rpartition(":")
-    module = _imported_file(target) if target.endswith(".py") else sys.modules.get(target)
-    if module is None:  # pragma: no cover - resolve() has imported it
-        raise CnnprofError(f"'{spec}': cannot find the imported module {target}")
-    return getattr(module, attr)
-
-
-def _imported_file(target: str) -> Any:
-    """The module imported from a .py file, found by its path (whatever name it was imported under)."""
-    file = Path(target).resolve()
-    for module in list(sys.modules.values()):
-        origin = getattr(module, "__file__", None)
-        if isinstance(origin, str) and os.path.basename(origin) == file.name and Path(origin).resolve() == file:
-            return module
-    return None
+    return resolve(spec).target
 
 
 def has_path(node: Any, parts: list[str]) -> bool:

@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,6 +25,7 @@ class ModelSource:
     config: ModelConfig | None = None
     factory: Callable[[], nn.Module] | None = None
     module: nn.Module | None = None
+    target: Callable[..., nn.Module] | None = None  # a module:callable's callable, before overrides are bound
 
     @property
     def default_input_shape(self) -> tuple[int, ...]:
@@ -89,7 +91,8 @@ def resolve(spec: Any, overrides: Mapping[str, Any] | None = None) -> ModelSourc
         config = load_config(path, overrides)
         return ModelSource(label=config.name, config=config)
     if ":" in spec:
-        return ModelSource(label=spec, factory=_import_factory(spec, overrides))
+        target = _import_target(spec)
+        return ModelSource(label=spec, factory=partial(target, **overrides), target=target)
     if resolve_zoo_name(spec) is None:
         raise ModelSpecError(unknown_model_message(spec))
     config = load_config(zoo_path(spec), overrides)
@@ -115,7 +118,8 @@ def build_model(spec: Any, device: str | torch.device | None = None, overrides: 
     return resolve(spec, overrides).build(device)
 
 
-def _import_factory(spec: str, overrides: Mapping[str, Any]) -> Callable[[], nn.Module]:
+def _import_target(spec: str) -> Callable[..., nn.Module]:
+    """The callable a `module:callable` or `file.py:callable` spec names, imported."""
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise ModelSpecError(f"'{spec}': expected package.module:callable or path/to/file.py:callable")
@@ -139,10 +143,10 @@ def _import_factory(spec: str, overrides: Mapping[str, Any]) -> Callable[[], nn.
         raise ModelSpecError(f"'{spec}': cannot import {target}: {type(exc).__name__}: {first_line(exc)}") from None
     if not hasattr(module, attr):
         raise ModelSpecError(f"'{spec}': module {target} has no attribute '{attr}'")
-    factory = getattr(module, attr)
-    if not callable(factory):
+    target = getattr(module, attr)
+    if not callable(target):
         raise ModelSpecError(f"'{spec}': {attr} is not callable")
-    return lambda: factory(**overrides)
+    return target
 
 
 def _call_factory(label: str, factory: Callable[[], nn.Module]) -> nn.Module:
