@@ -129,7 +129,8 @@ def flop_count(trace: Trace, scope: str = "conv") -> FlopCount:
     )
 
 
-def _check_options(scope: str, backend: str, input_shape: Any, inputs: Any) -> None:
+def check_options(scope: str, backend: str, input_shape: Any, inputs: Any) -> None:
+    """Raise for an unknown scope or backend, both input forms given, or fvcore asked for the all scope."""
     if scope not in SCOPES:
         raise CnnprofError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
     if backend not in BACKENDS:
@@ -151,7 +152,7 @@ def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str
     ops such as nonzero, `.item()`) is run once for real on the CPU, and `method` says so. `formulas`:
     per-call overrides {op or nn.Module class: formula or (formula, scope)}; a module class is counted as a
     unit (cnnprof.counting.units)."""
-    _check_options(scope, backend, input_shape, inputs)
+    check_options(scope, backend, input_shape, inputs)
     source = as_source(model)
     if input_shape is not None:
         inputs = (parse_shape(input_shape, ()),)

@@ -86,14 +86,11 @@ def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_si
 
 
 def _check(scope: str, convention: str, input_shape: Any, inputs: Any) -> None:
-    from cnnprof.counting.flops import SCOPES
+    from cnnprof.counting.flops import check_options
 
     if convention not in CONVENTIONS:
         raise CnnprofError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
-    if scope not in SCOPES:
-        raise CnnprofError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
-    if input_shape is not None and inputs is not None:
-        raise CnnprofError("give input_shape or inputs, not both")
+    check_options(scope, "torch", input_shape, inputs)
 
 
 def _specs(inputs: Any) -> Any:
