@@ -18,7 +18,7 @@ profile committed next to the golden files (`tests/golden_cli/fixed_cpu_profile.
 datasheet (`--device-spec h100`). Commands that measure (`bench`, `--bench`, `device` without
 `--device-spec`) and `search` (Optuna, wall-clock dependent, writes a study) are left out.
 
-The fixed profile was written once with the Python API (cnnprof.analysis.device): a DeviceProfile(device="cpu",
+The fixed profile was written once with the Python API (cnnprof.predict.device): a DeviceProfile(device="cpu",
 name="golden fixed CPU (synthetic profile, not measured)", peaks 100/25/5 GFLOP/s (float32/bfloat16/float16),
 12 GB/s, 4 us per op, a TypeFit per op type except `linear` and `grouped conv`, so that both the calibrated
 and the roofline fallback are exercised), saved with `json.dumps(profile.to_json(), indent=2)`. Keep it
