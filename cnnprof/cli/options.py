@@ -13,6 +13,9 @@ OPTIONS = {
     "resolution": "--resolution", "scope": "--scope", "backend": "--backend", "threads": "--threads",
     "warmup": "--warmup", "space": "--space", "trials": "--trials", "workers": "--workers", "storage": "--storage",
     "out": "--out", "predict": "--predict", "bench": "--bench", "by": "--by", "depth": "--depth",
+    "minimize": "--minimize", "maximize": "--maximize", "stats": "--stats", "study_name": "--study-name",
+    "knob": "--vary", "reference": "--to", "target": "--target", "bounds": "--range", "axes": "--set",
+    "fixed": "--set", "quick": "--quick", "cached": "--cached", "seed": "--seed", "sampler": "--sampler",
 }
 
 
