@@ -8,7 +8,8 @@ family below: no op runs uncounted in the `all` scope, and the `conv`-scope MACs
 FlopCounterMode's total / 2 (it counts 2 FLOPs per MAC). FlopCounterMode runs with grad enabled and the
 math attention backend: it has no formula for the fused CPU attention kernel
 (`_scaled_dot_product_flash_attention_for_cpu`), and the math backend is what cnnprof sees on meta.
-Detection models are not here: their data-dependent ops (nonzero, NMS) cannot run on meta.
+Detection models cannot run on meta (data-dependent nonzero, NMS): a few, and segmentation models, are counted
+built on the CPU through the API (one real CPU pass for detection) and must be left exactly as they were.
 """
 import dataclasses
 
@@ -86,3 +87,29 @@ def test_timm_model_is_fully_counted_and_agrees_with_flop_counter(name):
     timm = pytest.importorskip("timm")
     model = _build(lambda: timm.create_model(name, pretrained=False))
     _check(model, (1, *model.pretrained_cfg["input_size"]))
+
+
+# Built CPU models counted through the API, then run: counting must leave them exactly as they were (issue 17:
+# Faster R-CNN's AnchorGenerator caches its anchors on the input's device, once left on meta by counting).
+UNTOUCHED = [("detection", "fasterrcnn_mobilenet_v3_large_320_fpn", (3, 320, 320)),
+             ("detection", "retinanet_resnet50_fpn", (3, 256, 256)),
+             ("segmentation", "lraspp_mobilenet_v3_large", (1, 3, 224, 224)),
+             ("segmentation", "fcn_resnet50", (1, 3, 160, 160))]
+
+
+@pytest.mark.parametrize("family, name, shape", UNTOUCHED, ids=[case[1] for case in UNTOUCHED])
+def test_counting_a_built_model_leaves_it_as_it_was(family, name, shape):
+    torch.manual_seed(0)
+    model = tvm.get_model(name, weights=None, weights_backbone=None).eval()
+    x = [torch.rand(shape)] if family == "detection" else torch.rand(shape)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        before = model(x)
+    fc = cnnprof.count_flops(model, inputs=(x,))
+    assert fc.macs > 0 and fc.uncounted == () and fc.method == ("cpu" if family == "detection" else "meta")
+    cnnprof.count_params(model)
+    with torch.no_grad():
+        after = model(x)
+    first = (lambda out: out[0]) if family == "detection" else (lambda out: out)
+    assert all(torch.equal(first(before)[k], first(after)[k]) for k in first(before))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

@@ -7,6 +7,7 @@ from torch import nn
 
 from cnnprof.counting.group import stage_of, totals
 from cnnprof.counting.source import as_source
+from cnnprof.counting.state import check_initialised
 from cnnprof.results import Printable
 from cnnprof.counting.types import module_ancestors, module_type, scoped_type, type_scopes, type_sort_key
 
@@ -43,6 +44,7 @@ def count_params(model, label: str | None = None) -> ParamCount:
     if not isinstance(model, nn.Module):
         source = as_source(model)
         label, model = label or source.label, source.build("meta")
+    check_initialised(label or type(model).__name__, model)
     owned = _owned(model)
     scopes = type_scopes(model)
     size = lambda o: (o[2],)  # noqa: E731

@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnprof.counting.meta_fast import cheap_checks
 from cnnprof.counting.source import as_source
+from cnnprof.counting.state import check_initialised, untouched
 from cnnprof.counting.trace import FormulaError, ModuleTracker, Trace, Tracer, first_shape
 from cnnprof.errors import CnnprofError, InputShapeError, first_line, parameter
 from cnnprof.inputs import InputSpec, as_specs, check_shape, describe, make_inputs
@@ -79,29 +80,27 @@ def traced_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool, units: 
                formulas: Mapping | None = None) -> tuple[Tracer, ModuleTracker, int]:
     """One forward under the tracer: on meta (a CPU module through meta stand-ins, not a copy) or real.
     Returns (tracer, module tracker, module forward calls)."""
-    tracker = ModuleTracker(net, units)
-    tracer = Tracer(tracker, formulas)
-    modes = [(m, m.training) for m in net.modules()]
-    called = [0]
-    counting = nn.modules.module.register_module_forward_pre_hook(lambda *_: called.__setitem__(0, called[0] + 1))
-    net.eval()
-    try:
-        # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
-        # (pytorch#126268); on meta tensors nothing is computed either way.
-        with torch.no_grad(), cheap_checks(), tracer:
-            out = _forward(net, args, kwargs, on_meta)
-        tracker.shapes[""] = [first_shape((args, kwargs)), first_shape(out)]
-        if units:
-            tracer.add_units(units)
-    except FormulaError as bug:
-        original = bug.__cause__
-        original._cnnprof_internal = True  # cnnprof's own bug: re-raised as itself, an internal error
-        raise original from None
-    finally:
-        counting.remove()
-        tracker.remove()
-        for m, training in modes:
-            m.training = training
+    with untouched(net):  # the run may leave meta tensors, counters or lazy weights behind: none stay
+        tracker = ModuleTracker(net, units)
+        tracer = Tracer(tracker, formulas)
+        called = [0]
+        counting = nn.modules.module.register_module_forward_pre_hook(lambda *_: called.__setitem__(0, called[0] + 1))
+        net.eval()
+        try:
+            # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
+            # (pytorch#126268); on meta tensors nothing is computed either way.
+            with torch.no_grad(), cheap_checks(), tracer:
+                out = _forward(net, args, kwargs, on_meta)
+            tracker.shapes[""] = [first_shape((args, kwargs)), first_shape(out)]
+            if units:
+                tracer.add_units(units)
+        except FormulaError as bug:
+            original = bug.__cause__
+            original._cnnprof_internal = True  # cnnprof's own bug: re-raised as itself, an internal error
+            raise original from None
+        finally:
+            counting.remove()
+            tracker.remove()
     return tracer, tracker, called[0]
 
 
@@ -115,6 +114,7 @@ def trace_model(model: Any, inputs: Any = None, *, formulas: Mapping | None = No
     overrides, units = overrides or None, units or None
     source = as_source(model)
     net = source.module if source.module is not None else source.build("meta")
+    check_initialised(source.label, net)
     args, kwargs = source.inputs(net, inputs)
     specs = as_specs(args, kwargs)
     try:
