@@ -6,6 +6,7 @@ copied or modified; its train/eval modes are restored afterwards. A model that c
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Mapping, Sequence
 
@@ -76,6 +77,23 @@ def _forward(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool) -> Any:
     return net(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def dense_attention():
+    """Off while counting: the nested-tensor fast path of nn.MultiheadAttention / TransformerEncoder in eval
+    mode (a key padding mask turns the input into a NestedTensor, which has no meta sizes). The dense math
+    path is counted instead, padded positions included, as in training."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    enabled = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(enabled)
+
+
 def traced_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool, units: Mapping | None = None,
                formulas: Mapping | None = None) -> tuple[Tracer, ModuleTracker, int]:
     """One forward under the tracer: on meta (a CPU module through meta stand-ins, not a copy) or real.
@@ -89,7 +107,7 @@ def traced_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool, units: 
         try:
             # no_grad, not inference_mode: under inference_mode FlopCounterMode-style counting sees nothing
             # (pytorch#126268); on meta tensors nothing is computed either way.
-            with torch.no_grad(), cheap_checks(), tracer:
+            with torch.no_grad(), cheap_checks(), dense_attention(), tracer:
                 out = _forward(net, args, kwargs, on_meta)
             tracker.shapes[""] = [first_shape((args, kwargs)), first_shape(out)]
             if units:
