@@ -357,3 +357,15 @@ def test_sigterm_during_flops_over_the_zoo_keeps_finished_rows(tmp_path):
     assert [json.loads(line)["model"] for line in out.read_text().splitlines()] == [r["model"] for r in rows]
     assert [r["model"] for r in rows] == (ZOO + ZOO)[:len(rows)]
     assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_a_full_disk_under_output_is_one_line_and_exit_1(cli, tmp_path, monkeypatch):
+    from cnnprof.report.render import RowWriter
+
+    def full(self, json_rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RowWriter, "_write", full)
+    result = cli("params", "resnet18", "mobilenet_v2", "--output", str(tmp_path / "rows.json"))
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
+        f"error: --output {tmp_path / 'rows.json'}: No space left on device"]

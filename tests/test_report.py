@@ -261,3 +261,18 @@ def test_row_writer_refuses_an_unknown_suffix_or_an_unwritable_path(tmp_path):
         RowWriter("rows.txt")
     with pytest.raises(CnnprofError, match=r"^--output .*rows.json: "):
         RowWriter(str(tmp_path / "missing" / "rows.json"))
+
+
+def test_row_writer_keeps_the_previous_file_and_reports_a_full_disk(tmp_path, monkeypatch):
+    path = tmp_path / "rows.json"
+    RowWriter(str(path)).add([{"model": "old"}])
+    writer = RowWriter(str(path))  # a rerun, stopped before its first row: the old rows are in rows.json~
+    assert json.loads(path.read_text()) == [] and json.loads((tmp_path / "rows.json~").read_text()) == [
+        {"model": "old"}]
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(OutputError, match=r"^--output .*rows.json: No space left on device$"):
+        writer.add([{"model": "new"}])

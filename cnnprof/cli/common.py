@@ -201,6 +201,8 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
     Returns (results, exit code so far)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from cnnprof.report.render import OutputError
+
     results, code = [], 0
     show = len(specs) > 1 and err.is_terminal
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -223,6 +225,8 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
             except CnnprofError as exc:
                 print_error(exc)
                 code = max(code, 2)
+            except OutputError:  # --output cannot be written (a full disk): the run stops, see guard
+                raise
             except (SystemExit, KeyboardInterrupt) as exc:  # the user's model, not us: see Interrupted
                 print_error(user_failure(name(spec), exc))
                 code = max(code, 2)

@@ -300,7 +300,8 @@ def emit(fmt: str, tables: list[Table], json_rows: list[dict[str, Any]], csv_row
 
 class RowWriter:
     """`--output FILE`: every row is written as soon as it is produced, so a killed run keeps its finished
-    rows. .jsonl appends one object per line; .json and .csv rewrite the whole (small) file atomically."""
+    rows. .jsonl appends one object per line; .json and .csv rewrite the whole (small) file atomically. A
+    previous run's FILE is kept as FILE~ (nothing is lost when a rerun is stopped before its first row)."""
 
     SUFFIXES = (".json", ".jsonl", ".csv")
 
@@ -314,14 +315,26 @@ class RowWriter:
         self.json_rows: list[dict[str, Any]] = []
         self.csv_rows: list[dict[str, Any]] = []
         try:
+            self._keep_previous()
             self._replace("[]\n" if self.suffix == ".json" else "")
         except OSError as exc:
             raise CnnprofError(f"--output {path}: {exc.strerror or exc}") from None
+
+    def _keep_previous(self) -> None:
+        """A previous run's file becomes FILE~, so that a run stopped before its first row loses nothing."""
+        if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
+            os.replace(self.path, self.path + "~")
 
     def add(self, json_rows: list[dict[str, Any]], csv_rows: list[dict[str, Any]] | None = None) -> None:
         """Record rows and write them out now."""
         self.json_rows += json_rows
         self.csv_rows += json_rows if csv_rows is None else csv_rows
+        try:
+            self._write(json_rows)
+        except OSError as exc:  # a full disk, a vanished directory: one line, exit 1, never a traceback
+            raise OutputError(f"--output {self.path}: {exc.strerror or exc}") from None
+
+    def _write(self, json_rows: list[dict[str, Any]]) -> None:
         if self.suffix == ".jsonl":
             with open(self.path, "a", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in json_rows)
