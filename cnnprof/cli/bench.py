@@ -197,7 +197,9 @@ def _profile(device: str):
     for a calibration)."""
     from cnnprof.predict.device import cached_profile
 
-    profile = cached_profile(device)
+    from cnnprof.cli.device import warn
+
+    profile = cached_profile(device, warn)
     if profile is None:
         err.print(f"note: run `cnnprof device --device {device}` once to see predicted times next to the breakdown")
     return profile

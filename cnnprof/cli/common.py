@@ -179,7 +179,7 @@ def model_specs(models: list[str] | None) -> list[str]:
 MAX_ERROR_CHARS = 400
 
 
-def print_error(message: Any) -> None:
+def print_error(message: Any, prefix: str = "error") -> None:
     """One error line on stderr: control characters (line breaks included) escaped, length capped, so that
     whatever a user's value or model put in the message it stays one readable line."""
     from cnnprof.cli.options import as_options
@@ -188,7 +188,7 @@ def print_error(message: Any) -> None:
                    for ch in as_options(str(message)))
     if len(text) > MAX_ERROR_CHARS:
         text = text[:MAX_ERROR_CHARS - 1] + "…"
-    err.print(f"error: {text}", markup=False)
+    err.print(f"{prefix}: {text}", markup=False)
 
 
 def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,

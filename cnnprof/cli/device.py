@@ -7,13 +7,18 @@ from typing import Any, Optional
 import typer
 from typing_extensions import Annotated
 
-from cnnprof.cli.common import app, err, Format, Device, DType, FormatOpt, guard
+from cnnprof.cli.common import app, err, print_error, Format, Device, DType, FormatOpt, guard
 from cnnprof.errors import CnnprofError
 
 DeviceSpecOpt = Annotated[Optional[str], typer.Option(
     "--device-spec", metavar="NAME|FILE.json", show_default=False,
     help="Use a known GPU's datasheet peaks (h100, h200, a100, l4, rtx4090, v100, t4; marked as datasheet, not "
          "measured) or a saved profile (`cnnprof device --format json > f.json`) instead of this device's measured one.")]
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (the command goes on), escaped as errors are."""
+    print_error(message, prefix="warning")
 
 
 def measure_with_progress(device: str, dtype: str = "float32", quick: bool = False) -> Any:
@@ -43,10 +48,10 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
     def measure():
         err.print(f"note: no device profile cached for {device}; measuring it now (see `cnnprof device`)")
         profile = measure_with_progress(device, dtype)
-        save_profile(profile)
+        save_profile(profile, warn)
         return profile
 
-    profile = resolve_profile(spec, device, measure)
+    profile = resolve_profile(spec, device, measure, warn)
     if not profile.complete:
         err.print(f"note: the {device} profile was interrupted while measuring; op types it did not reach use the "
                   f"plain roofline (rerun `cnnprof device --device {device}` to complete it)")
@@ -95,11 +100,12 @@ def _run(device: str, device_spec: str | None, cached: bool, quick: bool, thread
         profile = load_profile_file(device_spec) if device_spec.endswith(".json") else datasheet(device_spec)
     else:
         check_device(device)
-        profile = cached_profile(device) if cached else None
+        profile = cached_profile(device, warn) if cached else None
         if cached and profile is None:
             raise CnnprofError(f"no cached profile for {device}; run `cnnprof device --device {device}`")
         if profile is None:
             profile = measure_with_progress(device, dtype, quick)
-            path = str(save_profile(profile))
+            saved = save_profile(profile, warn)
+            path = str(saved) if saved is not None else None
     emit(fmt, *device_report(profile, path))
     return 0

@@ -6,6 +6,7 @@ keyed by device name, torch version and thread count. FLOP/s here are in the nvi
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cnnprof.errors import CnnprofError, parameter
+from cnnprof.predict.profile_file import ProfileError, checked, read_json
 from cnnprof.timing import timer
 from cnnprof.results import Printable
 
@@ -89,12 +91,11 @@ class DeviceProfile(Printable):
         return json.loads(json.dumps(d, default=str).replace("Infinity", "1e308"))
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "DeviceProfile":
-        """A profile from JSON data; unknown keys are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in names}
-        d["calibration"] = {k: TypeFit(**v) for k, v in d.get("calibration", {}).items()}
-        return cls(**d)
+    def from_json(cls, d: Any, what: str = "device profile") -> "DeviceProfile":
+        """A profile from JSON data, every field checked (cnnprof.predict.profile_file); unknown keys ignored."""
+        fields = checked(d, what)
+        fields["calibration"] = {k: TypeFit(**v) for k, v in fields["calibration"].items()}
+        return cls(**fields)
 
 
 def datasheet(name: str) -> DeviceProfile:
@@ -113,11 +114,8 @@ def datasheet(name: str) -> DeviceProfile:
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
     """A profile saved as JSON (what `cnnprof device` prints as JSON, or a cache file)."""
-    try:
-        data = json.loads(Path(path).read_text())
-        profile = DeviceProfile.from_json(data[0] if isinstance(data, list) else data)
-    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise CnnprofError(f"{parameter('device_spec', path)}: not a device profile ({exc})") from None
+    what = parameter("device_spec", path)
+    profile = DeviceProfile.from_json(read_json(path, what), what)
     return dataclasses.replace(profile, source=profile.source if profile.source == "datasheet" else "file")
 
 
@@ -148,32 +146,46 @@ def cache_path(device: str) -> Path:
     return cache_dir() / f"device-{device}-{slug}-torch{torch.__version__}-t{torch.get_num_threads()}.json"
 
 
-def cached_profile(device: str) -> DeviceProfile | None:
-    """The cached profile of `device` at this torch version and thread count, or None."""
+def cached_profile(device: str, warn: Callable[[str], None] | None = None) -> DeviceProfile | None:
+    """The cached profile of `device` at this torch version and thread count, or None; a bad cache file is
+    None too (measured again), and `warn` hears why in one line."""
     path = cache_path(device)
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        return DeviceProfile.from_json(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError):
-        return None  # a corrupt or outdated cache is measured again
+        return DeviceProfile.from_json(read_json(path, str(path)), str(path))
+    except ProfileError as exc:
+        if warn is not None:
+            warn(f"ignoring the cached device profile: {exc}")
+        return None
 
 
-def save_profile(profile: DeviceProfile) -> Path:
-    """Cache a measured profile; returns the file."""
+def save_profile(profile: DeviceProfile, warn: Callable[[str], None] | None = None) -> Path | None:
+    """Cache a measured profile; returns the file, or None when the cache cannot be written (`warn` hears why:
+    the profile is then used for this run only)."""
     path = cache_path(profile.device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(profile.to_json(), indent=2))
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(profile.to_json(), indent=2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if warn is not None:
+            warn(f"cannot cache the device profile in {path.parent}: {exc.strerror or exc}; it is used for this "
+                 f"run only")
+        return None
     return path
 
 
-def resolve_profile(spec: str | None, device: str = "cpu", calibrate: Callable[[], DeviceProfile] | None = None
-                    ) -> DeviceProfile:
+def resolve_profile(spec: str | None, device: str = "cpu", calibrate: Callable[[], DeviceProfile] | None = None,
+                    warn: Callable[[str], None] | None = None) -> DeviceProfile:
     """The profile named by `spec` (the CLI's device spec): a datasheet name, a profile .json, or None (this
     device's cached profile; measured now with `calibrate` when there is none)."""
     if spec:
         return load_profile_file(spec) if spec.endswith(".json") or os.path.exists(spec) else datasheet(spec)
-    profile = cached_profile(device)
+    profile = cached_profile(device, warn)
     if profile is None:
         if calibrate is None:
             raise CnnprofError(f"no device profile cached for {device}; measure one first (cnnprof.predict.latency."
