@@ -104,7 +104,7 @@ def _optional(value: Any, where: str) -> float | None:
 
 def checked(data: Any, what: str) -> dict[str, Any]:
     """The fields of a DeviceProfile from JSON data, every one checked (unknown keys are ignored)."""
-    if isinstance(data, list) and len(data) == 1:  # `cnnprof device --format json` prints a list of one
+    if isinstance(data, list) and len(data) == 1:  # the device command prints its JSON as a list of one
         data = data[0]
     if not isinstance(data, dict):
         raise ProfileError(f"{what}: expected a device profile (a JSON object), got {type(data).__name__}")
