@@ -161,3 +161,32 @@ def test_the_api_has_the_same_rule(models):
         cnnprof.profile(f"{models}:tokens", inputs="1,32:int64", resolution=64)
     with pytest.raises(CnnprofError, match="`resolution` has no effect"):
         cnnprof.compare([f"{models}:two", f"{models}:two"], inputs=((2, 5, 16), (2, 3, 4)), resolution=64)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bench_breakdown_predicts_on_the_inputs_it_timed(cli, models, name):
+    from cnnprof.predict.device import DeviceProfile, save_profile
+
+    save_profile(DeviceProfile(device="cpu", name="fixed test CPU", torch_version="x", threads=1, source="file",
+                               peak_flops={"float32": 100e9}, bandwidth=10e9, op_overhead_s=5e-6))
+    options, macs = CASES[name]
+    row = cli.json("bench", f"{models}:{name}", *options, *QUICK_BENCH, "--breakdown")[0]
+    linear = {p["type"]: p for p in row["breakdown"]}["linear"]
+    assert (row["status"], linear["macs"]) == ("ok", macs(8)) and linear["predicted_ms"] > 0
+
+
+def test_one_trace_gives_the_counts_and_the_prediction(models, monkeypatch):
+    """compare --predict (profile()) and every design point trace the model once, on every input."""
+    from cnnprof.counting import run
+    from cnnprof.design.metrics import Settings, evaluate
+    from cnnprof.inputs import parse_inputs
+    from cnnprof.predict.device import datasheet
+
+    traced = []
+    original = run.trace_model
+    monkeypatch.setattr(run, "trace_model", lambda *a, **k: traced.append(1) or original(*a, **k))
+    specs = parse_inputs(TWO_INPUTS[1::2], None)
+    p = cnnprof.profile(f"{models}:two", inputs=specs, device_profile=datasheet("h100"))
+    assert traced == [1] and p.prediction.best_s() > 0 and p.flops.inputs == specs
+    point = evaluate(f"{models}:two", {"width": 4}, Settings(inputs=specs, profile=datasheet("h100")))
+    assert traced == [1, 1] and (point.macs, point.latency_s > 0) == (184 * 4, True)
