@@ -115,12 +115,13 @@ def with_batch_and_resolution(specs: Sequence[InputSpec], batch_size: int | None
     out = [replace(s, shape=(batch_size, *s.shape[1:])) if batch_size and s.shape else s for s in specs]
     if resolution is not None:
         if not out:
-            raise CnnprofError("--resolution: the model declares no input to scale; give --input-shape")
+            raise CnnprofError(f"{parameter('resolution')}: the model declares no input to scale; give "
+                               f"{parameter('input_shape')}")
         first = out[0]
         dims = spatial_dims(first.shape)
         if not dims or not first.is_float:
-            raise CnnprofError(f"--resolution: input {first} has no spatial dimensions (expected N,C,L, N,C,H,W "
-                               f"or N,C,T,H,W); give the shape with --input-shape")
+            raise CnnprofError(f"{parameter('resolution')}: input {first} has no spatial dimensions (expected N,C,L, "
+                               f"N,C,H,W or N,C,T,H,W); give the shape with {parameter('input_shape')}")
         shape = list(first.shape)
         ref = shape[dims[0]]
         for i in dims:
@@ -263,10 +264,20 @@ def declared_inputs(model: Any) -> tuple[tuple, dict] | None:
     return None
 
 
+def check_explicit(explicit: Any, resolution: int | None) -> None:
+    """Explicit inputs are used as given: a resolution with them would be ignored, so it is an error (one rule
+    for every command and function that takes both)."""
+    if explicit and resolution is not None:
+        raise CnnprofError(f"{parameter('resolution')} has no effect with {parameter('input_shape')} / "
+                           f"{parameter('inputs')} (their shapes are used as given)")
+
+
 def input_specs(source: Any, model: Any, batch_size: int | None, resolution: int | None, explicit: Any):
-    """The inputs a command uses (InputSpecs): explicit ones, else the model's declared input (config,
-    example_inputs(), default_input_shape, timm pretrained_cfg) or 1x3x224x224, with batch/resolution applied.
-    None: a declared input nested in containers, used as declared. `source`: see cnnprof.counting.source."""
+    """The inputs a command uses (InputSpecs): explicit ones as given (a `resolution` with them is an error), else
+    the model's declared input (config, example_inputs(), default_input_shape, timm pretrained_cfg) or
+    1x3x224x224, with batch/resolution applied. None: a declared input nested in containers, used as declared.
+    `source`: see cnnprof.counting.source."""
+    check_explicit(explicit, resolution)
     if explicit:
         return tuple(explicit)
     args, kwargs = source.inputs(model)

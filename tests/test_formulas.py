@@ -284,6 +284,30 @@ FORMULA_CASES = {
     "unique_cost": (aten._unique2.default, (torch.zeros(4, 4),), ("selection", 0, 16 * 4 + 16)),
     "bicubic_cost": (aten.upsample_bicubic2d.default, (_m(1, 2, 4, 4), [8, 8], False),
                      ("interpolation", 16 * 2 * 64, 0)),
+    # antialiased, 8x8 -> 4x4 (in/out = 2): the bicubic filter widens to 4 x 2 = 8 taps per axis, so every one
+    # of the 1x3x4x4 outputs is a weighted sum of 8 x 8 inputs.
+    "bicubic_aa_cost": (aten._upsample_bicubic2d_aa.default, (_m(1, 3, 8, 8), [4, 4], False),
+                        ("interpolation", 8 * 8 * 3 * 16, 0)),
+    # antialiased bilinear 12x12 -> 4x6: 2 x 3 = 6 taps along H, 2 x 2 = 4 along W, for 2 x 4 x 6 outputs.
+    "bilinear_aa_cost": (aten._upsample_bilinear2d_aa.default, (_m(1, 2, 12, 12), [4, 6], False),
+                         ("interpolation", 6 * 4 * 2 * 4 * 6, 0)),
+    # bilinear grid sampling (mode 0): 1x3 channels at 5x6 grid points, each 4 neighbours weighted.
+    "grid_sample_cost": (aten.grid_sampler_2d.default, (_m(1, 3, 8, 8), _m(1, 5, 6, 2), 0, 0, False),
+                         ("interpolation", 4 * 3 * 5 * 6, 0)),
+    # CPU LSTM layer (mode 2), T=3 steps x B=5, I=8, H=16: W_ih 4H x I and W_hh 4H x H meet all 15 rows.
+    "rnn_layer_cost": (aten.mkldnn_rnn_layer.default, (_m(3, 5, 8), _m(64, 8), _m(64, 16), _m(64), _m(64),
+                                                       _m(5, 16), _m(5, 16), False, [], 2, 16, 1, True, False, False,
+                                                       False),
+                       ("linear", 3 * 5 * 4 * 16 * (8 + 16), 0)),
+    # cuDNN GRU (mode 3), 2 layers, bidirectional, batch first: B=5, T=3, I=8, H=16. Layer 0 reads I=8, layer
+    # 1 the 2H=32 outputs of both directions: 15 rows x 2 directions x (3H x (8 + 16) + 3H x (32 + 16)).
+    "rnn_cost": (aten._cudnn_rnn.default, (_m(5, 3, 8), [_m(48, 8), _m(48, 16), _m(48), _m(48)] * 2
+                                           + [_m(48, 32), _m(48, 16), _m(48), _m(48)] * 2, 4, None, _m(4, 5, 16),
+                                           None, 3, 16, 0, 2, True, 0.0, False, True, [], None),
+                 ("linear", 15 * 2 * (48 * 24 + 48 * 48), 0)),
+    # CUDA LSTMCell's fused step on B=5, H=16: 13 element-wise ops per hidden element (see recurrent.py).
+    "rnn_cell_cost": (aten._thnn_fused_lstm_cell.default, (_m(5, 64), _m(5, 64), _m(5, 16), _m(64), _m(64)),
+                      ("element-wise", 0, 13 * 5 * 16)),
 }
 
 # More than one case for formulas that branch on their arguments or the op name.
@@ -314,6 +338,23 @@ EXTRA_CASES = [
     # grouped-query attention: 6 query heads share 2 key/value heads; every query head attends.
     (aten._scaled_dot_product_attention_math_for_mps.default, (_m(1, 6, 5, 8), _m(1, 6, 7, 8), _m(1, 6, 7, 4)),
      ("attention", 6 * 5 * 7 * (8 + 4), 0)),
+    # antialiased upsampling is the plain filter: bicubic 4 x 4 per output, as upsample_bicubic2d.
+    (aten._upsample_bicubic2d_aa.default, (_m(1, 2, 4, 4), [8, 8], False), ("interpolation", 16 * 2 * 64, 0)),
+    # 7 -> 3 (in/out = 7/3): 4 x 7/3 = 9.33 taps, ceil 10 per axis (the kernel's window is 9 or 10 wide).
+    (aten._upsample_bicubic2d_aa.default, (_m(1, 1, 7, 7), [3, 3], False), ("interpolation", 10 * 10 * 9, 0)),
+    # align_corners: in/out is (in - 1) / (out - 1) = 2 for 9 -> 5, so 8 bicubic taps per axis.
+    (aten._upsample_bicubic2d_aa.default, (_m(1, 1, 9, 9), [5, 5], True), ("interpolation", 8 * 8 * 25, 0)),
+    (aten.grid_sampler_2d.default, (_m(1, 3, 8, 8), _m(1, 5, 6, 2), 1, 0, False), ("interpolation", 0, 0)),  # nearest
+    (aten.grid_sampler_2d.default, (_m(1, 3, 8, 8), _m(1, 5, 6, 2), 2, 0, False),  # bicubic: 4 x 4 neighbours
+     ("interpolation", 16 * 3 * 5 * 6, 0)),
+    (aten.grid_sampler_3d.default, (_m(1, 2, 4, 4, 4), _m(1, 3, 3, 3, 3), 0, 0, False),  # trilinear: 8 neighbours
+     ("interpolation", 8 * 2 * 27, 0)),
+    # cuDNN LSTM with proj_size P=4 (I=8, H=16): W_ih 4H x I, W_hh 4H x P and W_hr P x H per row.
+    (aten._cudnn_rnn.default, (_m(3, 5, 8), [_m(64, 8), _m(64, 4), _m(64), _m(64), _m(4, 16)], 5, None, _m(1, 5, 4),
+                               _m(1, 5, 16), 2, 16, 4, 1, False, 0.0, False, False, [], None),
+     ("linear", 15 * (64 * 8 + 64 * 4 + 4 * 16), 0)),
+    (aten.miopen_rnn.default, (_m(3, 5, 8), [_m(64, 8), _m(64, 16)], 2, _m(1, 5, 16), _m(1, 5, 16), 2, 16, 1, False,
+                               0.0, False, False, [], None), ("linear", 15 * 64 * 24, 0)),  # no biases
 ]
 
 
@@ -326,6 +367,75 @@ TORCHVISION_CASES = {
     "roi_align_cost": ("torchvision::roi_align", (_m(1, 8, 32, 32), _m(3, 5), 0.25, 7, 7, 2, False), _m(3, 8, 7, 7),
                        ("pooling", 3 * 8 * 49 * 16, 3 * 8 * 49)),
 }
+
+
+def test_antialiased_bicubic_given_scale_factors():
+    """The `.vec` overload gives scale factors instead of a size: in/out is 1 / (1/3) = 3, so 12 taps per axis."""
+    op = aten._upsample_bicubic2d_aa.vec
+    args = (_m(1, 1, 9, 9), None, False, [1 / 3, 1 / 3])
+    assert tuple(lookup(op)[0](args, {}, op(*args))) == ("interpolation", 12 * 12 * 9, 0)
+
+
+def test_fused_gru_cell_costs_ten_ops_per_hidden_element():
+    """_thnn_fused_gru_cell has no meta kernel: its formula on its outputs (hy B x H, workspace B x 5H)."""
+    formula, scope = lookup(aten._thnn_fused_gru_cell.default)
+    out = (_m(5, 16), _m(5, 80))
+    assert scope == "all"
+    assert tuple(formula((_m(5, 48), _m(5, 48), _m(5, 16)), {}, out)) == ("element-wise", 0, 10 * 5 * 16)
+
+
+def test_embedding_is_a_free_lookup():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(100, 16), nn.Linear(16, 4)
+
+        def forward(self, ids):
+            return self.fc(self.emb(ids))
+
+    fc = cnnprof.count_flops(Tokens(), inputs="2,8:int64", scope="all")
+    assert fc.uncounted == () and (fc.macs, fc.other_ops) == (2 * 8 * 16 * 4, 0)  # the linear layer only
+    assert [s.name for s in fc.by_op()] == ["addmm"]
+
+
+class GatedLSTM(nn.Module):
+    """A 2-layer bidirectional LSTM (I=8, H=16, batch first); with `gate`, the sequences it runs on are picked
+    by value (torch.nonzero), so the model cannot run on meta: a real CPU pass, whose LSTM is mkldnn_rnn_layer."""
+
+    def __init__(self, gate: bool):
+        super().__init__()
+        self.gate = gate
+        self.lstm = nn.LSTM(8, 16, num_layers=2, bidirectional=True, batch_first=True)
+
+    def forward(self, x):
+        if self.gate:
+            x = x[torch.nonzero(x.sum((1, 2)) >= 0).squeeze(1)]  # inputs in [0, 1): every sequence is kept
+        return self.lstm(x)[0]
+
+
+def test_fused_cpu_lstm_costs_what_the_meta_decomposition_costs():
+    real = cnnprof.count_flops(GatedLSTM(gate=True), (5, 3, 8), scope="all")
+    meta = cnnprof.count_flops(GatedLSTM(gate=False), (5, 3, 8), scope="all")
+    assert (real.method, meta.method) == ("cpu", "meta")
+    assert real.uncounted == () and "mkldnn_rnn_layer" in {s.name for s in real.by_op()}
+    # B=5 x T=3 rows, 2 directions; layer 0: 4H x (I + H), layer 1 reads both directions: 4H x (2H + H).
+    hand = 5 * 3 * 2 * (4 * 16 * (8 + 16) + 4 * 16 * (32 + 16))
+    assert dataclasses.replace(real, scope="conv").macs == dataclasses.replace(meta, scope="conv").macs == hand
+
+
+@pytest.mark.parametrize("rnn, mode", [(nn.GRU(8, 16, num_layers=2, bidirectional=True, batch_first=True), 3),
+                                       (nn.LSTM(8, 16, proj_size=4), 2)], ids=["gru", "lstm_proj"])
+def test_cudnn_rnn_formula_equals_the_meta_decomposition(rnn, mode):
+    """_cudnn_rnn (mode 3 GRU, 2 LSTM) on the weights nn.GRU / nn.LSTM hand it costs what meta counts."""
+    x, layers = _m(5, 3, 8), rnn.num_layers * (2 if rnn.bidirectional else 1)
+    batch = 5 if rnn.batch_first else 3
+    hx = _m(layers, batch, rnn.proj_size or rnn.hidden_size)
+    cx = _m(layers, batch, rnn.hidden_size) if mode == 2 else None
+    args = (x, rnn._flat_weights, len(rnn._flat_weights) // layers, None, hx, cx, mode, rnn.hidden_size,
+            rnn.proj_size, rnn.num_layers, rnn.batch_first, 0.0, False, rnn.bidirectional, [], None)
+    formula, scope = lookup(aten._cudnn_rnn.default)
+    meta = cnnprof.count_flops(rnn.to("meta"), inputs=x).macs
+    assert scope == "conv" and formula(args, {}, aten._cudnn_rnn.default(*args)).macs == meta
 
 
 def test_every_formula_has_a_hand_derived_case():

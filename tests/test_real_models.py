@@ -3,9 +3,10 @@
 Skipped unless torchvision (and, for its part, timm) is importable; CI installs neither. To run it:
 `pip install torchvision timm && pytest tests/test_real_models.py` (about 9 minutes on 2 cores).
 
-For every torchvision classification, segmentation and video model and one or more models of each timm
-family below: no op runs uncounted in the `all` scope, and the `conv`-scope MACs are exactly
-FlopCounterMode's total / 2 (it counts 2 FLOPs per MAC). FlopCounterMode runs with grad enabled and the
+For every torchvision classification, segmentation and video model, torchvision's optical flow (RAFT small
+and large: two image inputs, grid sampling), one or more models of each timm family below and timm's NaFlexViT
+(an antialiased bicubic resize of its position embedding): no op runs uncounted in the `all` scope, and the
+`conv`-scope MACs are exactly FlopCounterMode's total / 2 (it counts 2 FLOPs per MAC). FlopCounterMode runs with grad enabled and the
 math attention backend: it has no formula for the fused CPU attention kernel
 (`_scaled_dot_product_flash_attention_for_cpu`), and the math backend is what cnnprof sees on meta.
 Detection models cannot run on meta (data-dependent nonzero, NMS): a few, and segmentation models, are counted
@@ -61,20 +62,22 @@ def _build(factory):
         return factory().eval()
 
 
-def _flop_counter_macs(model, shape) -> float:
+def _flop_counter_macs(model, *shapes) -> float:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     model = model.to("meta")
     with FlopCounterMode(display=False) as mode, sdpa_kernel(SDPBackend.MATH):
-        model(torch.empty(shape, device="meta"))
+        model(*(torch.empty(shape, device="meta") for shape in shapes))
     return mode.get_total_flops() / 2
 
 
-def _check(model, shape):
-    fc = cnnprof.count_flops(model, shape, scope="all")
+def _check(model, *shapes):
+    """Every op counted in the all scope; the conv scope is FlopCounterMode's. Returns the all-scope count."""
+    fc = cnnprof.count_flops(model, inputs=shapes, scope="all")
     assert fc.uncounted == ()
-    assert dataclasses.replace(fc, scope="conv").macs == _flop_counter_macs(model, shape)
+    assert dataclasses.replace(fc, scope="conv").macs == _flop_counter_macs(model, *shapes)
+    return fc
 
 
 @pytest.mark.parametrize("name, shape, kwargs", TORCHVISION, ids=[case[0] for case in TORCHVISION])
@@ -113,3 +116,25 @@ def test_counting_a_built_model_leaves_it_as_it_was(family, name, shape):
     first = (lambda out: out[0]) if family == "detection" else (lambda out: out)
     assert all(torch.equal(first(before)[k], first(after)[k]) for k in first(before))
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["raft_small", "raft_large"])
+def test_optical_flow_model_with_two_image_inputs_is_fully_counted(name):
+    """RAFT takes two images (H and W multiples of 8) and looks up its correlation volume with grid_sample."""
+    from torchvision.models import optical_flow
+
+    fc = _check(_build(lambda: getattr(optical_flow, name)(weights=None)), (1, 3, 128, 128), (1, 3, 128, 128))
+    assert [s.shape for s in fc.inputs] == [(1, 3, 128, 128)] * 2
+    assert "grid_sampler_2d" in {s.name for s in fc.by_op()}
+
+
+def test_timm_naflexvit_is_fully_counted_and_agrees_with_flop_counter():
+    """NaFlexViT resizes its position embedding with an antialiased bicubic filter (_upsample_bicubic2d_aa)."""
+    timm = pytest.importorskip("timm")
+    names = timm.list_models("naflexvit*")
+    if not names:
+        pytest.skip(f"timm {timm.__version__} has no NaFlexViT")
+    name = "naflexvit_base_patch16_gap" if "naflexvit_base_patch16_gap" in names else names[0]
+    model = _build(lambda: timm.create_model(name, pretrained=False))
+    fc = _check(model, (1, *model.pretrained_cfg["input_size"]))
+    assert "_upsample_bicubic2d_aa" in {s.name for s in fc.by_op()}

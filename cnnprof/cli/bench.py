@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
     app, print_error, err, Format, Device, DType, ModelsArg, FormatOpt, OutputOpt, SetOpt, ResolutionOpt,
-    InputShapeOpt, InputOpt, parse_inputs, input_specs, model_args, for_each_model, guard, parse_batch_sizes,
+    InputShapeOpt, InputOpt, explicit_inputs, input_specs, model_args, for_each_model, guard, parse_batch_sizes,
     add_overrides, open_output, emit_report, soft_interrupts, interrupt_requested)
 from cnnprof.errors import CnnprofError
 
@@ -110,6 +110,7 @@ class BenchRun:
     profile: Any = None  # the device profile for predicted times next to --breakdown
     overrides: dict[str, dict] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)  # row label -> resolved model
+    inputs: dict[str, Any] = field(default_factory=dict)  # row label -> its InputSpecs (None: nested, as declared)
     bad: int = 0  # 2 when a model could not be resolved
 
     def _resolved(self, first: bool) -> list[Any]:
@@ -145,6 +146,7 @@ class BenchRun:
         o = self.options
         sources = self._resolved(first=b == self.sizes[0])
         inputs = [self._inputs(s, b) for s in sources]
+        self.inputs.update((s.label, specs) for s, specs in zip(sources, inputs))
         with soft_interrupts():
             return interleaved_benchmark(
                 sources, inputs, o.device, dtype=o.dtype, channels_last=o.channels_last, threads=o.threads,
@@ -156,7 +158,7 @@ class BenchRun:
 
         results = [r for rs, _ in groups for r in rs]
         ratios = [q for _, qs in groups for q in qs]
-        predicted = _predicted(results, self.sources, self.profile, self.options.dtype) if self.profile else None
+        predicted = _predicted(results, self, self.profile, self.options.dtype) if self.profile else None
         settings = {"warmup": self.options.warmup, "min_time": self.options.min_time}
         return add_overrides(bench_report(results, settings, ratios, predicted), self.overrides)
 
@@ -168,7 +170,7 @@ def _run(options: BenchOptions, models: list[str] | None, set_: list[str] | None
          output: str | None) -> int:
     options.check()
     sizes, args, writer = parse_batch_sizes(options.batch_size), model_args(models, set_), open_output(output)
-    run = BenchRun(options, args, sizes, parse_inputs(options.input_shape, options.inputs),
+    run = BenchRun(options, args, sizes, explicit_inputs(options.input_shape, options.inputs, options.resolution),
                    _profile(options.device) if options.breakdown else None)
     groups, code = for_each_model(sizes, run.batch, "Benchmarking", name=_batch_name,
                                   on_result=partial(run.stream, writer) if writer else None)
@@ -205,15 +207,21 @@ def _profile(device: str):
     return profile
 
 
-def _predicted(results: list, sources: dict[str, Any], profile: Any, dtype: str):
-    """(model, batch) -> predicted seconds per layer type on `profile`."""
+def _predicted(results: list, run: BenchRun, profile: Any, dtype: str):
+    """(model, batch) -> predicted seconds per layer type on `profile`, on the inputs the model was timed on
+    (every input, with its dtype, at the batch size of the result)."""
+    from cnnprof.inputs import with_batch_and_resolution
     from cnnprof.predict.latency import predict_latency
 
     out = {}
     for r in results:
-        if r.status != "ok" or r.model not in sources:
+        if r.status != "ok" or r.model not in run.sources:
             continue
-        p = predict_latency(sources[r.model], r.input_shape, profile, dtype)
+        specs = run.inputs.get(r.model)
+        if specs and specs[0].shape and specs[0].shape[0] != r.batch_size:  # --auto-batch halved it
+            specs = with_batch_and_resolution(specs, r.batch_size, None)
+        specs = list(specs) if specs is not None else None
+        p = predict_latency(run.sources[r.model], None, profile, dtype, inputs=specs)
         types: dict[str, float] = {}
         for row in p.by_type():
             name = "other" if row["name"] == "memory copy" else row["name"]

@@ -19,7 +19,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.interrupts import (  # noqa: F401 - re-exported for the commands
     INTERRUPTED, SIGNALS, Interrupted, interrupt_requested, interruptible, soft_interrupts, user_failure)
 from cnnprof.errors import CnnprofError, first_line
-from cnnprof.inputs import InputSpec, input_specs, parse_inputs  # noqa: F401 - re-exported to commands
+from cnnprof.inputs import InputSpec, check_explicit, input_specs, parse_inputs  # noqa: F401 - re-exported to commands
 
 app = typer.Typer(
     name="cnnprof",
@@ -160,6 +160,19 @@ OutputOpt = Annotated[Optional[str], typer.Option(
     "--output", "-o", metavar="FILE", show_default=False,
     help="Also write the rows to FILE (.json, .jsonl or .csv) as each one is produced, so an interrupted run "
          "keeps its finished rows.")]
+
+
+def explicit_inputs(shapes: list[str] | None, named: list[str] | None, resolution: int | None = None,
+                    batch_size: Any = None) -> tuple[InputSpec, ...] | None:
+    """--input-shape / --input as InputSpecs (None when neither is given). They are used as given: --resolution
+    with them is an error on every command (cnnprof.inputs.check_explicit), and so is --batch-size where a
+    command takes the batch from them (`batch_size`: the value given, None when not given)."""
+    specs = parse_inputs(shapes, named)
+    check_explicit(specs, resolution)
+    if specs is not None and batch_size is not None:
+        raise CnnprofError("--batch-size has no effect with --input-shape / --input (their first dimension is "
+                           "the batch)")
+    return specs
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.bench import warn_settings
 from cnnprof.cli.common import (
     app, print_error, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt,
-    ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, parse_inputs, single_batch_size,
+    ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, explicit_inputs, single_batch_size,
     model_args, for_each_model, guard, open_output, emit_report, soft_interrupts, interrupt_requested, INTERRUPTED)
 from cnnprof.cli.runs import ModelRun, job_name
 from cnnprof.cli.device import DeviceSpecOpt, requested_profile
@@ -132,7 +132,7 @@ def _run(settings: CompareSettings, models: list[str], set_: list[str] | None, f
     batch = single_batch_size(settings.batch_size, "compare") if settings.batch_size is not None else None
     bench = settings.bench_settings()
     args, writer = model_args(models, set_), open_output(output)
-    inputs = parse_inputs(settings.input_shape, settings.inputs)
+    inputs = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution, settings.batch_size)
     device_profile = requested_profile(settings.predict, settings.device, settings.device_spec)
     run = ModelRun(partial(_profile, settings, batch, inputs, device_profile), None, "Counting")
     stream = partial(_stream, settings, run, writer, []) if writer and not bench else None

@@ -10,10 +10,9 @@ from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
     app, DepthOpt, layer_depth, Format, Convention, Scope, Backend, FlopsBy, ModelsArg, FormatOpt, OutputOpt, SetOpt, ConventionOpt,
-    ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, BatchSizesOpt, parse_inputs, parse_batch_sizes, model_args,
+    ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, BatchSizesOpt, explicit_inputs, parse_batch_sizes, model_args,
     guard)
 from cnnprof.cli.runs import ModelRun, job_name
-from cnnprof.errors import CnnprofError
 
 
 @app.command()
@@ -75,10 +74,7 @@ def _report(settings: FlopsSettings, levels: int, results: list) -> Any:
 def _run(settings: FlopsSettings, models: list[str] | None, set_: list[str] | None, batch_size: str | None,
          fmt: str, output: str | None) -> int:
     levels = layer_depth(settings.depth, settings.by == "layer")
-    specs = parse_inputs(settings.input_shape, settings.inputs)
-    if specs is not None and batch_size is not None:
-        raise CnnprofError("--batch-size has no effect with --input-shape / --input (their first dimension is "
-                           "the batch)")
+    specs = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution, batch_size)
     sizes = parse_batch_sizes(batch_size) if batch_size is not None else [None]
     jobs = [(arg, b) for arg in model_args(models, set_) for b in sizes]
     name = job_name if len(sizes) == 1 else _batch_job_name

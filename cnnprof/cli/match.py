@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
+from cnnprof.cli.common import (
+    app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
+    guard)
 from cnnprof.cli.device import DeviceSpecOpt
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, Measuring, PlotOpt, PredictOpt, with_progress
 from cnnprof.cli.common import Device
@@ -40,6 +42,8 @@ def match(
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
+    input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     predict: PredictOpt = False,
     device_spec: DeviceSpecOpt = None,
     device: DeviceOpt = Device.cpu,
@@ -48,7 +52,8 @@ def match(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Find the knob value that makes MODEL cost what a reference costs (iso-complexity, ResNeXt Table 2)."""
-    how = Measuring(scope.value, resolution, False, predict, device.value, device_spec, min_time)
+    how = Measuring(scope.value, resolution, False, predict, device.value, device_spec, min_time,
+                    input_shape=input_shape_, inputs=input_)
     guard(partial(_match, model, vary, set_, how, metric=metric.value, to=to, target=target, range_=range_, tol=tol,
                   convention=convention.value, plot=plot, fmt=fmt.value))
 
@@ -64,12 +69,13 @@ def _match(model: str, vary: str, grid: list[str] | None, how: Measuring, *, met
     check_plot_path(plot)
     profile = how.profile()
     how = replace(how, bench=metric == MatchMetric.latency.value and profile is None)  # latency is measured
+    settings = how.settings(profile)
     how.check_device()
     value = parse_target(metric, target)
     axes, fixed = parse_axes(grid)
     result = with_progress(partial(
         match, model, vary, metric, reference=to, target=value, axes=axes, fixed=fixed, bounds=parse_range(range_),
-        settings=how.settings(profile), convention=convention, tol=tol), "Matching")
+        settings=settings, convention=convention, tol=tol), "Matching")
     emit(fmt, *match_report(result))
     if plot:
         plot_match(result, plot)

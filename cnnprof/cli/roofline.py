@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, InputShapeOpt, InputOpt, parse_inputs,
+    app, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, InputShapeOpt, InputOpt, explicit_inputs,
     input_specs, model_args, guard)
 from cnnprof.cli.runs import ModelRun
 from cnnprof.cli.device import DeviceSpecOpt, profile_for
@@ -29,7 +29,9 @@ def roofline(
     device: Annotated[Device, typer.Option(help="Device whose measured profile is used (see `cnnprof device`).")] = Device.cpu,
     device_spec: DeviceSpecOpt = None,
     dtype: Annotated[DType, typer.Option(help="Data type: bytes per element and the peak used.")] = DType.float32,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size N of the input.")] = 1,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="Batch size N of every input (default 1); with --input-shape / --input "
+                                        "their first dimension is the batch.")] = None,
     resolution: ResolutionOpt = None,
     input_shape_: InputShapeOpt = None,
     input_: InputOpt = None,
@@ -54,7 +56,7 @@ class RooflineSettings:
     device: str
     device_spec: str | None
     dtype: str
-    batch_size: int
+    batch_size: int | None  # None: not given (batch 1, or the batch of explicit inputs)
     resolution: int | None
     input_shape: list[str] | None
     inputs: list[str] | None
@@ -67,7 +69,8 @@ def _predict(settings: RooflineSettings, explicit: Any, profile: Any, source: An
     from cnnprof.predict.latency import predict_latency
 
     source = replace(source, module=source.build("meta"))
-    specs = input_specs(source, source.module, settings.batch_size, settings.resolution, explicit)
+    batch = settings.batch_size if settings.batch_size is not None else 1
+    specs = input_specs(source, source.module, batch, settings.resolution, explicit)
     return predict_latency(source, None, profile, settings.dtype, inputs=list(specs) if specs is not None else None)
 
 
@@ -77,7 +80,8 @@ def _run(settings: RooflineSettings, models: list[str] | None, set_: list[str] |
 
     if settings.plot and not settings.plot.lower().endswith((".png", ".svg")):
         raise CnnprofError(f"--plot {settings.plot!r}: the file name must end in .png or .svg")
-    args, explicit = model_args(models, set_), parse_inputs(settings.input_shape, settings.inputs)
+    explicit = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution, settings.batch_size)
+    args = model_args(models, set_)
     profile = profile_for(settings.device, settings.device_spec, settings.dtype)
     run = ModelRun(partial(_predict, settings, explicit, profile), partial(roofline_report, by=settings.by),
                    "Placing on the roofline")

@@ -10,7 +10,9 @@ from typing import Any, Optional
 import typer
 from typing_extensions import Annotated
 
-from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
+from cnnprof.cli.common import (
+    app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
+    guard)
 from cnnprof.cli.common import Device
 from cnnprof.cli.device import DeviceSpecOpt
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, Measuring, PlotOpt, PredictOpt, with_progress
@@ -63,6 +65,8 @@ def search(
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
+    input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     bench: Annotated[bool, typer.Option("--bench", help="Measure each trial's latency (slow; one worker).")] = False,
     predict: PredictOpt = False,
     device_spec: DeviceSpecOpt = None,
@@ -72,7 +76,8 @@ def search(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Budgeted design-space search with Optuna: Pareto front, every trial, one standalone config per chosen model."""
-    how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time)
+    how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time,
+                    input_shape=input_shape_, inputs=input_)
     options = dict(trials=trials, seed=seed, sampler=sampler.value, storage=storage, study_name=study_name,
                    workers=workers, convention=convention.value, stats=stats)
     guard(partial(_search, space, minimize, maximize, constraint, how, options, out=out, plot=plot, fmt=fmt.value))
@@ -89,11 +94,12 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     check_plot_path(plot)
     objectives = parse_objectives(minimize or [], maximize or [])
     constraints = [parse_constraint(c) for c in constraint or []]
+    settings = how.settings(how.profile())
     space = load_space(space_file)
     how.check_device()
     out_dir = _out_dir(out or f"search-{space.name}")
-    saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints,
-                                  settings=how.settings(how.profile()), **options), "Searching")
+    saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
+                                  **options), "Searching")
     _write_trials(saved)
     _show(saved, fmt, plot)
     return 130 if saved.result.interrupted else 0

@@ -12,7 +12,8 @@ from typing_extensions import Annotated
 from cnnprof.cli.device import DeviceSpecOpt, requested_profile
 from cnnprof.errors import CnnprofError
 from cnnprof.cli.common import (
-    app, err, Format, Convention, Scope, Device, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard)
+    app, err, Format, Convention, Scope, Device, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt,
+    InputOpt, explicit_inputs, guard)
 
 GridOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=V1[,V2,...]",
@@ -49,7 +50,9 @@ class Measuring:
     device: str
     device_spec: str | None
     min_time: float
-    batch_size: int = 1
+    batch_size: int | None = None  # None: not given (batch 1 of the declared input)
+    input_shape: list[str] | None = None  # --input-shape / --input: every point runs on them, as given
+    inputs: list[str] | None = None
 
     def profile(self) -> Any:
         """The device profile to predict latency from (None without --predict)."""
@@ -62,11 +65,18 @@ class Measuring:
 
             check_device(self.device)
 
+    def explicit(self) -> Any:
+        """The InputSpecs of --input-shape / --input (None without them), checked against --resolution and
+        --batch-size (errors now, before any point is measured)."""
+        return explicit_inputs(self.input_shape, self.inputs, self.resolution, self.batch_size)
+
     def settings(self, profile: Any) -> Any:
-        """The design library's Settings: counted in this scope and resolution, latency measured or predicted."""
+        """The design library's Settings: counted on these inputs (or the declared input at this batch size and
+        resolution), latency measured or predicted on the same inputs."""
         from cnnprof.design.metrics import Settings
 
-        return Settings(scope=self.scope, resolution=self.resolution, batch_size=self.batch_size,
+        return Settings(scope=self.scope, resolution=self.resolution,
+                        batch_size=self.batch_size if self.batch_size is not None else 1, inputs=self.explicit(),
                         bench=self.bench, device=self.device, min_time=self.min_time, profile=profile)
 
 
@@ -82,7 +92,11 @@ def sweep(
     convention: ConventionOpt = Convention.macc,
     scope: ScopeOpt = Scope.conv,
     resolution: ResolutionOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size N of the input.")] = 1,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="Batch size N of the input (default 1); with --input-shape / --input "
+                                        "their first dimension is the batch.")] = None,
+    input_shape_: InputShapeOpt = None,
+    input_: InputOpt = None,
     bench: BenchOpt = False,
     predict: PredictOpt = False,
     device_spec: DeviceSpecOpt = None,
@@ -93,7 +107,8 @@ def sweep(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Count (and optionally time) a model over a grid of knob values, e.g. MobileNet's width and resolution multipliers."""
-    how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time, batch_size)
+    how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time, batch_size,
+                    input_shape_, input_)
     guard(partial(_sweep, model, set_, how, convention=convention.value, y=y.value, plot=plot, fmt=fmt.value))
 
 
@@ -107,10 +122,10 @@ def _sweep(model: str, grid: list[str] | None, how: Measuring, *, convention: st
     check_plot_path(plot)
     if y == YAxis.latency.value and not (how.bench or how.predict):
         raise CnnprofError("--y latency needs --bench or --predict")
-    profile = how.profile()
+    settings = how.settings(how.profile())
     how.check_device()
     axes, fixed = parse_axes(grid)
-    result = with_progress(partial(sweep_grid, model, axes, fixed, how.settings(profile)), "Sweeping")
+    result = with_progress(partial(sweep_grid, model, axes, fixed, settings), "Sweeping")
     emit(fmt, *sweep_report(result, convention))
     if plot:
         plot_sweep(result, plot, y, convention)

@@ -73,11 +73,16 @@ def get_metric(name: str) -> Metric:
 
 @dataclass(frozen=True)
 class Settings:
-    """How points are measured: counting scope and input, and the benchmark protocol when latency is needed."""
+    """How points are measured: counting scope and input, and the benchmark protocol when latency is needed.
+
+    Every point runs on `inputs` (InputSpecs: shapes, dtypes, names; used as given) or else on the model's
+    declared input with `batch_size` and `resolution` applied (cnnprof.inputs.input_specs), the same inputs
+    for its count, its predicted latency and its benchmark."""
 
     scope: str = "conv"
     resolution: int | None = None
     batch_size: int = 1
+    inputs: tuple[Any, ...] | None = None  # explicit InputSpecs (cnnprof.inputs), or None: the declared input
     bench: bool = False
     device: str = "cpu"
     warmup: float = 0.2
@@ -89,23 +94,26 @@ class Settings:
 
 def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Settings(),
              knobs: Mapping[str, Any] | None = None) -> Point:
-    """Build `spec` with `overrides` on the meta device and count it; bench it when settings.bench.
+    """Build `spec` with `overrides` on the meta device and count it (one op trace, which also gives the
+    predicted latency with settings.profile); bench it when settings.bench. Every input the model takes, with
+    its dtype, is used by all three (see Settings).
 
     A config or model that fails (invalid knob combination, shape error) gives status "invalid" with
     its one-line message instead of raising, so one bad point never loses a sweep or a search."""
-    from cnnprof.counting.flops import count_flops
+    from cnnprof.counting.flops import flop_count
     from cnnprof.counting.params import count_params
+    from cnnprof.counting.run import trace_model
+    from cnnprof.inputs import input_specs
     from cnnprof.models.spec import resolve
 
     knobs = tuple((knobs if knobs is not None else overrides).items())
     try:
         source = resolve(spec, overrides)
         model = source.build("meta")
-        shape = list(source.default_input_shape)
-        shape[0] = settings.batch_size
-        if settings.resolution is not None and len(shape) >= 3:
-            shape[2:] = [settings.resolution] * (len(shape) - 2)
-        fc = count_flops(replace(source, module=model), tuple(shape), scope=settings.scope)
+        specs = input_specs(source, model, settings.batch_size, settings.resolution, settings.inputs)
+        inputs = list(specs) if specs is not None else None  # None: a nested declared input, as declared
+        trace = trace_model(replace(source, module=model), inputs)
+        fc = flop_count(trace, settings.scope)
         point = Point(knobs, params=count_params(model).total, macs=fc.macs, other_ops=fc.other_ops,
                       acts=fc.acts)
     except CnnprofError as exc:
@@ -113,20 +121,21 @@ def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Setti
     except Exception as exc:  # noqa: BLE001 - a user's model failing is reported as theirs, per point
         return Point(knobs, status="invalid", error=f"{type(exc).__name__}: {first_line(exc)}")
     if settings.bench:
-        point = _bench(point, source, tuple(shape), settings)
+        point = _bench(point, source, inputs, settings)
     elif settings.profile is not None:
-        from cnnprof.predict.latency import predict_latency
+        from cnnprof.counting.traffic import memory_profile
+        from cnnprof.predict.latency import predict_ops
 
-        prediction = predict_latency(replace(source, module=model), tuple(shape), settings.profile)
+        prediction = predict_ops(memory_profile(trace), settings.profile, "float32")
         point = replace(point, latency_s=prediction.best_s())
     return point
 
 
-def _bench(point: Point, source: Any, shape: tuple[int, ...], s: Settings) -> Point:
+def _bench(point: Point, source: Any, inputs: list | None, s: Settings) -> Point:
     from cnnprof.timing.runtime import benchmark
 
-    result = benchmark(source, shape, device=s.device, threads=s.threads, warmup=s.warmup, min_time=s.min_time,
-                       min_runs=s.min_runs)
+    result = benchmark(source, inputs=inputs, device=s.device, threads=s.threads, warmup=s.warmup,
+                       min_time=s.min_time, min_runs=s.min_runs)
     if result.status != "ok":
         return replace(point, status="error", error=result.error)
     return replace(point, latency_s=result.median_s)

@@ -42,6 +42,20 @@ def metric_columns(convention: str, scope: str, acts: bool, latency: bool) -> li
     return cols
 
 
+def latency_notes(s: Any) -> list[str]:
+    """How a design command's latency was had (settings `s`, cnnprof.design.metrics.Settings): measured or
+    predicted, on which inputs."""
+    from cnnprof.inputs import describe
+
+    on = f"inputs {describe(s.inputs)}" if s.inputs else f"batch {s.batch_size}"
+    if s.bench:
+        return [f"Latency: median forward pass on {s.device}, {on}."]
+    if s.profile is not None:
+        return [f"Latency: predicted on {s.profile.name} from per-op costs, without running the model "
+                f"(see `cnnprof roofline`), {on}."]
+    return []
+
+
 def _display(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
@@ -52,7 +66,7 @@ def sweep_report(result: Any, convention: str = "macc") -> Report:
     rows = [point_row(p, convention) for p in result.points]
     has_acts = any(r["acts"] is not None for r in rows)
     cols = [Column(k, k, _value) for k in result.knob_names]
-    cols += metric_columns(convention, s.scope, has_acts, s.bench)
+    cols += metric_columns(convention, s.scope, has_acts, s.bench or s.profile is not None)
     fixed_text = ", ".join(f"{k}={v}" for k, v in result.fixed)
     title = (f"Sweep of {result.model}{' (' + fixed_text + ')' if fixed_text else ''} — FLOPs: "
              f"{CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[s.scope]}")
@@ -61,8 +75,7 @@ def sweep_report(result: Any, convention: str = "macc") -> Report:
         if r["status"] != "ok":
             knobs = ", ".join(f"{k}={r[k]}" for k in result.knob_names)
             table.notes.append(f"{knobs}: {r['status']}: {r['error']}")
-    if s.bench:
-        table.notes.append(f"Latency: median forward pass on {s.device}, batch {s.batch_size}.")
+    table.notes += latency_notes(s)
     json_rows = [{"model": result.model, **r, "convention": convention, "scope": s.scope} for r in rows]
     return Report([table], json_rows, json_rows)
 
@@ -157,6 +170,7 @@ def match_report(result: Any) -> Report:
     table = Table(title, cols, rows)
     table.notes = [f"{', '.join(f'{k}={v}' for k, v in r.fixed) or result.knob}: {r.note}"
                    for r in result.rows if r.note]
+    table.notes += latency_notes(s) if m == "latency" else []
     json_rows = [{"model": result.model, "reference": result.reference, "knob": result.knob, **r,
                   "evaluated": [[x, y] for x, y in res.evaluations]} for r, res in zip(rows, result.rows)]
     return Report([table], json_rows, rows)
@@ -212,7 +226,8 @@ def search_report(result: Any, configs: dict[int, str] | None = None, stats: lis
     if stats is None:
         objectives = ", ".join(f"{d} {m}" for m, d in result.objectives)
         cols = [Column("trial", "Trial", str)] + [Column(k, k, _short) for k in knob_names]
-        cols += metric_columns(result.convention, s.scope, any(r["acts"] is not None for r in rows), s.bench)
+        cols += metric_columns(result.convention, s.scope, any(r["acts"] is not None for r in rows),
+                               s.bench or s.profile is not None)
         cols += [Column("config", "Config", justify="left")] if configs else []
         front = Table(f"Pareto front of {result.space} ({objectives}"
                       f"{'; ' + ', '.join(c.text for c in result.constraints) if result.constraints else ''})",

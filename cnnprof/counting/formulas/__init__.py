@@ -8,14 +8,15 @@ formula; users add their own with `cnnprof.register_formula`. Both the decompose
 `linear`, `batch_norm`) are covered.
 
 Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operations), one family a module:
-- products.py, scope "conv" (papers' convention): convolution, matrix products, attention's matmuls.
+- products.py, scope "conv" (papers' convention): convolution, matrix products, attention's matmuls;
+  recurrent.py: fused LSTM / GRU kernels as the matmuls of their decomposition (their fused cells: "all").
 - scope "all" adds pointwise.py (norms, activations, softmax, element-wise, statistics), pooling.py
   (pooling, reductions, interpolation) and detection.py (sort, topk, unique, nonzero, nms, roi_align).
-- free.py: data movement (view, permute, cat, roll, index, gather, padding, channel shuffle, nearest
-  upsampling, ...) and allocation (zeros, arange, scalar_tensor, ...) are free. Any other op that runs is
+- free.py: data movement (view, permute, cat, roll, index, gather, embedding lookup, padding, channel
+  shuffle, nearest upsampling, ...) and allocation (zeros, arange, scalar_tensor, ...) are free. Any other op that runs is
   reported as uncounted, never dropped silently.
 """
-from cnnprof.counting.formulas import detection, pointwise, pooling, products  # noqa: F401 - they register
+from cnnprof.counting.formulas import detection, pointwise, pooling, products, recurrent  # noqa: F401 - they register
 from cnnprof.counting.formulas.free import FREE_OPS, is_free
 from cnnprof.counting.registry import (FORMULAS, Cost, Formula, Registered, formulas, lookup, op_name,
                                        register_formula, resolve_formulas, unregister_formula)

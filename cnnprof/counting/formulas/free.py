@@ -1,4 +1,7 @@
-"""Ops that only move or reinterpret data, or allocate: zero cost by definition, never reported as uncounted."""
+"""Ops that only move or reinterpret data, or allocate: zero cost by definition, never reported as uncounted.
+
+`embedding` is here on purpose: a lookup copies rows of its table (as index_select), it computes nothing.
+Token models therefore cost their matrix products only, as in torch.utils.flop_counter."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +14,7 @@ unflatten split split_with_sizes chunk unbind slice select narrow cat stack clon
 lift_fresh empty empty_like empty_strided new_empty new_zeros zeros zeros_like ones ones_like full full_like
 fill copy _to_copy to as_strided view_as channel_shuffle pixel_shuffle constant_pad_nd pad dropout
 feature_dropout alpha_dropout native_dropout identity randn rand normal_ uniform_ zero _local_scalar_dense
-roll flip repeat tile index _unsafe_index index_select gather take masked_select
+roll flip repeat tile index _unsafe_index index_select gather take masked_select embedding
 select_scatter slice_scatter diagonal tril triu movedim swapaxes unfold im2col diag_embed repeat_interleave
 upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
 _upsample_nearest_exact3d scalar_tensor arange linspace new_full new_ones lift_fresh_copy bernoulli
