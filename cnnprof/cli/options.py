@@ -12,6 +12,7 @@ OPTIONS = {
     "min_runs": "--min-runs", "min_time": "--min-time", "output": "--output", "overrides": "--set",
     "resolution": "--resolution", "scope": "--scope", "backend": "--backend", "threads": "--threads",
     "warmup": "--warmup", "space": "--space", "trials": "--trials", "workers": "--workers", "storage": "--storage",
+    "study_name": "--study-name",
     "out": "--out", "predict": "--predict", "bench": "--bench", "by": "--by", "depth": "--depth",
 }
 

@@ -82,7 +82,7 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
             options: dict[str, Any], *, out: str | None, plot: str | None, fmt: str) -> int:
     """`cnnprof search`: run or resume the study in the output directory, write the trial files, show the front."""
     from cnnprof.design.metrics import parse_constraint
-    from cnnprof.design.search import parse_objectives, search_to_dir
+    from cnnprof.design.search import check_study_name, parse_objectives, search_to_dir
     from cnnprof.design.space import load_space
     from cnnprof.report.design import check_plot_path
 
@@ -90,6 +90,7 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     objectives = parse_objectives(minimize or [], maximize or [])
     constraints = [parse_constraint(c) for c in constraint or []]
     space = load_space(space_file)
+    check_study_name(options["study_name"])
     how.check_device()
     out_dir = _out_dir(out or f"search-{space.name}")
     saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints,
@@ -113,12 +114,13 @@ def _write_trials(saved: Any) -> None:
     """Every trial, as raw numbers, to OUT/trials.json and OUT/trials.csv."""
     import json
 
+    from cnnprof.design.search import output_path, write_text
     from cnnprof.report.design import trial_rows
     from cnnprof.report.render import render_csv
 
     rows = trial_rows(saved.result, saved.configs)
-    (saved.out_dir / "trials.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (saved.out_dir / "trials.csv").write_text(render_csv(rows))
+    write_text(output_path(saved.out_dir, "trials.json"), json.dumps(rows, indent=2) + "\n")
+    write_text(output_path(saved.out_dir, "trials.csv"), render_csv(rows))
 
 
 def _show(saved: Any, fmt: str, plot: str | None) -> None:

@@ -1,0 +1,109 @@
+"""Safe to point at untrusted files (issue 18, security): names from files are labels, never paths; what files
+and arguments say is shown escaped, never run by the terminal or a spreadsheet; data files never run code."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cnnprof.errors import CnnprofError
+
+SPACE = """name: {name}
+base: mobilenet_v1
+knobs:
+  width_mult: {{type: categorical, choices: [0.25]}}
+"""
+
+
+def write_space(path: Path, name: str) -> Path:
+    path.write_text(SPACE.format(name=name))
+    return path
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- names are labels, never paths
+
+
+@pytest.mark.parametrize("name", ["../../../../outside", "/abs/dir/x", "a/b", "a\\b", "..", ".", ".hidden", "a..b",
+                                  "", "x" * 101, "a b", "\x1b[2J", "-rf", "'quoted'"])
+def test_a_space_name_that_is_not_a_label_is_one_line_naming_the_file_and_key(cli, tmp_path, monkeypatch, name):
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    space = write_space(work / "evil.yaml", json.dumps(name))
+    result = cli("search", "--space", "evil.yaml", "--trials", "2", "--workers", "1", "--minimize", "macs")
+    assert result.exit_code == 2, result.stdout
+    assert result.stderr.startswith("error: evil.yaml: name: ") and "not a valid name" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "\x1b" not in result.stderr
+    assert files_under(tmp_path) == {space}  # nothing written, anywhere
+
+
+@pytest.mark.parametrize("name", ["regnet", "mobilenet_v2", "RegNetX-400MF", "v1.5+se", "9", "x" * 100])
+def test_a_label_name_is_kept(tmp_path, name):
+    from cnnprof.design.space import load_space
+
+    assert load_space(write_space(tmp_path / "s.yaml", name)).name == name
+
+
+@pytest.mark.parametrize("stem, expected", [("my space", "my_space"), ("_x..y", "x_y"), ("..", "space"),
+                                            ("\x1b]0;t\x07", "0_t_")])
+def test_a_space_without_a_name_is_named_after_its_file_as_a_label(tmp_path, stem, expected):
+    from cnnprof.design.space import load_space
+
+    path = tmp_path / f"{stem}.yaml"
+    path.write_text(SPACE.format(name="x").replace("name: x\n", ""))
+    assert load_space(path).name == expected
+
+
+@pytest.mark.parametrize("study", ["../x", "/tmp/x", "a\nb", "a b"])
+def test_a_study_name_that_is_not_a_label_is_refused_before_anything_is_written(cli, tmp_path, study):
+    space = write_space(tmp_path / "s.yaml", "ok")
+    result = cli("search", "--space", str(space), "--out", str(tmp_path / "out"), "--trials", "2", "--workers", "1",
+                 "--minimize", "macs", "--study-name", study)
+    assert result.exit_code == 2 and result.stderr.startswith("error: --study-name: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert files_under(tmp_path) == {space} and not (tmp_path / "out").exists()
+
+
+def test_search_writes_only_under_its_output_directory(cli, tmp_path, monkeypatch):
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    write_space(work / "s.yaml", "tiny")
+    result = cli("search", "--space", "s.yaml", "--trials", "2", "--workers", "1", "--minimize", "macs")
+    assert result.exit_code == 0, result.stderr
+    out = work / "search-tiny"
+    assert files_under(tmp_path) == {work / "s.yaml", out / "study.db", out / "trials.json", out / "trials.csv",
+                                     out / "pareto" / "tiny_t0000.yaml"}
+
+
+def test_an_output_path_that_resolves_outside_the_output_directory_is_refused(tmp_path):
+    from cnnprof.design.search import output_path
+
+    out = tmp_path / "out"
+    (out / "pareto").mkdir(parents=True)
+    assert output_path(out, "trials.csv") == out / "trials.csv"
+    (out / "pareto" / "x.yaml").symlink_to(tmp_path / "elsewhere.yaml")  # a planted link is not followed out
+    (out / "link").symlink_to(tmp_path)
+    for parts in (("pareto", "x.yaml"), ("link",), ("..", "x"), ("/etc/passwd",)):
+        with pytest.raises(CnnprofError, match="resolves outside `out`"):
+            output_path(out, os.path.join(*parts))
+    linked = tmp_path / "linked-out"
+    linked.symlink_to(out)  # --out itself may be a link
+    assert output_path(linked, "trials.json") == linked / "trials.json"
+
+
+def test_a_config_that_cannot_be_written_is_one_line_not_a_traceback(cli, tmp_path):
+    space = write_space(tmp_path / "s.yaml", "tiny")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pareto").write_text("a file where the directory should be")
+    result = cli("search", "--space", str(space), "--out", str(out), "--trials", "2", "--workers", "1",
+                 "--minimize", "macs")
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "pareto" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
