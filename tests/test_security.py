@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,87 @@ def test_a_config_that_cannot_be_written_is_one_line_not_a_traceback(cli, tmp_pa
                  "--minimize", "macs")
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and "pareto" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- terminal escapes and markup
+
+EVIL = "\x1b[2J\x1b]0;pwned\x07[bold]x[/bold]\x9b31m\u202e\x7f"  # clear screen, window title, markup, C1, bidi, DEL
+SHOWN = "\\x1b[2J\\x1b]0;pwned\\x07[bold]x[/bold]\\x9b31m\\u202e\\x7f"
+
+
+def no_controls(text: str) -> bool:
+    return not any(ch in text for ch in "\x1b\x07\x9b\u202e\x7f\r")
+
+
+def test_tables_and_markdown_show_every_string_escaped_and_never_as_markup():
+    from cnnprof.report.render import Column, Table, render_markdown, table_text
+    from rich.console import Console
+
+    table = Table(f"Title {EVIL}", [Column("name", f"Name {EVIL}", justify="left"), Column("v", "V")],
+                  [{"name": f"a {EVIL}\nsecond line", "v": 1}], notes=[f"note {EVIL}"], caption=f"cap {EVIL}")
+    for console in (Console(width=300, force_terminal=False), Console(width=300, force_terminal=True)):
+        text = re.sub(r"\x1b\[[0-9;]*m", "", table_text(table, console))  # rich's own styles on a terminal
+        assert no_controls(text) and text.count(SHOWN) == 5 and "second line" in text
+    md = render_markdown(table)
+    assert no_controls(md) and md.count(SHOWN) == 5
+    assert f"| a {SHOWN}<br>second line | 1 |" in md  # a line break stays inside its cell
+
+
+def test_printable_escapes_controls_only():
+    from cnnprof.report.render import printable
+
+    assert printable("résumé 1×3×224×224 — ≈ █·…") == "résumé 1×3×224×224 — ≈ █·…"
+    assert printable("a\tb\rc\nd\x00\x85\u2028") == "a\\tb\\rc\\nd\\x00\\x85\\u2028"
+    assert printable("a\nb", keep="\n") == "a\nb"
+
+
+def evil_zoo(tmp_path, monkeypatch) -> Path:
+    from cnnprof.models.zoo import CONFIG_DIR
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    raw = (CONFIG_DIR / "resnet18.yaml").read_text()
+    raw = raw.replace("family: ResNet", f"family: {json.dumps('Fam ' + EVIL)}")
+    raw = raw.replace("description: ", f"description: {json.dumps('Desc ' + EVIL)}\nx_old_description: ")
+    raw = raw.replace("paper: ", f"paper: {json.dumps('Paper ' + EVIL)}\nx_old_paper: ")
+    (zoo / "evil.yaml").write_text("\n".join(line for line in raw.splitlines() if not line.startswith("x_old_")))
+    monkeypatch.setattr("cnnprof.models.zoo.CONFIG_DIR", zoo)
+    return zoo
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+def test_list_shows_a_configs_family_description_and_paper_escaped(cli, tmp_path, monkeypatch, fmt):
+    evil_zoo(tmp_path, monkeypatch)
+    result = cli("list", "--format", fmt)
+    assert result.exit_code == 0, result.stderr
+    assert no_controls(result.stdout)
+    for field in ("Fam", "Desc", "Paper"):
+        assert f"{field} {SHOWN}" in result.stdout
+
+
+def test_list_json_keeps_the_original_strings(cli, tmp_path, monkeypatch):
+    evil_zoo(tmp_path, monkeypatch)
+    result = cli("list", "--format", "json")
+    assert "\x1b" not in result.stdout  # JSON escapes them itself ...
+    row = json.loads(result.stdout)[0]  # ... and the data is what the file says
+    assert (row["family"], row["description"], row["paper"]) == (f"Fam {EVIL}", f"Desc {EVIL}", f"Paper {EVIL}")
+
+
+@pytest.mark.parametrize("command", [["params"], ["params", "--by", "stage"], ["flops"], ["flops", "--by", "type"],
+                                     ["compare", "resnet18"], ["roofline", "--device-spec", "h100"]])
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+def test_a_model_label_is_escaped_in_every_table(cli, command, fmt):
+    model = f"mobilenet_v3_small@label={EVIL}"
+    result = cli(command[0], model, *command[1:], "--format", fmt)
+    assert result.exit_code == 0, result.stderr
+    assert no_controls(result.stdout) and SHOWN in result.stdout
+
+
+def test_a_model_label_keeps_its_characters_in_json(cli):
+    rows = cli.json("params", f"mobilenet_v3_small@label={EVIL}")
+    assert rows[0]["model"] == EVIL
+
+
+def test_an_error_naming_a_bad_value_is_escaped_and_no_emoji_code_is_replaced(cli):
+    result = cli("params", f"nosuch{EVIL}:smile:")
+    assert result.exit_code == 2 and no_controls(result.stderr) and ":smile:" in result.stderr

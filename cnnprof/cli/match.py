@@ -9,10 +9,10 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
+from cnnprof.cli.common import app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
 from cnnprof.cli.device import DeviceSpecOpt
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, Measuring, PlotOpt, PredictOpt, with_progress
-from cnnprof.cli.common import Device
+from cnnprof.cli.common import Device, print_note
 
 
 class MatchMetric(str, Enum):
@@ -73,5 +73,5 @@ def _match(model: str, vary: str, grid: list[str] | None, how: Measuring, *, met
     emit(fmt, *match_report(result))
     if plot:
         plot_match(result, plot)
-        err.print(f"wrote {plot}", markup=False)
+        print_note(f"wrote {plot}")
     return 0 if any(r.value is not None for r in result.rows) else 2

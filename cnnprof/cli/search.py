@@ -10,8 +10,8 @@ from typing import Any, Optional
 import typer
 from typing_extensions import Annotated
 
-from cnnprof.cli.common import app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
-from cnnprof.cli.common import Device
+from cnnprof.cli.common import app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard
+from cnnprof.cli.common import Device, print_note
 from cnnprof.cli.device import DeviceSpecOpt
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, Measuring, PlotOpt, PredictOpt, with_progress
 from cnnprof.errors import CnnprofError
@@ -135,4 +135,4 @@ def _show(saved: Any, fmt: str, plot: str | None) -> None:
     emit(fmt, tables, json_rows, csv_rows)
     if plot:
         plot_stats(saved.result, stats, plot) if stats is not None else plot_pareto(saved.result, plot)
-        err.print(f"wrote {plot}", markup=False)
+        print_note(f"wrote {plot}")

@@ -13,6 +13,7 @@ from cnnprof.cli.device import DeviceSpecOpt, requested_profile
 from cnnprof.errors import CnnprofError
 from cnnprof.cli.common import (
     app, err, Format, Convention, Scope, Device, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, guard)
+from cnnprof.cli.common import print_note
 
 GridOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=V1[,V2,...]",
@@ -114,7 +115,7 @@ def _sweep(model: str, grid: list[str] | None, how: Measuring, *, convention: st
     emit(fmt, *sweep_report(result, convention))
     if plot:
         plot_sweep(result, plot, y, convention)
-        err.print(f"wrote {plot}", markup=False)
+        print_note(f"wrote {plot}")
     return 0 if any(p.ok for p in result.points) else 2
 
 
