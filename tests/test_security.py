@@ -192,3 +192,51 @@ def test_a_model_label_keeps_its_characters_in_json(cli):
 def test_an_error_naming_a_bad_value_is_escaped_and_no_emoji_code_is_replaced(cli):
     result = cli("params", f"nosuch{EVIL}:smile:")
     assert result.exit_code == 2 and no_controls(result.stderr) and ":smile:" in result.stderr
+
+
+# ----------------------------------------------------------------------------- CSV injection
+
+FORMULAS = ["=1+2", "@SUM(A1)", '=HYPERLINK("http://x","y")', "+1", "-1+2", "\t=1", "\r=1", "-", "-x"]
+
+
+def test_csv_quotes_every_text_cell_and_column_a_spreadsheet_would_run():
+    import csv
+    import io
+
+    from cnnprof.report.render import render_csv
+
+    rows = [{"text": f, "n": -1, "x": -1.5e-5, "s": "-1.5", "e": "-2e3", f: 1} for f in FORMULAS]
+    parsed = list(csv.reader(io.StringIO(render_csv(rows))))
+    assert parsed[0][:5] == ["text", "n", "x", "s", "e"] and parsed[0][5:] == ["'" + f for f in FORMULAS]
+    for f, row in zip(FORMULAS, parsed[1:]):
+        assert row[:5] == ["'" + f, "-1", "-1.5e-05", "-1.5", "-2e3"]  # numbers, even as text, stay numbers
+    safe = [{"a": "a=1", "b": " =1", "c": "", "d": None, "e": True, "f": [-1], "g": {"=": 1}}]
+    assert render_csv(safe).splitlines()[1] == 'a=1, =1,,,True,[-1],"{""="": 1}"'
+
+
+def test_every_csv_cnnprof_writes_is_spreadsheet_safe(cli, tmp_path):
+    out = tmp_path / "rows.csv"
+    result = cli("params", "mobilenet_v3_small@label==1+2", "--format", "csv", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[1].startswith("'=1+2,") and out.read_text() == result.stdout
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nbase: mobilenet_v1\nknobs:\n"
+                     "  stages.0.block: {type: categorical, choices: ['=1+2', '@SUM(A1)']}\n")
+    result = cli("search", "--space", str(space), "--out", str(tmp_path / "o"), "--trials", "2", "--workers", "1",
+                 "--minimize", "macs", "--sampler", "random", "--seed", "0", "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    trials = (tmp_path / "o" / "trials.csv").read_text()
+    assert trials == result.stdout
+    assert {line.split(",")[4] for line in trials.splitlines()[1:]} <= {"'=1+2", "'@SUM(A1)"}
+    assert json.loads((tmp_path / "o" / "trials.json").read_text())[0]["stages.0.block"] in ("=1+2", "@SUM(A1)")
+
+
+def test_a_carriage_return_in_a_csv_cell_cannot_start_a_row():
+    import csv
+    import io
+
+    from cnnprof.report.render import render_csv
+
+    text = render_csv([{"a": "x\r=1+2", "n": 1}, {"a": "y", "n": 2}])
+    assert text.splitlines() == ["a,n", '"x', '=1+2",1', "y,2"]  # str.splitlines breaks at CR, a CSV reader does not
+    assert list(csv.reader(io.StringIO(text, newline=""))) == [["a", "n"], ["x\r=1+2", "1"], ["y", "2"]]

@@ -265,24 +265,41 @@ def render_markdown(table: Table) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# What makes a spreadsheet (Excel, LibreOffice, Google Sheets) read a CSV cell as a formula (OWASP's list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NEGATIVE_NUMBER = re.compile(r"-(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell no spreadsheet runs: text starting with = + - @, a tab or a carriage return (`=HYPERLINK(...)`,
+    `@SUM(A1)`, `-1+2`) gets a leading single quote, as OWASP recommends; numbers are left as they are, and so is
+    text that is a negative number (`-1.5`)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NEGATIVE_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def _csv_cell(key: str, value: Any) -> Any:
     if key == "input_shape" and isinstance(value, (list, tuple)):
         return "x".join(str(d) for d in value)  # 1x3x224x224, one cell a spreadsheet keeps as text
-    return json.dumps(value) if isinstance(value, (list, dict, tuple)) else value
+    return spreadsheet_safe(json.dumps(value) if isinstance(value, (list, dict, tuple)) else value)
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
-    """Raw rows as CSV: every key of every row a column, nested values as JSON, shapes as 1x3x224x224."""
+    """Raw rows as CSV: every key of every row a column, nested values as JSON, shapes as 1x3x224x224, and no cell
+    or column name a spreadsheet would run as a formula (see spreadsheet_safe). Every CSV cnnprof writes is this."""
     if not rows:
         return ""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_cell(k, v) for k, v in row.items()})
+    for cells in ([spreadsheet_safe(str(k)) for k in keys], *([_csv_cell(k, r[k]) if k in r else "" for k in keys]
+                                                           for r in rows)):
+        # The csv module quotes a line feed but not a lone CR (with "\n" line ends), which readers take for a
+        # line end: a row holding one has its text quoted, so "x\r=1+2" cannot start a row of its own.
+        cr = any(isinstance(c, str) and "\r" in c for c in cells)
+        csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC if cr else csv.QUOTE_MINIMAL).writerow(cells)
     return buf.getvalue()
 
 
