@@ -2,9 +2,11 @@
 and arguments say is shown escaped, never run by the terminal or a spreadsheet; data files never run code."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -240,3 +242,158 @@ def test_a_carriage_return_in_a_csv_cell_cannot_start_a_row():
     text = render_csv([{"a": "x\r=1+2", "n": 1}, {"a": "y", "n": 2}])
     assert text.splitlines() == ["a,n", '"x', '=1+2",1', "y,2"]  # str.splitlines breaks at CR, a CSV reader does not
     assert list(csv.reader(io.StringIO(text, newline=""))) == [["a", "n"], ["x\r=1+2", "1"], ["y", "2"]]
+
+
+# ----------------------------------------------------------------------------- data files never run code
+
+SENTINEL = "cnnprof_sentinel_mod"
+TINY = """name: tiny
+family: "{target}"
+description: "{target}"
+reference: "{target}"
+params: {{width_mult: 1.0}}
+stem: {{out_channels: 16, kernel_size: 3, stride: 2, activation: "{target}"}}
+stages:
+  - {{block: basic, depth: 1, out_channels: 16, stride: 1}}
+head: {{pool: avg}}
+"""
+TAGS = ["!!python/object/apply:{mod}.boom []", "!!python/name:{mod}.boom", "!!python/module:{mod}",
+        "!!python/object:{mod}.Boom {{}}", "!!python/object/new:{mod}.Boom []"]
+
+
+@pytest.fixture
+def sentinel(tmp_path, monkeypatch):
+    """An importable module that leaves a marker file when it is imported or its callable is called: whatever
+    names it in a data file must leave neither (it is on sys.path, so an attempt would succeed)."""
+    marker = tmp_path / "ran"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / f"{SENTINEL}.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported ')\n"
+        f"def boom(*args, **kwargs):\n    open({str(marker)!r}, 'a').write('called ')\n"
+        f"class Boom:\n    def __init__(self, *args, **kwargs):\n        boom()\n")
+    monkeypatch.syspath_prepend(str(lib))
+    monkeypatch.delitem(sys.modules, SENTINEL, raising=False)
+    yield f"{SENTINEL}:boom"
+    assert not marker.exists(), marker.read_text()
+    assert SENTINEL not in sys.modules
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_a_config_or_space_with_a_python_tag_is_refused_not_run(cli, tmp_path, sentinel, tag):
+    from cnnprof.design.space import load_space
+    from cnnprof.models.config import load_config
+
+    value = tag.format(mod=SENTINEL)
+    config = tmp_path / "net.yaml"
+    config.write_text(TINY.format(target="x").replace('reference: "x"', f"reference: {value}"))
+    with pytest.raises(CnnprofError, match="YAML tag not allowed"):
+        load_config(config)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.format(name="s") + f"description: {value}\n")
+    with pytest.raises(CnnprofError, match="YAML tag not allowed"):
+        load_space(space)
+    result = cli("flops", str(config))
+    assert result.exit_code == 2 and "YAML tag not allowed" in result.stderr
+
+
+def test_a_module_callable_in_a_config_is_a_string(cli, tmp_path, sentinel):
+    config = tmp_path / "net.yaml"
+    config.write_text(TINY.format(target=sentinel))
+    result = cli("flops", str(config), "--format", "json")  # the activation names no registered one
+    assert result.exit_code == 2 and "activation" in result.stderr
+    config.write_text(TINY.format(target=sentinel).replace(f'activation: "{sentinel}"', "activation: relu"))
+    row = cli.json("params", str(config))[0]  # the family, description and reference are just text
+    assert row["model"] == "tiny"
+    overridden = cli("params", str(config), "--set", f"width_mult={sentinel}")  # a --set value is data too
+    assert overridden.exit_code == 2 and "width_mult" in overridden.stderr
+
+
+def test_a_module_callable_in_a_space_is_a_string(cli, tmp_path, sentinel):
+    from cnnprof.design.space import load_space
+
+    space = tmp_path / "s.yaml"
+    space.write_text(f"name: s\nbase: {json.dumps(sentinel)}\nknobs:\n  width_mult: {{type: float, low: 0.5, high: 1}}\n")
+    with pytest.raises(CnnprofError, match="neither a zoo model nor a config file"):
+        load_space(space)
+    space.write_text(f"name: s\nbase: mobilenet_v1\ndescription: {json.dumps(sentinel)}\nknobs:\n"
+                     f"  stages.0.block: {{type: categorical, choices: [{json.dumps(sentinel)}, conv]}}\n")
+    rows = cli.json("search", "--space", str(space), "--out", str(tmp_path / "o"), "--trials", "4", "--workers", "1",
+                    "--minimize", "macs", "--sampler", "random", "--seed", "0")
+    assert {r["status"] for r in rows if r["stages.0.block"] == sentinel} == {"invalid"}
+
+
+def test_a_device_profile_is_json_data(cli, tmp_path, sentinel):
+    profile = json.loads((Path(__file__).parent / "golden_cli" / "fixed_cpu_profile.json").read_text())
+    profile.update(name=sentinel, source=sentinel, device="cpu", **{"py/object": f"{SENTINEL}.Boom",
+                                                                  "__reduce__": [sentinel, []]})
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(profile))
+    result = cli("device", "--device-spec", str(path), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["name"] == sentinel
+    result = cli("roofline", "mobilenet_v3_small", "--device-spec", str(path), "--by", "type")
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize("storage", ["study.log", "sqlite:///{tmp}/study.db"])
+def test_a_stored_study_is_data(cli, tmp_path, sentinel, storage):
+    import optuna
+
+    from cnnprof.design.study import open_storage
+
+    storage = storage.format(tmp=tmp_path) if "://" in storage else str(tmp_path / storage)
+    space = tmp_path / "s.yaml"
+    space.write_text(f"name: s\nbase: mobilenet_v1\nknobs:\n"
+                     f"  stages.0.block: {{type: categorical, choices: [{json.dumps(sentinel)}, conv]}}\n")
+    args = ("search", "--space", str(space), "--out", str(tmp_path / "o"), "--workers", "1", "--minimize", "macs",
+            "--sampler", "random", "--seed", "0", "--storage", storage)
+    assert cli(*args, "--trials", "3").exit_code == 0
+    study = optuna.load_study(study_name="s", storage=open_storage(storage))
+    study.set_user_attr("note", {"py/object": f"{SENTINEL}.Boom", "call": sentinel})
+    study.add_trial(optuna.trial.create_trial(  # a stored trial as anyone with the file could write it
+        state=optuna.trial.TrialState.FAIL, params={"stages.0.block": sentinel},
+        distributions={"stages.0.block": optuna.distributions.CategoricalDistribution([sentinel, "conv"])},
+        user_attrs={"cnnprof": {"status": sentinel, "error": sentinel}, "extra": {"py/object": f"{SENTINEL}.Boom"}}))
+    resumed = cli(*args, "--trials", "5", "--format", "json")  # reads every stored trial back
+    assert resumed.exit_code == 0, resumed.stderr
+    rows = json.loads(resumed.stdout)
+    assert len(rows) == 5 and (rows[3]["status"], rows[3]["error"]) == (sentinel, sentinel)
+    study.set_user_attr("space", sentinel)  # a study made for another space is refused, by name
+    other = cli(*args, "--trials", "6")
+    assert other.exit_code == 2 and f"searches {sentinel}" in other.stderr
+
+
+def test_no_data_file_is_read_with_a_loader_that_builds_objects():
+    import yaml
+
+    from cnnprof.models.yaml_input import _Loader
+
+    assert issubclass(_Loader, yaml.constructor.SafeConstructor)
+    assert not issubclass(_Loader, yaml.constructor.FullConstructor)  # Full and Unsafe build Python objects
+    package = Path(__file__).resolve().parents[1] / "cnnprof"
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if _runs_code(node):
+                found.setdefault(str(path.relative_to(package)), []).append(ast.unparse(node))
+    # Only a MODEL argument imports code (models/spec.py), the package's lazy attributes import cnnprof's own
+    # modules (a fixed table), and the one yaml.load call uses the safe _Loader above.
+    assert found == {"__init__.py": ["importlib.import_module(_LAZY[name])"],
+                     "models/spec.py": ["importlib.util.spec_from_file_location(name, file)",
+                                        "importlib.import_module(target)"],
+                     "models/yaml_input.py": ["yaml.load(text, Loader=_Loader)"]}, found
+
+
+def _runs_code(node: ast.AST) -> bool:
+    """A call that evaluates, imports or unpickles, an unsafe YAML load, or an import of a pickle-like module."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+        return any(str(n).split(".")[0] in ("pickle", "marshal", "shelve", "dill", "jsonpickle") for n in names)
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    bare = isinstance(func, ast.Name) and name in ("eval", "exec", "compile", "__import__")
+    return bare or name in ("import_module", "spec_from_file_location", "load", "unsafe_load", "full_load") and (
+        name != "load" or ast.unparse(func).startswith("yaml."))
