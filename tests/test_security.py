@@ -186,9 +186,34 @@ def test_a_model_label_is_escaped_in_every_table(cli, command, fmt):
     assert no_controls(result.stdout) and SHOWN in result.stdout
 
 
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+def test_a_model_argument_is_escaped_in_a_sweeps_title_and_notes(cli, fmt):
+    result = cli("sweep", f"mobilenet_v3_small@label={EVIL}", "--set", "width_mult=1,0.5", "--format", fmt)
+    assert no_controls(result.stdout + result.stderr) and SHOWN in result.stdout  # in the title
+    assert result.stdout.count("\\x1b[2J") == 3  # and in the notes of the 2 failed rows (cut short there)
+
+
 def test_a_model_label_keeps_its_characters_in_json(cli):
     rows = cli.json("params", f"mobilenet_v3_small@label={EVIL}")
     assert rows[0]["model"] == EVIL
+
+
+def test_the_pareto_table_shows_a_space_name_knob_and_choice_escaped(monkeypatch):
+    import cnnprof.design.search as search_module
+    from cnnprof.design.metrics import Point
+    from cnnprof.design.space import Knob, Space
+    from cnnprof.report.design import search_report
+
+    def fake(space, sample, settings):
+        return Point(tuple(sample.items()), params=1 if sample[EVIL] == EVIL else 2, macs=1, other_ops=0)
+
+    monkeypatch.setattr(search_module, "evaluate_sample", fake)
+    space = Space(EVIL, "", "api", "none", {}, (Knob(EVIL, "categorical", choices=(EVIL, "b")),))  # API-built
+    result = search_module.search(space, [("params", "minimize")], trials=4, seed=0, study_name="ok")
+    for fmt in ("table", "markdown"):
+        text = search_report(result).render(fmt, width=400)
+        assert no_controls(text) and text.count(SHOWN) >= 3  # title, header, the chosen value
+    assert result.trials[0].sample[0][0] == EVIL and EVIL in search_report(result).json_rows[0]
 
 
 def test_an_error_naming_a_bad_value_is_escaped_and_no_emoji_code_is_replaced(cli):
