@@ -136,6 +136,16 @@ def test_tables_and_markdown_show_every_string_escaped_and_never_as_markup():
     assert f"| a {SHOWN}<br>second line | 1 |" in md  # a line break stays inside its cell
 
 
+def test_a_line_break_in_a_title_or_note_is_still_a_space():
+    from cnnprof.report.render import Column, Table, render_markdown, table_text
+    from rich.console import Console
+
+    table = Table("a\nb", [Column("v", "V")], [{"v": 1}], notes=["c\nd"])
+    text = table_text(table, Console(width=80, force_terminal=False))
+    assert text.splitlines()[0] == "a b" and text.splitlines()[-1] == "c d"
+    assert render_markdown(table).splitlines()[0] == "**a b**" and "_c d_" in render_markdown(table)
+
+
 def test_printable_escapes_controls_only():
     from cnnprof.report.render import printable
 

@@ -239,12 +239,12 @@ def table_text(table: Table, console: Console) -> str:
     out = Console(file=buf, width=width, highlight=False, soft_wrap=False, force_terminal=console.is_terminal,
                   color_system=console.color_system, no_color=console.no_color)
     if table.title:
-        title = textwrap.fill(printable(table.title), width=text_width, break_long_words=False,
+        title = textwrap.fill(printable(table.title, keep="\n"), width=text_width, break_long_words=False,
                               break_on_hyphens=False)
         out.print(Text(title, style="italic"))
     out.print(rich_table)
     for note in table.notes:
-        out.print(Text(textwrap.fill(printable(note), width=text_width, break_long_words=False,
+        out.print(Text(textwrap.fill(printable(note, keep="\n"), width=text_width, break_long_words=False,
                                      break_on_hyphens=False), style="dim"))
     return _TRAILING.sub(r"\1", buf.getvalue())
 
@@ -254,14 +254,19 @@ def _markdown_cell(fmt: Callable[[Any], str], value: Any) -> str:
     return _cell(fmt, value).replace("|", "\\|").replace("\n", "<br>")
 
 
+def _markdown_line(text: str) -> str:
+    """A title or note on one Markdown line, escaped (line breaks become spaces, as textwrap makes them in tables)."""
+    return printable(text, keep="\n").replace("\n", " ")
+
+
 def render_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table: bold title, numbers right-aligned, caption and notes in italics."""
-    lines = [f"**{printable(table.title)}**", ""] if table.title else []
+    lines = [f"**{_markdown_line(table.title)}**", ""] if table.title else []
     lines.append("| " + " | ".join(_markdown_cell(str, c.header) for c in table.columns) + " |")
     lines.append("|" + "|".join("---:" if c.justify == "right" else ":---" for c in table.columns) + "|")
     for row in table.rows:
         lines.append("| " + " | ".join(_markdown_cell(c.fmt, row.get(c.key)) for c in table.columns) + " |")
-    lines += [""] + [f"_{printable(n)}_" for n in ([table.caption] if table.caption else []) + table.notes]
+    lines += [""] + [f"_{_markdown_line(n)}_" for n in ([table.caption] if table.caption else []) + table.notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
