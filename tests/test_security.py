@@ -348,7 +348,8 @@ def test_a_module_callable_in_a_space_is_a_string(cli, tmp_path, sentinel):
     from cnnprof.design.space import load_space
 
     space = tmp_path / "s.yaml"
-    space.write_text(f"name: s\nbase: {json.dumps(sentinel)}\nknobs:\n  width_mult: {{type: float, low: 0.5, high: 1}}\n")
+    space.write_text(f"name: s\nbase: {json.dumps(sentinel)}\nknobs:\n"
+                     f"  width_mult: {{type: float, low: 0.5, high: 1}}\n")
     with pytest.raises(CnnprofError, match="neither a zoo model nor a config file"):
         load_space(space)
     space.write_text(f"name: s\nbase: mobilenet_v1\ndescription: {json.dumps(sentinel)}\nknobs:\n"

@@ -212,8 +212,8 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
 
     results, code = [], 0
     show = len(specs) > 1 and err.is_terminal
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not show) as progress, interruptible():
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not show) as progress, interruptible():
         task = progress.add_task(what, total=len(specs))
         for done, spec in enumerate(specs):
             progress.update(task, description=printable(f"{what} {name(spec)}"))
