@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # ":smile:" in a name stays as written
 
 
 def _help_type(param: Any, ctx: Any) -> str | None:
@@ -196,12 +196,19 @@ def print_error(message: Any, prefix: str = "error") -> None:
     """One error line on stderr: control characters (line breaks included) escaped, length capped, so that
     whatever a user's value or model put in the message it stays one readable line."""
     from cnnprof.cli.options import as_options
+    from cnnprof.report.render import printable
 
-    text = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-                   for ch in as_options(str(message)))
+    text = printable(as_options(str(message)))
     if len(text) > MAX_ERROR_CHARS:
         text = text[:MAX_ERROR_CHARS - 1] + "…"
     err.print(f"{prefix}: {text}", markup=False)
+
+
+def print_note(text: str) -> None:
+    """One line of information on stderr ("wrote FILE"), escaped as errors are (FILE is the user's argument)."""
+    from cnnprof.report.render import printable
+
+    err.print(printable(text), markup=False)
 
 
 def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
@@ -214,15 +221,15 @@ def for_each_model(specs: list[Any], work: Callable[[Any], Any], what: str,
     Returns (results, exit code so far)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cnnprof.report.render import OutputError
+    from cnnprof.report.render import OutputError, printable
 
     results, code = [], 0
     show = len(specs) > 1 and err.is_terminal
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not show) as progress, interruptible():
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not show) as progress, interruptible():
         task = progress.add_task(what, total=len(specs))
         for done, spec in enumerate(specs):
-            progress.update(task, description=f"{what} {name(spec)}")
+            progress.update(task, description=printable(f"{what} {name(spec)}"))
             try:
                 with redirect_stdout(sys.stderr):
                     result = work(spec)

@@ -10,11 +10,11 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
+    app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
     guard)
 from cnnprof.cli.device import DeviceSpecOpt
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, Measuring, PlotOpt, PredictOpt, with_progress
-from cnnprof.cli.common import Device
+from cnnprof.cli.common import Device, print_note
 
 
 class MatchMetric(str, Enum):
@@ -79,5 +79,5 @@ def _match(model: str, vary: str, grid: list[str] | None, how: Measuring, *, met
     emit(fmt, *match_report(result))
     if plot:
         plot_match(result, plot)
-        err.print(f"wrote {plot}", markup=False)
+        print_note(f"wrote {plot}")
     return 0 if any(r.value is not None for r in result.rows) else 2

@@ -12,8 +12,9 @@ OPTIONS = {
     "min_runs": "--min-runs", "min_time": "--min-time", "output": "--output", "overrides": "--set",
     "resolution": "--resolution", "scope": "--scope", "backend": "--backend", "threads": "--threads",
     "warmup": "--warmup", "space": "--space", "trials": "--trials", "workers": "--workers", "storage": "--storage",
+    "study_name": "--study-name",
     "out": "--out", "predict": "--predict", "bench": "--bench", "by": "--by", "depth": "--depth",
-    "minimize": "--minimize", "maximize": "--maximize", "stats": "--stats", "study_name": "--study-name",
+    "minimize": "--minimize", "maximize": "--maximize", "stats": "--stats",
     "knob": "--vary", "reference": "--to", "target": "--target", "bounds": "--range", "axes": "--set",
     "fixed": "--set", "quick": "--quick", "cached": "--cached", "seed": "--seed", "sampler": "--sampler",
 }

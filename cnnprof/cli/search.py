@@ -11,9 +11,9 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, err, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
+    app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
     guard)
-from cnnprof.cli.common import Device
+from cnnprof.cli.common import Device, print_note
 from cnnprof.cli.device import DeviceSpecOpt
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, Measuring, PlotOpt, PredictOpt, with_progress
 from cnnprof.errors import CnnprofError
@@ -87,7 +87,7 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
             options: dict[str, Any], *, out: str | None, plot: str | None, fmt: str) -> int:
     """`cnnprof search`: run or resume the study in the output directory, write the trial files, show the front."""
     from cnnprof.design.metrics import parse_constraint
-    from cnnprof.design.search import parse_objectives, search_to_dir
+    from cnnprof.design.search import check_study_name, parse_objectives, search_to_dir
     from cnnprof.design.space import load_space
     from cnnprof.report.design import check_plot_path
 
@@ -96,6 +96,7 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     constraints = [parse_constraint(c) for c in constraint or []]
     settings = how.settings(how.profile())
     space = load_space(space_file)
+    check_study_name(options["study_name"])
     how.check_device()
     out_dir = _out_dir(out or f"search-{space.name}")
     saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
@@ -119,12 +120,13 @@ def _write_trials(saved: Any) -> None:
     """Every trial, as raw numbers, to OUT/trials.json and OUT/trials.csv."""
     import json
 
+    from cnnprof.design.search import output_path, write_text
     from cnnprof.report.design import trial_rows
     from cnnprof.report.render import render_csv
 
     rows = trial_rows(saved.result, saved.configs)
-    (saved.out_dir / "trials.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (saved.out_dir / "trials.csv").write_text(render_csv(rows))
+    write_text(output_path(saved.out_dir, "trials.json"), json.dumps(rows, indent=2) + "\n")
+    write_text(output_path(saved.out_dir, "trials.csv"), render_csv(rows))
 
 
 def _show(saved: Any, fmt: str, plot: str | None) -> None:
@@ -139,4 +141,4 @@ def _show(saved: Any, fmt: str, plot: str | None) -> None:
     emit(fmt, tables, json_rows, csv_rows)
     if plot:
         plot_stats(saved.result, stats, plot) if stats is not None else plot_pareto(saved.result, plot)
-        err.print(f"wrote {plot}", markup=False)
+        print_note(f"wrote {plot}")

@@ -14,6 +14,7 @@ from cnnprof.errors import CnnprofError
 from cnnprof.cli.common import (
     app, err, Format, Convention, Scope, Device, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt,
     InputOpt, explicit_inputs, guard)
+from cnnprof.cli.common import print_note
 
 GridOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=V1[,V2,...]",
@@ -129,7 +130,7 @@ def _sweep(model: str, grid: list[str] | None, how: Measuring, *, convention: st
     emit(fmt, *sweep_report(result, convention))
     if plot:
         plot_sweep(result, plot, y, convention)
-        err.print(f"wrote {plot}", markup=False)
+        print_note(f"wrote {plot}")
     return 0 if any(p.ok for p in result.points) else 2
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cnnprof.design.metrics import Constraint, Point, Settings, get_metric, metric_value, require
-from cnnprof.design.space import Space
+from cnnprof.design.space import Space, name_problem
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
 from cnnprof.errors import CnnprofError, first_line, parameter
@@ -86,6 +86,7 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = _checked_objectives(objectives, constraints, trials, settings, stats)
     kind = sampler_kind(sampler, objectives, stats)
+    check_study_name(study_name)
     study_name = study_name or space.name
     constraints = tuple(constraints)
     study = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints))
@@ -99,6 +100,14 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
                         elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1)
+
+
+def check_study_name(study_name: str | None) -> None:
+    """A study name is a label, checked as a space's name is: it is written into the configs' headers and,
+    by default, the space's name names the output directory and files."""
+    problem = None if study_name is None else name_problem(study_name)
+    if problem:
+        raise CnnprofError(f"{parameter('study_name')}: {problem}")
 
 
 def _checked_objectives(objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint], trials: int,
@@ -240,10 +249,28 @@ def search_to_dir(out_dir: str | Path, space: Space, objectives: Sequence[tuple[
     Pareto front's configs to out_dir/pareto, or with `stats` compute the design-space distributions."""
     out_dir = Path(out_dir)
     result = search(space, objectives, constraints, trials=trials, seed=seed, sampler=sampler,
-                    storage=storage or f"sqlite:///{(out_dir / 'study.db').resolve()}", study_name=study_name,
-                    workers=workers, settings=settings, convention=convention, stats=stats, progress=progress)
-    configs = {} if stats else write_configs(result, space, out_dir / "pareto")
+                    storage=storage or f"sqlite:///{output_path(out_dir, 'study.db').resolve()}",
+                    study_name=study_name, workers=workers, settings=settings, convention=convention, stats=stats,
+                    progress=progress)
+    configs = {} if stats else write_configs(result, space, output_path(out_dir, "pareto"))
     return SavedSearch(result, out_dir, configs, distributions(result) if stats else None)
+
+
+def output_path(out_dir: str | Path, name: str) -> Path:
+    """out_dir/name, refused unless it resolves inside out_dir: whatever a name from a file or an existing link
+    says, a search writes only under its output directory."""
+    path = Path(out_dir) / name
+    if not path.resolve().is_relative_to(Path(out_dir).resolve()):
+        raise CnnprofError(f"{path}: resolves outside {parameter('out')} {out_dir}; refusing to write there")
+    return path
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write an output file; a failure is one line naming the file."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise CnnprofError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def write_configs(result: SearchResult, space: Space, out_dir: Any,
@@ -252,7 +279,10 @@ def write_configs(result: SearchResult, space: Space, out_dir: Any,
     import yaml
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnprofError(f"{out}: cannot create: {exc.strerror or exc}") from None
     paths = {}
     for number in result.pareto if numbers is None else numbers:
         t = result.trial(number)
@@ -262,9 +292,9 @@ def write_configs(result: SearchResult, space: Space, out_dir: Any,
         knobs = ", ".join(f"{k}={_short(v)}" for k, v in t.sample)
         raw["description"] = f"cnnprof search of {space.source}, trial {number}: {knobs}"
         raw["reference"] = f"{t.point.params} params, {t.point.macs} MACs ({result.settings.scope} scope)"
-        path = out / f"{name}.yaml"
-        path.write_text(f"# Written by `cnnprof search` (study {result.study_name}); rebuild with "
-                        f"`cnnprof flops {path}`.\n" + yaml.safe_dump(raw, sort_keys=False, width=120))
+        path = output_path(out, f"{name}.yaml")
+        header = f"Written by `cnnprof search` (study {result.study_name}); rebuild with `cnnprof flops {path}`."
+        write_text(path, f"# {' '.join(header.splitlines())}\n" + yaml.safe_dump(raw, sort_keys=False, width=120))
         paths[number] = str(path)
     return paths
 

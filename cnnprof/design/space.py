@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -24,6 +25,10 @@ from cnnprof.errors import ConfigError
 SPACE_KEYS = {"name", "description", "base", "knobs"}
 KNOB_KEYS = {"type", "low", "high", "step", "log", "choices", "multiply", "divisor"}
 TYPES = ("int", "float", "categorical")
+# A name from a file or an option (a space's name, a study's) is a label that becomes part of file names
+# (search-NAME/, NAME_t0001.yaml): never a path. No separator, no "..", a bounded set of characters.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+NAME_RULE = "use up to 100 letters, digits, '_', '.', '+' or '-', starting with a letter or digit, without '..'"
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,28 @@ def load_space(path: str | Path) -> Space:
         name = str(name)
         base_value = settable.get(name) if name in settable else _get(raw, name)
         knobs.append(parse_knob(fail, key, name, spec, base_value))
-    return Space(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
+    return Space(name=_space_name(fail, data.get("name"), path), description=str(data.get("description", "")),
                  source=str(path), base=base, raw=raw, knobs=tuple(knobs))
+
+
+def name_problem(name: Any) -> str | None:
+    """Why `name` cannot be a label that output file names are made of (a path, '..', odd characters), or None."""
+    if isinstance(name, str) and NAME.fullmatch(name) and ".." not in name:
+        return None
+    text = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+    return f"{text} is not a valid name ({NAME_RULE})"
+
+
+def _space_name(fail, name: Any, path: Path) -> str:
+    """The space's `name:`, checked (it names the output directory and the configs), else one made of the file's."""
+    if name is None:
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "_", path.stem).replace("..", "_").lstrip("_.+-")[:100] or "space"
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)
+    problem = name_problem(name)
+    if problem:
+        raise fail("name", problem)
+    return name
 
 
 def _space_file(path: Path) -> Path:

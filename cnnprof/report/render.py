@@ -166,22 +166,37 @@ def stdout_console() -> Console:
     return console
 
 
-def _widest_line(fmt: Callable[[Any], str], key: str, rows: list[dict[str, Any]]) -> int:
-    return max((len(line) for r in rows for line in fmt(r.get(key)).splitlines()), default=0)
+def printable(text: str, keep: str = "") -> str:
+    """`text` as it may reach a terminal: every character that is not printable (C0 and C1 controls, ESC, DEL,
+    line separators, bidirectional and other format characters) shown as its Python escape (ESC as `\\x1b`),
+    except those in `keep`. Every string a table or Markdown shows goes through here, because labels, names,
+    descriptions and errors come from files and arguments; rich markup is never parsed either (tables are
+    built of Text, never of markup strings)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in keep else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+def _cell(fmt: Callable[[Any], str], value: Any) -> str:
+    """A formatted cell, escaped; its line breaks (a name above its aliases) are kept."""
+    return printable(fmt(value), keep="\n")
 
 
 def _rich_table(table: Table, short: bool) -> RichTable:
-    rich_table = RichTable(caption=Text(table.caption) if table.caption else None, caption_justify="left",
-                           header_style="bold")
+    rich_table = RichTable(caption=Text(printable(table.caption)) if table.caption else None,
+                           caption_justify="left", header_style="bold")
     fmts = [(col.short_fmt or col.fmt) if short else col.fmt for col in table.columns]
-    for i, (col, fmt) in enumerate(zip(table.columns, fmts)):
-        header = (col.short or col.header) if short else col.header
+    cells = [[_cell(fmt, row.get(col.key)) for col, fmt in zip(table.columns, fmts)] for row in table.rows]
+    for i, col in enumerate(table.columns):
+        header = printable((col.short or col.header) if short else col.header)
         # Numbers, bars and the row's name stay on one line; descriptive text columns may wrap.
         keep = col.justify == "right" or col.no_wrap or i == 0
+        widest = max((len(line) for row in cells for line in row[i].splitlines()), default=0)
         rich_table.add_column(Text(header), justify=col.justify, no_wrap=keep,
-                              min_width=max(len(header), _widest_line(fmt, col.key, table.rows)) if keep else None)
-    for row in table.rows:
-        rich_table.add_row(*(Text(fmt(row.get(col.key))) for col, fmt in zip(table.columns, fmts)))
+                              min_width=max(len(header), widest) if keep else None)
+    for row in cells:
+        rich_table.add_row(*(Text(cell) for cell in row))
     return rich_table
 
 
@@ -224,44 +239,72 @@ def table_text(table: Table, console: Console) -> str:
     out = Console(file=buf, width=width, highlight=False, soft_wrap=False, force_terminal=console.is_terminal,
                   color_system=console.color_system, no_color=console.no_color)
     if table.title:
-        title = textwrap.fill(table.title, width=text_width, break_long_words=False, break_on_hyphens=False)
+        title = textwrap.fill(printable(table.title, keep="\n"), width=text_width, break_long_words=False,
+                              break_on_hyphens=False)
         out.print(Text(title, style="italic"))
     out.print(rich_table)
     for note in table.notes:
-        out.print(Text(textwrap.fill(note, width=text_width, break_long_words=False, break_on_hyphens=False),
-                       style="dim"))
+        out.print(Text(textwrap.fill(printable(note, keep="\n"), width=text_width, break_long_words=False,
+                                     break_on_hyphens=False), style="dim"))
     return _TRAILING.sub(r"\1", buf.getvalue())
+
+
+def _markdown_cell(fmt: Callable[[Any], str], value: Any) -> str:
+    """A Markdown table cell: escaped, its pipes quoted and its line breaks <br>, so it stays in its row."""
+    return _cell(fmt, value).replace("|", "\\|").replace("\n", "<br>")
+
+
+def _markdown_line(text: str) -> str:
+    """A title or note on one Markdown line, escaped (line breaks become spaces, as textwrap makes them in tables)."""
+    return printable(text, keep="\n").replace("\n", " ")
 
 
 def render_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table: bold title, numbers right-aligned, caption and notes in italics."""
-    lines = [f"**{table.title}**", ""] if table.title else []
-    lines.append("| " + " | ".join(c.header for c in table.columns) + " |")
+    lines = [f"**{_markdown_line(table.title)}**", ""] if table.title else []
+    lines.append("| " + " | ".join(_markdown_cell(str, c.header) for c in table.columns) + " |")
     lines.append("|" + "|".join("---:" if c.justify == "right" else ":---" for c in table.columns) + "|")
     for row in table.rows:
-        lines.append("| " + " | ".join(c.fmt(row.get(c.key)).replace("|", "\\|") for c in table.columns) + " |")
-    lines += [""] + [f"_{n}_" for n in ([table.caption] if table.caption else []) + table.notes]
+        lines.append("| " + " | ".join(_markdown_cell(c.fmt, row.get(c.key)) for c in table.columns) + " |")
+    lines += [""] + [f"_{_markdown_line(n)}_" for n in ([table.caption] if table.caption else []) + table.notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+# What makes a spreadsheet (Excel, LibreOffice, Google Sheets) read a CSV cell as a formula (OWASP's list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NEGATIVE_NUMBER = re.compile(r"-(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell no spreadsheet runs: text starting with = + - @, a tab or a carriage return (`=HYPERLINK(...)`,
+    `@SUM(A1)`, `-1+2`) gets a leading single quote, as OWASP recommends; numbers are left as they are, and so is
+    text that is a negative number (`-1.5`)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NEGATIVE_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def _csv_cell(key: str, value: Any) -> Any:
     if key == "input_shape" and isinstance(value, (list, tuple)):
         return "x".join(str(d) for d in value)  # 1x3x224x224, one cell a spreadsheet keeps as text
-    return json.dumps(value) if isinstance(value, (list, dict, tuple)) else value
+    return spreadsheet_safe(json.dumps(value) if isinstance(value, (list, dict, tuple)) else value)
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
-    """Raw rows as CSV: every key of every row a column, nested values as JSON, shapes as 1x3x224x224."""
+    """Raw rows as CSV: every key of every row a column, nested values as JSON, shapes as 1x3x224x224, and no cell
+    or column name a spreadsheet would run as a formula (see spreadsheet_safe). Every CSV cnnprof writes is this."""
     if not rows:
         return ""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_cell(k, v) for k, v in row.items()})
+    for cells in ([spreadsheet_safe(str(k)) for k in keys], *([_csv_cell(k, r[k]) if k in r else "" for k in keys]
+                                                           for r in rows)):
+        # The csv module quotes a line feed but not a lone CR (with "\n" line ends), which readers take for a
+        # line end: a row holding one has its text quoted, so "x\r=1+2" cannot start a row of its own.
+        cr = any(isinstance(c, str) and "\r" in c for c in cells)
+        csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC if cr else csv.QUOTE_MINIMAL).writerow(cells)
     return buf.getvalue()
 
 
