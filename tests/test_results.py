@@ -148,7 +148,7 @@ def test_one_trace_gives_the_flops_the_traffic_and_the_shapes():
 def test_trace_is_public_and_serialisable():
     trace = cnnprof.trace("resnet18")
     assert trace.label == "resnet18" and len(trace.events) > 50
-    json.dumps([e.__dict__ for e in trace.events[:3]])
+    json.dumps([e._asdict() for e in trace.events[:3]])
 
 
 def test_compare_times_models_interleaved_from_the_api():

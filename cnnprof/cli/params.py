@@ -63,7 +63,8 @@ def layer_shapes(source: Any, model: Any, inputs: Any) -> dict[str, tuple] | Non
         specs = input_specs(source, model, None, None, inputs)
         if not all(t.is_meta for t in model.parameters()):
             return None
-        trace = trace_model(ModuleSource(model, source.label), list(specs) if specs is not None else None)
+        trace = trace_model(ModuleSource(model, source.label), list(specs) if specs is not None else None,
+                            traffic=False)
     except CnnprofError:
         return None
     return {name: (i, o) for name, i, o in trace.module_shapes}

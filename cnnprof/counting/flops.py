@@ -160,4 +160,4 @@ def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str
         from cnnprof.counting.fvcore import count_fvcore
 
         return count_fvcore(source, inputs)
-    return flop_count(trace_model(source, inputs, formulas=formulas), scope)
+    return flop_count(trace_model(source, inputs, formulas=formulas, traffic=False), scope)

@@ -95,12 +95,12 @@ def dense_attention():
 
 
 def traced_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool, units: Mapping | None = None,
-               formulas: Mapping | None = None) -> tuple[Tracer, ModuleTracker, int]:
+               formulas: Mapping | None = None, traffic: bool = True) -> tuple[Tracer, ModuleTracker, int]:
     """One forward under the tracer: on meta (a CPU module through meta stand-ins, not a copy) or real.
     Returns (tracer, module tracker, module forward calls)."""
     with untouched(net):  # the run may leave meta tensors, counters or lazy weights behind: none stay
         tracker = ModuleTracker(net, units)
-        tracer = Tracer(tracker, formulas)
+        tracer = Tracer(tracker, formulas, traffic)
         called = [0]
         counting = nn.modules.module.register_module_forward_pre_hook(lambda *_: called.__setitem__(0, called[0] + 1))
         net.eval()
@@ -122,40 +122,44 @@ def traced_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool, units: 
     return tracer, tracker, called[0]
 
 
-def trace_model(model: Any, inputs: Any = None, *, formulas: Mapping | None = None) -> Trace:
+def trace_model(model: Any, inputs: Any = None, *, formulas: Mapping | None = None, traffic: bool = True) -> Trace:
     """The op trace of one forward pass of `model` (an nn.Module or a source, see cnnprof.counting.source):
     on meta, or once for real on the CPU when it cannot run there (`Trace.method` says which). `formulas`:
-    per-call overrides {op or module class: formula or (formula, scope)} (cnnprof.counting.units)."""
+    per-call overrides {op or module class: formula or (formula, scope)} (cnnprof.counting.units); `traffic`:
+    also record what each op moves (for the traffic and latency views; counting alone does not need it)."""
     from cnnprof.counting.units import split_formulas
 
     overrides, units = split_formulas(formulas)
     overrides, units = overrides or None, units or None
     source = as_source(model)
     net = source.module if source.module is not None else source.build("meta")
-    check_initialised(source.label, net)
     args, kwargs = source.inputs(net, inputs)
     specs = as_specs(args, kwargs)
     try:
-        run, method = traced_run(net, *make_inputs(args, kwargs), on_meta=True, units=units, formulas=overrides), "meta"
+        run = traced_run(net, *make_inputs(args, kwargs), on_meta=True, units=units, formulas=overrides,
+                         traffic=traffic)
+        method = "meta"
     except Exception as exc:  # noqa: BLE001 - the user's forward: theirs to report, or a reason to run for real
         if getattr(exc, "_cnnprof_internal", False):
             raise
+        check_initialised(source.label, net)  # a lazy module fails on its shapeless weights: say so
         if not _meta_failure(exc):
             raise forward_error(source.label, specs, exc) from None
         _check_fits(source.label, net, specs, exc)
         net = _real_model(source, net, exc)
-        run, method = _real_run(source.label, net, args, kwargs, specs, units, overrides), "cpu"
+        run, method = _real_run(source.label, net, (args, kwargs), specs, units, overrides, traffic), "cpu"
     tracer, tracker, called = run
     return Trace(label=source.label, events=tuple(tracer.events), uncounted=tuple(sorted(tracer.uncounted.items())),
                  module_names=tuple(name for name, _ in net.named_modules()), module_shapes=tracker.shapes_table(),
                  inputs=specs, method=method, modules_called=called, free_calls=tracer.free_calls,
-                 params=sum(p.numel() for p in net.parameters()))
+                 params=sum(p.numel() for p in net.parameters()), traffic=traffic)
 
 
-def _real_run(label: str, net: nn.Module, args: tuple, kwargs: dict, specs: Sequence[InputSpec],
-              units: Mapping | None, formulas: Mapping | None) -> tuple[Tracer, ModuleTracker, int]:
+def _real_run(label: str, net: nn.Module, inputs: tuple[tuple, dict], specs: Sequence[InputSpec],
+              units: Mapping | None, formulas: Mapping | None, traffic: bool) -> tuple[Tracer, ModuleTracker, int]:
     try:
-        return traced_run(net, *make_inputs(args, kwargs, real=True), on_meta=False, units=units, formulas=formulas)
+        return traced_run(net, *make_inputs(*inputs, real=True), on_meta=False, units=units, formulas=formulas,
+                          traffic=traffic)
     except Exception as exc:  # noqa: BLE001
         if getattr(exc, "_cnnprof_internal", False):
             raise

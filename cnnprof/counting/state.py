@@ -9,67 +9,81 @@ and class (a lazy module stays lazy), and restores whatever the run replaced, ad
 from __future__ import annotations
 
 import contextlib
-import copy
+import operator
+from collections import OrderedDict
 from typing import Any, Iterator
 
 from torch import nn
 
 from cnnprof.errors import CnnprofError
 
-def _is_container(value: Any) -> bool:
-    return isinstance(value, (list, dict, set))
+_CONTAINERS = frozenset((dict, OrderedDict, list, set))  # what a module keeps its state in, one level deep
+# torch's hook tables: the tracer's own hooks come and go there (removed by their handles); a forward does not
+# touch them, so their contents are not copied (their objects are still put back like every attribute)
+_HOOK_TABLES = frozenset(("_backward_pre_hooks", "_backward_hooks", "_forward_hooks", "_forward_hooks_with_kwargs",
+                          "_forward_hooks_always_called", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs",
+                          "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                          "_load_state_dict_post_hooks"))
 
 
-def _snapshot(value: Any) -> Any:
-    """A copy one level deep of a mutable container (its items are the same objects); the value otherwise."""
-    return copy.copy(value) if _is_container(value) else value
-
-
-def _same_items(container: Any, snapshot: Any) -> bool:
-    """Whether a container still holds exactly the items of its snapshot (the same objects)."""
-    if len(container) != len(snapshot):
+def _unchanged(container: Any, copy: Any) -> bool:
+    """Whether a container holds the same items (the same objects, in the same places) as its copy (None: it
+    was empty)."""
+    if copy is None:
+        return not container
+    if len(container) != len(copy):
         return False
     if isinstance(container, dict):
-        return container.keys() == snapshot.keys() and all(container[k] is snapshot[k] for k in snapshot)
+        return container.keys() == copy.keys() and all(map(operator.is_, container.values(), copy.values()))
     if isinstance(container, set):
-        return container == snapshot
-    return all(a is b for a, b in zip(container, snapshot))
+        return container == copy
+    return all(map(operator.is_, container, copy))
 
 
-def _restore(module: nn.Module, saved: dict[str, tuple[Any, Any]]) -> None:
-    """Every attribute of `module` back to the object it was, a container back to its items."""
+def _save(module: nn.Module) -> tuple:
+    """(module, its class, its attributes, (container, copy) for each container attribute)."""
     state = module.__dict__
-    for key in [k for k in state if k not in saved]:
-        del state[key]  # added by the run
-    for key, (original, snapshot) in saved.items():
-        if _is_container(original) and not _same_items(original, snapshot):
-            original.clear()
-            original.update(snapshot) if isinstance(original, (dict, set)) else original.extend(snapshot)
-        state[key] = original
+    return (module, type(module), dict(state),
+            [(v, v.copy() if v else None) for k, v in state.items() if type(v) in _CONTAINERS and k not in _HOOK_TABLES])
+
+
+def _restore(saved: tuple) -> None:
+    """A module's class, attributes and containers back to what `_save` saw."""
+    module, cls, attrs, containers = saved
+    if type(module) is not cls:
+        module.__class__ = cls  # a lazy module turns into its eager class on its first forward
+    state = module.__dict__
+    if state.keys() != attrs.keys() or not all(map(operator.is_, state.values(), attrs.values())):
+        state.clear()
+        state.update(attrs)  # attributes replaced, added or removed by the run
+    for container, copy in containers:
+        if not _unchanged(container, copy):
+            container.clear()
+            if copy is not None:
+                container.update(copy) if isinstance(container, (dict, set)) else container.extend(copy)
 
 
 @contextlib.contextmanager
 def untouched(model: nn.Module) -> Iterator[None]:
     """Run the block, then put every module of `model` back as it was (see the module docstring)."""
-    modules = list(model.modules())
-    classes = [type(m) for m in modules]  # a lazy module turns into its eager class on its first forward
-    saved = [{k: (v, _snapshot(v)) for k, v in m.__dict__.items()} for m in modules]
+    saved = [_save(m) for m in model.modules()]
     try:
         yield
     finally:
-        for module, cls, state in zip(modules, classes, saved):
-            if type(module) is not cls:
-                module.__class__ = cls
-            _restore(module, state)
+        for entry in saved:
+            _restore(entry)
 
 
 def check_initialised(label: str, net: nn.Module) -> None:
     """Refuse a model with lazy modules not yet initialised: their weights have no shape until a real forward,
     and counting must not initialise them (the model is the user's, and stays as it is)."""
+    from itertools import chain
+
     from torch.nn.parameter import is_lazy
 
+    if not any(map(is_lazy, chain(net.parameters(), net.buffers()))):
+        return
     lazy = [name for name, m in net.named_modules()
             if any(is_lazy(t) for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])]
-    if lazy:
-        raise CnnprofError(f"{label}: lazy modules not initialised yet ({', '.join(lazy[:3])}"
-                           f"{', ...' if len(lazy) > 3 else ''}): run one forward pass first, then count it")
+    raise CnnprofError(f"{label}: lazy modules not initialised yet ({', '.join(lazy[:3])}"
+                       f"{', ...' if len(lazy) > 3 else ''}): run one forward pass first, then count it")

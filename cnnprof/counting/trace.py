@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -33,9 +33,9 @@ _IN_PLACE_COPIES = frozenset(("clone", "contiguous", "copy", "_to_copy"))
 ModuleFormula = Callable[..., Cost]
 
 
-@dataclass(frozen=True)
-class OpEvent:
-    """One op call of a forward pass: what ran, where, its cost and the elements it moved."""
+class OpEvent(NamedTuple):
+    """One op call of a forward pass: what ran, where, its cost and the elements it moved (a NamedTuple: one is
+    made per op, so it must be cheap to make; `_asdict()` gives its fields)."""
 
     module: str  # path of the innermost module running ("" for the model's own code)
     op: str  # aten op name, in-place suffix dropped (relu_ -> relu); a module counted as a unit: its class
@@ -74,6 +74,19 @@ def _elements(value: Any) -> int:
 
 def _first(out: Any) -> Any:
     return out[0] if isinstance(out, (tuple, list)) and out else out
+
+
+_NOTHING_MOVED = (0, 0, (), (), 1)
+
+
+def _moved(name: str, base: str, op_type: str, args: tuple, kwargs: dict, out: Any) -> tuple:
+    """(elements read, elements written, output shape, kernel, groups) of one op call."""
+    first = _first(out)
+    is_tensor = isinstance(first, torch.Tensor)
+    written = first.numel() if is_tensor else 0
+    read = written if base in _IN_PLACE_COPIES and name.endswith("_") else (
+        _elements(args) + _elements(tuple(kwargs.values())))  # copy_(dst, src): dst is only written
+    return (read, written, tuple(first.shape) if is_tensor else (), *_kernel_groups(base, op_type, args, kwargs))
 
 
 def _kernel_groups(name: str, op_type: str, args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
@@ -159,10 +172,11 @@ class FormulaError(Exception):
 class Tracer(TorchDispatchMode):
     """Dispatch mode that turns every aten op into an OpEvent (see the module docstring)."""
 
-    def __init__(self, tracker: ModuleTracker | None = None, formulas: Mapping | None = None):
+    def __init__(self, tracker: ModuleTracker | None = None, formulas: Mapping | None = None, traffic: bool = True):
         super().__init__()
         self.tracker = tracker
         self.formulas = formulas  # per-call overrides of the registry (cnnprof.counting.formulas.lookup)
+        self.traffic = traffic  # record elements moved, output shape, kernel and groups (the traffic view's facts)
         self.events: list[OpEvent] = []
         self.uncounted: dict[str, int] = defaultdict(int)  # ops that ran without a formula: calls
         self.free_calls = 0  # views, allocations and uncounted ops: no traffic, but each one is dispatched
@@ -204,16 +218,9 @@ class Tracer(TorchDispatchMode):
         cost, scope = priced
         base = name.rstrip("_")
         module = self.tracker.current if self.tracker else ""
-        first = _first(out)
-        written = first.numel() if isinstance(first, torch.Tensor) else 0
-        read = written if base in _IN_PLACE_COPIES and name.endswith("_") else (
-            _elements(args) + _elements(tuple(kwargs.values())))  # copy_(dst, src): dst is only written
-        kernel, groups = _kernel_groups(base, cost.type, args, kwargs)
-        event = OpEvent(
-            module=module, op=base, type=(self.tracker.declared_type(module) if self.tracker else None) or cost.type,
-            op_type=cost.type, scope=scope, macs=cost.macs, ops=cost.ops, acts=op_acts(name, cost.type, out),
-            elements_read=read, elements_written=written,
-            shape=tuple(first.shape) if isinstance(first, torch.Tensor) else (), kernel=kernel, groups=groups)
+        layer_type = (self.tracker.declared_type(module) if self.tracker else None) or cost.type
+        event = OpEvent(module, base, layer_type, cost.type, scope, cost.macs, cost.ops, op_acts(name, cost.type, out),
+                        *(_moved(name, base, cost.type, args, kwargs, out) if self.traffic else _NOTHING_MOVED))
         self.events.append(event)
         return event
 
@@ -247,6 +254,7 @@ class Trace:
     modules_called: int  # module forward calls (the Python overhead the latency model charges)
     free_calls: int  # views, allocations and uncounted ops (dispatched, but no traffic)
     params: int = 0  # parameters of the traced module, each counted once
+    traffic: bool = True  # whether the events record what each op moved (see Tracer)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

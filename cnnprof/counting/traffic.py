@@ -129,6 +129,8 @@ def memory_profile(trace: Trace, dtype: str = "float32") -> MemoryProfile:
     """The traffic view of an op trace, every tensor element at the size of `dtype`."""
     if dtype not in ELEMENT_BYTES:
         raise CnnprofError(f"unknown dtype {dtype!r}; choose one of {', '.join(ELEMENT_BYTES)}")
+    if not trace.traffic:
+        raise ValueError("this trace did not record what its ops moved: trace with traffic=True")
     return MemoryProfile(model=trace.label, input_shape=trace.input_shape, dtype=dtype,
                          calls=op_calls(trace.events, ELEMENT_BYTES[dtype]), modules_called=trace.modules_called,
                          module_names=trace.module_names, uncounted=trace.uncounted, free_calls=trace.free_calls)

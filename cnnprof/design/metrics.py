@@ -112,7 +112,7 @@ def evaluate(spec: Any, overrides: Mapping[str, Any], settings: Settings = Setti
         model = source.build("meta")
         specs = input_specs(source, model, settings.batch_size, settings.resolution, settings.inputs)
         inputs = list(specs) if specs is not None else None  # None: a nested declared input, as declared
-        trace = trace_model(replace(source, module=model), inputs)
+        trace = trace_model(replace(source, module=model), inputs, traffic=settings.profile is not None)
         fc = flop_count(trace, settings.scope)
         point = Point(knobs, params=count_params(model).total, macs=fc.macs, other_ops=fc.other_ops,
                       acts=fc.acts)

@@ -75,7 +75,7 @@ def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_si
     built = source.module if source.module is not None else source.build("meta")  # a given module is never moved
     specs = input_specs(source, built, batch_size, resolution, _specs(inputs))
     trace = trace_model(replace(source, module=built), list(specs) if specs is not None else inputs,
-                        formulas=formulas)
+                        formulas=formulas, traffic=device_profile is not None)
     prediction = None
     if device_profile is not None:
         from cnnprof.counting.traffic import memory_profile
