@@ -260,3 +260,22 @@ def test_auto_batch_halves_after_a_real_out_of_memory_failure():
     assert results[0].status == "ok" and results[0].batch_size == 2 and results[0].requested_batch_size == 16
     plain, _ = interleaved_benchmark([resolve(ExplodesAtBatch4())], [(16, 3, 16, 16)], **FAST)
     assert plain[0].status == "oom" and plain[0].batch_size == 16
+
+
+def test_auto_batch_jumps_from_a_huge_batch_with_few_estimates(monkeypatch):
+    from cnnprof.counting import footprint as memory
+    from cnnprof.inputs import InputSpec
+    from cnnprof.models.spec import build_model
+    from cnnprof.timing.interleave import _shrink
+
+    meta = build_model("resnet18", "meta")
+    one, eight = memory.estimate_bytes(meta, (1, 3, 64, 64)), memory.estimate_bytes(meta, (8, 3, 64, 64))
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (one + eight) // 2)
+    calls = []
+    estimate = memory.estimate_bytes
+    monkeypatch.setattr(memory, "estimate_bytes", lambda *a, **k: calls.append(1) or estimate(*a, **k))
+    specs, refused = _shrink(meta, (InputSpec((2**20, 3, 64, 64)),), "cpu", "float32", auto_batch=True)
+    batch = specs[0].shape[0]
+    assert refused is None and len(calls) <= 4  # halving one step at a time took 20 estimates
+    assert batch & (batch - 1) == 0 and estimate(meta, (batch, 3, 64, 64)) <= (one + eight) // 2
+    assert estimate(meta, (2 * batch, 3, 64, 64)) > (one + eight) // 2  # the largest of 2**20, 2**19, ... that fits

@@ -142,9 +142,34 @@ def _halved(specs: tuple, batch: int) -> tuple:
     return with_batch_and_resolution(specs, max(1, batch // 2), None)
 
 
+def _jump(meta_model, specs, device, dtype, needed: int) -> tuple:
+    """The inputs at the largest batch of the halving sequence B, B/2, ... that the memory estimate says fits:
+    the estimate grows linearly with the batch, so its values at B and at 1 give the answer at once."""
+    from cnnprof.counting.footprint import available_bytes, estimate_bytes
+    from cnnprof.inputs import with_batch_and_resolution
+
+    batch, free = specs[0].shape[0], available_bytes(device)
+    try:
+        with torch.inference_mode(False):
+            one = estimate_bytes(meta_model, with_batch_and_resolution(specs, 1, None), dtype)
+    except Exception:  # noqa: BLE001 - no estimate: halve one step at a time
+        return specs
+    per_sample = (needed - one) / (batch - 1)
+    if free is None or per_sample <= 0:
+        return specs
+    fits = max(1, int((free - one) / per_sample) + 1)
+    while batch > 1 and batch > fits:
+        batch //= 2
+    return with_batch_and_resolution(specs, max(1, batch), None)
+
+
 def _shrink(meta_model, specs, device, dtype, auto_batch: bool):
-    """(inputs that fit, refusal or None): with auto_batch, halve the batch until the estimate fits."""
+    """(inputs that fit, refusal or None): with auto_batch, the batch is halved until the estimate fits, the
+    first jump straight from the estimate (no hundred estimates from a huge batch)."""
     refused = memory_refusal(meta_model, specs, device, dtype)
+    if refused is not None and auto_batch and specs[0].shape[0] > 1:
+        specs = _jump(meta_model, specs, device, dtype, refused[0])
+        refused = memory_refusal(meta_model, specs, device, dtype)
     while refused is not None and auto_batch and specs[0].shape[0] > 1:
         specs = _halved(specs, specs[0].shape[0])
         refused = memory_refusal(meta_model, specs, device, dtype)
