@@ -1,10 +1,13 @@
-"""Standing property test: mutated configs, odd block arguments and odd `--set` values give a result or a
-one-line error (exit 2), never another exception or exit 1, within a time bound per example.
+"""Standing property test: mutated configs, odd block arguments, odd `--set` values and mutated device profiles
+give a result or a one-line error (exit 2), never another exception or exit 1, within a time bound per example.
 
 Deterministic (derandomize) and bounded so it runs in well under a minute on 2 cores; the larger local
 fuzz that counts failures by kind is `python -m tests.fuzzing --cases 4000`.
 """
+import copy
+import json
 import random
+from pathlib import Path
 
 import pytest
 import yaml
@@ -58,3 +61,41 @@ def test_every_block_argument_with_odd_values(case):
 def test_set_values_through_the_cli_exit_0_or_2(key, value, model, cmd):
     with deadline(SECONDS):
         assert run_cli(CliRunner(), app, cmd, model, f"{key}={value}") in (0, 2)
+
+
+PROFILE = json.loads((Path(__file__).parent / "golden_cli" / "fixed_cpu_profile.json").read_text())
+ODD = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.0, -1.0, 1e308, 1e-300]),
+                st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6), st.lists(st.integers(), max_size=2),
+                st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+def _paths(node, prefix=()):
+    """Every (path of keys) in a JSON tree."""
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*prefix, k))
+
+
+PROFILE_PATHS = [p for p in _paths(PROFILE) if p]
+
+
+@pytest.mark.slow
+@fuzz(60)
+@given(path=st.sampled_from(PROFILE_PATHS), value=ODD, drop=st.booleans())
+def test_mutated_device_profiles_give_a_result_or_a_one_line_error(tmp_path_factory, path, value, drop):
+    data = copy.deepcopy(PROFILE)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if drop:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = value
+    spec = tmp_path_factory.mktemp("profile") / "p.json"
+    spec.write_text(json.dumps(data))
+    with deadline(SECONDS):
+        result = CliRunner().invoke(app, ["roofline", "resnet18", "--resolution", "32", "--by", "type",
+                                          "--device-spec", str(spec), "--format", "json"])
+    assert result.exit_code in (0, 2), result.stderr or repr(result.exception)
+    assert result.exit_code == 0 or len(result.stderr.strip().splitlines()) == 1
