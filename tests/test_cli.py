@@ -369,3 +369,10 @@ def test_a_full_disk_under_output_is_one_line_and_exit_1(cli, tmp_path, monkeypa
     result = cli("params", "resnet18", "mobilenet_v2", "--output", str(tmp_path / "rows.json"))
     assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
         f"error: --output {tmp_path / 'rows.json'}: No space left on device"]
+
+
+def test_help_lists_the_commands_in_the_order_a_user_learns_them(cli):
+    text = cli("--help").stdout
+    order = ["list", "params", "flops", "compare", "bench", "device", "roofline", "sweep", "match", "search"]
+    positions = [text.index(f"\n  {name} ") for name in order]
+    assert positions == sorted(positions)

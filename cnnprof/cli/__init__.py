@@ -14,6 +14,11 @@ from cnnprof.cli.common import app
 
 __all__ = ["app", "main"]
 
+# `cnnprof --help` lists the commands in the order a user learns them, not in the order they were imported.
+ORDER = ("list", "params", "flops", "compare", "bench", "device", "roofline", "sweep", "match", "search")
+app.registered_commands.sort(key=lambda c: ORDER.index(c.name or c.callback.__name__)
+                             if (c.name or c.callback.__name__) in ORDER else len(ORDER))
+
 
 def main() -> None:
     """Console-script entry point."""
