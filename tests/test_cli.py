@@ -376,3 +376,9 @@ def test_help_lists_the_commands_in_the_order_a_user_learns_them(cli):
     order = ["list", "params", "flops", "compare", "bench", "device", "roofline", "sweep", "match", "search"]
     positions = [text.index(f"\n  {name} ") for name in order]
     assert positions == sorted(positions)
+
+
+def test_usage_lines_show_arguments_as_written(cli):
+    assert cli("compare", "--help").stdout.splitlines()[0].endswith("[OPTIONS] MODEL MODEL [MODEL]...")
+    assert cli("flops", "--help").stdout.splitlines()[0].endswith("[OPTIONS] [MODEL]...")
+    assert "{" not in cli("sweep", "--help").stdout.splitlines()[0]

@@ -46,7 +46,19 @@ def _help_type(param: Any, ctx: Any) -> str | None:
     return param.name.upper().rstrip("_")
 
 
+def _usage_name(self: Any) -> str:
+    """An argument in the usage line: its metavar as written (`MODEL MODEL [MODEL]...`), else NAME... or
+    [NAME]... (typer writes a required one as `{NAME}`, which reads as a set of choices)."""
+    if self.metavar is not None and ("..." in self.metavar or " " in self.metavar):
+        return self.metavar
+    raw = self.metavar or self.display_name_raw
+    name = raw if self.required else f"[{raw}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
 typer.core.TyperArgument.display_type_rich = _help_type
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    typer.core.TyperArgument._usage_display_name = _usage_name
 typer.core.TyperOption.display_type_rich = _help_type
 
 
