@@ -4,6 +4,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -382,3 +383,16 @@ def test_usage_lines_show_arguments_as_written(cli):
     assert cli("compare", "--help").stdout.splitlines()[0].endswith("[OPTIONS] MODEL MODEL [MODEL]...")
     assert cli("flops", "--help").stdout.splitlines()[0].endswith("[OPTIONS] [MODEL]...")
     assert "{" not in cli("sweep", "--help").stdout.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_the_console_script_finds_a_package_in_the_working_directory(tmp_path):
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text("import torch\ndef build_net():\n    return torch.nn.Linear(4, 2)\n")
+    script = Path(sys.executable).parent / "cnnprof"
+    result = subprocess.run([str(script), "flops", "mypkg.models:build_net", "--input-shape", "1,4", "--format",
+                             "json"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["macs"] == 8

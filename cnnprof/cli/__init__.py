@@ -21,5 +21,11 @@ app.registered_commands.sort(key=lambda c: ORDER.index(c.name or c.callback.__na
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. The working directory is searched for `package.module:callable` models, as
+    `python -m` does (appended, so it never shadows an installed package)."""
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     app()
