@@ -1,0 +1,59 @@
+"""`cnnprof search` hardening (issues 17 and 18): bad design spaces, constraints, trial counts, option combinations
+and resumed studies are one line on stderr and exit 2, never a traceback or a silently wrong search."""
+import pytest
+
+BASE = "base: mobilenet_v1\nknobs:\n"
+WIDTH = "  width_mult: {type: float, low: 0.5, high: 1.0}\n"
+
+
+def run_search(cli, tmp_path, space_text, *args):
+    path = tmp_path / "small.yaml"
+    path.write_text(space_text)
+    return cli("search", "--space", str(path), "--out", str(tmp_path / "o"), "--trials", "2", "--workers", "1", *args)
+
+
+def one_line_exit_2(result, *words):
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("knobs, key", [
+    ("  width_mult: {type: float, low: .nan, high: 1.0}\n", "knobs.width_mult.low"),
+    ("  width_mult: {type: float, low: 0.5, high: .inf}\n", "knobs.width_mult.high"),
+    ("  width_mult: {type: float, low: -.inf, high: 1.0}\n", "knobs.width_mult.low"),
+    ("  width_mult: {type: float, low: 0.5, high: 1.0, step: .nan}\n", "knobs.width_mult.step"),
+    ("  width_mult: {type: float, low: 0.5, high: 0.5}\n", "knobs.width_mult"),
+    ("  resolution: {type: int, low: 224, high: 96}\n", "knobs.resolution"),
+    ("  1: {type: int, low: 1, high: 4}\n", "knobs.1"),
+    ("  true: {type: int, low: 1, high: 4}\n", "knobs.True"),
+    ("  null: {type: int, low: 1, high: 4}\n", "knobs.None"),
+    ("  width_mult: {type: float, low: 0.5, high: 1.0, log: 'no'}\n", "knobs.width_mult.log"),
+    ("  width_mult: {type: float, low: 0.5, high: 1.0, log: 'true'}\n", "knobs.width_mult.log"),
+    ("  stages.1.out_channels: {type: categorical, choices: [0.5, 1.0], multiply: 'false'}\n",
+     "knobs.stages.1.out_channels.multiply"),
+    ("  stages.1.out_channels: {type: categorical, choices: [0.5, 1.0], multiply: 1}\n",
+     "knobs.stages.1.out_channels.multiply"),
+])
+def test_bad_space_is_one_line_naming_file_and_key(cli, tmp_path, knobs, key):
+    one_line_exit_2(run_search(cli, tmp_path, BASE + knobs, "--minimize", "params"), "small.yaml", key)
+
+
+def test_yaml_booleans_are_read_as_configs_read_them():
+    """yes/no are YAML booleans (as in configs); only strings are refused."""
+    from cnnprof.design.space import load_space
+
+    space = load_space("configs/spaces/mobilenet_v2.yaml")
+    assert all(isinstance(k.multiply, bool) and isinstance(k.log, bool) for k in space.knobs)
+
+
+def test_yes_no_booleans_load(tmp_path):
+    from cnnprof.design.space import load_space
+
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE + "  width_mult: {type: float, low: 0.5, high: 1.0, log: yes}\n"
+                    "  stages.1.out_channels: {type: categorical, choices: [0.5, 1.0], multiply: no}\n")
+    knobs = {k.name: k for k in load_space(path).knobs}
+    assert knobs["width_mult"].log is True and knobs["stages.1.out_channels"].multiply is False
