@@ -57,3 +57,22 @@ def test_yes_no_booleans_load(tmp_path):
                     "  stages.1.out_channels: {type: categorical, choices: [0.5, 1.0], multiply: no}\n")
     knobs = {k.name: k for k in load_space(path).knobs}
     assert knobs["width_mult"].log is True and knobs["stages.1.out_channels"].multiply is False
+
+
+@pytest.mark.parametrize("constraint, words", [
+    ("macs>=inf", ["--constraint", "macs>=inf"]),
+    ("macs>=nan", ["--constraint", "macs>=nan"]),
+    ("macs<=1e999", ["--constraint", "finite"]),
+    ("params>=-1e999M", ["--constraint", "finite"]),
+])
+def test_infinite_or_nan_constraint_is_one_line(cli, tmp_path, constraint, words):
+    one_line_exit_2(run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--constraint", constraint), *words)
+
+
+@pytest.mark.parametrize("trials", [str(10**30), "1000001"])
+def test_trials_above_the_ceiling_is_one_line_not_a_hang(cli, tmp_path, trials):
+    path = tmp_path / "small.yaml"
+    path.write_text(BASE + WIDTH)
+    result = cli("search", "--space", str(path), "--out", str(tmp_path / "o"), "--trials", trials, "--workers", "1",
+                 "--minimize", "params")
+    one_line_exit_2(result, "--trials", "1,000,000")

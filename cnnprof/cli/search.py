@@ -32,8 +32,8 @@ class Sampler(str, Enum):
 def search(
     space: Annotated[str, typer.Option("--space", metavar="FILE", help="Design-space YAML (see configs/spaces/; a "
                                                                      "shipped name like regnet also works).")],
-    trials: Annotated[int, typer.Option(min=1, help="Trials the study should hold when done (a resumed study "
-                                                    "runs only the missing ones).")] = 100,
+    trials: Annotated[int, typer.Option(min=1, help="Trials the study should hold when done, at most 1,000,000 "
+                                                    "(a resumed study runs only the missing ones).")] = 100,
     minimize: Annotated[MetricList, typer.Option("--minimize", metavar="METRIC", show_default=False,
                                                  help="Objective to minimise (repeatable): params, macs, flops, "
                                                       "acts, latency.")] = None,

@@ -7,6 +7,7 @@ processes, so the samples depend on --seed only, not on the number of workers.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from cnnprof.errors import CnnprofError, first_line, parameter
 from cnnprof.results import Printable
 
 BATCH = 8  # trials asked before any is told: fixed, so results do not depend on --workers
+MAX_TRIALS = 1_000_000  # a study's ceiling: more is a typo (a study this size is days of counting), not a plan
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,13 @@ def check_study_name(study_name: str | None) -> None:
 def _checked_objectives(objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint], trials: int,
                         settings: Settings, stats: bool) -> list[tuple[str, str]]:
     """The objectives to optimise (macs for statistics without any), each measurable with these settings."""
-    if trials < 1:
-        raise CnnprofError(f"{parameter('trials')} must be >= 1, got {trials}")
+    if not 1 <= trials <= MAX_TRIALS:
+        raise CnnprofError(f"{parameter('trials')} must be in [1, {MAX_TRIALS:,}], got {trials:.3g}"
+                           if trials > MAX_TRIALS else f"{parameter('trials')} must be >= 1, got {trials}")
+    for c in constraints:
+        if not math.isfinite(c.bound):
+            raise CnnprofError(f"{parameter('constraint', repr(c.text))}: the bound must be a finite number, "
+                               f"got {c.bound}")
     if not objectives and not stats:
         raise CnnprofError("give an objective (--minimize METRIC or --maximize METRIC), or --stats")
     objectives = list(objectives) or [("macs", "minimize")]
