@@ -76,3 +76,62 @@ def test_trials_above_the_ceiling_is_one_line_not_a_hang(cli, tmp_path, trials):
     result = cli("search", "--space", str(path), "--out", str(tmp_path / "o"), "--trials", trials, "--workers", "1",
                  "--minimize", "params")
     one_line_exit_2(result, "--trials", "1,000,000")
+
+
+KNOB2 = "  resolution: {type: int, low: 96, high: 224, step: 32}\n"
+
+
+def resume(cli, tmp_path, space_text, *args):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    return run_search(cli, tmp_path, space_text, "--storage", storage, "--study-name", "s", "--seed", "0", *args)
+
+
+def stored_study(tmp_path):
+    import optuna
+
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+@pytest.mark.parametrize("space_text, args, words", [
+    (BASE + "  width_mult: {type: float, low: 0.5, high: 0.9}\n" + KNOB2, [], ["knob width_mult changed", "0.9"]),
+    (BASE + WIDTH, [], ["knob resolution removed"]),
+    (BASE + WIDTH + KNOB2 + "  stages.3.depth: {type: categorical, choices: [2, 4]}\n", [],
+     ["knob stages.3.depth added"]),
+    (BASE + WIDTH + "  resolution: {type: categorical, choices: [96, 128]}\n", [], ["knob resolution changed",
+                                                                                  "categorical"]),
+    (BASE.replace("mobilenet_v1", "mobilenet_v2") + WIDTH + KNOB2, [], ["base config mobilenet_v1 -> mobilenet_v2"]),
+    (BASE + WIDTH + KNOB2, ["--constraint", "macs<=100M"], ["constraints"]),
+])
+def test_resuming_with_another_space_or_objectives_is_refused(cli, tmp_path, space_text, args, words):
+    first = resume(cli, tmp_path, BASE + WIDTH + KNOB2, "--minimize", "macs")
+    assert first.exit_code == 0, first.stderr
+    again = resume(cli, tmp_path, space_text, "--minimize", "macs", *args)
+    one_line_exit_2(again, "made for another search", *words)
+
+
+def test_resuming_the_same_search_passes_and_direction_change_is_refused(cli, tmp_path):
+    assert resume(cli, tmp_path, BASE + WIDTH, "--minimize", "macs").exit_code == 0
+    same = resume(cli, tmp_path, BASE + WIDTH, "--minimize", "macs", "--trials", "3")
+    assert same.exit_code == 0 and "warning" not in same.stderr, same.stderr
+    one_line_exit_2(resume(cli, tmp_path, BASE + WIDTH, "--maximize", "macs"), "study")
+
+
+@pytest.mark.parametrize("stored, outcome", [
+    (None, "warning"), ("garbage", "unreadable"), (["a"], "unreadable"), ({"hash": 3}, "unreadable"),
+    ({"hash": "x", "description": {"knobs": 5}}, "made for another search"),
+    ("same description, wrong hash", "warning"),
+])
+def test_missing_or_edited_stored_attributes_are_data(cli, tmp_path, stored, outcome):
+    assert resume(cli, tmp_path, BASE + WIDTH, "--minimize", "macs").exit_code == 0
+    study = stored_study(tmp_path)
+    if stored == "same description, wrong hash":
+        stored = {"hash": "0", "description": study.user_attrs["fingerprint"]["description"]}
+    study.set_user_attr("fingerprint", stored)
+    result = resume(cli, tmp_path, BASE + WIDTH, "--minimize", "macs", "--trials", "3")
+    assert "Traceback" not in result.stderr
+    if outcome == "warning":
+        assert result.exit_code == 0 and "warning:" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert stored_study(tmp_path).user_attrs["fingerprint"]["hash"] != "0"
+    else:
+        one_line_exit_2(result, outcome)

@@ -101,6 +101,8 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     out_dir = _out_dir(out or f"search-{space.name}")
     saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
                                   **options), "Searching")
+    for warning in saved.result.warnings:
+        print_note(f"warning: {warning}")
     _write_trials(saved)
     _show(saved, fmt, plot)
     return 130 if saved.result.interrupted else 0

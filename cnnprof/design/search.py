@@ -44,6 +44,7 @@ class SearchResult(Printable):
     elapsed_s: float
     interrupted: bool = False
     workers: int = 1
+    warnings: tuple[str, ...] = ()  # e.g. a resumed study that stores no description of its space
 
     def trial(self, number: int) -> TrialRecord:
         """The trial of this number."""
@@ -91,7 +92,8 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     check_study_name(study_name)
     study_name = study_name or space.name
     constraints = tuple(constraints)
-    study = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints))
+    study, warnings = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints),
+                                 constraints)
     start = time.perf_counter()
     pool = _pool(workers) if workers > 1 and not settings.bench else None
     run = _Run(study, space, settings, objectives, constraints, convention)
@@ -101,7 +103,8 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
-                        elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1)
+                        elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1,
+                        warnings=tuple(warnings))
 
 
 def check_study_name(study_name: str | None) -> None:
