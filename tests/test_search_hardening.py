@@ -135,3 +135,25 @@ def test_missing_or_edited_stored_attributes_are_data(cli, tmp_path, stored, out
         assert stored_study(tmp_path).user_attrs["fingerprint"]["hash"] != "0"
     else:
         one_line_exit_2(result, outcome)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--minimize", "params", "--bench", "--workers", "2"], ["--bench", "--workers 2"]),
+    (["--stats", "--sampler", "tpe"], ["--stats", "--sampler tpe", "random"]),
+    (["--stats", "--sampler", "nsga2"], ["--stats", "--sampler nsga2"]),
+])
+def test_options_that_would_be_ignored_are_refused(cli, tmp_path, args, words):
+    path = tmp_path / "small.yaml"
+    path.write_text(BASE + WIDTH)
+    result = cli("search", "--space", str(path), "--out", str(tmp_path / "o"), "--trials", "2", *args)
+    one_line_exit_2(result, *words)
+
+
+def test_bench_alone_and_stats_with_random_still_run(cli, tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(BASE + WIDTH)
+    for i, args in enumerate((["--minimize", "params", "--bench", "--min-time", "0.01"],
+                              ["--stats", "--sampler", "random"])):
+        result = cli("search", "--space", str(path), "--out", str(tmp_path / f"o{i}"), "--trials", "2", "--format",
+                     "json", *args)
+        assert result.exit_code == 0, result.stderr

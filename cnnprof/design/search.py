@@ -88,6 +88,7 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = _checked_objectives(objectives, constraints, trials, settings, stats)
+    _check_combinations(workers, settings, sampler, stats)
     kind = sampler_kind(sampler, objectives, stats)
     check_study_name(study_name)
     study_name = study_name or space.name
@@ -113,6 +114,17 @@ def check_study_name(study_name: str | None) -> None:
     problem = None if study_name is None else name_problem(study_name)
     if problem:
         raise CnnprofError(f"{parameter('study_name')}: {problem}")
+
+
+def _check_combinations(workers: int, settings: Settings, sampler: str, stats: bool) -> None:
+    """Options that cannot go together, refused rather than one of them silently ignored."""
+    if settings.bench and workers > 1:
+        raise CnnprofError(f"{parameter('bench')} times trials one at a time (timings taken in parallel would "
+                           f"disturb each other); {parameter('workers', workers)} cannot go with it, use 1")
+    if stats and sampler not in ("auto", "random"):
+        raise CnnprofError(f"{parameter('stats')} needs uniform random samples (its quantiles and EDF describe the "
+                           f"space, not where a {sampler} sampler looked); {parameter('sampler', sampler)} cannot go "
+                           f"with it, use random or auto")
 
 
 def _checked_objectives(objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint], trials: int,
