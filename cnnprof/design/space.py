@@ -238,10 +238,12 @@ def _numeric_range(fail, key: str, knob_type: str, spec: dict) -> tuple[Any, Any
     number = int if knob_type == "int" else (int, float)
     for k, v in (("low", low), ("high", high)) + ((("step", step),) if step is not None else ()):
         if not is_finite_number(v) or not isinstance(v, number):
-            what = "an integer" if knob_type == "int" else "a finite number"
+            non_finite = isinstance(v, float) and not math.isfinite(v)
+            what = "a finite number" if non_finite else "an integer" if knob_type == "int" else "a number"
             raise fail(f"{key}.{k}", f"expected {what}, got {shown(v)}")
     if low >= high:
-        raise fail(key, f"empty range: low {low} >= high {high} (use a categorical knob for one value)")
+        raise fail(key, f"empty range: low {low} {'>' if low > high else '='} high {high}"
+                        + ("" if low > high else " (a categorical knob takes one value)"))
     if step is not None and (step <= 0 or log):
         raise fail(f"{key}.step", "must be > 0, and cannot be combined with log")
     if log and low <= 0:
