@@ -32,8 +32,8 @@ class Sampler(str, Enum):
 def search(
     space: Annotated[str, typer.Option("--space", metavar="FILE", help="Design-space YAML (see configs/spaces/; a "
                                                                      "shipped name like regnet also works).")],
-    trials: Annotated[int, typer.Option(min=1, help="Trials the study should hold when done (a resumed study "
-                                                    "runs only the missing ones).")] = 100,
+    trials: Annotated[int, typer.Option(min=1, help="Trials the study should hold when done, at most 1,000,000 "
+                                                    "(a resumed study runs only the missing ones).")] = 100,
     minimize: Annotated[MetricList, typer.Option("--minimize", metavar="METRIC", show_default=False,
                                                  help="Objective to minimise (repeatable): params, macs, flops, "
                                                       "acts, latency.")] = None,
@@ -46,7 +46,7 @@ def search(
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed: the same seed gives the same trials.",
                                                 show_default=False)] = None,
     sampler: Annotated[Sampler, typer.Option(help="auto: NSGA-II for several objectives, TPE for one, random with "
-                                                  "--stats.")] = Sampler.auto,
+                                                  "--stats (which needs random samples).")] = Sampler.auto,
     out: Annotated[Optional[str], typer.Option("--out", metavar="DIR", show_default=False,
                                                help="Where trials.json, trials.csv, the Pareto configs and the "
                                                     "study database go (default: search-SPACE).")] = None,
@@ -58,8 +58,9 @@ def search(
                                                         "machines fill one study.")] = None,
     study_name: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the space's name).",
                                                       show_default=False)] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Processes counting trials in parallel (default: CPU cores; "
-                                                     "1 with --bench).")] = os.cpu_count() or 1,
+    workers: Annotated[Optional[int], typer.Option(min=1, show_default=False,
+                                                   help="Processes counting trials in parallel (default: CPU cores; "
+                                                        "1 with --bench, which times one trial at a time).")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Design-space statistics: quantiles and EDF plot of "
                                                         "params/MACs over random samples (pycls-style).")] = False,
     convention: ConventionOpt = Convention.macc,
@@ -79,7 +80,7 @@ def search(
     how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time,
                     input_shape=input_shape_, inputs=input_)
     options = dict(trials=trials, seed=seed, sampler=sampler.value, storage=storage, study_name=study_name,
-                   workers=workers, convention=convention.value, stats=stats)
+                   workers=workers or (1 if bench else os.cpu_count() or 1), convention=convention.value, stats=stats)
     guard(partial(_search, space, minimize, maximize, constraint, how, options, out=out, plot=plot, fmt=fmt.value))
 
 
@@ -101,6 +102,8 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     out_dir = _out_dir(out or f"search-{space.name}")
     saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
                                   **options), "Searching")
+    for warning in saved.result.warnings:
+        print_note(f"warning: {warning}")
     _write_trials(saved)
     _show(saved, fmt, plot)
     return 130 if saved.result.interrupted else 0

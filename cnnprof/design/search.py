@@ -7,6 +7,7 @@ processes, so the samples depend on --seed only, not on the number of workers.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from cnnprof.errors import CnnprofError, first_line, parameter
 from cnnprof.results import Printable
 
 BATCH = 8  # trials asked before any is told: fixed, so results do not depend on --workers
+MAX_TRIALS = 1_000_000  # a study's ceiling: more is a typo (a study this size is days of counting), not a plan
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class SearchResult(Printable):
     elapsed_s: float
     interrupted: bool = False
     workers: int = 1
+    warnings: tuple[str, ...] = ()  # e.g. a resumed study that stores no description of its space
 
     def trial(self, number: int) -> TrialRecord:
         """The trial of this number."""
@@ -85,11 +88,13 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = _checked_objectives(objectives, constraints, trials, settings, stats)
+    _check_combinations(workers, settings, sampler, stats)
     kind = sampler_kind(sampler, objectives, stats)
     check_study_name(study_name)
     study_name = study_name or space.name
     constraints = tuple(constraints)
-    study = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints))
+    study, warnings = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints),
+                                 constraints)
     start = time.perf_counter()
     pool = _pool(workers) if workers > 1 and not settings.bench else None
     run = _Run(study, space, settings, objectives, constraints, convention)
@@ -99,7 +104,8 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
-                        elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1)
+                        elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1,
+                        warnings=tuple(warnings))
 
 
 def check_study_name(study_name: str | None) -> None:
@@ -110,11 +116,27 @@ def check_study_name(study_name: str | None) -> None:
         raise CnnprofError(f"{parameter('study_name')}: {problem}")
 
 
+def _check_combinations(workers: int, settings: Settings, sampler: str, stats: bool) -> None:
+    """Options that cannot go together, refused rather than one of them silently ignored."""
+    if settings.bench and workers > 1:
+        raise CnnprofError(f"{parameter('bench')} times trials one at a time (timings taken in parallel would "
+                           f"disturb each other); {parameter('workers', workers)} cannot go with it, use 1")
+    if stats and sampler not in ("auto", "random"):
+        raise CnnprofError(f"{parameter('stats')} needs uniform random samples (its quantiles and EDF describe the "
+                           f"space, not where a {sampler} sampler looked); {parameter('sampler', sampler)} cannot go "
+                           f"with it, use random or auto")
+
+
 def _checked_objectives(objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint], trials: int,
                         settings: Settings, stats: bool) -> list[tuple[str, str]]:
     """The objectives to optimise (macs for statistics without any), each measurable with these settings."""
-    if trials < 1:
-        raise CnnprofError(f"{parameter('trials')} must be >= 1, got {trials}")
+    if not 1 <= trials <= MAX_TRIALS:
+        raise CnnprofError(f"{parameter('trials')} must be in [1, {MAX_TRIALS:,}], got {trials:.3g}"
+                           if trials > MAX_TRIALS else f"{parameter('trials')} must be >= 1, got {trials}")
+    for c in constraints:
+        if not math.isfinite(c.bound):
+            raise CnnprofError(f"{parameter('constraint', repr(c.text))}: the bound must be a finite number, "
+                               f"got {c.bound}")
     if not objectives and not stats:
         raise CnnprofError("give an objective (--minimize METRIC or --maximize METRIC), or --stats")
     objectives = list(objectives) or [("macs", "minimize")]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from cnnprof.errors import ConfigError
+from cnnprof.models.yaml_input import is_finite_number, shown
 
 SPACE_KEYS = {"name", "description", "base", "knobs"}
 KNOB_KEYS = {"type", "low", "high", "step", "log", "choices", "multiply", "divisor"}
@@ -113,6 +114,8 @@ def load_space(path: str | Path) -> Space:
     knobs = []
     for name, spec in knobs_raw.items():
         key = f"knobs.{name}"
+        if not isinstance(name, str) or not name:
+            raise fail(f"knobs.{shown(name)}", "a knob's name must be a non-empty string (a param or a dotted path)")
         if name not in settable and _get(raw, name) is _MISSING:
             raise fail(key, f"unknown knob; {base} has params {', '.join(sorted(settable))}, or give a dotted "
                             f"path like stages.1.depth")
@@ -210,7 +213,7 @@ def parse_knob(fail: Callable[[str, str], Exception], key: str, name: str, spec:
 
 def _scaling(fail, key: str, spec: dict, base_value: Any) -> tuple[bool, int | None]:
     """(multiply, divisor): a multiplier knob needs a numeric base value; a divisor is a positive integer."""
-    multiply = bool(spec.get("multiply", False))
+    multiply = _flag(fail, f"{key}.multiply", spec.get("multiply", False))
     divisor = spec.get("divisor")
     if divisor is not None and (not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1):
         raise fail(f"{key}.divisor", f"expected a positive integer, got {divisor!r}")
@@ -230,13 +233,17 @@ def _choices(fail, key: str, spec: dict) -> tuple[Any, ...]:
 
 def _numeric_range(fail, key: str, knob_type: str, spec: dict) -> tuple[Any, Any, Any, bool]:
     """(low, high, step, log) of an int or float knob, checked: numbers, a non-empty range, a step that fits."""
-    low, high, step, log = spec.get("low"), spec.get("high"), spec.get("step"), bool(spec.get("log", False))
+    low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
+    log = _flag(fail, f"{key}.log", spec.get("log", False))
     number = int if knob_type == "int" else (int, float)
     for k, v in (("low", low), ("high", high)) + ((("step", step),) if step is not None else ()):
-        if isinstance(v, bool) or not isinstance(v, number):
-            raise fail(f"{key}.{k}", f"expected {'an integer' if knob_type == 'int' else 'a number'}, got {v!r}")
-    if low > high:
-        raise fail(key, f"empty range: low {low} > high {high}")
+        if not is_finite_number(v) or not isinstance(v, number):
+            non_finite = isinstance(v, float) and not math.isfinite(v)
+            what = "a finite number" if non_finite else "an integer" if knob_type == "int" else "a number"
+            raise fail(f"{key}.{k}", f"expected {what}, got {shown(v)}")
+    if low >= high:
+        raise fail(key, f"empty range: low {low} {'>' if low > high else '='} high {high}"
+                        + ("" if low > high else " (a categorical knob takes one value)"))
     if step is not None and (step <= 0 or log):
         raise fail(f"{key}.step", "must be > 0, and cannot be combined with log")
     if log and low <= 0:
@@ -244,6 +251,13 @@ def _numeric_range(fail, key: str, knob_type: str, spec: dict) -> tuple[Any, Any
     if knob_type == "int" and step and (high - low) % step:
         raise fail(f"{key}.step", f"{high} - {low} is not a multiple of step {step}")
     return low, high, step, log
+
+
+def _flag(fail, key: str, value: Any) -> bool:
+    """A boolean field, read as configs read them: a YAML boolean (true/false/yes/no), never a string."""
+    if not isinstance(value, bool):
+        raise fail(key, f"expected true or false, got {shown(value)}")
+    return value
 
 
 _MISSING = object()

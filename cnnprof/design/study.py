@@ -68,8 +68,9 @@ def open_storage(storage: str | None) -> Any:
 
 
 def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str | None, study_name: str,
-               sampler: Any) -> Any:
-    """Create the study, or load the stored one after checking it searches this space for these objectives."""
+               sampler: Any, constraints: Sequence[Constraint] = ()) -> tuple[Any, list[str]]:
+    """Create the study, or load the stored one after checking it searches this space for these objectives:
+    (study, warnings)."""
     import optuna
 
     try:
@@ -87,9 +88,87 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
     if study.user_attrs.get("space", space.source) != space.source:
         raise CnnprofError(f"study {study_name!r} in {storage} searches {study.user_attrs['space']}, "
                            f"not {space.source}")
+    warnings = check_fingerprint(study, fingerprint(space, objectives, constraints),
+                                 f"study {study_name!r} in {storage or 'memory'}")
     study.set_user_attr("objectives", metrics)
     study.set_user_attr("space", space.source)
-    return study
+    return study, warnings
+
+
+def fingerprint(space: Space, objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint]) -> dict:
+    """What a study searches, stored in its user attributes: a short description (base config, each knob's
+    distribution, objectives, constraints) and its hash."""
+    description = {
+        "base": str(space.base),
+        "base_hash": _digest(space.raw)[:12],
+        "knobs": {k.name: _describe(k) for k in space.knobs},
+        "objectives": [f"{d} {m}" for m, d in objectives],
+        "constraints": [f"{c.metric}{c.op}{c.bound:g}" for c in constraints],
+    }
+    return {"hash": _digest(description), "description": description}
+
+
+def check_fingerprint(study: Any, new: dict, what: str) -> list[str]:
+    """Refuse to resume a study made for another space or other objectives (one line naming what changed); a
+    study without a stored fingerprint (an older cnnprof's) resumes with a warning. Stored attributes are data."""
+    stored = study.user_attrs.get("fingerprint")
+    warnings = []
+    if stored is None and study.get_trials(deepcopy=False):
+        warnings.append(f"{what} stores no description of its space (made by an older cnnprof): resuming "
+                        f"without checking that the space and objectives are the same")
+    elif stored is not None and not (isinstance(stored, dict) and stored.get("hash") == new["hash"]):
+        changes = _changes(stored.get("description") if isinstance(stored, dict) else None, new["description"])
+        if changes:
+            raise CnnprofError(f"{what} was made for another search: {'; '.join(changes)}; use another "
+                               f"--study-name or --out")
+        warnings.append(f"{what}: its stored hash does not match its stored description (edited?), which matches")
+    study.set_user_attr("fingerprint", new)
+    return warnings
+
+
+def _changes(old: Any, new: dict) -> list[str]:
+    """What differs between a stored description (any data) and this search's, in words."""
+    if not isinstance(old, dict):
+        return ["its stored description is unreadable"]
+    changes = []
+    if old.get("base") != new["base"]:
+        changes.append(f"base config {_short(old.get('base'))} -> {_short(new['base'])}")
+    elif old.get("base_hash") != new["base_hash"]:
+        changes.append(f"base config {_short(new['base'])} was edited")
+    knobs = old.get("knobs") if isinstance(old.get("knobs"), dict) else {}
+    for name in sorted(set(map(str, knobs)) | set(new["knobs"])):
+        was, now = knobs.get(name), new["knobs"].get(name)
+        if was is None:
+            changes.append(f"knob {_short(name)} added")
+        elif now is None:
+            changes.append(f"knob {_short(name)} removed")
+        elif was != now:
+            changes.append(f"knob {_short(name)} changed: {_short(was)} -> {_short(now)}")
+    for key in ("objectives", "constraints"):
+        if old.get(key) != new[key]:
+            changes.append(f"{key} {_short(old.get(key))} -> {_short(new[key])}")
+    return changes
+
+
+def _describe(knob: Any) -> str:
+    if knob.type == "categorical":
+        text = f"categorical {list(knob.choices)!r}"
+    else:
+        text = f"{knob.type} [{knob.low!r}, {knob.high!r}]" + (f" step {knob.step!r}" if knob.step else "")
+        text += " log" if knob.log else ""
+    return text + (f" multiply divisor {knob.divisor}" if knob.multiply else "")
+
+
+def _digest(data: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def finished_trials(study: Any) -> list[Any]:

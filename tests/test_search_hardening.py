@@ -1,0 +1,159 @@
+"""`cnnprof search` hardening (issues 17 and 18): bad design spaces, constraints, trial counts, option combinations
+and resumed studies are one line on stderr and exit 2, never a traceback or a silently wrong search."""
+import pytest
+
+BASE = "base: mobilenet_v1\nknobs:\n"
+WIDTH = "  width_mult: {type: float, low: 0.5, high: 1.0}\n"
+
+
+def run_search(cli, tmp_path, space_text, *args):
+    path = tmp_path / "small.yaml"
+    path.write_text(space_text)
+    return cli("search", "--space", str(path), "--out", str(tmp_path / "o"), "--trials", "2", "--workers", "1", *args)
+
+
+def one_line_exit_2(result, *words):
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("knobs, key", [
+    ("  width_mult: {type: float, low: .nan, high: 1.0}\n", "knobs.width_mult.low"),
+    ("  width_mult: {type: float, low: 0.5, high: .inf}\n", "knobs.width_mult.high"),
+    ("  width_mult: {type: float, low: -.inf, high: 1.0}\n", "knobs.width_mult.low"),
+    ("  width_mult: {type: float, low: 0.5, high: 1.0, step: .nan}\n", "knobs.width_mult.step"),
+    ("  width_mult: {type: float, low: 0.5, high: 0.5}\n", "knobs.width_mult"),
+    ("  resolution: {type: int, low: 224, high: 96}\n", "knobs.resolution"),
+    ("  1: {type: int, low: 1, high: 4}\n", "knobs.1"),
+    ("  true: {type: int, low: 1, high: 4}\n", "knobs.True"),
+    ("  null: {type: int, low: 1, high: 4}\n", "knobs.None"),
+    ("  width_mult: {type: float, low: 0.5, high: 1.0, log: 'no'}\n", "knobs.width_mult.log"),
+    ("  width_mult: {type: float, low: 0.5, high: 1.0, log: 'true'}\n", "knobs.width_mult.log"),
+    ("  stages.1.out_channels: {type: categorical, choices: [0.5, 1.0], multiply: 'false'}\n",
+     "knobs.stages.1.out_channels.multiply"),
+    ("  stages.1.out_channels: {type: categorical, choices: [0.5, 1.0], multiply: 1}\n",
+     "knobs.stages.1.out_channels.multiply"),
+])
+def test_bad_space_is_one_line_naming_file_and_key(cli, tmp_path, knobs, key):
+    one_line_exit_2(run_search(cli, tmp_path, BASE + knobs, "--minimize", "params"), "small.yaml", key)
+
+
+def test_yaml_booleans_are_read_as_configs_read_them():
+    """yes/no are YAML booleans (as in configs); only strings are refused."""
+    from cnnprof.design.space import load_space
+
+    space = load_space("configs/spaces/mobilenet_v2.yaml")
+    assert all(isinstance(k.multiply, bool) and isinstance(k.log, bool) for k in space.knobs)
+
+
+def test_yes_no_booleans_load(tmp_path):
+    from cnnprof.design.space import load_space
+
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE + "  width_mult: {type: float, low: 0.5, high: 1.0, log: yes}\n"
+                    "  stages.1.out_channels: {type: categorical, choices: [0.5, 1.0], multiply: no}\n")
+    knobs = {k.name: k for k in load_space(path).knobs}
+    assert knobs["width_mult"].log is True and knobs["stages.1.out_channels"].multiply is False
+
+
+@pytest.mark.parametrize("constraint, words", [
+    ("macs>=inf", ["--constraint", "macs>=inf"]),
+    ("macs>=nan", ["--constraint", "macs>=nan"]),
+    ("macs<=1e999", ["--constraint", "finite"]),
+    ("params>=-1e999M", ["--constraint", "finite"]),
+])
+def test_infinite_or_nan_constraint_is_one_line(cli, tmp_path, constraint, words):
+    one_line_exit_2(run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--constraint", constraint), *words)
+
+
+@pytest.mark.parametrize("trials", [str(10**30), "1000001"])
+def test_trials_above_the_ceiling_is_one_line_not_a_hang(cli, tmp_path, trials):
+    path = tmp_path / "small.yaml"
+    path.write_text(BASE + WIDTH)
+    result = cli("search", "--space", str(path), "--out", str(tmp_path / "o"), "--trials", trials, "--workers", "1",
+                 "--minimize", "params")
+    one_line_exit_2(result, "--trials", "1,000,000")
+
+
+KNOB2 = "  resolution: {type: int, low: 96, high: 224, step: 32}\n"
+
+
+def resume(cli, tmp_path, space_text, *args):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    return run_search(cli, tmp_path, space_text, "--storage", storage, "--study-name", "s", "--seed", "0", *args)
+
+
+def stored_study(tmp_path):
+    import optuna
+
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+@pytest.mark.parametrize("space_text, args, words", [
+    (BASE + "  width_mult: {type: float, low: 0.5, high: 0.9}\n" + KNOB2, [], ["knob width_mult changed", "0.9"]),
+    (BASE + WIDTH, [], ["knob resolution removed"]),
+    (BASE + WIDTH + KNOB2 + "  stages.3.depth: {type: categorical, choices: [2, 4]}\n", [],
+     ["knob stages.3.depth added"]),
+    (BASE + WIDTH + "  resolution: {type: categorical, choices: [96, 128]}\n", [], ["knob resolution changed",
+                                                                                  "categorical"]),
+    (BASE.replace("mobilenet_v1", "mobilenet_v2") + WIDTH + KNOB2, [], ["base config mobilenet_v1 -> mobilenet_v2"]),
+    (BASE + WIDTH + KNOB2, ["--constraint", "macs<=100M"], ["constraints"]),
+])
+def test_resuming_with_another_space_or_objectives_is_refused(cli, tmp_path, space_text, args, words):
+    first = resume(cli, tmp_path, BASE + WIDTH + KNOB2, "--minimize", "macs")
+    assert first.exit_code == 0, first.stderr
+    again = resume(cli, tmp_path, space_text, "--minimize", "macs", *args)
+    one_line_exit_2(again, "made for another search", *words)
+
+
+def test_resuming_the_same_search_passes_and_direction_change_is_refused(cli, tmp_path):
+    assert resume(cli, tmp_path, BASE + WIDTH, "--minimize", "macs").exit_code == 0
+    same = resume(cli, tmp_path, BASE + WIDTH, "--minimize", "macs", "--trials", "3")
+    assert same.exit_code == 0 and "warning" not in same.stderr, same.stderr
+    one_line_exit_2(resume(cli, tmp_path, BASE + WIDTH, "--maximize", "macs"), "study")
+
+
+@pytest.mark.parametrize("stored, outcome", [
+    (None, "warning"), ("garbage", "unreadable"), (["a"], "unreadable"), ({"hash": 3}, "unreadable"),
+    ({"hash": "x", "description": {"knobs": 5}}, "made for another search"),
+    ("same description, wrong hash", "warning"),
+])
+def test_missing_or_edited_stored_attributes_are_data(cli, tmp_path, stored, outcome):
+    assert resume(cli, tmp_path, BASE + WIDTH, "--minimize", "macs").exit_code == 0
+    study = stored_study(tmp_path)
+    if stored == "same description, wrong hash":
+        stored = {"hash": "0", "description": study.user_attrs["fingerprint"]["description"]}
+    study.set_user_attr("fingerprint", stored)
+    result = resume(cli, tmp_path, BASE + WIDTH, "--minimize", "macs", "--trials", "3")
+    assert "Traceback" not in result.stderr
+    if outcome == "warning":
+        assert result.exit_code == 0 and "warning:" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert stored_study(tmp_path).user_attrs["fingerprint"]["hash"] != "0"
+    else:
+        one_line_exit_2(result, outcome)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--minimize", "params", "--bench", "--workers", "2"], ["--bench", "--workers 2"]),
+    (["--stats", "--sampler", "tpe"], ["--stats", "--sampler tpe", "random"]),
+    (["--stats", "--sampler", "nsga2"], ["--stats", "--sampler nsga2"]),
+])
+def test_options_that_would_be_ignored_are_refused(cli, tmp_path, args, words):
+    path = tmp_path / "small.yaml"
+    path.write_text(BASE + WIDTH)
+    result = cli("search", "--space", str(path), "--out", str(tmp_path / "o"), "--trials", "2", *args)
+    one_line_exit_2(result, *words)
+
+
+def test_bench_alone_and_stats_with_random_still_run(cli, tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(BASE + WIDTH)
+    for i, args in enumerate((["--minimize", "params", "--bench", "--min-time", "0.01"],
+                              ["--stats", "--sampler", "random"])):
+        result = cli("search", "--space", str(path), "--out", str(tmp_path / f"o{i}"), "--trials", "2", "--format",
+                     "json", *args)
+        assert result.exit_code == 0, result.stderr
