@@ -1,0 +1,78 @@
+"""CLI robustness (issues 17 and 18): every bad input or failed write is one line on stderr, never a traceback.
+Each test reproduces a failure the CLI had before its fix."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_roofline import FIXED
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "fixed.json"
+    path.write_text(json.dumps(FIXED.to_json()))
+    return str(path)
+
+
+def _one_line(result, code: int) -> str:
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+# --- 1. stdout that cannot be written; --plot into a folder that is missing or read-only --------------------
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["flops", "--help"]])
+def test_help_and_version_into_a_full_device_are_one_line_exit_1(args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CNNPROF_DEBUG", None)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "cnnprof.cli", *args], stdout=full, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_roofline_plot_into_a_missing_folder_is_refused_before_work(cli, spec_file, tmp_path):
+    line = _one_line(cli("roofline", "resnet18", "--device-spec", spec_file, "--plot",
+                         str(tmp_path / "nope" / "x.png")), 2)
+    assert "no such folder" in line
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_roofline_plot_into_a_read_only_folder_is_refused(cli, spec_file, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        line = _one_line(cli("roofline", "resnet18", "--device-spec", spec_file, "--plot", str(ro / "x.png")), 2)
+    finally:
+        ro.chmod(0o700)
+    assert "not writable" in line
+
+
+def test_sweep_and_match_plot_into_a_missing_folder_is_refused(cli, tmp_path):
+    bad = str(tmp_path / "nope" / "x.png")
+    assert "no such folder" in _one_line(cli("sweep", "resnet18", "--set", "width_mult=0.5,1", "--plot", bad), 2)
+    assert "no such folder" in _one_line(cli("match", "resnext50", "--to", "resnet50", "--vary", "width_per_group",
+                                             "--plot", bad), 2)
+
+
+def test_a_plot_write_that_fails_is_exit_1(cli, spec_file, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail)
+    line = _one_line(cli("roofline", "resnet18", "--device-spec", spec_file, "--plot", str(tmp_path / "x.png")), 1)
+    assert "cannot write" in line
