@@ -76,3 +76,16 @@ def test_a_plot_write_that_fails_is_exit_1(cli, spec_file, tmp_path, monkeypatch
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail)
     line = _one_line(cli("roofline", "resnet18", "--device-spec", spec_file, "--plot", str(tmp_path / "x.png")), 1)
     assert "cannot write" in line
+
+
+# --- 2. a per-model key given twice --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["resnet50@width_mult=0.5,width_mult=0.25"], ["resnet50@label=a,label=b"],
+                                  ["resnet50", "--set", "width_mult=0.5", "--set", "width_mult=0.25"]])
+def test_a_key_given_twice_is_one_line_exit_2(cli, args):
+    assert "given twice" in _one_line(cli("params", *args), 2)
+
+
+def test_a_per_model_key_still_overrides_the_run_wide_one(cli):
+    rows = cli.json("params", "resnet50@width_mult=0.25", "--set", "width_mult=0.5")
+    assert rows[0]["model"] == "resnet50@width_mult=0.25"
