@@ -89,3 +89,31 @@ def test_a_key_given_twice_is_one_line_exit_2(cli, args):
 def test_a_per_model_key_still_overrides_the_run_wide_one(cli):
     rows = cli.json("params", "resnet50@width_mult=0.25", "--set", "width_mult=0.5")
     assert rows[0]["model"] == "resnet50@width_mult=0.25"
+
+
+# --- 3. numbers read strictly (YAML 1.1 read 1:2:3 as base 60) -------------------------------------------------
+
+@pytest.mark.parametrize("bounds", ["1:2:3", "0x1:4", "1_0:20", "1e400:2", "nan:2", "1:inf"])
+def test_match_range_is_two_plain_finite_numbers(cli, bounds):
+    line = _one_line(cli("match", "resnext50", "--vary", "width_per_group", "--to", "resnet50", "--range", bounds), 2)
+    assert "--range" in line and "LOW:HIGH" in line
+
+
+def test_parse_range_keeps_ints_and_floats():
+    from cnnprof.design.match import parse_range
+
+    assert parse_range("1:128") == (1, 128) and isinstance(parse_range("1:128")[0], int)
+    assert parse_range("0.1:2.0") == (0.1, 2.0) and parse_range("-1:1e2") == (-1, 100.0)
+
+
+@pytest.mark.parametrize("target", ["0", "-5", "1e400", "inf", "nan", "1_000", "0x10", "15ms"])
+def test_match_target_must_be_a_positive_finite_number(cli, target):
+    line = _one_line(cli("match", "resnext50", "--vary", "width_per_group", "--target", target), 2)
+    assert "--target" in line
+
+
+def test_parse_target_units():
+    from cnnprof.design.match import parse_target
+
+    assert parse_target("macs", "400M") == 400e6 and parse_target("params", "0.5k") == 500
+    assert parse_target("latency", "15ms") == pytest.approx(0.015)
