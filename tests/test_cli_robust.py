@@ -117,3 +117,33 @@ def test_parse_target_units():
 
     assert parse_target("macs", "400M") == 400e6 and parse_target("params", "0.5k") == 500
     assert parse_target("latency", "15ms") == pytest.approx(0.015)
+
+
+# --- 3b. the documented input caps: 2^40 elements, resolution 32,768 ------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--batch-size", "1099511627776"], "more than 2^40"),
+    (["--batch-size", "2000000000000"], "at most 2^40"),
+    (["--resolution", "32769"], "--resolution 32769"),
+])
+def test_flops_inputs_over_the_documented_caps_are_refused(cli, args, words):
+    assert words in _one_line(cli("flops", "resnet18", *args), 2)
+
+
+def test_resolution_cap_is_checked_once_before_the_models(cli):
+    assert "--resolution" in _one_line(cli("flops", "resnet18", "resnet50", "--resolution", "40000"), 2)
+
+
+def test_resolution_at_the_cap_still_counts(cli):
+    rows = cli.json("flops", "resnet18", "--resolution", "32768")
+    assert rows[0]["input_shape"] == [1, 3, 32768, 32768]
+
+
+def test_with_batch_and_resolution_bounds_the_result():
+    from cnnprof.errors import CnnprofError
+    from cnnprof.inputs import InputSpec, with_batch_and_resolution
+
+    with pytest.raises(CnnprofError, match="2\\^40"):
+        with_batch_and_resolution([InputSpec((1, 3, 224, 224))], 1 << 30, None)
+    with pytest.raises(CnnprofError, match="32,768"):
+        with_batch_and_resolution([InputSpec((1, 3, 224, 224))], 1, 1 << 15 + 1)

@@ -19,7 +19,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.interrupts import (  # noqa: F401 - re-exported for the commands
     INTERRUPTED, SIGNALS, Interrupted, interrupt_requested, interruptible, soft_interrupts, user_failure)
 from cnnprof.errors import CnnprofError, first_line
-from cnnprof.inputs import InputSpec, check_explicit, input_specs, parse_inputs  # noqa: F401 - re-exported to commands
+from cnnprof.inputs import MAX_INPUT_ELEMENTS, InputSpec, check_explicit, input_specs, parse_inputs  # noqa: F401 - re-exported to commands
 
 class _App(typer.Typer):
     """The Typer app, but stdout that cannot be written while Click prints (`--help`, `--version` or a usage
@@ -335,6 +335,9 @@ def parse_batch_sizes(text: str) -> list[int]:
         raise CnnprofError(f"--batch-size {text!r}: expected a comma-separated list of integers like 1,8,32") from None
     if not sizes or any(b < 1 for b in sizes):
         raise CnnprofError(f"--batch-size {text!r}: batch sizes must be positive integers")
+    if any(b > MAX_INPUT_ELEMENTS for b in sizes):  # the whole input is capped at that many elements
+        raise CnnprofError(f"--batch-size {text!r}: at most 2^40 ({MAX_INPUT_ELEMENTS:,}), the cap on an "
+                           f"input's elements")
     return sizes
 
 
