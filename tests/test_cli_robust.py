@@ -147,3 +147,30 @@ def test_with_batch_and_resolution_bounds_the_result():
         with_batch_and_resolution([InputSpec((1, 3, 224, 224))], 1 << 30, None)
     with pytest.raises(CnnprofError, match="32,768"):
         with_batch_and_resolution([InputSpec((1, 3, 224, 224))], 1, 1 << 15 + 1)
+
+
+# --- 4. device options that would have no effect; --threads bounded as bench bounds it ------------------------
+
+@pytest.mark.parametrize("extra, named", [
+    (["--quick"], "--quick"), (["--threads", "1"], "--threads"), (["--cached"], "--cached"),
+    (["--dtype", "float32"], "--dtype"), (["--device", "cpu"], "--device"),
+    (["--quick", "--dtype", "bfloat16"], "--quick, --dtype"),
+])
+def test_device_spec_with_a_measuring_option_is_refused(cli, extra, named):
+    line = _one_line(cli("device", "--device-spec", "h100", *extra), 2)
+    assert named in line and "no effect with --device-spec" in line
+
+
+def test_device_spec_alone_still_shows_the_datasheet(cli):
+    assert cli("device", "--device-spec", "h100").exit_code == 0
+
+
+def test_device_cached_quick_is_refused(cli):
+    assert "--quick has no effect with --cached" in _one_line(cli("device", "--cached", "--quick"), 2)
+
+
+def test_device_threads_above_the_cores_is_refused_as_bench_refuses_it(cli):
+    too_many = str((os.cpu_count() or 1) + 1)
+    line = _one_line(cli("device", "--threads", too_many), 2)
+    assert f"--threads {too_many}" in line and "cores" in line
+    assert _one_line(cli("bench", "resnet18", "--threads", too_many), 2) == line
