@@ -174,3 +174,51 @@ def test_device_threads_above_the_cores_is_refused_as_bench_refuses_it(cli):
     line = _one_line(cli("device", "--threads", too_many), 2)
     assert f"--threads {too_many}" in line and "cores" in line
     assert _one_line(cli("bench", "resnet18", "--threads", too_many), 2) == line
+
+
+# --- 5. the device cache is keyed by the calibration dtype ----------------------------------------------------
+
+def test_a_bfloat16_profile_no_longer_overwrites_the_float32_one():
+    from dataclasses import replace
+
+    from cnnprof.predict.device import cache_path, cached_profile, save_profile
+
+    bf16 = replace(FIXED, calibration_dtype="bfloat16", name="bf16 CPU")
+    assert save_profile(FIXED) == cache_path("cpu", "float32")
+    assert save_profile(bf16) == cache_path("cpu", "bfloat16") != cache_path("cpu", "float32")
+    assert cached_profile("cpu") == FIXED and cached_profile("cpu", dtype="float32") == FIXED
+    assert cached_profile("cpu", dtype="bfloat16") == bf16
+    assert cached_profile("cpu", dtype="float16") is None
+
+
+def test_an_old_cache_file_still_serves_float32_only():
+    from dataclasses import replace
+
+    from cnnprof.predict.device import cache_path, cached_profile
+
+    old = cache_path("cpu", legacy=True)
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text(json.dumps(FIXED.to_json()))
+    assert cached_profile("cpu") == FIXED and cached_profile("cpu", dtype="bfloat16") is None
+    old.write_text(json.dumps(replace(FIXED, calibration_dtype="bfloat16").to_json()))  # the overwrite bug's file
+    assert cached_profile("cpu") is None
+
+
+def test_device_cached_looks_up_the_dtype_asked_for(cli):
+    from cnnprof.predict.device import save_profile
+
+    save_profile(FIXED)
+    assert cli("device", "--cached").exit_code == 0
+    line = _one_line(cli("device", "--cached", "--dtype", "bfloat16"), 2)
+    assert "no cached profile for cpu calibrated at bfloat16" in line and "--dtype bfloat16" in line
+
+
+def test_resolve_profile_measures_at_the_dtype_predicted_for():
+    from dataclasses import replace
+
+    from cnnprof.predict.device import resolve_profile, save_profile
+
+    save_profile(FIXED)
+    bf16 = replace(FIXED, calibration_dtype="bfloat16")
+    assert resolve_profile(None, "cpu", lambda: bf16, dtype="bfloat16") is bf16
+    assert resolve_profile(None, "cpu", lambda: bf16) == FIXED

@@ -51,7 +51,7 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
         save_profile(profile, warn)
         return profile
 
-    profile = resolve_profile(spec, device, measure, warn)
+    profile = resolve_profile(spec, device, measure, warn, dtype)
     if not profile.complete:
         err.print(f"note: the {device} profile was interrupted while measuring; op types it did not reach use the "
                   f"plain roofline (rerun `cnnprof device --device {device}` to complete it)")
@@ -136,9 +136,11 @@ def _run(device: str, device_spec: str | None, cached: bool, quick: bool, thread
         profile = load_profile_file(device_spec) if device_spec.endswith(".json") else datasheet(device_spec)
     else:
         check_device(device)
-        profile = cached_profile(device, warn) if cached else None
+        profile = cached_profile(device, warn, dtype) if cached else None
         if cached and profile is None:
-            raise CnnprofError(f"no cached profile for {device}; run `cnnprof device --device {device}`")
+            at = "" if dtype == "float32" else f" --dtype {dtype}"
+            raise CnnprofError(f"no cached profile for {device}{at.replace(' --dtype', ' calibrated at')}; run "
+                               f"`cnnprof device --device {device}{at}`")
         if profile is None:
             profile = measure_with_progress(device, dtype, quick)
             saved = save_profile(profile, warn)
