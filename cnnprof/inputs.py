@@ -24,6 +24,7 @@ INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
 _ALIASES = {"float": "float32", "half": "float16", "double": "float64", "long": "int64", "int": "int32"}
 DEFAULT_SHAPE = (1, 3, 224, 224)
+MAX_RESOLUTION = 1 << 15  # as a config's resolution (models/schema.py MAX_SPATIAL; inputs cannot import models)
 MAX_INPUT_ELEMENTS = 1 << 40  # ~4 TB of float32: beyond any real input, below int64 overflow inside
 
 
@@ -111,7 +112,9 @@ def spatial_dims(shape: Sequence[int]) -> list[int]:
 def with_batch_and_resolution(specs: Sequence[InputSpec], batch_size: int | None,
                               resolution: int | None) -> tuple[InputSpec, ...]:
     """Set the batch dim of every input; --resolution sets the first input's height (or length) and scales
-    its other spatial dims by the same factor (aspect ratio kept)."""
+    its other spatial dims by the same factor (aspect ratio kept). The result is bounded as any input is:
+    a resolution of at most MAX_RESOLUTION, at most MAX_INPUT_ELEMENTS elements per input."""
+    check_resolution(resolution)
     out = [replace(s, shape=(batch_size, *s.shape[1:])) if batch_size and s.shape else s for s in specs]
     if resolution is not None:
         if not out:
@@ -127,6 +130,9 @@ def with_batch_and_resolution(specs: Sequence[InputSpec], batch_size: int | None
         for i in dims:
             shape[i] = max(1, round(shape[i] * resolution / ref))
         out[0] = replace(first, shape=tuple(shape))
+    for spec in out:
+        if spec.shape:
+            check_shape(spec.shape, f"input {spec.name}" if spec.name else "input")
     return tuple(out)
 
 
@@ -264,9 +270,16 @@ def declared_inputs(model: Any) -> tuple[tuple, dict] | None:
     return None
 
 
+def check_resolution(resolution: int | None) -> None:
+    """A resolution within the documented cap (the same as a config's)."""
+    if resolution is not None and not 1 <= resolution <= MAX_RESOLUTION:
+        raise CnnprofError(f"{parameter('resolution', resolution)}: must be between 1 and {MAX_RESOLUTION:,}")
+
+
 def check_explicit(explicit: Any, resolution: int | None) -> None:
     """Explicit inputs are used as given: a resolution with them would be ignored, so it is an error (one rule
     for every command and function that takes both)."""
+    check_resolution(resolution)
     if explicit and resolution is not None:
         raise CnnprofError(f"{parameter('resolution')} has no effect with {parameter('input_shape')} / "
                            f"{parameter('inputs')} (their shapes are used as given)")

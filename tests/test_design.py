@@ -124,7 +124,7 @@ def test_match_falls_back_to_a_scan_when_not_monotone(cli):
     (["--vary", "cardinality", "--to", "resnet50"], "unknown knob 'cardinality'"),
     (["--vary", "width_per_group"], "--to MODEL"),
     (["--vary", "width_per_group", "--to", "resnet50", "--range", "8:2"], "empty range"),
-    (["--vary", "width_per_group", "--target", "4 apples"], "--constraint"),
+    (["--vary", "width_per_group", "--target", "4 apples"], "--target"),  # the option given, not --constraint
     (["--vary", "width_per_group", "--to", "resnet50", "--metric", "latency", "--device", "cuda"], ""),
 ])
 def test_match_bad_input_is_one_line_exit_2(cli, args, message):

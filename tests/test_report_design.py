@@ -186,5 +186,10 @@ def test_plots_are_written(tmp_path):
     plot_stats(search_result(), DISTS, str(tmp_path / "edf.svg"))
     for name in ("sweep", "match", "front", "one", "edf"):
         assert (tmp_path / f"{name}.svg").read_text().lstrip().startswith("<?xml")
-    with pytest.raises(CnnprofError, match="cannot write"):
+    from cnnprof.report.render import OutputError
+
+    # A write that fails after the work is an output error (exit 1); check_plot_path refuses it before (exit 2).
+    with pytest.raises(OutputError, match="cannot write"):
         plot_pareto(search_result(), str(tmp_path / "missing" / "front.svg"))
+    with pytest.raises(CnnprofError, match="no such folder"):
+        check_plot_path(str(tmp_path / "missing" / "front.svg"))

@@ -19,9 +19,30 @@ from typing_extensions import Annotated
 from cnnprof.cli.interrupts import (  # noqa: F401 - re-exported for the commands
     INTERRUPTED, SIGNALS, Interrupted, interrupt_requested, interruptible, soft_interrupts, user_failure)
 from cnnprof.errors import CnnprofError, first_line
-from cnnprof.inputs import InputSpec, check_explicit, input_specs, parse_inputs  # noqa: F401 - re-exported to commands
+from cnnprof.inputs import MAX_INPUT_ELEMENTS, InputSpec, check_explicit, input_specs, parse_inputs  # noqa: F401 - re-exported to commands
 
-app = typer.Typer(
+class _App(typer.Typer):
+    """The Typer app, but stdout that cannot be written while Click prints (`--help`, `--version` or a usage
+    message into /dev/full) is one line on stderr and exit 1, and a closed pipe a quiet exit 0, never a
+    traceback (the commands' own output goes through guard)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from cnnprof.report.render import quiet_stdout
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except BrokenPipeError:
+            quiet_stdout()
+            sys.exit(0)
+        except OSError as exc:
+            if os.environ.get("CNNPROF_DEBUG"):
+                raise
+            quiet_stdout()
+            print_error(f"cannot write the output: {exc.strerror or exc}")
+            sys.exit(1)
+
+
+app = _App(
     name="cnnprof",
     help="Profile CNN complexity: parameters, FLOPs (under an explicit convention) and measured runtime.\n\n"
          "MODEL is a zoo name or alias (see `cnnprof list`), a path to a YAML config, or "
@@ -326,6 +347,9 @@ def parse_batch_sizes(text: str) -> list[int]:
         raise CnnprofError(f"--batch-size {text!r}: expected a comma-separated list of integers like 1,8,32") from None
     if not sizes or any(b < 1 for b in sizes):
         raise CnnprofError(f"--batch-size {text!r}: batch sizes must be positive integers")
+    if any(b > MAX_INPUT_ELEMENTS for b in sizes):  # the whole input is capped at that many elements
+        raise CnnprofError(f"--batch-size {text!r}: at most 2^40 ({MAX_INPUT_ELEMENTS:,}), the cap on an "
+                           f"input's elements")
     return sizes
 
 

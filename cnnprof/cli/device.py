@@ -51,7 +51,7 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
         save_profile(profile, warn)
         return profile
 
-    profile = resolve_profile(spec, device, measure, warn)
+    profile = resolve_profile(spec, device, measure, warn, dtype)
     if not profile.complete:
         err.print(f"note: the {device} profile was interrupted while measuring; op types it did not reach use the "
                   f"plain roofline (rerun `cnnprof device --device {device}` to complete it)")
@@ -65,8 +65,39 @@ def requested_profile(predict: bool, device: str, spec: str | None) -> Any:
     return profile_for(device, spec) if predict else None
 
 
+def _given(ctx: Any, names: dict[str, str]) -> list[str]:
+    """The options (of `names`: parameter -> option) given on the command line, not left at their default."""
+    given = []
+    for name, flag in names.items():
+        source = ctx.get_parameter_source(name)  # Click's ParameterSource (typer vendors Click: compared by name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(flag)
+    return given
+
+
+_NOT_WITH_SPEC = {"device": "--device", "cached": "--cached", "quick": "--quick", "threads": "--threads",
+                  "dtype": "--dtype"}
+
+
+def check_device_options(ctx: Any, device_spec: str | None, cached: bool, quick: bool, threads: int | None) -> None:
+    """Options that would have no effect are errors: any measuring option with --device-spec (nothing is
+    measured or cached), --quick with --cached (nothing is measured); --threads is bounded as bench bounds it."""
+    if device_spec:
+        ignored = _given(ctx, _NOT_WITH_SPEC)
+        if ignored:
+            raise CnnprofError(f"{', '.join(ignored)} {'has' if len(ignored) == 1 else 'have'} no effect with "
+                               f"--device-spec (it shows that profile as given; nothing is measured or cached)")
+    if cached and quick:
+        raise CnnprofError("--quick has no effect with --cached (nothing is measured); drop one of them")
+    if threads is not None:
+        from cnnprof.timing.settings import validate_timing
+
+        validate_timing(0.0, 0.0, 1, threads, "float32")  # bench's rule: 1 to this machine's cores
+
+
 @app.command("device")
 def device_cmd(
+    ctx: typer.Context,
     device: Annotated[Device, typer.Option(help="Device to measure: cpu, or cuda (exit 2 if CUDA is not available).")] = Device.cpu,
     device_spec: DeviceSpecOpt = None,
     cached: Annotated[bool, typer.Option("--cached", help="Show the cached profile instead of measuring again.")] = False,
@@ -79,8 +110,13 @@ def device_cmd(
 ) -> None:
     """Measure what this device attains: peak FLOP/s per dtype (GEMM), memory bandwidth (copy, triad), per-op
     and per-module overhead, and a per-op-type latency calibration; cached for later commands."""
+    guard(partial(_checked, ctx, device.value, device_spec, cached, quick, threads, dtype.value, fmt.value))
 
-    guard(partial(_run, device.value, device_spec, cached, quick, threads, dtype.value, fmt.value))
+
+def _checked(ctx: Any, device: str, device_spec: str | None, cached: bool, quick: bool, threads: int | None,
+             dtype: str, fmt: str) -> int:
+    check_device_options(ctx, device_spec, cached, quick, threads)
+    return _run(device, device_spec, cached, quick, threads, dtype, fmt)
 
 
 def _run(device: str, device_spec: str | None, cached: bool, quick: bool, threads: int | None, dtype: str,
@@ -100,9 +136,11 @@ def _run(device: str, device_spec: str | None, cached: bool, quick: bool, thread
         profile = load_profile_file(device_spec) if device_spec.endswith(".json") else datasheet(device_spec)
     else:
         check_device(device)
-        profile = cached_profile(device, warn) if cached else None
+        profile = cached_profile(device, warn, dtype) if cached else None
         if cached and profile is None:
-            raise CnnprofError(f"no cached profile for {device}; run `cnnprof device --device {device}`")
+            at = "" if dtype == "float32" else f" --dtype {dtype}"
+            raise CnnprofError(f"no cached profile for {device}{at.replace(' --dtype', ' calibrated at')}; run "
+                               f"`cnnprof device --device {device}{at}`")
         if profile is None:
             profile = measure_with_progress(device, dtype, quick)
             saved = save_profile(profile, warn)

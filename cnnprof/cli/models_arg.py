@@ -53,6 +53,11 @@ def _pairs(items: list[str], where: str) -> list[tuple[str, str]]:
         if not sep or not key.strip():
             raise CnnprofError(f"{where} {item!r}: expected KEY=VALUE, e.g. width_mult=0.75")
         pairs.append((key.strip(), value.strip()))
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:  # the last would win silently: refuse, as a key given twice in a YAML config is
+            raise CnnprofError(f"{where} key {key!r} is given twice; give each key once")
+        seen.add(key)
     return pairs
 
 

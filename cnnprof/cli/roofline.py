@@ -75,11 +75,13 @@ def _predict(settings: RooflineSettings, explicit: Any, profile: Any, source: An
 
 
 def _run(settings: RooflineSettings, models: list[str] | None, set_: list[str] | None, fmt: str) -> int:
+    from cnnprof.report.design import check_plot_dir
     from cnnprof.report.render import emit
     from cnnprof.report.roofline import plot_roofline, roofline_report
 
     if settings.plot and not settings.plot.lower().endswith((".png", ".svg")):
         raise CnnprofError(f"--plot {settings.plot!r}: the file name must end in .png or .svg")
+    check_plot_dir(settings.plot)
     explicit = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution, settings.batch_size)
     args = model_args(models, set_)
     profile = profile_for(settings.device, settings.device_spec, settings.dtype)

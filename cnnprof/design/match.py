@@ -7,13 +7,15 @@ so and falls back to a scan of the bracket.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from cnnprof.design.knobs import check_knobs
 from cnnprof.design.metrics import Point, Settings, evaluate, metric_value, parse_constraint, require
 from cnnprof.design.sweep import grid, label
-from cnnprof.errors import CnnprofError
+from cnnprof.errors import CnnprofError, parameter
 from cnnprof.results import Printable
 
 MAX_INT = 1 << 16  # bracketing never goes past this integer value
@@ -49,27 +51,51 @@ class MatchResult(Printable):
     rows: tuple[MatchRow, ...]
 
 
+# Plain decimal or scientific numbers only: YAML 1.1 would read 1:2:3 as base 60, 0x10 as hex, 1_000 as 1000.
+_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_TARGET = re.compile(r"^\s*([0-9.eE+-]+)\s*([a-zA-Zµ]*)\s*$")
+
+
+def _bound(text: str) -> int | float | None:
+    """One --range bound: an int when written as one, else a finite float; None when not a plain number."""
+    text = text.strip()
+    if not _NUMBER.match(text):
+        return None
+    value = int(text) if _INTEGER.match(text) else float(text)
+    return value if math.isfinite(value) else None
+
+
 def parse_range(text: str | None) -> tuple[float, float] | None:
-    """'1:128' -> (1, 128) typed by YAML (ints stay ints)."""
+    """'1:128' -> (1, 128) (ints stay ints); exactly two plain numbers, finite."""
     if text is None:
         return None
-    import yaml
-
-    lo, sep, hi = text.partition(":")
-    try:
-        bounds = (yaml.safe_load(lo), yaml.safe_load(hi)) if sep else (None, None)
-    except yaml.YAMLError:
-        bounds = (None, None)
-    if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds):
-        raise CnnprofError(f"--range {text!r}: expected LOW:HIGH numbers, e.g. 1:128 or 0.1:2.0")
+    parts = text.split(":")
+    bounds = tuple(_bound(p) for p in parts) if len(parts) == 2 else (None, None)
+    if any(b is None for b in bounds):
+        raise CnnprofError(f"{parameter('bounds', repr(text))}: expected LOW:HIGH, two plain finite numbers, "
+                           f"e.g. 1:128 or 0.1:2.0")
     if not bounds[0] < bounds[1]:
-        raise CnnprofError(f"--range {text!r}: empty range (LOW must be below HIGH)")
+        raise CnnprofError(f"{parameter('bounds', repr(text))}: empty range (LOW must be below HIGH)")
     return bounds
 
 
 def parse_target(metric: str, text: str | None) -> float | None:
-    """A cost to match as text ('400M', '15ms') -> its value, read with the units of a constraint on `metric`."""
-    return None if text is None else parse_constraint(f"{metric}<={text}").bound
+    """A cost to match as text ('400M', '15ms') -> its value, read with the units of a constraint on `metric`:
+    a plain positive finite number and the unit suffix the metric takes."""
+    if text is None:
+        return None
+    given = parameter("target", repr(text))
+    found = _TARGET.match(text)
+    if not found or not _NUMBER.match(found.group(1)) or found.group(1)[0] in "+-":
+        raise CnnprofError(f"{given}: expected a positive number with an optional unit, e.g. 400M or 15ms")
+    try:
+        value = parse_constraint(f"{metric}<={text.strip()}").bound
+    except CnnprofError as exc:
+        raise CnnprofError(f"{given}: {str(exc).partition(': ')[2] or exc}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise CnnprofError(f"{given}: the cost to match must be a positive finite number")
+    return value
 
 
 def match(spec: str, knob: str, metric: str = "macs", *, reference: str | None = None, target: float | None = None,

@@ -138,32 +138,39 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("cnnprof"))
 
 
-def cache_path(device: str) -> Path:
-    """Cache file of `device` for this torch version and thread count."""
+def cache_path(device: str, dtype: str = "float32", legacy: bool = False) -> Path:
+    """Cache file of `device` for this torch version, thread count and calibration `dtype` (a bfloat16 profile
+    no longer overwrites the float32 one). `legacy`: the name before the dtype was in it, read for float32."""
     import torch
 
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
-    return cache_dir() / f"device-{device}-{slug}-torch{torch.__version__}-t{torch.get_num_threads()}.json"
+    stem = f"device-{device}-{slug}-torch{torch.__version__}-t{torch.get_num_threads()}"
+    return cache_dir() / (f"{stem}.json" if legacy else f"{stem}-{dtype}.json")
 
 
-def cached_profile(device: str, warn: Callable[[str], None] | None = None) -> DeviceProfile | None:
-    """The cached profile of `device` at this torch version and thread count, or None; a bad cache file is
-    None too (measured again), and `warn` hears why in one line."""
-    path = cache_path(device)
+def cached_profile(device: str, warn: Callable[[str], None] | None = None,
+                   dtype: str = "float32") -> DeviceProfile | None:
+    """The cached profile of `device` at this torch version, thread count and calibration `dtype`, or None; a
+    bad cache file is None too (measured again), and `warn` hears why in one line. For float32 a cache file of
+    the old name (no dtype) is read too, when it holds a float32 calibration."""
+    path = cache_path(device, dtype)
+    if not os.path.lexists(path) and dtype == "float32":
+        path = cache_path(device, legacy=True)
     if not os.path.lexists(path):
         return None
     try:
-        return DeviceProfile.from_json(read_json(path, str(path)), str(path))
+        profile = DeviceProfile.from_json(read_json(path, str(path)), str(path))
     except ProfileError as exc:
         if warn is not None:
             warn(f"ignoring the cached device profile: {exc}")
         return None
+    return profile if profile.calibration_dtype == dtype else None
 
 
 def save_profile(profile: DeviceProfile, warn: Callable[[str], None] | None = None) -> Path | None:
     """Cache a measured profile; returns the file, or None when the cache cannot be written (`warn` hears why:
     the profile is then used for this run only)."""
-    path = cache_path(profile.device)
+    path = cache_path(profile.device, profile.calibration_dtype)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,12 +187,12 @@ def save_profile(profile: DeviceProfile, warn: Callable[[str], None] | None = No
 
 
 def resolve_profile(spec: str | None, device: str = "cpu", calibrate: Callable[[], DeviceProfile] | None = None,
-                    warn: Callable[[str], None] | None = None) -> DeviceProfile:
+                    warn: Callable[[str], None] | None = None, dtype: str = "float32") -> DeviceProfile:
     """The profile named by `spec` (the CLI's device spec): a datasheet name, a profile .json, or None (this
-    device's cached profile; measured now with `calibrate` when there is none)."""
+    device's cached profile calibrated at `dtype`; measured now with `calibrate` when there is none)."""
     if spec:
         return load_profile_file(spec) if spec.endswith(".json") or os.path.exists(spec) else datasheet(spec)
-    profile = cached_profile(device, warn)
+    profile = cached_profile(device, warn, dtype)
     if profile is None:
         if calibrate is None:
             raise CnnprofError(f"no device profile cached for {device}; measure one first (cnnprof.predict.latency."

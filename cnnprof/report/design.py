@@ -4,13 +4,14 @@ matplotlib is imported only when a plot is asked for, with the Agg backend (no d
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from cnnprof.counting.conventions import to_flops
 from cnnprof.errors import CnnprofError
 from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
-from cnnprof.report.render import Column, Report, Table, fixed, integer, si
+from cnnprof.report.render import Column, OutputError, Report, Table, fixed, integer, si
 
 
 def _value(v: Any) -> str:
@@ -101,8 +102,8 @@ def _save(fig: Any, path: str | Path) -> None:
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=130)
-    except OSError as exc:
-        raise CnnprofError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
+    except OSError as exc:  # checked before the work (check_plot_path), so a failure here is the write's
+        raise OutputError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
     finally:
         import matplotlib.pyplot as plt
 
@@ -110,9 +111,24 @@ def _save(fig: Any, path: str | Path) -> None:
 
 
 def check_plot_path(path: str | None) -> None:
-    """Refuse a bad --plot name before any work is done."""
+    """Refuse a bad --plot name, or a folder that is missing or read-only, before any work is done."""
     if path and Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise CnnprofError(f"--plot {path}: use a .png, .svg or .pdf file name")
+    check_plot_dir(path)
+
+
+def check_plot_dir(path: str | None) -> None:
+    """The folder of --plot must exist and be writable, and the file itself not be a folder."""
+    if not path:
+        return
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise CnnprofError(f"--plot {path}: no such folder {str(folder)!r}")
+    if target.is_dir():
+        raise CnnprofError(f"--plot {path}: is a folder; give a file name")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise CnnprofError(f"--plot {path}: not writable (permission denied)")
 
 
 def plot_sweep(result: Any, path: str, y: str = "params", convention: str = "macc") -> None:

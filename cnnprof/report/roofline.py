@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnprof.report.render import Column, Report, Table, fixed, integer, percent, shape, si
+from cnnprof.report.render import Column, OutputError, Report, Table, fixed, integer, percent, shape, si
 
 NVIDIA_FLOPS_NOTE = ("FLOPs here are in the nvidia convention (1 MAC = 2 FLOPs) and include norm / activation / "
                      "pooling / element-wise ops (scope all); intensity = FLOPs / byte moved, bytes at the run's "
@@ -198,5 +198,9 @@ def plot_roofline(preds: list[Any], path: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as exc:  # the folder was checked before the work: this is the write failing
+        raise OutputError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
