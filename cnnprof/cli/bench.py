@@ -171,7 +171,7 @@ def _run(options: BenchOptions, models: list[str] | None, set_: list[str] | None
     options.check()
     sizes, args, writer = parse_batch_sizes(options.batch_size), model_args(models, set_), open_output(output)
     run = BenchRun(options, args, sizes, explicit_inputs(options.input_shape, options.inputs, options.resolution),
-                   _profile(options.device) if options.breakdown else None)
+                   _profile(options.device, options.dtype) if options.breakdown else None)
     groups, code = for_each_model(sizes, run.batch, "Benchmarking", name=_batch_name,
                                   on_result=partial(run.stream, writer) if writer else None)
     emit_report(fmt, run.report(groups), code, "rounds")
@@ -194,14 +194,14 @@ def _use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _profile(device: str):
+def _profile(device: str, dtype: str = "float32"):
     """This device's cached profile, or None with a note saying how to get one (a breakdown never waits
     for a calibration)."""
     from cnnprof.predict.device import cached_profile
 
     from cnnprof.cli.device import warn
 
-    profile = cached_profile(device, warn)
+    profile = cached_profile(device, warn, dtype)
     if profile is None:
         err.print(f"note: run `cnnprof device --device {device}` once to see predicted times next to the breakdown")
     return profile
