@@ -114,7 +114,7 @@ def test_a_bad_cache_is_a_warning_and_ignored(tmp_path):
     assert len(heard) == 1 and "ignoring the cached device profile" in heard[0] and "peak_flops" in heard[0]
     os.unlink(path)
     os.mkfifo(path)  # a FIFO as the cache file: refused, not opened
-    assert cached_profile("cpu", heard.append) is None and "not a regular file" in heard[1]
+    assert cached_profile("cpu", heard.append) is None and "is a FIFO; a device profile must be a regular JSON file" in heard[1]
 
 
 def test_an_unusable_cache_directory_is_a_warning_and_the_profile_is_still_used(tmp_path, monkeypatch):

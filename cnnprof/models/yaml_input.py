@@ -51,30 +51,37 @@ def shown(value: Any) -> str:
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
-def read_yaml(path: str | Path, shared: bool = False) -> dict:
-    """Parse a config file with the safe loader (plain data only); errors name the file and line.
-    shared=True returns the cached object itself (the caller must not modify it), else a copy."""
-    path = Path(path)
+def read_regular(path: str | Path, limit: int, what: str, noun: str, form: str, error: type[Exception]) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. A directory, FIFO or device is refused before it is
+    opened (nothing waits on it), and so is a larger file: `error(f"{what}: ...")`, naming a `noun` of `form`."""
     try:
-        info = path.stat()
+        info = os.stat(path)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        raise error(f"{what}: no such file") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise error(f"{what}: cannot read: {exc.strerror or exc}") from None
     if not stat.S_ISREG(info.st_mode):
         kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "not a file"
-        raise ConfigError(f"{path}: is {kind}; a config must be a regular YAML file")
-    if info.st_size > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: file is {info.st_size:,} bytes; configs are limited to {MAX_FILE_BYTES:,}")
+        raise error(f"{what}: is {kind}; a {noun} must be a regular {form} file")
+    if info.st_size > limit:
+        raise error(f"{what}: file is {info.st_size:,} bytes; {noun}s are limited to {limit:,}")
     try:
         # O_NONBLOCK: should the file be swapped for a FIFO after stat(), open() must not wait for a writer.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+            data = f.read(limit + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: file is larger than {MAX_FILE_BYTES:,} bytes, the limit for configs")
+        raise error(f"{what}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{what}: file is larger than {limit:,} bytes, the limit for {noun}s")
+    return data
+
+
+def read_yaml(path: str | Path, shared: bool = False) -> dict:
+    """Parse a config file with the safe loader (plain data only); errors name the file and line.
+    shared=True returns the cached object itself (the caller must not modify it), else a copy."""
+    path = Path(path)
+    data = read_regular(path, MAX_FILE_BYTES, str(path), "config", "YAML", ConfigError)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from cnnprof.errors import CnnprofError
+from cnnprof.models.yaml_input import read_regular
 
 MAX_BYTES = 1 << 20  # a profile is a few kB
 MAX_NAME = 200
@@ -29,18 +28,7 @@ class ProfileError(CnnprofError):
 
 def read_json(path: str | Path, what: str) -> Any:
     """The JSON data of a regular file of at most MAX_BYTES (`what` names it in errors)."""
-    try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise ProfileError(f"{what}: not a regular file")
-        if info.st_size > MAX_BYTES:
-            raise ProfileError(f"{what}: {info.st_size} bytes, more than a device profile's {MAX_BYTES}")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise ProfileError(f"{what}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_BYTES:
-        raise ProfileError(f"{what}: more than a device profile's {MAX_BYTES} bytes")
+    raw = read_regular(path, MAX_BYTES, what, "device profile", "JSON", ProfileError)
     try:
         return json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser can go
