@@ -8,7 +8,7 @@ from torch.utils._pytree import tree_flatten
 import cnnprof
 from cnnprof.counting.source import ModuleSource
 from cnnprof.inputs import make_inputs
-from tests.test_user_models import CASES, MODELS
+from tests.test_user_models import CASES, models  # noqa: F401 - the fixture that writes the user models
 
 
 class Anchors(nn.Module):
@@ -58,16 +58,9 @@ def count_everything(model, inputs):
     cnnprof.profile(model, inputs)
 
 
-@pytest.fixture(scope="module")
-def user_models(tmp_path_factory):
-    path = tmp_path_factory.mktemp("user") / "user_models.py"
-    path.write_text(MODELS)
-    return str(path)
-
-
 @pytest.mark.parametrize("name", CASES)
-def test_user_models_give_the_same_output_after_counting(user_models, name):
-    model = cnnprof.build_model(f"{user_models}:{name}").eval()
+def test_user_models_give_the_same_output_after_counting(models, name):  # noqa: F811 - the imported fixture
+    model = cnnprof.build_model(f"{models}:{name}").eval()
     inputs = CASES[name][1]
     before, was = outputs(model, inputs), state(model)
     count_everything(model, inputs)

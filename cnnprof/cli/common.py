@@ -335,7 +335,7 @@ def model_args(models: list[str] | None, set_: list[str] | None):
 
 def add_overrides(report, by_label: dict[str, dict[str, Any]]):
     """Put each row's effective overrides (`overrides`, by row label) next to its model name in JSON and CSV."""
-    from cnnprof.profiling.compare import with_overrides
+    from cnnprof.report.compare import with_overrides
 
     return with_overrides(report, by_label)
 

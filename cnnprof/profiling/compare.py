@@ -47,7 +47,7 @@ class Comparison(Printable):
         return any(p.prediction is not None for p in self.profiles)
 
     def report(self):
-        from cnnprof.report.tables import compare_report, compare_rows
+        from cnnprof.report.compare import compare_report, compare_rows, with_overrides
 
         predictions = [p.prediction for p in self.profiles] if self.predicted else None
         rows = compare_rows([(p.flops, p.params.total) for p in self.profiles], self.convention, predictions,
@@ -69,20 +69,6 @@ class Comparison(Printable):
     def failures(self) -> list[tuple[str, str, str | None]]:
         """(model, status, error) of every model whose timing did not succeed."""
         return [(r.model, r.status, r.error) for r in (self.bench[0] if self.bench else ()) if r.status != "ok"]
-
-
-def with_overrides(report, by_label: Mapping[str, Mapping[str, Any]]):
-    """Add each row's effective overrides (`overrides`, by row label) as a field after `model`: a mapping in
-    the JSON rows, key=value,... text in the CSV rows."""
-    tables, json_rows, csv_rows = report
-    for rows, as_text in ((json_rows, False), (csv_rows, True)):
-        for i, row in enumerate(rows):
-            if row.get("model") in by_label and "overrides" not in row:
-                o = by_label[row["model"]]
-                value = ",".join(f"{k}={v}" for k, v in o.items()) if as_text else dict(o)
-                items = list(row.items())
-                rows[i] = dict(items[:1] + [("overrides", value)] + items[1:])
-    return tables, json_rows, csv_rows
 
 
 def compare(models: Sequence[Any], *, convention: str = "macc", scope: str = "conv", batch_size: int | None = None,

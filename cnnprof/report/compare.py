@@ -1,7 +1,7 @@
 """`cnnprof compare`: models side by side, each as a ratio to the first (and its latency, when measured)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
 from cnnprof.report.render import Column, Report, Table, fixed, ratio, ratio_short, shape, si
@@ -146,3 +146,17 @@ def add_bench(rows: list[dict[str, Any]], results: list[Any], ratios: list[Any],
         row["latency_ratio"] = (q.median if q is not None else 1.0 if r is results[0] and r.median_ms else None)
         row["throughput_ratio"] = (row["throughput"] / rows[0]["throughput"]
                                    if row["throughput"] and rows[0].get("throughput") else None)
+
+
+def with_overrides(report, by_label: Mapping[str, Mapping[str, Any]]):
+    """Add each row's effective overrides (`overrides`, by row label) as a field after `model`: a mapping in
+    the JSON rows, key=value,... text in the CSV rows."""
+    tables, json_rows, csv_rows = report
+    for rows, as_text in ((json_rows, False), (csv_rows, True)):
+        for i, row in enumerate(rows):
+            if row.get("model") in by_label and "overrides" not in row:
+                o = by_label[row["model"]]
+                value = ",".join(f"{k}={v}" for k, v in o.items()) if as_text else dict(o)
+                items = list(row.items())
+                rows[i] = dict(items[:1] + [("overrides", value)] + items[1:])
+    return tables, json_rows, csv_rows
