@@ -118,12 +118,12 @@ class DesignRun:
 
     def _first(self, units: int, seconds: float) -> None:
         total = units * seconds
-        if total >= SHOW_ESTIMATE_S or units >= 100:
-            print_note(f"{units:,} {self.unit}s, about {_duration(total)} ({seconds:.2f} s for the first)")
         if total > MAX_SECONDS and not self.yes:
             raise CnnprofError(f"{units:,} {self.unit}s would take about {_duration(total)} ({seconds:.2f} s for the "
                                f"first), above the limit of {MAX_SECONDS / 60:.0f} minutes; use fewer values, or add "
                                f"--yes to run it (--output keeps the {self.unit}s as they finish)")
+        if total >= min(SHOW_ESTIMATE_S, MAX_SECONDS) or units >= 100:
+            print_note(f"{units:,} {self.unit}s, about {_duration(total)} ({seconds:.2f} s for the first)")
 
     def _stream(self, part: Any) -> None:
         self.writer.add(*self.report(part)[1:])
