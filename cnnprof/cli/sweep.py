@@ -36,7 +36,7 @@ BenchTimeOpt = Annotated[float, typer.Option("--min-time", min=0.0, max=3600.0,
 
 MAX_UNITS = 10_000  # a grid of more points (match: rows) is refused before anything runs, without --yes
 MAX_SECONDS = 600.0  # a run estimated longer than this from its first point (or row) is refused, without --yes
-SHOW_ESTIMATE_S = 10.0  # the estimate is printed for runs of at least this long (or of 100 units and more)
+SHOW_ESTIMATE_S = 30.0  # the estimate is printed for runs of at least this long (or of 100 units and more)
 YesOpt = Annotated[bool, typer.Option(
     "--yes", "-y", help=f"Run a grid of more than {MAX_UNITS:,} points, or one estimated (from its first point) "
                         f"at more than {MAX_SECONDS / 60:.0f} minutes, instead of refusing it.")]
