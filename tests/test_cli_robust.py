@@ -378,3 +378,9 @@ def test_small_runs_print_no_estimate(cli):
 def test_design_min_time_is_capped_as_bench_caps_it(cli, command):
     result = cli(*command, "--min-time", "3601")
     assert result.exit_code == 2 and "3600" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["bench", "resnet18"], ["compare", "resnet18", "resnet34", "--bench"]])
+def test_min_runs_is_capped_as_min_time_is(cli, command):
+    result = cli(*command, "--min-runs", "1000001")
+    assert result.exit_code == 2 and "1000000" in result.stderr.replace(",", "") and "Traceback" not in result.stderr

@@ -181,7 +181,7 @@ def _in_order(part: list, whole: list) -> bool:
 
 
 # Quick timing for the shape check: the figures are not compared, only headers and row labels.
-QUICK = {"bench": ["--warmup", "0", "--min-time", "0.05", "--min-runs", "2"]}
+QUICK = {"bench": ["--warmup", "0", "--min-time", "0.05", "--min-runs", "2", "--resolution", "64"]}
 
 
 @pytest.mark.slow
