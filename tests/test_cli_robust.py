@@ -307,7 +307,7 @@ def test_sigterm_during_device_calibration_keeps_what_was_measured(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and p.poll() is None and not out.exists():  # created just before measuring
         time.sleep(0.05)
-    time.sleep(1.5)  # into the GEMM peaks (about 2 s); the whole --quick calibration takes about 15 s
+    time.sleep(3)  # past the GEMM peaks (under a second, on a busy machine), well before the ~15 s of --quick
     assert p.poll() is None
     p.send_signal(signal.SIGTERM)
     stdout, stderr = p.communicate(timeout=120)
@@ -384,3 +384,18 @@ def test_design_min_time_is_capped_as_bench_caps_it(cli, command):
 def test_min_runs_is_capped_as_min_time_is(cli, command):
     result = cli(*command, "--min-runs", "1000001")
     assert result.exit_code == 2 and "1000000" in result.stderr.replace(",", "") and "Traceback" not in result.stderr
+
+
+def test_sigterm_before_the_device_peaks_is_one_line_exit_130(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "device.json"
+    p = _start(["device", "--quick", "--format", "json", "--output", str(out)], tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not out.exists():
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)  # before the peaks, the least a profile needs: nothing to keep
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130 and stdout == "" and out.read_text() == "[]\n"
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr

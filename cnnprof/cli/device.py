@@ -46,6 +46,20 @@ def _stops_calibration():
             signal.signal(sig, h)
 
 
+def _measure(device: str, dtype: str, quick: bool) -> tuple[Any, int]:
+    """(profile, 0), or (what was measured, 130) after Ctrl-C/SIGTERM; (None, 130) when stopped before the
+    peaks, the least a profile needs (one line says so)."""
+    with _stops_calibration() as stopped:
+        try:
+            profile = measure_with_progress(device, dtype, quick)
+        except CnnprofError as exc:
+            if not stopped:
+                raise
+            print_error(exc)
+            return None, INTERRUPTED
+    return profile, INTERRUPTED if stopped else 0
+
+
 def measure_with_progress(device: str, dtype: str = "float32", quick: bool = False) -> Any:
     """Run the calibration with a rich progress bar on stderr; Ctrl-C keeps what was measured."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -168,9 +182,9 @@ def _run(device: str, device_spec: str | None, cached: bool, quick: bool, thread
             raise CnnprofError(f"no cached profile for {device}{at.replace(' --dtype', ' calibrated at')}; run "
                                f"`cnnprof device --device {device}{at}`")
         if profile is None:
-            with _stops_calibration() as stopped:
-                profile = measure_with_progress(device, dtype, quick)
-            code = INTERRUPTED if stopped else 0
+            profile, code = _measure(device, dtype, quick)
+            if profile is None:
+                return code
             saved = save_profile(profile, warn)
             path = str(saved) if saved is not None else None
     report = device_report(profile, path)
