@@ -399,3 +399,22 @@ def test_sigterm_before_the_device_peaks_is_one_line_exit_130(tmp_path):
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 130 and stdout == "" and out.read_text() == "[]\n"
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+
+
+def test_the_design_library_streams_estimates_and_stops_through_watch():
+    from cnnprof.design.match import match
+    from cnnprof.design.sweep import Watch, sweep
+
+    parts, firsts = [], []
+    result = sweep("mobilenet_v1", {"width_mult": [1, 0.75, 0.5, 0.25]},
+                   watch=Watch(on_part=parts.append, on_first=lambda n, s: firsts.append((n, s)),
+                               stop=lambda: len(parts) >= 2))
+    assert not result.complete and [p.knobs for p in result.points] == [(("width_mult", 1),), (("width_mult", 0.75),)]
+    assert [part.points for part in parts] == [(p,) for p in result.points] and parts[0].model == result.model
+    assert len(firsts) == 1 and firsts[0][0] == 4 and firsts[0][1] > 0
+    full = sweep("mobilenet_v1", {"width_mult": [1, 0.5]})
+    assert full.complete and len(full.points) == 2
+    calls = []
+    rows = match("resnext50", "width_per_group", axes={"groups": [8, 32, 64]}, reference="resnet50",
+                 watch=Watch(on_part=calls.append, stop=lambda: len(calls) >= 1))
+    assert not rows.complete and [r.fixed for r in rows.rows] == [(("groups", 8),)] and calls[0].rows == rows.rows
