@@ -137,5 +137,5 @@ def test_compare_predict_on_a_datasheet_gpu_says_which_model_priced_it(cli):
     rows = json.loads(out.stdout)
     assert all(r["prediction"].startswith("GPU efficiency model (timm RTX 3090") for r in rows)
     assert all(r["profile"] == "datasheet" and r["predicted_ms"] != r["roofline_ms"] for r in rows)
-    table = cli("compare", "resnet18", "--predict", "--device-spec", "h100").stdout
+    table = cli("compare", "resnet18", "resnet34", "--predict", "--device-spec", "h100").stdout
     assert "Predicted: GPU efficiency model" in table and "NVIDIA H100 SXM (datasheet)" in table
