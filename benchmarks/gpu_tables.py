@@ -126,6 +126,21 @@ def summary(name: str, pred: list[float], rows: Rows) -> str:
             f"{spearman(rows.bytes, meas):.3f} |")
 
 
+def worst(pred: list[float], rows: Rows, n: int = 12) -> str:
+    """The n rows with the largest held-out errors, and the median error per family (name up to the first _)."""
+    meas = rows.measured.tolist()
+    ratio = sorted(((p / m, r) for p, m, r in zip(pred, meas, rows.rows)), key=lambda x: -abs(x[0] - 1))
+    lines = ["\nLargest held-out errors: " + ", ".join(f"{r[0]} @{r[1]} b{r[2]} {100 * (q - 1):+.0f}%"
+                                                       for q, r in ratio[:n])]
+    fams: dict[str, list[float]] = {}
+    for q, r in ratio:
+        fams.setdefault(r[0].split("_")[0].rstrip("0123456789"), []).append(q - 1)
+    big = sorted(((statistics.median(v), k, len(v)) for k, v in fams.items() if len(v) >= 8), key=lambda x: x[1])
+    lines.append("Median signed held-out error by family (8 rows or more): "
+                 + ", ".join(f"{k} {100 * m:+.0f}% ({c})" for m, k, c in big))
+    return "\n".join(lines) + "\n"
+
+
 def efficiency(p: dict[str, torch.Tensor], fitted_on: str) -> gpu.Efficiency:
     return gpu.Efficiency(gemm=float(p["gemm"]), k_fixed=float(p["k_fixed"]), simt=float(p["simt"]),
                           launch_s=float(p["launch_s"]), fitted_on=fitted_on,
@@ -177,8 +192,10 @@ def main() -> None:
     head = ("| Table (GPU, datasheet) | Rows | Median abs. error | 90th pct | Within 15% | Spearman: predicted | "
             "MACs | bytes |\n|:---|---:|---:|---:|---:|---:|---:|---:|")
     print(f"### Held-out on the RTX 3090 table ({FOLDS}-fold cross-validation by model)\n\n{head}")
-    print(summary(f"{FIT_TABLE} (held-out)", cross_validate(base), base))
+    held_out = cross_validate(base)
+    print(summary(f"{FIT_TABLE} (held-out)", held_out, base))
     print(summary(f"{FIT_TABLE} (pure roofline, no fit)", base.predict(roofline()).tolist(), base))
+    print(worst(held_out, base))
     full = fit(base, torch.ones(len(base.rows), dtype=torch.bool))
     eff = efficiency(full, f"timm RTX 3090 table, torch 2.4 AMP, {len(base.rows)} rows")
     print(f"\n### Fit on the whole RTX 3090 table, applied untuned to other tables\n\n{head}")
