@@ -139,3 +139,27 @@ def test_compare_predict_on_a_datasheet_gpu_says_which_model_priced_it(cli):
     assert all(r["profile"] == "datasheet" and r["predicted_ms"] != r["roofline_ms"] for r in rows)
     table = cli("compare", "resnet18", "resnet34", "--predict", "--device-spec", "h100").stdout
     assert "Predicted: GPU efficiency model" in table and "NVIDIA H100 SXM (datasheet)" in table
+
+
+class _Sdpa(nn.Module):
+    def forward(self, x):
+        return nn.functional.scaled_dot_product_attention(x, x, x)
+
+
+class _Explicit(nn.Module):
+    def forward(self, x):
+        return (x @ x.transpose(-2, -1)).softmax(-1) @ x
+
+
+def test_scaled_dot_product_attention_is_one_fused_kernel():
+    from cnnprof.counting.traffic import analyze_memory
+
+    # q = k = v: 2 x 4 heads x 16 tokens x 8 channels. Fused: 8 GEMMs of M = 16 queries, N = 8 channels,
+    # K = (2 bmm x 8 * 16 * 16 * 8 MACs) / (8 * 16 * 8) = 32; bytes = q, k, v read + output written, float16.
+    calls = analyze_memory(_Sdpa(), (2, 4, 16, 8), "float16").calls
+    feats = gpu.op_features(calls)
+    kept = [f for f in feats if f is not None]
+    assert kept == [gpu.OpFeatures("gemm", 2 * 2 * 8 * 16 * 16 * 8, 2 * 4 * 1024, 8, 16, 8, 32)]
+    assert feats[-1] == kept[0] and len(calls) > 3  # the scaling, copies, first bmm and softmax fold into it
+    explicit = gpu.op_features(analyze_memory(_Explicit(), (2, 4, 16, 8), "float16").calls)
+    assert None not in explicit and [f.kind for f in explicit] == ["gemm", "streaming", "gemm"]

@@ -11,7 +11,8 @@ Every op is one kernel: t = launch_s + max(compute, memory), where
   prologue and epilogue, which make short-K GEMMs inefficient), slower for small tiles (TILES, tile_rate);
   each GEMM takes the tile size that makes it fastest;
 - compute of anything else (depthwise conv, element-wise math) runs on the CUDA cores at `simt` x the float32
-  peak.
+  peak;
+- scaled_dot_product_attention (traced as its math) is one fused kernel, as PyTorch runs it on a GPU.
 FLOPs are in the nvidia convention (1 MAC = 2 FLOPs). The fitted numbers live in gpus.yaml beside the
 datasheet entries, with where they come from.
 """
@@ -67,6 +68,54 @@ def features(call: OpCall) -> OpFeatures:
         batch = math.prod(call.shape[:-2])
         return OpFeatures(kind, call.flops, call.bytes, batch, call.shape[-2], n, k)
     return OpFeatures(kind, call.flops, call.bytes, 1, out // n, n, k)
+
+
+# scaled_dot_product_attention as cnnprof traces it (its math: q and k scaled and copied, bmm, _safe_softmax,
+# v copied, bmm) runs on a GPU as ONE fused kernel (flash / memory-efficient attention): the L x L scores never
+# reach memory. An explicit `softmax` (models that write attention out) is left as the separate kernels it is.
+_SDPA_SOFTMAX = "_safe_softmax"
+_SDPA_STEPS = frozenset(("mul", "div", "clone", "contiguous", "expand", "_to_copy"))
+
+
+def _bmm_near(calls: Sequence[OpCall], i: int, step: int) -> int | None:
+    """Index of the bmm at most 3 ops from `i` in direction `step`, in the same module, past SDPA's copies."""
+    j = i + step
+    while 0 <= j < len(calls) and abs(j - i) <= 3 and calls[j].module == calls[i].module:
+        if calls[j].op in _BATCHED:
+            return j
+        if calls[j].op not in _SDPA_STEPS:
+            return None
+        j += step
+    return None
+
+
+def _fused_attention(calls: Sequence[OpCall], first: int, last: int, feats: list) -> OpFeatures:
+    """One flash-attention kernel for calls[first..last]: both bmms' work as one GEMM of M = queries, N = value
+    width, K = MACs / (batch x M x N); bytes = q, k, v read and the output written."""
+    a, b = calls[first], calls[last]
+    fa, fb = feats[first], feats[last]
+    k = max(1, round((a.macs + b.macs) / max(1, fa.batch * fa.m * fb.n)))
+    nbytes = a.bytes_read + (b.bytes_read - a.bytes_written) + b.bytes_written  # b read P (= a's output) and v
+    return OpFeatures("gemm", a.flops + b.flops, nbytes, fa.batch, fa.m, fb.n, k)
+
+
+def op_features(calls: Sequence[OpCall]) -> list[OpFeatures | None]:
+    """features() of every call, with each traced scaled_dot_product_attention fused into one kernel: its last
+    bmm carries the fused kernel, the calls before it (scaling, copies, first bmm, softmax) become None."""
+    feats: list[OpFeatures | None] = [features(c) for c in calls]
+    for i, c in enumerate(calls):
+        if c.op != _SDPA_SOFTMAX:
+            continue
+        a, b = _bmm_near(calls, i, -1), _bmm_near(calls, i, 1)
+        if a is None or b is None or feats[a].kind != "gemm" or feats[b].kind != "gemm":
+            continue
+        start = a
+        while start > 0 and a - start < 4 and calls[start - 1].module == c.module and calls[start - 1].op in _SDPA_STEPS:
+            start -= 1
+        fused = _fused_attention(calls, a, b, feats)
+        feats[start:b] = [None] * (b - start)
+        feats[b] = fused
+    return feats
 
 
 @dataclass(frozen=True)
@@ -225,8 +274,9 @@ def with_efficiency(pred: Any, profile: Any, eff: Efficiency | None = None) -> A
     if spec is None:
         return pred
     eff = eff or load()[1]
-    ops = tuple(dataclasses.replace(p, calibrated_s=op_time(features(p.call), spec, eff, pred.dtype))
-                for p in pred.ops)
+    feats = op_features([p.call for p in pred.ops])  # an op fused into an attention kernel costs nothing more
+    ops = tuple(dataclasses.replace(p, calibrated_s=0.0 if f is None else op_time(f, spec, eff, pred.dtype))
+                for p, f in zip(pred.ops, feats))
     return dataclasses.replace(pred, ops=ops, module_overhead_s=0.0, view_overhead_s=0.0,
                                latency_model=eff.describe())
 
@@ -234,7 +284,7 @@ def with_efficiency(pred: Any, profile: Any, eff: Efficiency | None = None) -> A
 def grouped(calls: Sequence[OpCall]) -> list[tuple[OpFeatures, int]]:
     """(features, count) of every distinct op of a forward pass, in first-seen order."""
     counts: dict[OpFeatures, int] = {}
-    for c in calls:
-        f = features(c)
-        counts[f] = counts.get(f, 0) + 1
+    for f in op_features(calls):
+        if f is not None:
+            counts[f] = counts.get(f, 0) + 1
     return list(counts.items())
