@@ -25,6 +25,9 @@ SCRIPTS = [
      ["--rounds", "12", "--min-time", "2"], ["--rounds", "2", "--min-time", "1"]),
     ("Latency prediction: how params, MACs, acts, traffic and cnnprof's predictions track measured latency "
      "(issue 8; CUDA batch 1 and 64 too when a GPU is present)", "latency_prediction.py", [], ["--quick"]),
+    ("GPU latency model on timm's published GPU inference tables (issue 14 item 3: fitted on the RTX 3090 table, "
+     "held out by model; other GPUs untuned; CPU only, from benchmarks/data/gpu_tables.json.gz)", "gpu_tables.py",
+     [], []),
     ("Design commands: sweep grid vs import torch, search trials/s on the RegNet space", "design_speed.py",
      ["--runs", "3", "--trials", "200"], ["--runs", "1", "--trials", "40"]),
 ]

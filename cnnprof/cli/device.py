@@ -16,8 +16,9 @@ from cnnprof.errors import CnnprofError
 
 DeviceSpecOpt = Annotated[Optional[str], typer.Option(
     "--device-spec", metavar="NAME|FILE.json", show_default=False,
-    help="Use a known GPU's datasheet peaks (h100, h200, a100, l4, rtx4090, v100, t4; marked as datasheet, not "
-         "measured) or a saved profile (`cnnprof device --format json > f.json`) instead of this device's measured one.")]
+    help="Use a known GPU's datasheet peaks (h100, h200, a100, l4, t4, rtx3090, rtx4090, rtx5090, v100; marked as "
+         "datasheet, not measured; predictions on it use the GPU efficiency model fitted on timm's RTX 3090 table) "
+         "or a saved profile (`cnnprof device --format json > f.json`) instead of this device's measured one.")]
 
 
 def warn(message: str) -> None:

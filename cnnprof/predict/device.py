@@ -102,11 +102,14 @@ def datasheet(name: str) -> DeviceProfile:
     """A known GPU's datasheet peaks (not measured)."""
     import torch
 
+    from cnnprof.predict.gpu import datasheets  # gpus.yaml: the GPUs the efficiency model knows, with sources
+
+    sheets = {**DATASHEETS, **datasheets()}
     key = name.lower().replace("-", "").replace(" ", "")
-    if key not in DATASHEETS:
-        raise CnnprofError(f"unknown {parameter('device_spec')} {name!r}; choose one of {', '.join(DATASHEETS)} or a "
+    if key not in sheets:
+        raise CnnprofError(f"unknown {parameter('device_spec')} {name!r}; choose one of {', '.join(sheets)} or a "
                            f"profile .json")
-    spec = DATASHEETS[key]
+    spec = sheets[key]
     return DeviceProfile(device="cuda", name=spec["name"], torch_version=torch.__version__, threads=0,
                          source="datasheet", peak_flops=dict(spec["peak"]), bandwidth=spec["bandwidth"],
                          op_overhead_s=GPU_LAUNCH_S)

@@ -128,6 +128,7 @@ class LatencyPrediction(Printable):
     module_overhead_s: float
     memory: MemoryProfile
     view_overhead_s: float = 0.0
+    latency_model: str = ""  # what priced the calibrated times when not this device's micro-benchmarks
 
     @property
     def ridge(self) -> float:
@@ -197,11 +198,16 @@ def predict_ops(memory: MemoryProfile, profile: DeviceProfile, dtype: str | None
             roofline_s=max(tc, tm) + profile.op_overhead_s,
             calibrated_s=fit.time(c.flops, c.bytes) if fit else None,
             attainable=min(peak, c.intensity * bw)))
-    return LatencyPrediction(
+    pred = LatencyPrediction(
         model=memory.model, input_shape=memory.input_shape, dtype=dtype, device=profile.device,
         device_name=profile.name, source=profile.source, peak_flops=peak, bandwidth=bw, ops=tuple(preds),
         module_calls=memory.modules_called, module_overhead_s=profile.module_overhead_s if use_fits else 0.0,
         memory=memory, view_overhead_s=profile.view_overhead_s if use_fits else 0.0)
+    if use_fits:
+        return pred
+    from cnnprof.predict.gpu import with_efficiency  # a datasheet GPU: priced by the fitted efficiency model
+
+    return with_efficiency(pred, profile)
 
 
 def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profile: DeviceProfile,

@@ -109,7 +109,7 @@ def compare_rows(counts: list[tuple[Any, int]], convention: str = "macc", predic
     rows = [_count_row(fc, params, convention) for fc, params in counts]
     for row, p in zip(rows, predictions or []):
         row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
-                   prediction="calibrated" if p.calibrated else "roofline", device_name=p.device_name,
+                   prediction=getattr(p, "latency_model", "") or ("calibrated" if p.calibrated else "roofline"), device_name=p.device_name,
                    profile=p.source)
     if bench is not None:
         add_bench(rows, *bench, device)

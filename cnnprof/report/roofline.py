@@ -149,6 +149,8 @@ def _summary_table(p0: Any, rows: list[dict[str, Any]]) -> Table:
     summary.caption = (f"{p0.device_name} ({source}): peak {p0.peak_flops / 1e9:,.1f} GFLOP/s ({p0.dtype}), "
                        f"bandwidth {p0.bandwidth / 1e9:,.1f} GB/s, ridge {p0.ridge:.1f} FLOP/B")
     summary.notes.append(NVIDIA_FLOPS_NOTE)
+    if getattr(p0, "latency_model", ""):
+        summary.notes.append(f"Calibrated: {p0.latency_model}, on the datasheet figures above.")
     summary.notes.append("Bound: compute or memory roof, or 'overhead' when the per-op dispatch cost exceeds both.")
     return summary
 
