@@ -12,7 +12,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.common import (
     app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
     guard)
-from cnnprof.cli.device import DeviceSpecOpt
+from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, Measuring, PlotOpt, PredictOpt, with_progress
 from cnnprof.cli.common import Device, print_note
 
@@ -50,10 +50,11 @@ def match(
     min_time: BenchTimeOpt = 0.5,
     plot: PlotOpt = None,
     fmt: FormatOpt = Format.table,
+    threads: PredictThreadsOpt = None,
 ) -> None:
     """Find the knob value that makes MODEL cost what a reference costs (iso-complexity, ResNeXt Table 2)."""
     how = Measuring(scope.value, resolution, False, predict, device.value, device_spec, min_time,
-                    input_shape=input_shape_, inputs=input_)
+                    input_shape=input_shape_, inputs=input_, threads=threads)
     guard(partial(_match, model, vary, set_, how, metric=metric.value, to=to, target=target, range_=range_, tol=tol,
                   convention=convention.value, plot=plot, fmt=fmt.value))
 
