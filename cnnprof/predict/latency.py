@@ -181,7 +181,8 @@ class LatencyPrediction(Printable):
     @property
     def predicted_s(self) -> float:
         """Measured layers + calibrated op types + roofline for the rest, plus the calibrated overheads."""
-        return sum(p.predicted_s for p in self.ops) + self.overheads_s
+        ops = sum(p.predicted_s for p in self.ops)  # summed as calibrated_s is: the same bits without measured layers
+        return ops + self.module_calls * self.module_overhead_s + self.memory.free_calls * self.view_overhead_s
 
     def time_sources(self) -> dict[str, float]:
         """Seconds of the predicted time by where they come from: measured, calibrated, roofline, overhead."""

@@ -81,10 +81,12 @@ def _notes(rows: list[dict[str, Any]], bench: bool, predict: bool) -> list[str]:
         if any(r.get("noisy") for r in rows):
             notes.append("noisy: IQR above 10% of the median; rerun on a quieter machine or with a longer --min-time.")
     if predict and rows:
-        name, source = rows[0].get("device_name"), rows[0].get("profile")
-        where = name if f"({source})" in str(name) else f"{name} ({source})"  # "H100 (datasheet)" says it already
-        threads = rows[0].get("threads")
-        where += f", {threads} thread{'' if threads == 1 else 's'}" if threads else ""
+        name, source, threads = rows[0].get("device_name"), rows[0].get("profile"), rows[0].get("threads")
+        at = f"{threads} thread{'' if threads == 1 else 's'}" if threads else ""
+        if f"({source})" in str(name):  # "H100 (datasheet)" says it already
+            where = f"{name} ({at})" if at else name
+        else:
+            where = f"{name} ({source}{', ' + at if at else ''})"
         notes.append(f"Predicted: {rows[0].get('prediction', 'calibrated')} latency on {where} from per-op costs, "
                      f"without running the models (see `cnnprof roofline`).")
         notes += [f"{r['model']}: predicted time from " + ", ".join(
