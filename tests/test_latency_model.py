@@ -167,10 +167,10 @@ def test_table_cache_round_trip_beside_the_profile_and_bad_files(tmp_path):
     torch.set_num_threads(1)
     warned = []
     for bad in ("not json", json.dumps({"layers": {"k": -1.0}}), json.dumps({"layers": {"k": "fast"}}),
-                json.dumps([1, 2])):
+                json.dumps([1, 2]), json.dumps({"layers": {}, "module_overhead_s": -1})):
         table.path.write_text(bad)
         assert lut.load_table("cpu", "float32", warned.append).times == {}
-    assert len(warned) == 4 and all(w.startswith("ignoring the cached layer table") for w in warned)
+    assert len(warned) == 5 and all(w.startswith("ignoring the cached layer table") for w in warned)
 
 
 def test_a_table_is_attached_only_to_a_profile_measured_here_at_this_thread_count():
@@ -182,15 +182,38 @@ def test_a_table_is_attached_only_to_a_profile_measured_here_at_this_thread_coun
     assert "layers" not in lut.attach(profile(threads=1)).to_json()
 
 
+def test_the_in_network_module_overhead_is_the_forward_time_less_the_layers_alone_per_module_call():
+    net = lut.tiny_network(3, 4)
+    memory = analyze_memory(net, (1, 4, 4, 4))
+
+    def timer(fn, device, min_time, min_runs, warmup):  # the whole network is timed with more runs
+        return 1e-3 if min_runs == 20 else 1e-6
+
+    got = lut.measure_module_overhead("cpu", blocks=3, channels=4, view_overhead_s=1e-7, timer=timer)
+    assert got == pytest.approx((1e-3 - len(memory.calls) * 1e-6 - memory.free_calls * 1e-7) / memory.modules_called)
+    assert lut.measure_module_overhead("cpu", blocks=3, channels=4, timer=lambda *a, **k: 1e-6) == 0.0  # never < 0
+
+
+def test_a_table_with_a_module_overhead_charges_it_per_module_call():
+    model = tiny()
+    table = filled(model)
+    table.module_overhead_s = 1e-5
+    p = predict_latency(model, (1, 3, 16, 16), dataclasses.replace(profile(), layers=table))
+    assert p.module_overhead_s == 1e-5
+    assert p.time_sources()["overhead"] == pytest.approx(p.module_calls * 1e-5 + p.memory.free_calls * 2e-7)
+
+
 def test_on_demand_prediction_measures_the_missing_layers_once(monkeypatch):
     torch.set_num_threads(1)
     timed = []
     monkeypatch.setattr(lut, "measure_layer", lambda layer, *a, **k: timed.append(layer.key) or fake_time(layer))
+    monkeypatch.setattr(lut, "measure_module_overhead", lambda *a, **k: timed.append("overhead") or 4e-6)
     prof = lut.attach(profile(), on_demand=True)
     model = tiny()
     first = predict_latency(model, (1, 3, 16, 16), prof)
     assert first.time_sources()["measured"] > 0 and first.time_sources()["calibrated"] == 0
-    assert len(timed) == len(set(timed)) == len(lut.record_layers(model, ((1, 3, 16, 16),)))
+    assert len(timed) == len(set(timed)) == len(lut.record_layers(model, ((1, 3, 16, 16),))) + 1
+    assert first.module_overhead_s == 4e-6
     again = predict_latency(model, (1, 3, 16, 16), lut.attach(profile(), on_demand=True))  # from the cache file
     assert len(timed) == len(set(timed)) and again.predicted_s == pytest.approx(first.predicted_s)
 
@@ -202,6 +225,7 @@ def test_roofline_and_compare_say_the_profile_threads_and_measured_share(cli, mo
     torch.set_num_threads(1)
     save_profile(profile(threads=1))
     monkeypatch.setattr(lut, "measure_layer", lambda layer, *a, **k: fake_time(layer))
+    monkeypatch.setattr(lut, "measure_module_overhead", lambda *a, **k: 4e-6)
     result = cli("roofline", "shufflenet_v2_x0_5", "--resolution", "32", "--threads", "1", "--by", "type")
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())

@@ -238,8 +238,15 @@ def predict_ops(memory: MemoryProfile, profile: DeviceProfile, dtype: str | None
     return LatencyPrediction(
         model=memory.model, input_shape=memory.input_shape, dtype=dtype, device=profile.device,
         device_name=profile.name, source=profile.source, peak_flops=peak, bandwidth=bw, ops=tuple(preds),
-        module_calls=memory.modules_called, module_overhead_s=profile.module_overhead_s if use_fits else 0.0,
+        module_calls=memory.modules_called, module_overhead_s=_module_overhead(profile, table) if use_fits else 0.0,
         memory=memory, view_overhead_s=profile.view_overhead_s if use_fits else 0.0, threads=profile.threads)
+
+
+def _module_overhead(profile: DeviceProfile, table: Any) -> float:
+    """A module call's cost: inside a network as the layer table measured it, else the profile's (an nn.Identity
+    called alone)."""
+    return table.module_overhead_s if table is not None and table.module_overhead_s is not None else (
+        profile.module_overhead_s)
 
 
 def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profile: DeviceProfile,
@@ -263,7 +270,8 @@ def measure_layers(device_profile: DeviceProfile, model: Any, inputs: Any = None
         return 0
     from cnnprof.predict.lut import measure_model
 
-    return measure_model(table, model, inputs, on_step=table.on_step, warn=table.warn)
+    return measure_model(table, model, inputs, on_step=table.on_step, warn=table.warn,
+                         view_overhead_s=device_profile.view_overhead_s)
 
 
 # ----------------------------------------------------------------------------- model-level correction

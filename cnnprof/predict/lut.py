@@ -49,6 +49,7 @@ class LayerTable:
     dtype: str
     threads: int
     times: dict[str, float] = field(default_factory=dict)
+    module_overhead_s: float | None = None  # a module call inside a network, beyond its ops (measure_module_overhead)
     path: Path | None = None  # where it is cached (None: this run only)
     measured_now: int = 0  # layers measured by this process (the cache is written when > 0)
     on_demand: bool = False  # predictions measure the layers they miss (cnnprof.predict.latency.measure_layers)
@@ -60,7 +61,8 @@ class LayerTable:
         return self.times.get(layer_key(call))
 
     def to_json(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": self.dtype, "threads": self.threads, "layers": dict(self.times)}
+        return {"device": self.device, "dtype": self.dtype, "threads": self.threads,
+                "module_overhead_s": self.module_overhead_s, "layers": dict(self.times)}
 
 
 # ----------------------------------------------------------------------------- recording a model's layers
@@ -232,6 +234,14 @@ def _checked(data: Any, what: str) -> dict[str, float]:
     return out
 
 
+def _overhead(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ProfileError(f"{what}: module_overhead_s: expected a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
 def load_table(device: str, dtype: str = "float32", warn: Callable[[str], None] | None = None) -> LayerTable:
     """The cached table of `device` at this thread count and `dtype` (empty when there is none, or when the
     file is bad: `warn` hears why, and it is measured again)."""
@@ -250,6 +260,7 @@ def load_table(device: str, dtype: str = "float32", warn: Callable[[str], None] 
         except (ValueError, RecursionError) as exc:
             raise ProfileError(f"{path}: not JSON ({type(exc).__name__})") from None
         table.times = _checked(data, str(path))
+        table.module_overhead_s = _overhead(data.get("module_overhead_s"), str(path))
     except ProfileError as exc:
         if warn is not None:
             warn(f"ignoring the cached layer table: {exc}")
@@ -278,13 +289,61 @@ def save_table(table: LayerTable, warn: Callable[[str], None] | None = None) -> 
 
 def measure_model(table: LayerTable, model: Any, inputs: Any = None, *,
                   on_step: Callable[[str, int, int], None] | None = None, min_time: float = MIN_TIME_S,
-                  warn: Callable[[str], None] | None = None) -> int:
-    """Fill `table` with every layer of `model` not measured yet and cache it; returns how many were new."""
+                  warn: Callable[[str], None] | None = None, view_overhead_s: float = 0.0) -> int:
+    """Fill `table` with every layer of `model` not measured yet (and, the first time, the in-network module
+    overhead) and cache it; returns how many layers were new."""
     before = table.measured_now
     fill(table, record_layers(model, inputs, table.dtype), on_step=on_step, min_time=min_time)
-    if table.measured_now > before:
+    new, overhead_missing = table.measured_now - before, table.module_overhead_s is None
+    if overhead_missing:
+        table.module_overhead_s = measure_module_overhead(table.device, table.dtype, view_overhead_s)
+    if new or overhead_missing:
         save_table(table, warn)
-    return table.measured_now - before
+    return new
+
+
+# ----------------------------------------------------------------------------- what no single layer holds
+
+def tiny_network(blocks: int, c: int) -> Any:
+    """Tiny mobile blocks (1x1 conv, BN, hardswish, depthwise 3x3, BN, ReLU, residual add) on small maps: their
+    ops take microseconds, so a forward pass is nearly all per-call cost."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.Hardswish(),
+                                      nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.BatchNorm2d(c),
+                                      nn.ReLU(inplace=True))
+
+        def forward(self, x: Any) -> Any:
+            return x + self.body(x)
+
+    return nn.Sequential(*[Block() for _ in range(blocks)]).eval()
+
+
+def measure_module_overhead(device: str, dtype: str = "float32", view_overhead_s: float = 0.0, *, blocks: int = 20,
+                            channels: int = 8, timer: Callable[..., float] | None = None) -> float:
+    """Seconds a module call adds inside a network beyond its ops timed alone (Python's module call and functional
+    wrappers, which an op timed alone skips): a synthetic network's forward time, less the sum of its layers
+    each timed alone and its views, per module call. Synthetic, so no model it later predicts is part of it."""
+    import torch
+
+    from cnnprof.counting.traffic import analyze_memory
+    from cnnprof.predict.device import time_call
+    from cnnprof.timing.settings import DTYPES
+
+    timer = timer or time_call
+    shape = (1, channels, 4, 4)
+    net = tiny_network(blocks, channels).to(device=device, dtype=DTYPES[dtype])
+    x = torch.rand(shape, device=device, dtype=DTYPES[dtype])
+    with torch.inference_mode():
+        whole = timer(lambda: net(x), device, min_time=0.3, min_runs=20, warmup=3)
+    alone = LayerTable(device, dtype, torch.get_num_threads())
+    fill(alone, record_layers(net, (shape,), dtype), min_time=0.1, timer=timer)
+    memory = analyze_memory(net, shape, dtype)
+    ops = sum(alone.lookup(c) or 0.0 for c in memory.calls)
+    return max(0.0, (whole - ops - memory.free_calls * view_overhead_s) / max(memory.modules_called, 1))
 
 
 def attach(profile: Any, *, on_demand: bool = False, on_step: Callable[[str, int, int], None] | None = None,
