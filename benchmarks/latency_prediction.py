@@ -185,7 +185,10 @@ def section(device: str, threads: int | None, batches: list[int], models: list[s
         add_loo_correction(rows)
         out += [f"#### {device}, {n} thread{'' if n == 1 else 's'}, batch {b}, float32 ({len(rows)} models)\n",
                 *model_table(rows), *summary_table(rows), *acceptance(rows)]
-    out.append(f"_Section took {time.perf_counter() - t0:.0f} s ({len(profile.layers.times)} layers in the table)._\n")
+    table = profile.layers
+    overhead = "-" if table.module_overhead_s is None else f"{table.module_overhead_s * 1e6:.2f} µs"
+    out.append(f"_Section took {time.perf_counter() - t0:.0f} s ({len(table.times)} layers in the table; a module "
+               f"call inside a network: {overhead})._\n")
     return out
 
 
