@@ -285,3 +285,21 @@ def test_bench_reports_achieved_rates_as_shares_of_the_profile_peak():
     assert "% of peak FLOP/s" in text and "20.1%" in text and "50.0%" in text and "peak 100.0 GFLOP/s" in text
     assert report.csv_rows[0]["peak_flops_share"] == pytest.approx(share["flops_share"])
     assert "peak_share" not in bench_report([r]).json_rows[0]  # no profile: no shares
+
+
+def test_a_model_that_does_not_run_on_meta_and_a_layer_that_cannot_run_alone_keep_the_calibrated_model():
+    class DataDependent(nn.Module):
+        def forward(self, x):
+            return x[x > 0].sum() + nn.functional.relu(x).sum()
+
+    warned = []
+    table = lut.LayerTable("cpu", "float32", 1)
+    table.module_overhead_s = 1e-6
+    assert lut.measure_model(table, DataDependent(), ((1, 4),), warn=warned.append) == 0
+    assert len(warned) == 1 and "not timed" in warned[0] and table.times == {}
+    layers = lut.record_layers(tiny(), ((1, 3, 16, 16),))
+
+    def broken(fn, *a, **k):
+        raise IndexError("no kernel")
+
+    assert lut.fill(table, layers, timer=broken) == 0 and table.times == {}

@@ -201,7 +201,7 @@ def fill(table: LayerTable, layers: Sequence[Layer], *, on_step: Callable[[str, 
             t = measure_layer(layer, table.device, table.dtype, min_time, timer)
         except KeyboardInterrupt:
             break
-        except RuntimeError:  # no kernel for this op at this dtype on this device: the model prices it
+        except Exception:  # noqa: BLE001 - no kernel at this dtype here, or values it cannot take: the model prices it
             continue
         if math.isfinite(t) and t > 0:
             table.times[layer.key] = t
@@ -293,7 +293,14 @@ def measure_model(table: LayerTable, model: Any, inputs: Any = None, *,
     """Fill `table` with every layer of `model` not measured yet (and, the first time, the in-network module
     overhead) and cache it; returns how many layers were new."""
     before = table.measured_now
-    fill(table, record_layers(model, inputs, table.dtype), on_step=on_step, min_time=min_time)
+    try:
+        layers = record_layers(model, inputs, table.dtype)
+    except Exception as exc:  # noqa: BLE001 - the user's forward on meta (a model counted by a real run): not timed
+        if warn is not None:
+            warn(f"the layers of this model were not timed (it does not run on meta: {type(exc).__name__}); the "
+                 f"calibrated model prices them")
+        return 0
+    fill(table, layers, on_step=on_step, min_time=min_time)
     new, overhead_missing = table.measured_now - before, table.module_overhead_s is None
     if overhead_missing:
         table.module_overhead_s = measure_module_overhead(table.device, table.dtype, view_overhead_s)
