@@ -1,13 +1,17 @@
 """`cnnprof device`, and the device profile that roofline, compare --predict and bench --breakdown use."""
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
-from cnnprof.cli.common import app, err, print_error, Format, Device, DType, FormatOpt, guard
+from cnnprof.cli.common import (
+    app, err, print_error, Format, Device, DType, FormatOpt, OutputOpt, guard, open_output, emit_report, INTERRUPTED)
 from cnnprof.errors import CnnprofError
 
 DeviceSpecOpt = Annotated[Optional[str], typer.Option(
@@ -19,6 +23,41 @@ DeviceSpecOpt = Annotated[Optional[str], typer.Option(
 def warn(message: str) -> None:
     """A one-line warning on stderr (the command goes on), escaped as errors are."""
     print_error(message, prefix="warning")
+
+
+@contextmanager
+def _stops_calibration():
+    """SIGTERM stops a calibration as Ctrl-C does (the calibration keeps what it measured on KeyboardInterrupt);
+    yields a list that holds the signal once one arrived."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _measure(device: str, dtype: str, quick: bool) -> tuple[Any, int]:
+    """(profile, 0), or (what was measured, 130) after Ctrl-C/SIGTERM; (None, 130) when stopped before the
+    peaks, the least a profile needs (one line says so)."""
+    with _stops_calibration() as stopped:
+        try:
+            profile = measure_with_progress(device, dtype, quick)
+        except CnnprofError as exc:
+            if not stopped:
+                raise
+            print_error(exc)
+            return None, INTERRUPTED
+    return profile, INTERRUPTED if stopped else 0
 
 
 def measure_with_progress(device: str, dtype: str = "float32", quick: bool = False) -> Any:
@@ -141,31 +180,32 @@ def device_cmd(
                                                           "cached per thread count.", show_default=False)] = None,
     dtype: Annotated[DType, typer.Option(help="Data type of the per-op-type calibration micro-benchmarks.")] = DType.float32,
     fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
 ) -> None:
     """Measure what this device attains: peak FLOP/s per dtype (GEMM), memory bandwidth (copy, triad), per-op
     and per-module overhead, and a per-op-type latency calibration; cached for later commands."""
-    guard(partial(_checked, ctx, device.value, device_spec, cached, quick, threads, dtype.value, fmt.value))
+    guard(partial(_checked, ctx, device.value, device_spec, cached, quick, threads, dtype.value, fmt.value, output))
 
 
 def _checked(ctx: Any, device: str, device_spec: str | None, cached: bool, quick: bool, threads: int | None,
-             dtype: str, fmt: str) -> int:
+             dtype: str, fmt: str, output: str | None) -> int:
     check_device_options(ctx, device_spec, cached, quick, threads)
-    return _run(device, device_spec, cached, quick, threads, dtype, fmt)
+    return _run(device, device_spec, cached, quick, threads, dtype, fmt, output)
 
 
 def _run(device: str, device_spec: str | None, cached: bool, quick: bool, threads: int | None, dtype: str,
-         fmt: str) -> int:
-    """Show the profile of a datasheet or file, the cached one, or measure (and cache) a new one."""
+         fmt: str, output: str | None = None) -> int:
+    """Show the profile of a datasheet or file, the cached one, or measure (and cache) a new one; --output gets
+    its row once it is measured (or interrupted: Ctrl-C or SIGTERM keep what was measured, exit 130)."""
     from cnnprof.predict.device import cached_profile, datasheet, load_profile_file, save_profile
     from cnnprof.timing.settings import check_device
-    from cnnprof.report.render import emit
     from cnnprof.report.roofline import device_report
 
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    path = None
+    path, code, writer = None, 0, open_output(output)
     if device_spec:
         profile = load_profile_file(device_spec) if device_spec.endswith(".json") else datasheet(device_spec)
     else:
@@ -176,8 +216,13 @@ def _run(device: str, device_spec: str | None, cached: bool, quick: bool, thread
             raise CnnprofError(f"no cached profile for {device}{at.replace(' --dtype', ' calibrated at')}; run "
                                f"`cnnprof device --device {device}{at}`")
         if profile is None:
-            profile = measure_with_progress(device, dtype, quick)
+            profile, code = _measure(device, dtype, quick)
+            if profile is None:
+                return code
             saved = save_profile(profile, warn)
             path = str(saved) if saved is not None else None
-    emit(fmt, *device_report(profile, path))
-    return 0
+    report = device_report(profile, path)
+    if writer is not None:
+        writer.add(*report[1:])
+    emit_report(fmt, report, 0)  # the profile's own note says it was interrupted
+    return code
