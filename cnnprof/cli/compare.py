@@ -43,8 +43,9 @@ def compare(
                                                    show_default=False)] = None,
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last", help=_BENCH + "NHWC memory format.",
                                                           show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help=_BENCH + "CPU threads, at most the machine's cores.",
-                                                   show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="With --bench or --predict: CPU threads, at most the "
+                                                               "machine's cores (--predict uses the device profile "
+                                                               "of that count).", show_default=False)] = None,
     warmup: Annotated[Optional[float], typer.Option(min=0.0, max=3600.0, show_default=False,
                                                     help=_BENCH + "seconds of warm-up per model (default 0.5).")] = None,
     min_time: Annotated[Optional[float], typer.Option(min=0.0, max=3600.0, show_default=False,
@@ -60,10 +61,12 @@ def compare(
 ) -> None:
     """Side-by-side params, FLOPs and MACs per parameter, with each model's ratio to the first."""
     timing = {"--device": None if predict else device, "--dtype": dtype, "--channels-last": channels_last,
-              "--threads": threads, "--warmup": warmup, "--min-time": min_time, "--min-runs": min_runs}
+              "--threads": None if predict and not bench else threads, "--warmup": warmup, "--min-time": min_time,
+              "--min-runs": min_runs}
     settings = CompareSettings(
         convention.value, scope.value, resolution, batch_size, input_shape_, input_, predict, device_spec,
-        (device or Device.cpu).value, bench, {k: v for k, v in timing.items() if v is not None})
+        (device or Device.cpu).value, bench, {k: v for k, v in timing.items() if v is not None},
+        threads=threads if predict else None)
     guard(partial(_run, settings, models, set_, fmt.value, output))
 
 
@@ -82,6 +85,7 @@ class CompareSettings:
     device: str
     bench: bool
     timing: dict[str, Any]  # the timing options given ("--dtype": value, ...): they need --bench
+    threads: int | None = None  # with --predict: the thread count whose device profile is used
 
     def bench_settings(self) -> Any:
         """cnnprof.profiling.compare.BenchSettings, checked; None without --bench."""
@@ -133,7 +137,8 @@ def _run(settings: CompareSettings, models: list[str], set_: list[str] | None, f
     bench = settings.bench_settings()
     args, writer = model_args(models, set_), open_output(output)
     inputs = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution, settings.batch_size)
-    device_profile = requested_profile(settings.predict, settings.device, settings.device_spec)
+    device_profile = requested_profile(settings.predict, settings.device, settings.device_spec, settings.threads,
+                                       measure_layers=True)
     run = ModelRun(partial(_profile, settings, batch, inputs, device_profile), None, "Counting")
     stream = partial(_stream, settings, run, writer, []) if writer and not bench else None
     profiles, code = for_each_model(args, run.one, run.what, name=job_name, on_result=stream)

@@ -77,11 +77,44 @@ def measure_with_progress(device: str, dtype: str = "float32", quick: bool = Fal
         return calibrate(device, dtype, quick=quick, on_step=step)
 
 
-def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
-    """The profile a prediction uses: --device-spec, else the cached one, else measured now (and cached)."""
+PredictThreadsOpt = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, show_default=False,
+    help="CPU threads to predict for (at most the machine's cores; default torch's): the device profile of that "
+         "thread count is used, measured on first use and cached.")]
+
+
+def use_threads(threads: int | None, spec: str | None = None) -> None:
+    """--threads of a prediction: checked (1 to this machine's cores; no effect with --device-spec, whose profile
+    has its own), then set for the whole command, so the profile and layer table of that count are the ones used."""
+    if threads is None:
+        return
+    if spec:
+        raise CnnprofError("--threads has no effect with --device-spec (that profile was measured at its own thread "
+                           "count); drop one of them")
+    import torch
+
+    from cnnprof.timing.settings import validate_timing
+
+    validate_timing(0.0, 0.0, 1, threads, "float32")  # bench's rule: 1 to this machine's cores
+    torch.set_num_threads(threads)
+
+
+def _layer_note(label: str, done: int, total: int) -> None:
+    if done == 0:
+        err.print(f"note: timing {total} layer{'' if total == 1 else 's'} not yet in this device's layer table, each "
+                  f"alone (once: they are cached)", markup=False)
+
+
+def profile_for(device: str, spec: str | None, dtype: str = "float32", threads: int | None = None,
+                measure_layers: bool = False) -> Any:
+    """The profile a prediction uses: --device-spec, else the cached one of this thread count, else measured now
+    (and cached); a measured one comes with its table of measured layers (cnnprof.predict.lut), which
+    `measure_layers` fills on demand with the layers of the models predicted."""
     from cnnprof.predict.device import resolve_profile, save_profile
+    from cnnprof.predict.lut import attach
     from cnnprof.timing.settings import check_device
 
+    use_threads(threads, spec)
     if not spec:
         check_device(device)
 
@@ -95,14 +128,15 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32") -> Any:
     if not profile.complete:
         err.print(f"note: the {device} profile was interrupted while measuring; op types it did not reach use the "
                   f"plain roofline (rerun `cnnprof device --device {device}` to complete it)")
-    return profile
+    return attach(profile, on_demand=measure_layers, on_step=_layer_note, warn=warn)
 
 
-def requested_profile(predict: bool, device: str, spec: str | None) -> Any:
-    """The profile for --predict (None without it); --device-spec needs --predict."""
+def requested_profile(predict: bool, device: str, spec: str | None, threads: int | None = None,
+                      measure_layers: bool = False) -> Any:
+    """The profile for --predict (None without it); --device-spec and --threads need --predict."""
     if spec and not predict:
         raise CnnprofError("--device-spec applies only with --predict; add --predict or drop it")
-    return profile_for(device, spec) if predict else None
+    return profile_for(device, spec, threads=threads, measure_layers=measure_layers) if predict else None
 
 
 def _given(ctx: Any, names: dict[str, str]) -> list[str]:

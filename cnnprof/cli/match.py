@@ -13,7 +13,7 @@ from typing_extensions import Annotated
 from cnnprof.cli.common import (
     app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
     OutputOpt, guard)
-from cnnprof.cli.device import DeviceSpecOpt
+from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt
 from cnnprof.cli.sweep import (
     BenchTimeOpt, DesignRun, DeviceOpt, GridOpt, Measuring, PlotOpt, PredictOpt, YesOpt)
 from cnnprof.cli.common import Device, print_note
@@ -54,10 +54,11 @@ def match(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     yes: YesOpt = False,
+    threads: PredictThreadsOpt = None,
 ) -> None:
     """Find the knob value that makes MODEL cost what a reference costs (iso-complexity, ResNeXt Table 2)."""
     how = Measuring(scope.value, resolution, False, predict, device.value, device_spec, min_time,
-                    input_shape=input_shape_, inputs=input_)
+                    input_shape=input_shape_, inputs=input_, threads=threads)
     run = DesignRun("row", yes, output, _match_report)
     guard(partial(_match, model, vary, set_, how, run, metric=metric.value, to=to, target=target, range_=range_, tol=tol,
                   convention=convention.value, plot=plot, fmt=fmt.value))

@@ -13,7 +13,7 @@ from cnnprof.cli.common import (
     app, Format, Device, DType, ModelsArg, FormatOpt, OutputOpt, SetOpt, ResolutionOpt, InputShapeOpt, InputOpt,
     explicit_inputs, input_specs, model_args, guard, emit_report)
 from cnnprof.cli.runs import ModelRun
-from cnnprof.cli.device import DeviceSpecOpt, profile_for
+from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt, profile_for
 from cnnprof.errors import CnnprofError
 
 
@@ -42,11 +42,12 @@ def roofline(
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
+    threads: PredictThreadsOpt = None,
 ) -> None:
     """Place every layer on the device's roofline: bytes moved, intensity, attainable FLOP/s, bound, and
     predicted time (roofline and calibrated) next to its share of MACs."""
     settings = RooflineSettings(device.value, device_spec, dtype.value, batch_size, resolution, input_shape_, input_,
-                                by.value, plot)
+                                by.value, plot, threads)
     guard(partial(_run, settings, models, set_, fmt.value, output))
 
 
@@ -63,6 +64,7 @@ class RooflineSettings:
     inputs: list[str] | None
     by: str
     plot: str | None
+    threads: int | None = None  # the thread count whose device profile is used (None: torch's)
 
 
 def _predict(settings: RooflineSettings, explicit: Any, profile: Any, source: Any, arg: Any) -> Any:
@@ -85,7 +87,7 @@ def _run(settings: RooflineSettings, models: list[str] | None, set_: list[str] |
     check_plot_dir(settings.plot)
     explicit = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution, settings.batch_size)
     args = model_args(models, set_)
-    profile = profile_for(settings.device, settings.device_spec, settings.dtype)
+    profile = profile_for(settings.device, settings.device_spec, settings.dtype, settings.threads, measure_layers=True)
     run = ModelRun(partial(_predict, settings, explicit, profile), partial(roofline_report, by=settings.by),
                    "Placing on the roofline")
     preds, code = run.results(args, output)

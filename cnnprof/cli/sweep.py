@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import typer
 from typing_extensions import Annotated
 
-from cnnprof.cli.device import DeviceSpecOpt, requested_profile
+from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt, requested_profile
 from cnnprof.errors import CnnprofError
 from cnnprof.cli.common import (
     app, err, Format, Convention, Scope, Device, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt,
@@ -42,12 +42,15 @@ YesOpt = Annotated[bool, typer.Option(
                         f"at more than {MAX_SECONDS / 60:.0f} minutes, instead of refusing it.")]
 
 
-def prediction_profile(predict: bool, bench: bool, device: str, device_spec: str | None):
-    """The device profile latency is predicted from (None without --predict); a design command measures
-    latency (--bench) or predicts it (--predict), not both."""
+def prediction_profile(predict: bool, bench: bool, device: str, device_spec: str | None,
+                       threads: int | None = None):
+    """The device profile latency is predicted from (None without --predict), of `threads` CPU threads; a design
+    command measures latency (--bench) or predicts it (--predict), not both."""
     if predict and bench:
         raise CnnprofError("--bench measures latency and --predict predicts it: give one of them")
-    return requested_profile(predict, device, device_spec)
+    if threads is not None and not predict:
+        raise CnnprofError("--threads applies only with --predict (the thread count whose device profile is used)")
+    return requested_profile(predict, device, device_spec, threads)
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,11 @@ class Measuring:
     batch_size: int | None = None  # None: not given (batch 1 of the declared input)
     input_shape: list[str] | None = None  # --input-shape / --input: every point runs on them, as given
     inputs: list[str] | None = None
+    threads: int | None = None  # --threads: the thread count whose device profile --predict uses
 
     def profile(self) -> Any:
         """The device profile to predict latency from (None without --predict)."""
-        return prediction_profile(self.predict, self.bench, self.device, self.device_spec)
+        return prediction_profile(self.predict, self.bench, self.device, self.device_spec, self.threads)
 
     def check_device(self) -> None:
         """With --bench, fail now (one line, exit 2) when the device is missing, before anything is measured."""
@@ -173,10 +177,11 @@ def sweep(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     yes: YesOpt = False,
+    threads: PredictThreadsOpt = None,
 ) -> None:
     """Count (and optionally time) a model over a grid of knob values, e.g. MobileNet's width and resolution multipliers."""
     how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time, batch_size,
-                    input_shape_, input_)
+                    input_shape_, input_, threads=threads)
     run = DesignRun("point", yes, output, partial(_sweep_report, convention=convention.value))
     guard(partial(_sweep, model, set_, how, run, convention=convention.value, y=y.value, plot=plot, fmt=fmt.value))
 

@@ -75,6 +75,9 @@ class DeviceProfile(Printable):
     calibration_dtype: str = "float32"
     complete: bool = True  # False when the calibration was interrupted
     seconds: float = 0.0  # time the measurement took
+    # The table of layers measured on this device (cnnprof.predict.lut.LayerTable), attached for a run; it is
+    # cached in a file of its own, never in the profile's JSON.
+    layers: Any = field(default=None, compare=False, repr=False)
 
     def peak(self, dtype: str = "float32") -> float:
         """Peak FLOP/s at `dtype` (float32's when the dtype was not measured)."""
@@ -86,7 +89,8 @@ class DeviceProfile(Printable):
 
     def to_json(self) -> dict[str, Any]:
         """The profile as JSON data (infinite rates as 1e308)."""
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, layers=None))
+        d.pop("layers")
         d["calibration"] = {k: dataclasses.asdict(v) for k, v in self.calibration.items()}
         return json.loads(json.dumps(d, default=str).replace("Infinity", "1e308"))
 

@@ -79,8 +79,10 @@ def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_si
     prediction = None
     if device_profile is not None:
         from cnnprof.counting.traffic import memory_profile
-        from cnnprof.predict.latency import predict_ops
+        from cnnprof.predict.latency import measure_layers, predict_ops
 
+        measure_layers(device_profile, replace(source, module=built), list(specs) if specs is not None else inputs,
+                       dtype)  # the layers a measured table misses, when it is filled on demand
         prediction = predict_ops(memory_profile(trace, dtype), device_profile, dtype)
     return Profile(count_params(built, source.label), flop_count(trace, scope), convention, prediction, source)
 

@@ -5,6 +5,7 @@ from typing import Any, Mapping
 
 from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
 from cnnprof.report.render import Column, Report, Table, fixed, ratio, ratio_short, shape, si
+from cnnprof.report.roofline import SOURCES_NOTE, time_sources
 
 
 def compare_report(rows: list[dict[str, Any]], convention: str = "macc", scope: str = "conv", bench: bool = False,
@@ -80,10 +81,17 @@ def _notes(rows: list[dict[str, Any]], bench: bool, predict: bool) -> list[str]:
         if any(r.get("noisy") for r in rows):
             notes.append("noisy: IQR above 10% of the median; rerun on a quieter machine or with a longer --min-time.")
     if predict and rows:
-        name, source = rows[0].get("device_name"), rows[0].get("profile")
-        where = name if f"({source})" in str(name) else f"{name} ({source})"  # "H100 (datasheet)" says it already
+        name, source, threads = rows[0].get("device_name"), rows[0].get("profile"), rows[0].get("threads")
+        at = f"{threads} thread{'' if threads == 1 else 's'}" if threads else ""
+        if f"({source})" in str(name):  # "H100 (datasheet)" says it already
+            where = f"{name} ({at})" if at else name
+        else:
+            where = f"{name} ({source}{', ' + at if at else ''})"
         notes.append(f"Predicted: {rows[0].get('prediction', 'calibrated')} latency on {where} from per-op costs, "
                      f"without running the models (see `cnnprof roofline`).")
+        notes += [f"{r['model']}: predicted time from " + ", ".join(
+            f"{100 * v:.0f}% {k}" for k, v in r["time_sources"].items() if v) + "."
+            for r in rows if r.get("time_sources")] + [SOURCES_NOTE]
     return notes
 
 
@@ -109,8 +117,8 @@ def compare_rows(counts: list[tuple[Any, int]], convention: str = "macc", predic
     rows = [_count_row(fc, params, convention) for fc, params in counts]
     for row, p in zip(rows, predictions or []):
         row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
-                   prediction=getattr(p, "latency_model", "") or ("calibrated" if p.calibrated else "roofline"), device_name=p.device_name,
-                   profile=p.source)
+                   prediction=getattr(p, "latency_model", "") or ("calibrated" if p.calibrated else "roofline"),
+                   device_name=p.device_name, profile=p.source, threads=p.threads, time_sources=time_sources(p))
     if bench is not None:
         add_bench(rows, *bench, device)
     add_ratios(rows)  # last, as the CLI adds them: the JSON keys keep its order
