@@ -5,7 +5,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -61,6 +61,20 @@ def _measure(device: str, dtype: str, quick: bool) -> tuple[Any, int]:
     return profile, INTERRUPTED if stopped else 0
 
 
+@contextmanager
+def measuring_profile(device: str, dtype: str) -> Iterator[None]:
+    """One cnnprof at a time measures a device's profile (a lock beside its cache file): two measuring at once
+    would each see the CPU half busy and cache a slow profile."""
+    from cnnprof.predict.device import cache_path
+    from cnnprof.predict.trust import measuring
+
+    def waiting() -> None:
+        err.print(f"note: another cnnprof is measuring the {device} profile; waiting for it", markup=False)
+
+    with measuring(cache_path(device, dtype), on_wait=waiting):
+        yield
+
+
 def measure_with_progress(device: str, dtype: str = "float32", quick: bool = False) -> Any:
     """Run the calibration with a rich progress bar on stderr; Ctrl-C keeps what was measured."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -110,7 +124,7 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32", threads: 
     """The profile a prediction uses: --device-spec, else the cached one of this thread count, else measured now
     (and cached); a measured one comes with its table of measured layers (cnnprof.predict.lut), which
     `measure_layers` fills on demand with the layers of the models predicted."""
-    from cnnprof.predict.device import resolve_profile, save_profile
+    from cnnprof.predict.device import cached_profile, resolve_profile, save_profile
     from cnnprof.predict.lut import attach
     from cnnprof.timing.settings import check_device
 
@@ -119,10 +133,14 @@ def profile_for(device: str, spec: str | None, dtype: str = "float32", threads: 
         check_device(device)
 
     def measure():
-        err.print(f"note: no device profile cached for {device}; measuring it now (see `cnnprof device`)")
-        profile = measure_with_progress(device, dtype)
-        save_profile(profile, warn)
-        return profile
+        with measuring_profile(device, dtype):
+            profile = cached_profile(device, None, dtype)  # cached by another cnnprof while we waited for it
+            if profile is not None:
+                return profile
+            err.print(f"note: no device profile cached for {device}; measuring it now (see `cnnprof device`)")
+            profile = measure_with_progress(device, dtype)
+            save_profile(profile, warn)
+            return profile
 
     profile = resolve_profile(spec, device, measure, warn, dtype)
     if not profile.complete:
@@ -217,10 +235,11 @@ def _run(device: str, device_spec: str | None, cached: bool, quick: bool, thread
             raise CnnprofError(f"no cached profile for {device}{at.replace(' --dtype', ' calibrated at')}; run "
                                f"`cnnprof device --device {device}{at}`")
         if profile is None:
-            profile, code = _measure(device, dtype, quick)
-            if profile is None:
-                return code
-            saved = save_profile(profile, warn)
+            with measuring_profile(device, dtype):
+                profile, code = _measure(device, dtype, quick)
+                if profile is None:
+                    return code
+                saved = save_profile(profile, warn)
             path = str(saved) if saved is not None else None
     report = device_report(profile, path)
     if writer is not None:
