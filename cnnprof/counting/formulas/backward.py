@@ -109,7 +109,7 @@ layer_norm_backward_cost = builtin("native_layer_norm_backward", "native_group_n
 activation_backward_cost = builtin(
     "threshold_backward", "hardtanh_backward", "hardswish_backward", "hardsigmoid_backward", "sigmoid_backward",
     "tanh_backward", "silu_backward", "gelu_backward", "leaky_relu_backward", "elu_backward", "mish_backward",
-    "softplus_backward", "prelu_kernel_backward",
+    "softplus_backward",
 )(per_element("activation_backward_cost", "activation", ops=1))
 
 softmax_backward_cost = builtin("_softmax_backward_data", "_log_softmax_backward_data")(
