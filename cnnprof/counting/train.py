@@ -11,8 +11,11 @@ time (autograd's sequence numbers); each backward op runs inside a node (`torch.
 so it counts for the module whose forward op created that node, and a parameter's gradient accumulation for
 the parameter's module. Split: an op that computes its input's and its parameters' gradients together
 (`convolution_backward`, norm backward) is split by its `output_mask` (SPLITS); any other backward op is
-weight-gradient work when everything it writes flows only into parameter gradients (e.g. a linear layer's
-`grad_output^T @ x`), else input-gradient work (what carries the gradient on to earlier layers).
+weight-gradient work when it runs in a node whose every edge leads to parameters (a weight's transpose, view
+or standardisation) or, inside one node, when everything it writes goes only to that node's parameter
+gradients (a linear layer's `grad_output^T @ x` and its bias's sum); the rest is input-gradient work, what
+carries the gradient on to earlier layers (in an attention block: every matmul, softmax and scaling of the
+backward, though only the projections' weights are trained).
 """
 from __future__ import annotations
 
@@ -103,9 +106,10 @@ class TrainTracer(Tracer):
         self.in_backward = False
         self.forward_events: list[OpEvent] = []
         self.forward_uncounted: dict[str, int] = {}
-        self.fixed: list[str | None] = []  # per backward event: its gradient kind when a split op decided it
-        self.flows: list[tuple[set[int], set[int]]] = []  # per backward event: (storages read, storages written)
-        self.sinks: set[int] = set()  # storages accumulated into parameter gradients
+        self.fixed: list[str | None] = []  # per backward event: its gradient kind when its node or op decided it
+        self.flows: list[tuple[Any, set[int], set[int]]] = []  # per backward event: (node, storages read, written)
+        self.sinks: set[int] = set()  # storages read by parameter-only nodes: parameter gradients
+        self.weight_nodes: dict[int, bool] = {}  # id(node) -> whether every edge of it leads to parameters
         self.last_module = ""
 
     def start_backward(self) -> None:
@@ -138,10 +142,24 @@ class TrainTracer(Tracer):
             return self.param_modules.get(id(variable), "")
         return self.node_modules.get(node._sequence_nr(), "")
 
+    def _weight_node(self, node: Any, depth: int = 0) -> bool:
+        """Whether every input of `node` comes from trainable parameters only (a short chain of nodes at most)."""
+        found = self.weight_nodes.get(id(node))
+        if found is None:
+            if hasattr(node, "variable"):
+                found = id(node.variable) in self.param_modules
+            else:
+                edges = [n for n, _ in node.next_functions]  # None: an input that needs no gradient (an activation)
+                found = bool(edges) and depth < 16 and all(n is not None and self._weight_node(n, depth + 1)
+                                                           for n in edges)
+            self.weight_nodes[id(node)] = found
+        return found
+
     def _backward_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         node = torch._C._current_autograd_node()
         module = self.last_module = self._module_of(node)
-        if getattr(node, "variable", None) is not None:
+        in_weight_node = node is not None and self._weight_node(node)
+        if in_weight_node:
             _storages(args, self.sinks)
         split = SPLITS.get(op_key(func))
         if split is not None and not (self.formulas and op_key(func) in self.formulas):
@@ -153,8 +171,9 @@ class TrainTracer(Tracer):
         finally:
             self.tracker.stack.pop()
         if event is not None:
-            self.fixed.append(None)
-            self.flows.append((_storages((args, tuple(kwargs.values())), set()), _storages(out, set())))
+            self.fixed.append(GRAD_WEIGHT if in_weight_node else None)
+            self.flows.append((None if node is None else id(node), _storages((args, tuple(kwargs.values())), set()),
+                               _storages(out, set())))
 
     def _split(self, func: Any, split: Any, module: str, args: tuple, kwargs: dict, out: Any) -> None:
         """Two events for one op that computes both kinds of gradient (SPLITS)."""
@@ -163,26 +182,34 @@ class TrainTracer(Tracer):
         except Exception as exc:  # noqa: BLE001 - cnnprof's own formula
             raise FormulaError(op_key(func)) from exc
         base, declared = op_key(func), self.tracker.declared_type(module)
-        reads = _storages((args, tuple(kwargs.values())), set())
+        reads, node = _storages((args, tuple(kwargs.values())), set()), torch._C._current_autograd_node()
         scope = "conv" if base == "convolution_backward" else "all"
         for kind, cost in zip((GRAD_INPUT, GRAD_WEIGHT), parts):
             if cost.macs or cost.ops:
                 self.events.append(OpEvent(module, base, declared or cost.type, cost.type, scope, int(cost.macs),
                                            int(cost.ops), 0, 0, 0))
                 self.fixed.append(kind)
-                self.flows.append((reads, set()))
+                self.flows.append((id(node), reads, set()))
 
     def grad_kinds(self) -> tuple[str, ...]:
-        """Per backward event, which gradient it computes (see the module docstring), found backwards from the
-        parameter gradients: a storage is weight-only while every op that reads it is weight-gradient work."""
-        weight_only, other = set(self.sinks), set()
+        """Per backward event, which gradient it computes (see the module docstring), found backwards: a storage
+        goes only to parameter gradients when a parameter-only node reads it, or when within one node every op
+        that reads it is weight-gradient work (the engine's sums of two gradients, outside any node, pass it on)."""
+        weight_only: dict[int, set] = {}  # storage -> nodes whose weight-gradient ops read it
+        other: set[int] = set()  # storages read by input-gradient work
         kinds: list[str] = [GRAD_INPUT] * len(self.events)
         for i in reversed(range(len(self.events))):
-            reads, writes = self.flows[i]
-            kind = self.fixed[i] or (GRAD_WEIGHT if writes and all(w in weight_only and w not in other
-                                                                    for w in writes) else GRAD_INPUT)
+            node, reads, writes = self.flows[i]
+            kind = self.fixed[i] or (GRAD_WEIGHT if writes and all(
+                w not in other and (w in self.sinks or node in weight_only.get(w, ())) for w in writes) else GRAD_INPUT)
             kinds[i] = kind
-            (weight_only if kind == GRAD_WEIGHT else other).update(reads)
+            for r in reads:
+                if kind == GRAD_INPUT:
+                    other.add(r)
+                elif node is None:
+                    self.sinks.add(r)
+                else:
+                    weight_only.setdefault(r, set()).add(node)
         return tuple(kinds)
 
 
