@@ -192,6 +192,27 @@ def test_a_real_cpu_model_is_left_as_it_was():
         assert torch.equal(net(x), before)
 
 
+class DataDependent(nn.Module):
+    """nonzero has no meta kernel: counted by one real training step on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm, self.fc = nn.BatchNorm1d(8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.norm(x)
+        return self.fc(x[torch.nonzero(x.sum(dim=1) > -1e9).squeeze(1)])  # every row kept
+
+
+def test_a_model_that_cannot_run_on_meta_takes_one_real_step_and_is_left_as_it_was():
+    net = DataDependent()
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    fc = train(net, (4, 8))
+    assert fc.method == "cpu" and parts(fc) == (4 * 8 * 3, 4 * 8 * 3, 4 * 8 * 3)
+    assert net.training and all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())  # running statistics too
+
+
 @pytest.mark.parametrize("op, args", [
     ("convolution_backward", lambda m: (torch.empty(2, 8, 6, 6, device="meta"), torch.empty(2, 3, 8, 8, device="meta"),
                                         torch.empty(8, 3, 3, 3, device="meta"), [8], [1, 1], [0, 0], [1, 1], False,

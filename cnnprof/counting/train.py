@@ -1,7 +1,8 @@
 """Training FLOPs, counted: one forward pass in training mode, then autograd's backward, traced on meta tensors.
 
 The model runs in train() mode through meta stand-ins of its weights (never the user's tensors: their
-values, `.grad` and `requires_grad` flags stay as they are); a stand-in requires a gradient when its parameter
+values, `.grad` and `requires_grad` flags stay as they are; a model that cannot run on meta runs once for real
+on the CPU, through new leaves sharing its parameters' memory and copies of its buffers); a stand-in requires a gradient when its parameter
 does and no `frozen` pattern names it. The seed gradient is ones for every floating output (the gradient of a
 loss that sums the outputs; the loss itself is not counted). Autograd records the backward ops and the same
 tracer prices each with the formula registry (cnnprof.counting.formulas.backward).
@@ -31,7 +32,7 @@ from cnnprof.counting.binding import bind
 from cnnprof.counting.formulas.backward import SPLITS
 from cnnprof.counting.meta_fast import cheap_checks, fast_meta
 from cnnprof.counting.registry import op_key
-from cnnprof.counting.run import _meta_failure, dense_attention, forward_error
+from cnnprof.counting.run import _check_fits, _meta_failure, _real_model, dense_attention, forward_error
 from cnnprof.counting.source import as_source
 from cnnprof.counting.state import check_initialised, untouched
 from cnnprof.counting.trace import FormulaError, ModuleTracker, OpEvent, Trace, Tracer, first_shape
@@ -229,8 +230,17 @@ def check_frozen(label: str, net: nn.Module, patterns: Sequence[str]) -> None:
             raise CnnprofError(f"{parameter('frozen', p)} names no parameter of {label}{example}")
 
 
-def _train_stand_ins(net: nn.Module, frozen: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict[int, str], int]:
-    """(meta stand-ins of every parameter and buffer, stand-in id -> module path, trainable elements); a stand-in
+def _stand_in(t: torch.Tensor, on_meta: bool) -> torch.Tensor:
+    """A meta tensor like `t`; for a real run, a parameter's own memory under a new leaf (`detach`: not copied, its
+    `.grad` not the user's) and a copy of a buffer (training updates batch norm's running statistics in place)."""
+    if on_meta:
+        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return t.detach() if isinstance(t, nn.Parameter) else t.clone()
+
+
+def _train_stand_ins(net: nn.Module, frozen: Sequence[str],
+                     on_meta: bool = True) -> tuple[dict[str, torch.Tensor], dict[int, str], int]:
+    """(stand-ins of every parameter and buffer, stand-in id -> module path, trainable elements); a stand-in
     requires a gradient when its parameter does, is floating point and is not frozen."""
     made: dict[int, torch.Tensor] = {}
     frozen_ids = {id(p) for n, p in net.named_parameters(remove_duplicate=False) if is_frozen(n, frozen)}
@@ -238,7 +248,7 @@ def _train_stand_ins(net: nn.Module, frozen: Sequence[str]) -> tuple[dict[str, t
     for module_name, module in net.named_modules(remove_duplicate=False):
         for short, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
             if id(t) not in made:
-                made[id(t)] = s = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+                made[id(t)] = s = _stand_in(t, on_meta)
                 if isinstance(t, nn.Parameter) and t.requires_grad and t.is_floating_point() and id(t) not in frozen_ids:
                     s.requires_grad_(True)
                     owners[id(s)] = module_name
@@ -256,12 +266,13 @@ def _roots(out: Any) -> list[torch.Tensor]:
 
 
 def _step(net: nn.Module, args: tuple, kwargs: dict, frozen: Sequence[str], units: Mapping | None,
-          formulas: Mapping | None) -> tuple[TrainTracer, ModuleTracker, int]:
-    """One training step of `net` on meta tensors under a TrainTracer: (tracer, module tracker, trainable)."""
+          formulas: Mapping | None, on_meta: bool = True) -> tuple[TrainTracer, ModuleTracker, int]:
+    """One training step of `net` (on meta tensors, or real ones) under a TrainTracer: (tracer, module tracker,
+    trainable elements)."""
     from torch.func import functional_call
 
     with untouched(net):
-        stand_ins, owners, trainable = _train_stand_ins(net, frozen)
+        stand_ins, owners, trainable = _train_stand_ins(net, frozen, on_meta)
         tracker = ModuleTracker(net, units)
         tracer = TrainTracer(tracker, formulas, owners)
         net.train()
@@ -284,10 +295,22 @@ def _step(net: nn.Module, args: tuple, kwargs: dict, frozen: Sequence[str], unit
     return tracer, tracker, trainable
 
 
+def _real_step(label: str, net: nn.Module, inputs: tuple[tuple, dict], specs: Any,
+               options: tuple) -> tuple[TrainTracer, ModuleTracker, int]:
+    """One training step for real on the CPU, for a model that cannot run on meta (data-dependent ops)."""
+    try:
+        return _step(net, *make_inputs(*inputs, real=True), *options, on_meta=False)
+    except Exception as exc:  # noqa: BLE001
+        if getattr(exc, "_cnnprof_internal", False):
+            raise
+        raise forward_error(label, specs, exc) from None
+
+
 def train_trace(model: Any, inputs: Any = None, *, frozen: Iterable[str] = (),
                 formulas: Mapping | None = None) -> TrainTrace:
     """The op trace of one training step of `model` (an nn.Module or a source): forward in train() mode, a seed
-    gradient of ones on every floating output, autograd's backward; all on meta tensors. `frozen`: patterns of
+    gradient of ones on every floating output, autograd's backward; on meta tensors, or once for real on the CPU
+    for a model that cannot run there (`forward.method` says which). `frozen`: patterns of
     parameter names (globs, or module paths) that get no gradient, besides those with requires_grad=False."""
     from cnnprof.counting.units import split_formulas
 
@@ -299,19 +322,22 @@ def train_trace(model: Any, inputs: Any = None, *, frozen: Iterable[str] = (),
     check_frozen(source.label, net, frozen)
     args, kwargs = source.inputs(net, inputs)
     specs = as_specs(args, kwargs)
+    options = (frozen, units or None, overrides or None)
     try:
-        tracer, tracker, trainable = _step(net, *make_inputs(args, kwargs), frozen, units or None, overrides or None)
-    except Exception as exc:  # noqa: BLE001 - the user's forward: theirs to report
+        tracer, tracker, trainable = _step(net, *make_inputs(args, kwargs), *options)
+        method = "meta"
+    except Exception as exc:  # noqa: BLE001 - the user's forward: theirs to report, or a reason to run for real
         if getattr(exc, "_cnnprof_internal", False):
             raise
-        if _meta_failure(exc):
-            raise CnnprofError(f"{source.label}: cannot run on the meta device ({type(exc).__name__}); training "
-                               f"FLOPs are counted on meta tensors only") from None
-        raise forward_error(source.label, specs, exc) from None
+        if not _meta_failure(exc):
+            raise forward_error(source.label, specs, exc) from None
+        _check_fits(source.label, net, specs, exc)
+        net = _real_model(source, net, exc)
+        (tracer, tracker, trainable), method = _real_step(source.label, net, (args, kwargs), specs, options), "cpu"
     forward = Trace(label=source.label, events=tuple(tracer.forward_events),
                     uncounted=tuple(sorted(tracer.forward_uncounted.items())),
                     module_names=tuple(name for name, _ in net.named_modules()), module_shapes=tracker.shapes_table(),
-                    inputs=specs, method="meta", modules_called=0, free_calls=0,
+                    inputs=specs, method=method, modules_called=0, free_calls=0,
                     params=sum(p.numel() for p in net.parameters()), traffic=False)
     return TrainTrace(forward, tuple(tracer.events), tracer.grad_kinds(), tuple(sorted(tracer.uncounted.items())),
                       trainable, frozen)
