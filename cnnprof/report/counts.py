@@ -130,7 +130,8 @@ def _flops_notes(fc: Any) -> list[str]:
     """What a reader must know about how one model was counted: a real CPU pass, its inputs, uncounted ops."""
     notes = []
     if fc.method == "cpu" and fc.backend == "torch":
-        notes.append(f"{fc.model}: counted by one real forward pass on the CPU (it cannot run on the meta "
+        what = "training step" if fc.mode == "train" else "forward pass"
+        notes.append(f"{fc.model}: counted by one real {what} on the CPU (it cannot run on the meta "
                      f"device: data-dependent ops or values read); inputs: floats uniform in [0, 1), "
                      f"ints and bools zero, so data-dependent parts count for those values.")
     if len(fc.inputs) > 1 or any(i.name or i.dtype != "float32" for i in fc.inputs):
