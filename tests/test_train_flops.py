@@ -171,6 +171,8 @@ def test_every_backward_op_is_attributed_to_a_module_and_stages_add_up():
     assert "stem" not in {s.name for s in conv.part(GRAD_INPUT).by_stage()}
     assert "stem" in {s.name for s in conv.part(GRAD_WEIGHT).by_stage()}
     assert fc.acts == cnnprof.count_flops(resolve("resnet18")).acts  # activations are the forward's
+    calls = {s.name: s.calls for s in fc.by_op()}  # one conv backward call computes both gradients: one call
+    assert calls["convolution_backward"] == calls["convolution"] == 20
 
 
 def test_the_trace_keeps_one_gradient_kind_per_backward_event():

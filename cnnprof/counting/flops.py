@@ -11,6 +11,7 @@ cnnprof.counting.conventions). fvcore is a second backend, a cross-check of the 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any, Iterable, Mapping, Sequence
 
 from cnnprof.counting.conventions import to_flops
@@ -141,10 +142,13 @@ class FlopCount(Printable):
                 if name in shares and (depth is None or module_depth(name) <= depth)]
 
 
-def op_stats(events: Iterable[OpEvent], phase: str = FORWARD) -> tuple[OpStat, ...]:
-    """The priced events summed per (module, op, layer type, scope), in first-call order."""
-    sums = totals((e for e in events if e.scope is not None), lambda e: ((e.module, e.op, e.type, e.scope),),
-                  lambda e: (e.macs, e.ops, 1, e.acts))
+def op_stats(events: Iterable[OpEvent], phase: str = FORWARD, calls: Iterable[int] | None = None) -> tuple[OpStat, ...]:
+    """The priced events summed per (module, op, layer type, scope), in first-call order; `calls`: what each event
+    adds to its calls (1 unless given: the second part of one backward call adds 0)."""
+    pairs = zip(events, calls if calls is not None else repeat(1))
+    sums = totals(((e, c) for e, c in pairs if e.scope is not None), lambda p: ((p[0].module, p[0].op, p[0].type,
+                                                                                 p[0].scope),),
+                  lambda p: (p[0].macs, p[0].ops, p[1], p[0].acts))
     return tuple(OpStat(*key, macs, ops, calls, acts=acts, phase=phase)
                  for key, (macs, ops, calls, acts) in sums.items())
 
@@ -153,7 +157,8 @@ def train_flop_count(trace: TrainTrace, scope: str = "conv") -> FlopCount:
     """The FLOP view of a training step: forward records, then the backward's, split by gradient."""
     records = op_stats(trace.forward.events)
     for kind in (GRAD_INPUT, GRAD_WEIGHT):
-        records += op_stats((e for e, k in zip(trace.backward, trace.grads) if k == kind), kind)
+        chosen = [i for i, k in enumerate(trace.grads) if k == kind]
+        records += op_stats([trace.backward[i] for i in chosen], kind, [int(i not in trace.second_parts) for i in chosen])
     uncounted: dict[str, int] = dict(trace.forward.uncounted)
     for op, calls in trace.uncounted:
         uncounted[op] = uncounted.get(op, 0) + calls

@@ -52,6 +52,7 @@ class TrainTrace:
     uncounted: tuple[tuple[str, int], ...]  # backward ops that ran without a formula: (op, calls)
     trainable: int  # parameters that got a gradient (each counted once)
     frozen: tuple[str, ...] = ()  # the patterns that froze parameters
+    second_parts: frozenset[int] = frozenset()  # backward events that are the second part of a split op's call
 
 
 _SAME_AS_GRAD = frozenset(("threshold_backward", "hardtanh_backward", "hardswish_backward", "hardsigmoid_backward",
@@ -109,6 +110,7 @@ class TrainTracer(Tracer):
         self.forward_uncounted: dict[str, int] = {}
         self.fixed: list[str | None] = []  # per backward event: its gradient kind when its node or op decided it
         self.flows: list[tuple[Any, set[int], set[int]]] = []  # per backward event: (node, storages read, written)
+        self.second_parts: set[int] = set()  # events that continue the call of the event before them
         self.sinks: set[int] = set()  # storages read by parameter-only nodes: parameter gradients
         self.weight_nodes: dict[int, bool] = {}  # id(node) -> whether every edge of it leads to parameters
         self.last_module = ""
@@ -184,9 +186,11 @@ class TrainTracer(Tracer):
             raise FormulaError(op_key(func)) from exc
         base, declared = op_key(func), self.tracker.declared_type(module)
         reads, node = _storages((args, tuple(kwargs.values())), set()), torch._C._current_autograd_node()
-        scope = "conv" if base == "convolution_backward" else "all"
+        scope, first = ("conv" if base == "convolution_backward" else "all"), len(self.events)
         for kind, cost in zip((GRAD_INPUT, GRAD_WEIGHT), parts):
             if cost.macs or cost.ops:
+                if len(self.events) > first:  # one call, two events: the call is counted once
+                    self.second_parts.add(len(self.events))
                 self.events.append(OpEvent(module, base, declared or cost.type, cost.type, scope, int(cost.macs),
                                            int(cost.ops), 0, 0, 0))
                 self.fixed.append(kind)
@@ -340,4 +344,4 @@ def train_trace(model: Any, inputs: Any = None, *, frozen: Iterable[str] = (),
                     inputs=specs, method=method, modules_called=0, free_calls=0,
                     params=sum(p.numel() for p in net.parameters()), traffic=False)
     return TrainTrace(forward, tuple(tracer.events), tracer.grad_kinds(), tuple(sorted(tracer.uncounted.items())),
-                      trainable, frozen)
+                      trainable, frozen, frozenset(tracer.second_parts))
