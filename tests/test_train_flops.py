@@ -254,7 +254,7 @@ def test_profile_in_train_mode_prints_and_serialises():
     assert row["mode"] == "train"
     assert row["flops"] == row["forward_flops"] + row["grad_input_flops"] + row["grad_weight_flops"]
     assert row["backward_flops"] == row["grad_input_flops"] + row["grad_weight_flops"]
-    assert "Train FLOPs [macc]" in str(p) and "training steps" not in str(p)
+    assert "Profile of a training step" in str(p) and "Train FLOPs [macc]" in str(p)
 
 
 def test_library_errors_name_the_parameters():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from cnnprof.report.counts import TRAIN_NOTE, phase_flops
+from cnnprof.report.counts import TRAIN_STEP, phase_flops
 from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
 from cnnprof.report.render import Column, Report, Table, fixed, ratio, ratio_short, shape, si
 
@@ -27,12 +27,14 @@ def compare_report(rows: list[dict[str, Any]], convention: str = "macc", scope: 
     if mode == "train":
         columns, what = _train_columns(columns, convention), "Model comparison of training steps (forward + backward)"
     if len(rows) == 1:  # one model (a printed cnnprof.profile): nothing to be a ratio to
-        columns, what = [c for c in columns if not c.key.endswith("_ratio") and c.key != "latency_text"], "Profile"
+        columns = [c for c in columns if not c.key.endswith("_ratio") and c.key != "latency_text"]
+        what = "Profile of a training step (forward + backward)" if mode == "train" else "Profile"
     table = Table(f"{what} at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
                   columns, table_rows)
     table.notes = _notes(rows, bench, predict)
     if mode == "train":
-        table.notes.append(TRAIN_NOTE)
+        table.notes.append(TRAIN_STEP + " Backward: gradients passed on to earlier layers plus the parameters' gradients "
+                           "(JSON grad_input_flops, grad_weight_flops; see `cnnprof flops --mode train`).")
     return Report([table], rows, [_csv_row(r) for r in rows])
 
 

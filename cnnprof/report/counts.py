@@ -186,8 +186,9 @@ def _flops_table(fc: Any, by: str, convention: str, rows: list[dict[str, Any]]) 
 # (phase of FlopCount.part, JSON key, column header) of each part of a training step
 _PHASES = (("forward", "forward_flops", "Forward"), ("grad_input", "grad_input_flops", "Bwd input"),
            ("grad_weight", "grad_weight_flops", "Bwd weight"))
-TRAIN_NOTE = ("Training step: the forward pass in train() mode, then autograd's backward for a gradient of ones on "
-              "the outputs (the loss is not counted). Bwd input: gradients passed on to earlier layers (a conv's "
+TRAIN_STEP = ("Training step: the forward pass in train() mode, then autograd's backward for a gradient of ones on "
+              "the outputs (the loss is not counted).")
+TRAIN_NOTE = (TRAIN_STEP + " Bwd input: gradients passed on to earlier layers (a conv's "
               "transposed conv, as many MACs as its forward; none for the first layer); Bwd weight: parameter "
               "gradients (a conv's forward MACs again; none for frozen parameters).")
 
