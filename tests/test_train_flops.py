@@ -62,6 +62,7 @@ def test_batch_norm_backward_in_the_all_scope():
     n = 2 * 4 * 5 * 5
     norm = lambda fc: [s for s in fc.by_type() if s.name == "norm"]  # noqa: E731
     fc = train(net, (2, 3, 5, 5), scope="all")
+    assert [(s.macs, s.ops) for s in norm(fc.forward)] == [(2 * n, 3 * n)]  # batch statistics: as layer norm
     # gamma: sum(g * x_hat), 1 MAC; beta: sum(g), 1 op; input: 2 MACs + 1 op per element
     assert [(s.macs, s.ops) for s in norm(fc.part(GRAD_WEIGHT))] == [(n, n)]
     assert [(s.macs, s.ops) for s in norm(fc.part(GRAD_INPUT))] == [(2 * n, n)]

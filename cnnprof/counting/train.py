@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from cnnprof.counting.binding import bind
-from cnnprof.counting.formulas.backward import SPLITS
+from cnnprof.counting.formulas.backward import SPLITS, TRAIN_FORMULAS
 from cnnprof.counting.meta_fast import cheap_checks, fast_meta
-from cnnprof.counting.registry import op_key
+from cnnprof.counting.registry import op_key, resolve_formulas
 from cnnprof.counting.run import _check_fits, _meta_failure, _real_model, dense_attention, forward_error
 from cnnprof.counting.source import as_source
 from cnnprof.counting.state import check_initialised, untouched
@@ -320,6 +320,7 @@ def train_trace(model: Any, inputs: Any = None, *, frozen: Iterable[str] = (),
 
     frozen = tuple(frozen)
     overrides, units = split_formulas(formulas)
+    overrides = {**resolve_formulas(TRAIN_FORMULAS), **overrides}
     source = as_source(model)
     net = source.module if source.module is not None else source.build("meta")
     check_initialised(source.label, net)

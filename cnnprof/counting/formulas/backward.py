@@ -10,6 +10,8 @@ Scope "conv": `convolution_backward` computes up to three gradients, chosen by i
 A linear layer's backward is autograd's matrix products (mm, bmm), priced by the forward's matmul formulas.
 
 Scope "all":
+- batch norm's forward in a training step uses batch statistics: priced as layer norm, 2 MACs + 3 ops per
+  element (TRAIN_FORMULAS, per-call overrides of the training trace; inference keeps the folded 1 MAC).
 - batch / layer / group norm backward (training statistics): gamma's and beta's gradients are reductions
   over every element (1 MAC for sum(g * x_hat), 1 op for sum(g)); the input's gradient
   gamma * rstd * (g - mean(g) - x_hat * mean(g * x_hat)) costs 2 MACs + 1 op per element, plus both
@@ -140,3 +142,15 @@ adaptive_pool_backward_cost = builtin(
 def linear_interpolate_backward_cost(grad_output: Any, *_: Any, out: Any, **__: Any) -> Cost:
     """Each grad_output element spread to its 2^d nearest inputs, as the forward's weighted sum."""
     return Cost("interpolation", 2 ** (grad_output.dim() - 2) * numel(grad_output), 0)
+
+
+def training_batch_norm_cost(input: Any, *_: Any, out: Any, training: bool = False, **__: Any) -> Cost:
+    """Batch statistics (`training`): as layer norm, 2 MACs + 3 ops per element (mean, variance, centring,
+    normalising, affine); running statistics: folded, 1 MAC per element."""
+    n = numel(input)
+    return Cost("norm", 2 * n, 3 * n) if training else Cost("norm", n, 0)
+
+
+# What a training step prices differently from the registry: per-call overrides (a user's own come first).
+TRAIN_FORMULAS = {op: (training_batch_norm_cost, "all") for op in (
+    "native_batch_norm", "_native_batch_norm_legit", "cudnn_batch_norm", "miopen_batch_norm", "batch_norm")}
