@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from cnnprof.report.counts import TRAIN_STEP, phase_flops
 from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
 from cnnprof.report.render import Column, Report, Table, fixed, ratio, ratio_short, shape, si
 from cnnprof.report.roofline import SOURCES_NOTE, time_sources
 
 
 def compare_report(rows: list[dict[str, Any]], convention: str = "macc", scope: str = "conv", bench: bool = False,
-                   predict: bool = False) -> Report:
+                   predict: bool = False, mode: str = "inference") -> Report:
     """rows: one per model with params, macs, acts, flops, uncounted ops, (if predict) predicted latency and
     (if bench) latency, its interleaved ratio interval, status and noisy flag; the first row is the reference
-    (see compare_rows)."""
+    (see compare_rows). mode "train": flops are a training step's, with its forward and backward parts."""
     shape_text = shape(rows[0]["input_shape"]) if rows else ""
     table_rows = []
     for i, r in enumerate(rows):
@@ -24,11 +25,17 @@ def compare_report(rows: list[dict[str, Any]], convention: str = "macc", scope: 
         table_rows.append(row)
     columns = _columns(convention, bench, predict)
     what = "Model comparison"
+    if mode == "train":
+        columns, what = _train_columns(columns, convention), "Model comparison of training steps (forward + backward)"
     if len(rows) == 1:  # one model (a printed cnnprof.profile): nothing to be a ratio to
-        columns, what = [c for c in columns if not c.key.endswith("_ratio") and c.key != "latency_text"], "Profile"
+        columns = [c for c in columns if not c.key.endswith("_ratio") and c.key != "latency_text"]
+        what = "Profile of a training step (forward + backward)" if mode == "train" else "Profile"
     table = Table(f"{what} at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
                   columns, table_rows)
     table.notes = _notes(rows, bench, predict)
+    if mode == "train":
+        table.notes.append(TRAIN_STEP + " Backward: gradients passed on to earlier layers plus the parameters' gradients "
+                           "(JSON grad_input_flops, grad_weight_flops; see `cnnprof flops --mode train`).")
     return Report([table], rows, [_csv_row(r) for r in rows])
 
 
@@ -47,6 +54,17 @@ def _columns(convention: str, bench: bool, predict: bool) -> list[Column]:
                  Column("throughput", "Samples/s", fixed(1), short="Smp/s"),
                  Column("bench_notes", "Notes", justify="left")]
     return cols
+
+
+def _train_columns(columns: list[Column], convention: str) -> list[Column]:
+    """A training step's columns: its total FLOPs, then its forward and backward parts after the ratio."""
+    out = []
+    for c in columns:
+        out.append(Column(c.key, f"Train FLOPs [{convention}]", c.fmt, short="Train FLOPs") if c.key == "flops" else c)
+        if c.key == "flops_ratio":
+            out += [Column("forward_flops", f"Forward [{convention}]", si, short="Fwd"),
+                    Column("backward_flops", f"Backward [{convention}]", si, short="Bwd")]
+    return out
 
 
 def _latency_text(r: dict[str, Any]) -> str:
@@ -126,10 +144,13 @@ def compare_rows(counts: list[tuple[Any, int]], convention: str = "macc", predic
 
 
 def _count_row(fc: Any, params: int, convention: str) -> dict[str, Any]:
-    return {"model": fc.model, "params": params, "flops": fc.flops(convention), "macs": fc.macs, "acts": fc.acts,
-            "convention": convention, "scope": fc.scope, "input_shape": list(fc.input_shape),
-            "macs_per_param": fc.macs / params if params else None, "uncounted_ops": dict(fc.uncounted),
-            "method": fc.method}
+    row = {"model": fc.model, "params": params, "flops": fc.flops(convention), "macs": fc.macs, "acts": fc.acts,
+           "convention": convention, "scope": fc.scope, "input_shape": list(fc.input_shape),
+           "macs_per_param": fc.macs / params if params else None, "uncounted_ops": dict(fc.uncounted),
+           "method": fc.method}
+    if getattr(fc, "mode", "inference") == "train":  # the MACs above are the whole step's
+        row.update(mode="train", **phase_flops(fc, convention))
+    return row
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
