@@ -63,7 +63,7 @@ def count_params(model):
 
 
 def count_flops(model, input_shape=None, scope="conv", backend="torch", *, inputs=None, formulas=None,
-                mode="inference", frozen=None, **overrides):
+                mode="infer", frozen=None, **overrides):
     """Count MACs of one forward pass (`mode="train"`: of one training step, forward and backward, `frozen`
     patterns of parameters without gradient); returns a frozen FlopCount (see cnnprof.counting.flops).
 

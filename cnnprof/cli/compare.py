@@ -56,7 +56,7 @@ def compare(
                         ] = None,
     input_shape_: InputShapeOpt = None,
     input_: InputOpt = None,
-    mode: ModeOpt = Mode.inference,
+    mode: ModeOpt = Mode.infer,
     frozen: FrozenOpt = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
@@ -89,7 +89,7 @@ class CompareSettings:
     device: str
     bench: bool
     timing: dict[str, Any]  # the timing options given ("--dtype": value, ...): they need --bench
-    mode: str = "inference"
+    mode: str = "infer"
     frozen: tuple[str, ...] = ()
     threads: int | None = None  # with --predict: the thread count whose device profile is used
 

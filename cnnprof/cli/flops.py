@@ -17,12 +17,12 @@ from cnnprof.cli.runs import ModelRun, job_name
 
 
 class Mode(str, Enum):
-    inference = "inference"
+    infer = "infer"
     train = "train"
 
 
 ModeOpt = Annotated[Mode, typer.Option(
-    help="inference: one forward pass; train: one training step, the forward in train() mode plus autograd's "
+    help="infer: one forward pass (inference); train: one training step, the forward in train() mode plus autograd's "
          "backward (input and weight gradients), counted op by op on meta tensors.")]
 FrozenOpt = Annotated[Optional[List[str]], typer.Option(
     "--frozen", metavar="PATTERN", show_default=False,
@@ -48,7 +48,7 @@ def flops(
         help="torch: dispatch-level counting on the meta device (no memory, any batch/resolution); "
              "fvcore: fvcore's JIT-traced FlopCountAnalysis on real CPU tensors, as a cross-check (conv scope).")
     ] = Backend.torch,
-    mode: ModeOpt = Mode.inference,
+    mode: ModeOpt = Mode.infer,
     frozen: FrozenOpt = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
@@ -73,7 +73,7 @@ class FlopsSettings:
     resolution: int | None
     input_shape: list[str] | None
     inputs: list[str] | None
-    mode: str = "inference"
+    mode: str = "infer"
     frozen: tuple[str, ...] = ()
 
 

@@ -1,6 +1,6 @@
 """FLOPs: the op trace (cnnprof.counting.trace) summed per module, op, layer type and scope.
 
-Mode "inference" counts one forward pass; mode "train" one training step (cnnprof.counting.train): the
+Mode "infer" counts one forward pass; mode "train" one training step (cnnprof.counting.train): the
 forward in train() mode and autograd's backward, each record tagged with its phase (forward, grad_input,
 grad_weight), so that every breakdown exists per phase (`FlopCount.part`).
 
@@ -27,7 +27,7 @@ from cnnprof.results import Printable
 
 SCOPES = ("conv", "all")
 BACKENDS = ("torch", "fvcore")
-MODES = ("inference", "train")
+MODES = ("infer", "train")
 FORWARD = "forward"
 PHASES = (FORWARD, GRAD_INPUT, GRAD_WEIGHT)  # a training step's parts: forward, backward to inputs, to weights
 
@@ -76,7 +76,7 @@ class FlopCount(Printable):
     # (module path, input shape, output shape) of each module's first call
     module_shapes: tuple[tuple[str, tuple[int, ...] | None, tuple[int, ...] | None], ...] = ()
     params: int | None = None  # parameters of the counted model (None where the backend does not say)
-    mode: str = "inference"  # inference: one forward pass; train: one training step (forward + backward)
+    mode: str = "infer"  # infer: one forward pass; train: one training step (forward + backward)
     trainable: int | None = None  # train mode: parameters that get a gradient
     frozen: tuple[str, ...] = ()  # train mode: the patterns that froze parameters
 
@@ -201,7 +201,7 @@ def check_mode(mode: str, backend: str = "torch", frozen: Sequence[str] | None =
 
 def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str = "conv",
                 backend: str = "torch", inputs: Any = None, *, formulas: Mapping | None = None,
-                mode: str = "inference", frozen: Sequence[str] | None = None) -> FlopCount:
+                mode: str = "infer", frozen: Sequence[str] | None = None) -> FlopCount:
     """Count MACs of one forward pass of `model` (an nn.Module or a source, see cnnprof.counting.source).
 
     Inputs: `input_shape` (one tensor), or `inputs` (shape, tensor, tuple, dict; see cnnprof.inputs.normalize);

@@ -54,7 +54,7 @@ class Comparison(Printable):
                             self.bench, self.device)
         train = any(p.flops.mode == "train" for p in self.profiles)
         return with_overrides(compare_report(rows, self.convention, self.scope, self.bench is not None,
-                                             self.predicted, mode="train" if train else "inference"), self.overrides)
+                                             self.predicted, mode="train" if train else "infer"), self.overrides)
 
     def timed(self, settings: BenchSettings, stop: Callable[[], bool] | None = None) -> "Comparison":
         """The comparison with every model timed, interleaved in rotating rounds (cnnprof.timing.interleave)."""
@@ -74,7 +74,7 @@ class Comparison(Printable):
 
 def compare(models: Sequence[Any], *, convention: str = "macc", scope: str = "conv", batch_size: int | None = None,
             resolution: int | None = None, inputs: Any = None, device_profile: Any = None,
-            bench: BenchSettings | None = None, mode: str = "inference",
+            bench: BenchSettings | None = None, mode: str = "infer",
             frozen: Sequence[str] | None = None) -> Comparison:
     """Compare models (specs or nn.Modules): params, FLOPs, acts, MACs/param, ratios to the first; predicted
     latency with a `device_profile`, measured latency (interleaved rounds) with `bench`; `mode="train"`: the FLOPs

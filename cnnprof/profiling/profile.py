@@ -1,6 +1,6 @@
 """One model's three numbers side by side: parameters, FLOPs (and acts), and optional latency.
 
-`profile(model, inputs=..., mode="inference"|"train")` counts a model spec or an nn.Module once on the meta device (never moving or
+`profile(model, inputs=..., mode="infer"|"train")` counts a model spec or an nn.Module once on the meta device (never moving or
 changing a given module), adds a predicted latency when given a device profile, and returns a `Profile`
 that prints as the CLI's table (`print(cnnprof.profile(model))`) and serialises as its JSON row (`to_dict()`).
 """
@@ -60,7 +60,7 @@ def count_model(source: Any, scope: str = "conv", backend: str = "torch", batch_
 def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_size: int | None = None,
             resolution: int | None = None, scope: str = "conv", convention: str = "macc",
             overrides: Mapping[str, Any] | None = None, device_profile: Any = None, dtype: str = "float32",
-            formulas: Mapping | None = None, mode: str = "inference", frozen: Sequence[str] | None = None) -> Profile:
+            formulas: Mapping | None = None, mode: str = "infer", frozen: Sequence[str] | None = None) -> Profile:
     """Profile one model (zoo name, YAML path, `module:callable` or nn.Module): params, FLOPs, acts and, with a
     `device_profile` (cnnprof.predict.device), predicted latency in `dtype`, all from one op trace. Inputs as in
     count_flops; `formulas` (per-call formula overrides) as in count_flops. `mode="train"`: the FLOPs of one
@@ -103,7 +103,7 @@ def _train_count(source: Any, built: Any, specs: Any, inputs: Any, scope: str, f
     return train_flop_count(trace, scope)
 
 
-def _check(scope: str, convention: str, input_shape: Any, inputs: Any, mode: str = "inference",
+def _check(scope: str, convention: str, input_shape: Any, inputs: Any, mode: str = "infer",
            frozen: Sequence[str] | None = None, device_profile: Any = None) -> None:
     from cnnprof.counting.flops import check_mode, check_options
 

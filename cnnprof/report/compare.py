@@ -10,7 +10,7 @@ from cnnprof.report.roofline import SOURCES_NOTE, time_sources
 
 
 def compare_report(rows: list[dict[str, Any]], convention: str = "macc", scope: str = "conv", bench: bool = False,
-                   predict: bool = False, mode: str = "inference") -> Report:
+                   predict: bool = False, mode: str = "infer") -> Report:
     """rows: one per model with params, macs, acts, flops, uncounted ops, (if predict) predicted latency and
     (if bench) latency, its interleaved ratio interval, status and noisy flag; the first row is the reference
     (see compare_rows). mode "train": flops are a training step's, with its forward and backward parts."""
@@ -148,7 +148,7 @@ def _count_row(fc: Any, params: int, convention: str) -> dict[str, Any]:
            "convention": convention, "scope": fc.scope, "input_shape": list(fc.input_shape),
            "macs_per_param": fc.macs / params if params else None, "uncounted_ops": dict(fc.uncounted),
            "method": fc.method}
-    if getattr(fc, "mode", "inference") == "train":  # the MACs above are the whole step's
+    if getattr(fc, "mode", "infer") == "train":  # the MACs above are the whole step's
         row.update(mode="train", **phase_flops(fc, convention))
     return row
 
