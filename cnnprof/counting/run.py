@@ -185,8 +185,9 @@ def _check_fits(label: str, net: nn.Module, specs: Sequence[InputSpec], exc: Bas
 
 
 def _real_model(source: Any, net: nn.Module, exc: BaseException) -> nn.Module:
-    """A CPU model for a real run: `net` itself if it has real weights, else a fresh CPU build."""
-    if not is_meta(net):
+    """A CPU model for a real run: `net` itself if it has real weights (or no tensor at all: a dynamically
+    quantized model keeps its weights packed, outside its parameters), else a fresh CPU build."""
+    if not is_meta(net) or next(iter([*net.parameters(), *net.buffers()]), None) is None:
         return net
     rebuilt = source.rebuild("cpu")
     if rebuilt is None:

@@ -38,17 +38,20 @@ def unpacked(packed: Any) -> list[Any]:
         got = packed.unpack()
         return [t for t in (got if isinstance(got, (tuple, list)) else (got,)) if isinstance(t, torch.Tensor)]
     if isinstance(packed, torch.ScriptObject) and packed._has_method("__getstate__"):
-        return _state_tensors(packed.__getstate__())
+        return _cell_tensors(packed.__getstate__())
     return []
 
 
-def _state_tensors(state: Any) -> list[Any]:
-    """Tensors in a packed object's state, nested packed params unpacked (RNN cell params hold linear ones)."""
-    if isinstance(state, (tuple, list)):
-        return [t for item in state for t in _state_tensors(item)]
-    if isinstance(state, (torch.Tensor, torch.ScriptObject)):
-        return unpacked(state)
-    return []
+def _cell_tensors(state: Any) -> list[Any]:
+    """The tensors of an RNN cell's params, whose state is ((kind, tensors, doubles, longs, packed linear
+    params), type name). Dynamic int8 cells keep their biases as tensors and in the packed params too (each
+    counted once: the packed params' weights only); fp16 cells only in the packed params."""
+    inner = state[0] if isinstance(state, tuple) and state and isinstance(state[0], tuple) else ()
+    if len(inner) != 5:
+        return []
+    tensors = [t for t in inner[1] if isinstance(t, torch.Tensor)]
+    packed = [unpacked(p) for p in inner[4]]
+    return tensors + [t for p in packed for t in (p[:1] if tensors else p)]
 
 
 def _weight(packed: Any) -> Any:
