@@ -12,6 +12,7 @@ from cnnprof.counting.trace import Tracer
 from cnnprof.counting.formulas import FORMULAS, lookup
 from cnnprof.models.blocks import get_block
 from tests.conftest import ZOO
+from tests.test_quantized import QUANTIZED_CASES
 
 small = st.integers(min_value=1, max_value=8)
 FAST = settings(max_examples=40, deadline=None)
@@ -468,7 +469,8 @@ def test_cudnn_rnn_formula_equals_the_meta_decomposition(rnn, mode):
 
 
 def test_every_formula_has_a_hand_derived_case():
-    assert {entry.formula.__name__ for entry in FORMULAS.values()} == set(FORMULA_CASES) | set(TORCHVISION_CASES)
+    assert {entry.formula.__name__ for entry in FORMULAS.values()} == (set(FORMULA_CASES) | set(TORCHVISION_CASES)
+                                                                      | set(QUANTIZED_CASES))
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_CASES))

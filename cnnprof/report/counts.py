@@ -45,6 +45,8 @@ def params_report(results: list[tuple[Any, ...]], by: str | None = None, depth: 
         row = {"model": label, "params": pc.total, "trainable_params": pc.trainable,
                "non_trainable_params": pc.non_trainable}
         main.rows.append({**row, "size": pc.total})
+        if pc.packed:
+            main.notes.append(_packed_note(label, pc.packed))
         if by:
             rows = [{"name": name, "params": n, "share": _share(n, pc.total)} for name, n in _param_items(pc, by, depth)]
             if by == "layer" and shapes:
@@ -55,8 +57,15 @@ def params_report(results: list[tuple[Any, ...]], by: str | None = None, depth: 
             tables.append(_params_table(label, by, rows, bool(shapes)))
         else:
             csv_rows.append(row)
-        json_rows.append(row)
+        json_rows.append({**row, "packed_params": dict(pc.packed)} if pc.packed else row)
     return Report(tables, json_rows, csv_rows)
+
+
+def _packed_note(label: str, packed: Any) -> str:
+    """A quantized model's packed weights: how many of its params, per dtype (JSON: `packed_params`)."""
+    per_dtype = ", ".join(f"{dtype} {n:,}" for dtype, n in packed)
+    return (f"{label}: {sum(n for _, n in packed):,} params are packed quantized weights and biases "
+            f"({per_dtype}), counted by elements, not trainable.")
 
 
 def _param_items(pc: Any, by: str, depth: int | None) -> Sequence[tuple[str, int]]:

@@ -17,9 +17,11 @@ Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operat
 - free.py: data movement (view, permute, cat, roll, index, gather, embedding lookup, padding, channel
   shuffle, nearest upsampling, ...) and allocation (zeros, arange, scalar_tensor, ...) are free. Any other op that runs is
   reported as uncounted, never dropped silently.
+- quantized.py: the kernels of quantized models (`quantized::conv2d`, `quantized::linear`, `linear_dynamic`, ...),
+  priced as the float ops they replace, their packed weights unpacked for the shapes.
 """
 from cnnprof.counting.formulas import (backward, detection, pointwise, pooling, products,  # noqa: F401 - they register
-                                      recurrent)
+                                       quantized, recurrent)
 from cnnprof.counting.formulas.free import FREE_OPS, is_free
 from cnnprof.counting.registry import (FORMULAS, Cost, Formula, Registered, formulas, lookup, op_name,
                                        register_formula, resolve_formulas, unregister_formula)
