@@ -1,5 +1,8 @@
 """`cnnprof search` hardening (issues 17 and 18): bad design spaces, constraints, trial counts, option combinations
 and resumed studies are one line on stderr and exit 2, never a traceback or a silently wrong search."""
+import json
+from pathlib import Path
+
 import pytest
 
 BASE = "base: mobilenet_v1\nknobs:\n"
@@ -60,10 +63,14 @@ def test_yes_no_booleans_load(tmp_path):
 
 
 @pytest.mark.parametrize("constraint, words", [
-    ("macs>=inf", ["--constraint", "macs>=inf"]),
-    ("macs>=nan", ["--constraint", "macs>=nan"]),
+    ("macs>=inf", ["--constraint 'macs>=inf': the bound must be a finite number, got 'inf'"]),
+    ("macs>=nan", ["--constraint 'macs>=nan': the bound must be a finite number, got 'nan'"]),
+    ("macs<=-inf", ["--constraint 'macs<=-inf': the bound must be a finite number, got '-inf'"]),
+    ("latency<=Infinity", ["the bound must be a finite number, got 'Infinity'"]),
     ("macs<=1e999", ["--constraint", "finite"]),
     ("params>=-1e999M", ["--constraint", "finite"]),
+    ("macs<0", ["--constraint 'macs<0': no model can meet it (macs is never negative)"]),
+    ("params<=-5M", ["no model can meet it (params is never negative)"]),
 ])
 def test_infinite_or_nan_constraint_is_one_line(cli, tmp_path, constraint, words):
     one_line_exit_2(run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--constraint", constraint), *words)
@@ -157,3 +164,86 @@ def test_bench_alone_and_stats_with_random_still_run(cli, tmp_path):
         result = cli("search", "--space", str(path), "--out", str(tmp_path / f"o{i}"), "--trials", "2", "--format",
                      "json", *args)
         assert result.exit_code == 0, result.stderr
+
+
+# --storage is read strictly: a storage that is not one is refused before anything is written (issue 18).
+@pytest.mark.parametrize("name, content, words", [
+    ("notes.txt", "my notes\n", ["--storage", "notes.txt", "not a storage", ".db", ".log"]),
+    ("notes", "my notes\n", ["--storage", "not a storage"]),
+    ("old.db", "not a database\n", ["old.db exists and is not an SQLite database"]),
+    ("app.log", "12:00 server started\n", ["app.log exists and is not an Optuna journal"]),
+    ("url.db", None, ["directory", "does not exist"]),
+])
+def test_a_storage_that_is_not_one_is_refused_before_writing(cli, tmp_path, name, content, words):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    storage = str(path) if content is not None else str(tmp_path / "missing" / name)
+    result = run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--storage", storage)
+    one_line_exit_2(result, *words)
+    if content is not None:
+        assert path.read_text() == content
+    assert not (tmp_path / "o" / "trials.json").exists()
+
+
+@pytest.mark.parametrize("name", ["study.db", "study.sqlite", "study.log", "study.journal"])
+def test_sqlite_and_journal_paths_need_no_url_and_resume(cli, tmp_path, name):
+    storage = str(tmp_path / name)
+    first = run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--storage", storage, "--seed", "0")
+    assert first.exit_code == 0, first.stderr
+    head = (tmp_path / name).read_bytes()[:16]
+    assert head == b"SQLite format 3\x00" if name.endswith(("db", "sqlite")) else head.startswith(b"{")
+    again = run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--storage", storage, "--trials", "3",
+                       "--format", "json")
+    assert again.exit_code == 0, again.stderr
+    assert [r["trial"] for r in json.loads(again.stdout)] == [0, 1, 2]
+
+
+def test_a_moved_space_file_resumes_and_pareto_holds_exactly_the_front(cli, tmp_path):
+    """Content, not path, identifies a space; configs of trials that left the front are removed, the user's stay."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "small.yaml").write_text(BASE + WIDTH)
+    args = ("--out", str(tmp_path / "o"), "--workers", "1", "--minimize", "params", "--seed", "0", "--format", "json")
+    first = cli("search", "--space", str(tmp_path / "a" / "small.yaml"), "--trials", "2", *args)
+    assert first.exit_code == 0, first.stderr
+    (tmp_path / "a" / "small.yaml").rename(tmp_path / "b" / "small.yaml")
+    pareto = tmp_path / "o" / "pareto"
+    (pareto / "small_t0999.yaml").write_text("# Written by `cnnprof search` (study small); an old front\n")
+    (pareto / "mine.yaml").write_text("# my own notes\n")
+    again = cli("search", "--space", str(tmp_path / "b" / "small.yaml"), "--trials", "4", *args)
+    assert again.exit_code == 0 and again.stderr == "", again.stderr
+    rows = json.loads(again.stdout)
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3]
+    front = {Path(r["config"]).name for r in rows if r["pareto"]}
+    assert front and {p.name for p in pareto.iterdir()} == front | {"mine.yaml"}
+
+
+def test_output_streams_every_trial_and_an_interrupted_run_keeps_its_rows(cli, tmp_path, monkeypatch):
+    import cnnprof.design.search as search_module
+
+    out = tmp_path / "rows.jsonl"
+    done = run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--trials", "3", "--output", str(out),
+                      "--format", "json")
+    assert done.exit_code == 0, done.stderr
+    streamed = [json.loads(line) for line in out.read_text().splitlines()]
+    final = json.loads((tmp_path / "o" / "trials.json").read_text())
+    assert [r["pareto"] for r in streamed] == [None] * 3
+    assert [{k: v for k, v in r.items() if k not in ("pareto", "config")} for r in final] == \
+        [{k: v for k, v in r.items() if k != "pareto"} for r in streamed]
+
+    real, calls = search_module._evaluate_job, []
+
+    def interrupted_in_the_second_batch(job):
+        calls.append(job)
+        if len(calls) == search_module.BATCH + 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(search_module, "_evaluate_job", interrupted_in_the_second_batch)
+    csv_out = tmp_path / "rows.csv"
+    stopped = cli("search", "--space", str(tmp_path / "small.yaml"), "--out", str(tmp_path / "o2"), "--trials", "50",
+                  "--workers", "1", "--minimize", "params", "--output", str(csv_out))
+    assert stopped.exit_code == 130, stopped.stderr
+    assert csv_out.read_text().count("\n") == 1 + search_module.BATCH
+    assert len(json.loads((tmp_path / "o2" / "trials.json").read_text())) == search_module.BATCH

@@ -11,9 +11,11 @@ from typing import Any, Sequence
 
 from cnnprof.design.metrics import Constraint, Point, metric_value
 from cnnprof.design.space import Space
+from cnnprof.design.storage import open_storage  # noqa: F401 - where callers have always found it
 from cnnprof.errors import CnnprofError, first_line, parameter
 
 SAMPLERS = ("auto", "nsga2", "tpe", "random")
+STALE = "cnnprof_stale"  # user attribute of a trial failed because the process running it died
 POINT_FIELDS = ("status", "error", "params", "macs", "other_ops", "acts", "latency_s")
 
 
@@ -55,26 +57,15 @@ def _stored_constraints(count: int, frozen: Any) -> list[float]:
     return list(frozen.user_attrs.get("constraints", [1.0] * count))
 
 
-def open_storage(storage: str | None) -> Any:
-    """None: in memory; a URL with '://' (sqlite:///study.db, postgresql://...): Optuna's RDB storage, shareable
-    by machines; any other string: an Optuna journal file (appends only, ~10x less overhead per trial than
-    SQLite here; shareable by processes on one machine or a shared file system)."""
-    if storage is None or "://" in storage:
-        return storage
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(storage))
-
-
 def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str | None, study_name: str,
                sampler: Any, constraints: Sequence[Constraint] = ()) -> tuple[Any, list[str]]:
     """Create the study, or load the stored one after checking it searches this space for these objectives:
     (study, warnings)."""
     import optuna
 
+    opened = open_storage(storage)  # a storage that is not one is refused before anything is written
     try:
-        study = optuna.create_study(storage=open_storage(storage), study_name=study_name, sampler=sampler,
+        study = optuna.create_study(storage=opened, study_name=study_name, sampler=sampler,
                                     directions=[d for _, d in objectives], load_if_exists=True)
     except ValueError as exc:  # e.g. directions differ from the stored study's
         raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
@@ -85,9 +76,7 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
     if stored != [d for _, d in objectives] or study.user_attrs.get("objectives", metrics) != metrics:
         raise CnnprofError(f"study {study_name!r} in {storage} was made for other objectives "
                            f"({study.user_attrs.get('objectives')}); use another --study-name or --out")
-    if study.user_attrs.get("space", space.source) != space.source:
-        raise CnnprofError(f"study {study_name!r} in {storage} searches {study.user_attrs['space']}, "
-                           f"not {space.source}")
+    # The space is identified by its content (the fingerprint), not its path: a moved space file resumes.
     warnings = check_fingerprint(study, fingerprint(space, objectives, constraints),
                                  f"study {study_name!r} in {storage or 'memory'}")
     study.set_user_attr("objectives", metrics)
@@ -176,7 +165,13 @@ def finished_trials(study: Any) -> list[Any]:
     from optuna.trial import TrialState
 
     finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-    return [t for t in study.get_trials(deepcopy=False, states=finished) if "cnnprof" in t.user_attrs]
+    return [t for t in study.get_trials(deepcopy=False, states=finished) if counts(t)]
+
+
+def counts(t: Any) -> bool:
+    """Whether a finished trial counts: it was evaluated (its counts are stored), and not failed as stale (a
+    process killed between storing the counts and telling the state: the sample is run again)."""
+    return "cnnprof" in t.user_attrs and STALE not in t.user_attrs
 
 
 def objective_values(point: Point, objectives: Sequence[tuple[str, str]], convention: str) -> list[float]:
@@ -200,15 +195,15 @@ def constraint_values(point: Point, constraints: Sequence[Constraint], conventio
 
 
 def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
-         constraints: Sequence[Constraint], convention: str) -> None:
-    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial)."""
+         constraints: Sequence[Constraint], convention: str) -> Any:
+    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial);
+    the stored (frozen) trial."""
     from optuna.trial import TrialState
 
     # One attribute, one storage write (each write is a database round trip).
     trial.set_user_attr("cnnprof", {name: getattr(point, name) for name in POINT_FIELDS})
     if not point.ok:
-        study.tell(trial, state=TrialState.FAIL)
-        return
+        return study.tell(trial, state=TrialState.FAIL)
     try:
         values = objective_values(point, objectives, convention)
         cons = constraint_values(point, constraints, convention)
@@ -220,7 +215,7 @@ def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, s
             trial.set_constraint(c.text, value)
     else:
         trial.set_user_attr("constraints", cons)
-    study.tell(trial, values)
+    return study.tell(trial, values)
 
 
 def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:
