@@ -19,7 +19,7 @@ from cnnprof.design.space import Space, name_problem
 from cnnprof.design.leases import Lease, budget, rerun_stale
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
-from cnnprof.design.workers import make_pool, stop_pool
+from cnnprof.design.workers import make_pool, signals_deferred, stop_pool
 from cnnprof.errors import CnnprofError, first_line, parameter
 from cnnprof.results import Printable
 
@@ -186,11 +186,12 @@ class _Run:
                         continue
                     batch = self.ask(min(BATCH, free), trials, lease, done | running)
                     for t, point in zip(batch, self.evaluate(batch, pool)):
-                        told.add(t.number)
-                        frozen = tell(self.study, t, point, self.objectives, self.constraints, self.convention)
-                        evaluated += 1
-                        if self.on_trial:
-                            self.on_trial(record(frozen, self.constraints))
+                        with signals_deferred():  # told and streamed whole, or not at all
+                            told.add(t.number)
+                            frozen = tell(self.study, t, point, self.objectives, self.constraints, self.convention)
+                            evaluated += 1
+                            if self.on_trial:
+                                self.on_trial(record(frozen, self.constraints))
         except KeyboardInterrupt:
             return evaluated, True
         finally:  # interrupted or failed: no trial of ours is left running, no worker outlives the run

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 WATCHDOG_S = 0.5  # how often a worker checks that its parent still lives
 PR_SET_PDEATHSIG = 1
@@ -71,3 +72,31 @@ def stop_pool(pool: Any, terminate: bool) -> None:
         for process in list(processes.values()):
             process.terminate()
     pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while the body runs and act on them right after it, as the handlers in place
+    would have: a trial is told to the study and streamed to the output whole, or not at all. Main thread only
+    (where Python runs signal handlers); a signal mask would not do, the kernel hands it to another thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # None: set outside Python
+        if arrived:
+            _deliver(arrived[0], old[arrived[0]])
+
+
+def _deliver(signum: int, handler: Any) -> None:
+    """What the signal would have done: the handler's effect, or the default action (SIGTERM: die)."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)
