@@ -28,7 +28,7 @@ def storage_url(storage: str | None) -> str | None:
     if "://" in storage:
         if storage.startswith("sqlite:///"):
             _check_file(given, Path(storage[len("sqlite:///"):]), _is_sqlite, "an SQLite database")
-        return storage
+        return _postgresql_driver(storage)
     suffix = Path(storage).suffix.lower()
     if suffix in SQLITE_SUFFIXES:
         _check_file(given, Path(storage), _is_sqlite, "an SQLite database")
@@ -51,6 +51,16 @@ def open_storage(storage: str | None) -> Any:
     from optuna.storages.journal import JournalFileBackend
 
     return JournalStorage(JournalFileBackend(url))
+
+
+def _postgresql_driver(url: str) -> str:
+    """postgresql://... names no driver, and SQLAlchemy before 2.1 then wants psycopg2: name psycopg (3, what
+    `cnnprof[distributed]` installs) when only that one is installed."""
+    from importlib.util import find_spec
+
+    if url.startswith("postgresql://") and find_spec("psycopg2") is None and find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
 
 
 def _check_file(given: str, path: Path, looks_right: Any, what: str) -> None:

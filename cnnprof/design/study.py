@@ -61,16 +61,7 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
                sampler: Any, constraints: Sequence[Constraint] = ()) -> tuple[Any, list[str]]:
     """Create the study, or load the stored one after checking it searches this space for these objectives:
     (study, warnings)."""
-    import optuna
-
-    opened = open_storage(storage)  # a storage that is not one is refused before anything is written
-    try:
-        study = optuna.create_study(storage=opened, study_name=study_name, sampler=sampler,
-                                    directions=[d for _, d in objectives], load_if_exists=True)
-    except ValueError as exc:  # e.g. directions differ from the stored study's
-        raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - a bad storage URL or an unreachable database
-        raise CnnprofError(f"{parameter('storage', storage)}: {type(exc).__name__}: {first_line(exc)}") from None
+    study = _create_study(open_storage(storage), storage, study_name, sampler, objectives)
     metrics = [m for m, _ in objectives]
     stored = [d.name.lower() for d in study.directions]
     if stored != [d for _, d in objectives] or study.user_attrs.get("objectives", metrics) != metrics:
@@ -82,6 +73,31 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
     study.set_user_attr("objectives", metrics)
     study.set_user_attr("space", space.source)
     return study, warnings
+
+
+def _create_study(opened: Any, storage: str | None, study_name: str, sampler: Any,
+                  objectives: Sequence[tuple[str, str]]) -> Any:
+    """optuna.create_study, loading a stored study; on a shared database, tried again when another process was
+    creating the tables or the study at the same moment (both may start at once)."""
+    import time
+
+    import optuna
+
+    for attempt in range(3):
+        try:
+            return optuna.create_study(storage=opened, study_name=study_name, sampler=sampler,
+                                       directions=[d for _, d in objectives], load_if_exists=True)
+        except ValueError as exc:  # e.g. directions differ from the stored study's
+            raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
+        except ModuleNotFoundError as exc:
+            raise CnnprofError(f"{parameter('storage', storage)}: needs the database driver {exc.name!r} "
+                               f"(pip install 'cnnprof[distributed]' for PostgreSQL)") from None
+        except Exception as exc:  # noqa: BLE001 - a bad storage URL, an unreachable database, a race
+            racing = type(exc).__name__ in ("IntegrityError", "ProgrammingError")  # SQLAlchemy's: tables made twice
+            if attempt == 2 or not racing:
+                raise CnnprofError(f"{parameter('storage', storage)}: {type(exc).__name__}: {first_line(exc)}") \
+                    from None
+            time.sleep(0.5 + attempt)
 
 
 def fingerprint(space: Space, objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint]) -> dict:
