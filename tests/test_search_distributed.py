@@ -29,11 +29,9 @@ SPACE = "name: small\nbase: mobilenet_v1\nknobs:\n  width_mult: {type: float, lo
 def server_binaries() -> Path | None:
     """The directory holding initdb and pg_ctl: pgserver's, on PATH, or a Debian/Ubuntu install."""
     try:
-        import pgserver  # noqa: F401
+        from pgserver._commands import POSTGRES_BIN_PATH  # pgserver's wheel ships the binaries
 
-        found = sorted(Path(pgserver.__file__).parent.glob("pginstall/bin"))
-        if found:
-            return found[0]
+        return Path(POSTGRES_BIN_PATH)
     except ImportError:
         pass
     if shutil.which("initdb") and shutil.which("pg_ctl"):
