@@ -463,3 +463,35 @@ def test_sigkill_takes_the_workers_along_and_a_resume_reruns_the_lost_trials(cli
         assert after[number].user_attrs.get("cnnprof_stale") is True
         if params:
             assert [t.params for t in after if t.user_attrs.get("cnnprof_rerun_of") == number] == [params]
+
+
+def test_a_trial_another_process_failed_as_stale_meanwhile_is_not_counted(toy, tmp_path, monkeypatch):
+    """A process whose heartbeat was late may find its trial failed by another (which runs the sample again)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    import cnnprof.design.search as search_module
+    from cnnprof.design.storage import open_storage
+
+    storage, real, taken = str(tmp_path / "s.log"), search_module._evaluate_job, []
+
+    def another_process_fails_it(job):
+        if not taken:
+            study = optuna.load_study(study_name="toy", storage=open_storage(storage))
+            t = study.get_trials(states=(TrialState.RUNNING,))[0]
+            study._storage.set_trial_user_attr(t._trial_id, "cnnprof_stale", True)
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            taken.append(t.number)
+        return real(job)
+
+    monkeypatch.setattr(search_module, "_evaluate_job", another_process_fails_it)
+    result = search_module.search(toy, [("params", "minimize")], trials=4, seed=0, storage=storage)
+    assert len(result.trials) == 4 and result.evaluated == 4 and taken[0] not in {t.number for t in result.trials}
+
+
+def test_a_database_url_password_is_never_shown(cli, tmp_path):
+    """Unreachable (or without its driver installed): one line, the password masked."""
+    result = run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--storage",
+                        "postgresql://me:s3cret@127.0.0.1:1/db")
+    one_line_exit_2(result, "--storage postgresql://me:***@127.0.0.1:1/db")
+    assert "s3cret" not in result.stderr + result.stdout

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from cnnprof.design.metrics import Constraint, Point, Settings, get_metric, metric_value, require
 from cnnprof.design.space import Space, name_problem
 from cnnprof.design.leases import Lease, budget, rerun_stale
+from cnnprof.design.storage import redacted
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
 from cnnprof.design.workers import make_pool, signals_deferred, stop_pool
@@ -106,7 +107,7 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     run = _Run(study, space, settings, objectives, constraints, convention, on_trial)
     evaluated, interrupted = run.until(trials, pool, progress)
     records = tuple(record(t, constraints) for t in finished_trials(study))
-    return SearchResult(space=space.name, space_source=space.source, study_name=study_name, storage=storage or "memory",
+    return SearchResult(space=space.name, space_source=space.source, study_name=study_name, storage=redacted(storage) or "memory",
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
@@ -189,8 +190,8 @@ class _Run:
                         with signals_deferred():  # told and streamed whole, or not at all
                             told.add(t.number)
                             frozen = tell(self.study, t, point, self.objectives, self.constraints, self.convention)
-                            evaluated += 1
-                            if self.on_trial:
+                            evaluated += frozen is not None
+                            if self.on_trial and frozen is not None:
                                 self.on_trial(record(frozen, self.constraints))
         except KeyboardInterrupt:
             return evaluated, True
@@ -209,7 +210,7 @@ class _Run:
         counted = counted | {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         over = [t for t in batch if sum(1 for n in counted if n < t.number) >= trials]
         for t in over:
-            self.study.tell(t, state=TrialState.FAIL)
+            self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
         return [t for t in batch if t not in over]
 
     def evaluate(self, batch: list[Any], pool: Any) -> list[Point]:
@@ -224,7 +225,7 @@ class _Run:
 
         for t in batch:
             if t.number not in told:
-                self.study.tell(t, state=TrialState.FAIL)
+                self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _evaluate_job(job: tuple[Space, dict, Settings]) -> Point:

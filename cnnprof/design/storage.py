@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from cnnprof.errors import CnnprofError, parameter
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 JOURNAL_SUFFIXES = (".log", ".journal")
 SQLITE_MAGIC = b"SQLite format 3\x00"
+_PASSWORD = re.compile(r"://([^:/@]*):[^@/]*@")
 
 
 def storage_url(storage: str | None) -> str | None:
@@ -24,7 +26,7 @@ def storage_url(storage: str | None) -> str | None:
     it names a database, an SQLite file or a journal file (checked as far as can be without writing)."""
     if storage is None:
         return None
-    given = parameter("storage", storage)
+    given = parameter("storage", redacted(storage))
     if "://" in storage:
         if storage.startswith("sqlite:///"):
             _check_file(given, Path(storage[len("sqlite:///"):]), _is_sqlite, "an SQLite database")
@@ -38,6 +40,11 @@ def storage_url(storage: str | None) -> str | None:
         return storage
     raise CnnprofError(f"{given}: not a storage; give a database URL (sqlite:///study.db, "
                        f"postgresql://user@host/db), an SQLite file (.db, .sqlite) or a journal file (.log, .journal)")
+
+
+def redacted(storage: str | None) -> str | None:
+    """The storage as shown in messages and reports: a URL's password replaced by ***."""
+    return None if storage is None else _PASSWORD.sub(r"://\1:***@", storage)
 
 
 def open_storage(storage: str | None) -> Any:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from cnnprof.design.metrics import Constraint, Point, metric_value
 from cnnprof.design.space import Space
-from cnnprof.design.storage import open_storage  # noqa: F401 - where callers have always found it
+from cnnprof.design.storage import open_storage, redacted  # open_storage: where callers have always found it
 from cnnprof.errors import CnnprofError, first_line, parameter
 
 SAMPLERS = ("auto", "nsga2", "tpe", "random")
@@ -61,7 +61,8 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
                sampler: Any, constraints: Sequence[Constraint] = ()) -> tuple[Any, list[str]]:
     """Create the study, or load the stored one after checking it searches this space for these objectives:
     (study, warnings)."""
-    study = _create_study(open_storage(storage), storage, study_name, sampler, objectives)
+    study = _create_study(open_storage(storage), redacted(storage), study_name, sampler, objectives)
+    storage = redacted(storage)  # shown in messages from here on
     metrics = [m for m, _ in objectives]
     stored = [d.name.lower() for d in study.directions]
     if stored != [d for _, d in objectives] or study.user_attrs.get("objectives", metrics) != metrics:
@@ -213,25 +214,37 @@ def constraint_values(point: Point, constraints: Sequence[Constraint], conventio
 def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
          constraints: Sequence[Constraint], convention: str) -> Any:
     """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial);
-    the stored (frozen) trial."""
+    the stored (frozen) trial, or None when another process failed it as stale meanwhile (its sample runs again
+    there: a process whose heartbeat did not reach the database for a minute)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        frozen = _tell(study, trial, point, objectives, constraints, convention)
+    except UpdateFinishedTrialError:
+        return None
+    return None if STALE in frozen.user_attrs else frozen
+
+
+def _tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
+          constraints: Sequence[Constraint], convention: str) -> Any:
     from optuna.trial import TrialState
 
     # One attribute, one storage write (each write is a database round trip).
     trial.set_user_attr("cnnprof", {name: getattr(point, name) for name in POINT_FIELDS})
     if not point.ok:
-        return study.tell(trial, state=TrialState.FAIL)
+        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     try:
         values = objective_values(point, objectives, convention)
         cons = constraint_values(point, constraints, convention)
     except CnnprofError:
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
     if hasattr(trial, "set_constraint"):  # Optuna >= 5
         for c, value in zip(constraints, cons):
             trial.set_constraint(c.text, value)
     else:
         trial.set_user_attr("constraints", cons)
-    return study.tell(trial, values)
+    return study.tell(trial, values, skip_if_finished=True)
 
 
 def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:
