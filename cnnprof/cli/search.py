@@ -53,10 +53,11 @@ def search(
                                                     "study database go (default: search-SPACE).")] = None,
     storage: Annotated[Optional[str], typer.Option(metavar="URL", show_default=False,
                                                    help="Optuna storage: a database URL (default "
-                                                        "sqlite:///OUT/study.db; postgresql://...) or a journal file "
-                                                        "path (about twice the trials/s of SQLite on 2 cores). "
-                                                        "Rerunning resumes it; a shared database URL lets several "
-                                                        "machines fill one study.")] = None,
+                                                        "sqlite:///OUT/study.db; postgresql://... needs "
+                                                        "cnnprof[distributed]), an SQLite file (.db, .sqlite) or a "
+                                                        "journal file (.log, .journal; about twice the trials/s of "
+                                                        "SQLite on 2 cores). Rerunning resumes it; a shared database "
+                                                        "URL lets several machines fill one study.")] = None,
     study_name: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the space's name).",
                                                       show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, show_default=False,
