@@ -29,8 +29,10 @@ def make_pool(workers: int) -> Any:
 
     # fork: children inherit the imported torch and cnnprof (no re-import per worker).
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=worker_init,
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=worker_init,
                                initargs=(os.getpid(),))
+    pool.submit(os.getpid).result()  # fork every worker now, before the search starts its heartbeat thread
+    return pool
 
 
 def worker_init(parent: int) -> None:
