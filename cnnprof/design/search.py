@@ -107,7 +107,8 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     run = _Run(study, space, settings, objectives, constraints, convention, on_trial)
     evaluated, interrupted = run.until(trials, pool, progress)
     records = tuple(record(t, constraints) for t in finished_trials(study))
-    return SearchResult(space=space.name, space_source=space.source, study_name=study_name, storage=redacted(storage) or "memory",
+    return SearchResult(space=space.name, space_source=space.source, study_name=study_name,
+                        storage=redacted(storage) or "memory",
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
