@@ -395,9 +395,11 @@ def test_a_stored_study_is_data(cli, tmp_path, sentinel, storage):
     assert resumed.exit_code == 0, resumed.stderr
     rows = json.loads(resumed.stdout)
     assert len(rows) == 5 and (rows[3]["status"], rows[3]["error"]) == (sentinel, sentinel)
-    study.set_user_attr("space", sentinel)  # a study made for another space is refused, by name
-    other = cli(*args, "--trials", "6")
-    assert other.exit_code == 2 and f"searches {sentinel}" in other.stderr
+    study.set_user_attr("space", sentinel)  # the path it was last searched from: data, not identity (moved files)
+    assert cli(*args, "--trials", "6").exit_code == 0
+    study.set_user_attr("fingerprint", {"hash": "0", "description": {"base": sentinel}})
+    other = cli(*args, "--trials", "7")  # a study made for another space is refused, naming the stored one
+    assert other.exit_code == 2 and f"base config {sentinel} -> mobilenet_v1" in other.stderr
 
 
 def test_no_data_file_is_read_with_a_loader_that_builds_objects():

@@ -65,6 +65,20 @@ def interruptible():
             signal.signal(sig, h)
 
 
+@contextmanager
+def sigterm_as_ctrl_c():
+    """While the body runs, SIGTERM raises KeyboardInterrupt exactly as Ctrl-C does (main thread only): for loops
+    that run no user model (search), so that there is nothing to tell apart, and `kill` stops them as cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def user_failure(label: str, exc: BaseException) -> str:
     """One-line message for a model that exits or interrupts instead of returning."""
     if isinstance(exc, SystemExit):

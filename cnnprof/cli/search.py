@@ -12,9 +12,10 @@ from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
     app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
-    guard)
+    OutputOpt, guard, open_output)
 from cnnprof.cli.common import Device, print_note
 from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt
+from cnnprof.cli.interrupts import sigterm_as_ctrl_c
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, Measuring, PlotOpt, PredictOpt, with_progress
 from cnnprof.errors import CnnprofError
 
@@ -52,10 +53,11 @@ def search(
                                                     "study database go (default: search-SPACE).")] = None,
     storage: Annotated[Optional[str], typer.Option(metavar="URL", show_default=False,
                                                    help="Optuna storage: a database URL (default "
-                                                        "sqlite:///OUT/study.db; postgresql://...) or a journal file "
-                                                        "path (about twice the trials/s of SQLite on 2 cores). "
-                                                        "Rerunning resumes it; a shared database URL lets several "
-                                                        "machines fill one study.")] = None,
+                                                        "sqlite:///OUT/study.db; postgresql://... needs "
+                                                        "cnnprof[distributed]), an SQLite file (.db, .sqlite) or a "
+                                                        "journal file (.log, .journal; about twice the trials/s of "
+                                                        "SQLite on 2 cores). Rerunning resumes it; a shared database "
+                                                        "URL lets several machines fill one study.")] = None,
     study_name: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the space's name).",
                                                       show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, show_default=False,
@@ -76,21 +78,25 @@ def search(
     plot: PlotOpt = None,
     fmt: FormatOpt = Format.table,
     threads: PredictThreadsOpt = None,
+    output: OutputOpt = None,
 ) -> None:
     """Budgeted design-space search with Optuna: Pareto front, every trial, one standalone config per chosen model."""
     how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time,
                     input_shape=input_shape_, inputs=input_, threads=threads)
     options = dict(trials=trials, seed=seed, sampler=sampler.value, storage=storage, study_name=study_name,
                    workers=workers or (1 if bench else os.cpu_count() or 1), convention=convention.value, stats=stats)
-    guard(partial(_search, space, minimize, maximize, constraint, how, options, out=out, plot=plot, fmt=fmt.value))
+    guard(partial(_search, space, minimize, maximize, constraint, how, options, out=out, plot=plot, fmt=fmt.value,
+                  output=output))
 
 
 def _search(space_file: str, minimize: MetricList, maximize: MetricList, constraint: MetricList, how: Measuring,
-            options: dict[str, Any], *, out: str | None, plot: str | None, fmt: str) -> int:
-    """`cnnprof search`: run or resume the study in the output directory, write the trial files, show the front."""
+            options: dict[str, Any], *, out: str | None, plot: str | None, fmt: str, output: str | None) -> int:
+    """`cnnprof search`: run or resume the study in the output directory, write the trial files, show the front.
+    SIGTERM stops it as Ctrl-C does: the finished trials are kept and written, exit 130."""
     from cnnprof.design.metrics import parse_constraint
     from cnnprof.design.search import check_study_name, parse_objectives, search_to_dir
     from cnnprof.design.space import load_space
+    from cnnprof.design.storage import storage_url as check_storage
     from cnnprof.report.design import check_plot_path
 
     check_plot_path(plot)
@@ -101,11 +107,15 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     check_study_name(options["study_name"])
     how.check_device()
     out_dir = _out_dir(out or f"search-{space.name}")
-    saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
-                                  **options), "Searching")
-    for warning in saved.result.warnings:
-        print_note(f"warning: {warning}")
-    _write_trials(saved)
+    check_storage(options["storage"])
+    writer = open_output(output)
+    stream = partial(_stream, writer, options["convention"], objectives or [("macs", "minimize")]) if writer else None
+    with sigterm_as_ctrl_c():
+        saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
+                                      on_trial=stream, **options), "Searching")
+        for warning in saved.result.warnings:
+            print_note(f"warning: {warning}")
+        _write_trials(saved)
     _show(saved, fmt, plot)
     return 130 if saved.result.interrupted else 0
 
@@ -118,6 +128,13 @@ def _out_dir(path: str) -> Path:
     except OSError as exc:
         raise CnnprofError(f"--out {out_dir}: cannot create: {exc.strerror or exc}") from None
     return out_dir
+
+
+def _stream(writer: Any, convention: str, objectives: list, trial: Any) -> None:
+    """--output: one row per trial as it finishes (pareto null: the front is known at the end, in trials.json)."""
+    from cnnprof.report.design import trial_row
+
+    writer.add([trial_row(trial, convention, objectives, None)])
 
 
 def _write_trials(saved: Any) -> None:

@@ -5,6 +5,7 @@ device profile without running the model (`Settings.profile`, cnnprof.predict.la
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
@@ -158,6 +159,7 @@ def require(metric: str, settings: Settings) -> None:
 
 _UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+_NOT_FINITE = re.compile(r"^\s*[a-z_]+\s*(?:<=|>=|<|>)\s*([+-]?(?:inf(?:inity)?|nan))\s*[a-zA-Zµ]*\s*$", re.I)
 _CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*([a-zA-Zµ]*)\s*$")
 
 
@@ -186,6 +188,8 @@ def parse_constraint(text: str) -> Constraint:
     """'macs<=400M', 'params<=5M', 'latency<=15ms' -> Constraint; anything else raises one line."""
     match = _CONSTRAINT.match(text)
     given = parameter("constraint", repr(text))
+    if _NOT_FINITE.match(text):
+        raise CnnprofError(f"{given}: the bound must be a finite number, got {_NOT_FINITE.match(text).group(1)!r}")
     if not match:
         raise CnnprofError(f"{given}: expected METRIC<=VALUE[UNIT], e.g. macs<=400M, params<=5M, "
                            f"latency<=15ms")
@@ -201,4 +205,8 @@ def parse_constraint(text: str) -> Constraint:
         bound = float(number) * units[unit]
     except ValueError:
         raise CnnprofError(f"{given}: {number!r} is not a number") from None
+    if not math.isfinite(bound):  # 1e999 reads as inf
+        raise CnnprofError(f"{given}: the bound must be a finite number, got {number!r}")
+    if bound < 0 or (bound == 0 and op == "<"):  # every metric counts or times something: never negative
+        raise CnnprofError(f"{given}: no model can meet it ({name} is never negative)")
     return Constraint(name, op, bound, text.strip())

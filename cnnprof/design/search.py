@@ -8,6 +8,7 @@ processes, so the samples depend on --seed only, not on the number of workers.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,17 @@ from typing import Any, Callable, Sequence
 
 from cnnprof.design.metrics import Constraint, Point, Settings, get_metric, metric_value, require
 from cnnprof.design.space import Space, name_problem
+from cnnprof.design.leases import Lease, budget, rerun_stale
+from cnnprof.design.storage import redacted
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
+from cnnprof.design.workers import make_pool, signals_deferred, stop_pool
 from cnnprof.errors import CnnprofError, first_line, parameter
 from cnnprof.results import Printable
 
 BATCH = 8  # trials asked before any is told: fixed, so results do not depend on --workers
+CONFIG_HEADER = "# Written by `cnnprof search`"  # a front config's first line: what a rerun may remove
+POLL_S = 0.5  # how often a search whose remaining trials other processes run checks on them
 MAX_TRIALS = 1_000_000  # a study's ceiling: more is a typo (a study this size is days of counting), not a plan
 
 
@@ -81,9 +87,10 @@ def evaluate_sample(space: Space, sample: dict[str, Any], settings: Settings) ->
 def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint] = (), *,
            trials: int = 100, seed: int | None = None, sampler: str = "auto", storage: str | None = None,
            study_name: str | None = None, workers: int = 1, settings: Settings = Settings(),
-           convention: str = "macc", stats: bool = False,
-           progress: Callable[[int, int], None] | None = None) -> SearchResult:
-    """Run (or resume) a study until it holds `trials` finished trials; return every trial and the front."""
+           convention: str = "macc", stats: bool = False, progress: Callable[[int, int], None] | None = None,
+           on_trial: Callable[[TrialRecord], None] | None = None) -> SearchResult:
+    """Run (or resume) a study until it holds `trials` finished trials; return every trial and the front.
+    `on_trial` sees each trial this call finishes, as it finishes (e.g. to stream it to a file)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -96,11 +103,12 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     study, warnings = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints),
                                  constraints)
     start = time.perf_counter()
-    pool = _pool(workers) if workers > 1 and not settings.bench else None
-    run = _Run(study, space, settings, objectives, constraints, convention)
+    pool = make_pool(workers) if workers > 1 and not settings.bench else None
+    run = _Run(study, space, settings, objectives, constraints, convention, on_trial)
     evaluated, interrupted = run.until(trials, pool, progress)
     records = tuple(record(t, constraints) for t in finished_trials(study))
-    return SearchResult(space=space.name, space_source=space.source, study_name=study_name, storage=storage or "memory",
+    return SearchResult(space=space.name, space_source=space.source, study_name=study_name,
+                        storage=redacted(storage) or "memory",
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
@@ -157,28 +165,54 @@ class _Run:
     objectives: Sequence[tuple[str, str]]
     constraints: tuple[Constraint, ...]
     convention: str
+    on_trial: Callable[[TrialRecord], None] | None = None
 
     def until(self, trials: int, pool: Any, progress: Callable[[int, int], None] | None) -> tuple[int, bool]:
-        """Run batches until the study holds `trials` finished trials: (trials evaluated, interrupted)."""
-        evaluated, batch, told = 0, [], set()
+        """Run batches until the study holds `trials` finished trials: (trials evaluated, interrupted). Trials
+        other processes are running count against the budget; those a dead process left running are run again."""
+        evaluated, batch, told, finished = 0, [], set(), False
         try:
-            while True:
-                done = len(finished_trials(self.study))
-                if progress:
-                    progress(min(done, trials), trials)
-                if done >= trials:
-                    return evaluated, False
-                batch = [self.study.ask() for _ in range(min(BATCH, trials - done))]
-                for t, point in zip(batch, self.evaluate(batch, pool)):
-                    told.add(t.number)
-                    tell(self.study, t, point, self.objectives, self.constraints, self.convention)
-                    evaluated += 1
+            with Lease(self.study) as lease:
+                rerun_stale(self.study)
+                while True:
+                    done, running = budget(self.study)
+                    if progress:
+                        progress(min(len(done), trials), trials)
+                    if len(done) >= trials:
+                        finished = True
+                        return evaluated, False
+                    free = trials - len(done) - len(running)
+                    if free <= 0:  # the rest is being run by other processes: wait for them (or their death)
+                        time.sleep(POLL_S)
+                        rerun_stale(self.study)
+                        continue
+                    batch = self.ask(min(BATCH, free), trials, lease, done | running)
+                    for t, point in zip(batch, self.evaluate(batch, pool)):
+                        with signals_deferred():  # told and streamed whole, or not at all
+                            told.add(t.number)
+                            frozen = tell(self.study, t, point, self.objectives, self.constraints, self.convention)
+                            evaluated += frozen is not None
+                            if self.on_trial and frozen is not None:
+                                self.on_trial(record(frozen, self.constraints))
         except KeyboardInterrupt:
-            self.fail_untold(batch, told)
             return evaluated, True
-        finally:
+        finally:  # interrupted or failed: no trial of ours is left running, no worker outlives the run
             if pool:
-                pool.shutdown(cancel_futures=True)
+                stop_pool(pool, terminate=not finished)
+            self.fail_untold(batch, told)
+
+    def ask(self, count: int, trials: int, lease: Lease, counted: set[int]) -> list[Any]:
+        """Ask `count` trials and record them as this process's; any that other processes' trials, asked at the
+        same time, push past the budget is given back (failed without counts, so it uses up nothing)."""
+        from optuna.trial import TrialState
+
+        batch = [self.study.ask() for _ in range(count)]
+        lease.claim(t.number for t in batch)
+        counted = counted | {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        over = [t for t in batch if sum(1 for n in counted if n < t.number) >= trials]
+        for t in over:
+            self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+        return [t for t in batch if t not in over]
 
     def evaluate(self, batch: list[Any], pool: Any) -> list[Point]:
         """Sample the knobs of each asked trial and count the samples."""
@@ -192,33 +226,11 @@ class _Run:
 
         for t in batch:
             if t.number not in told:
-                self.study.tell(t, state=TrialState.FAIL)
+                self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _evaluate_job(job: tuple[Space, dict, Settings]) -> Point:
     return evaluate_sample(*job)
-
-
-def _pool(workers: int):
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    import cnnprof.counting.flops  # noqa: F401 - imported before forking, so no worker imports torch again
-    import cnnprof.counting.params  # noqa: F401
-    import cnnprof.models.builder  # noqa: F401
-
-    # fork: children inherit the imported torch and cnnprof (no re-import per worker).
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
-
-
-def _worker_init() -> None:
-    import signal
-
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    torch.set_num_threads(1)
 
 
 def pareto_front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]]) -> tuple[int, ...]:
@@ -266,16 +278,36 @@ def search_to_dir(out_dir: str | Path, space: Space, objectives: Sequence[tuple[
                   constraints: Sequence[Constraint] = (), *, trials: int = 100, seed: int | None = None,
                   sampler: str = "auto", storage: str | None = None, study_name: str | None = None, workers: int = 1,
                   settings: Settings = Settings(), convention: str = "macc", stats: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> SavedSearch:
+                  progress: Callable[[int, int], None] | None = None,
+                  on_trial: Callable[[TrialRecord], None] | None = None) -> SavedSearch:
     """Search with the study stored in `out_dir` (study.db, unless `storage` says otherwise), then write the
-    Pareto front's configs to out_dir/pareto, or with `stats` compute the design-space distributions."""
+    Pareto front's configs to out_dir/pareto (and remove the configs of trials no longer on it), or with `stats`
+    compute the design-space distributions."""
     out_dir = Path(out_dir)
     result = search(space, objectives, constraints, trials=trials, seed=seed, sampler=sampler,
                     storage=storage or f"sqlite:///{output_path(out_dir, 'study.db').resolve()}",
                     study_name=study_name, workers=workers, settings=settings, convention=convention, stats=stats,
-                    progress=progress)
+                    progress=progress, on_trial=on_trial)
     configs = {} if stats else write_configs(result, space, output_path(out_dir, "pareto"))
+    if not stats:
+        remove_stale_configs(output_path(out_dir, "pareto"), configs.values())
     return SavedSearch(result, out_dir, configs, distributions(result) if stats else None)
+
+
+def remove_stale_configs(pareto_dir: Path, keep: Any) -> None:
+    """Remove the configs an earlier run wrote to pareto_dir for trials no longer on the front (a resumed study's
+    front moves), so that the directory holds exactly the front; files cnnprof did not write stay."""
+    keep = {Path(p).name for p in keep}
+    for path in sorted(pareto_dir.glob("*.yaml")):
+        if path.name in keep or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                ours = f.readline().startswith(CONFIG_HEADER)
+            if ours:
+                path.unlink()
+        except OSError as exc:
+            raise CnnprofError(f"{path}: cannot remove: {exc.strerror or exc}") from None
 
 
 def output_path(out_dir: str | Path, name: str) -> Path:
@@ -288,10 +320,14 @@ def output_path(out_dir: str | Path, name: str) -> Path:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write an output file; a failure is one line naming the file."""
+    """Write an output file whole or not at all (a temporary file renamed over it, so that a run stopped while
+    writing never leaves a truncated file); a failure is one line naming the file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        path.write_text(text)
+        tmp.write_text(text)
+        os.replace(tmp, path)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise CnnprofError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
@@ -315,7 +351,7 @@ def write_configs(result: SearchResult, space: Space, out_dir: Any,
         raw["description"] = f"cnnprof search of {space.source}, trial {number}: {knobs}"
         raw["reference"] = f"{t.point.params} params, {t.point.macs} MACs ({result.settings.scope} scope)"
         path = output_path(out, f"{name}.yaml")
-        header = f"Written by `cnnprof search` (study {result.study_name}); rebuild with `cnnprof flops {path}`."
+        header = f"{CONFIG_HEADER[2:]} (study {result.study_name}); rebuild with `cnnprof flops {path}`."
         write_text(path, f"# {' '.join(header.splitlines())}\n" + yaml.safe_dump(raw, sort_keys=False, width=120))
         paths[number] = str(path)
     return paths

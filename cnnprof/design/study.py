@@ -11,9 +11,11 @@ from typing import Any, Sequence
 
 from cnnprof.design.metrics import Constraint, Point, metric_value
 from cnnprof.design.space import Space
+from cnnprof.design.storage import open_storage, redacted  # open_storage: where callers have always found it
 from cnnprof.errors import CnnprofError, first_line, parameter
 
 SAMPLERS = ("auto", "nsga2", "tpe", "random")
+STALE = "cnnprof_stale"  # user attribute of a trial failed because the process running it died
 POINT_FIELDS = ("status", "error", "params", "macs", "other_ops", "acts", "latency_s")
 
 
@@ -55,44 +57,48 @@ def _stored_constraints(count: int, frozen: Any) -> list[float]:
     return list(frozen.user_attrs.get("constraints", [1.0] * count))
 
 
-def open_storage(storage: str | None) -> Any:
-    """None: in memory; a URL with '://' (sqlite:///study.db, postgresql://...): Optuna's RDB storage, shareable
-    by machines; any other string: an Optuna journal file (appends only, ~10x less overhead per trial than
-    SQLite here; shareable by processes on one machine or a shared file system)."""
-    if storage is None or "://" in storage:
-        return storage
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(storage))
-
-
 def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str | None, study_name: str,
                sampler: Any, constraints: Sequence[Constraint] = ()) -> tuple[Any, list[str]]:
     """Create the study, or load the stored one after checking it searches this space for these objectives:
     (study, warnings)."""
-    import optuna
-
-    try:
-        study = optuna.create_study(storage=open_storage(storage), study_name=study_name, sampler=sampler,
-                                    directions=[d for _, d in objectives], load_if_exists=True)
-    except ValueError as exc:  # e.g. directions differ from the stored study's
-        raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - a bad storage URL or an unreachable database
-        raise CnnprofError(f"{parameter('storage', storage)}: {type(exc).__name__}: {first_line(exc)}") from None
+    study = _create_study(open_storage(storage), redacted(storage), study_name, sampler, objectives)
+    storage = redacted(storage)  # shown in messages from here on
     metrics = [m for m, _ in objectives]
     stored = [d.name.lower() for d in study.directions]
     if stored != [d for _, d in objectives] or study.user_attrs.get("objectives", metrics) != metrics:
         raise CnnprofError(f"study {study_name!r} in {storage} was made for other objectives "
                            f"({study.user_attrs.get('objectives')}); use another --study-name or --out")
-    if study.user_attrs.get("space", space.source) != space.source:
-        raise CnnprofError(f"study {study_name!r} in {storage} searches {study.user_attrs['space']}, "
-                           f"not {space.source}")
+    # The space is identified by its content (the fingerprint), not its path: a moved space file resumes.
     warnings = check_fingerprint(study, fingerprint(space, objectives, constraints),
                                  f"study {study_name!r} in {storage or 'memory'}")
     study.set_user_attr("objectives", metrics)
     study.set_user_attr("space", space.source)
     return study, warnings
+
+
+def _create_study(opened: Any, storage: str | None, study_name: str, sampler: Any,
+                  objectives: Sequence[tuple[str, str]]) -> Any:
+    """optuna.create_study, loading a stored study; on a shared database, tried again when another process was
+    creating the tables or the study at the same moment (both may start at once)."""
+    import time
+
+    import optuna
+
+    for attempt in range(3):
+        try:
+            return optuna.create_study(storage=opened, study_name=study_name, sampler=sampler,
+                                       directions=[d for _, d in objectives], load_if_exists=True)
+        except ValueError as exc:  # e.g. directions differ from the stored study's
+            raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
+        except ModuleNotFoundError as exc:
+            raise CnnprofError(f"{parameter('storage', storage)}: needs the database driver {exc.name!r} "
+                               f"(pip install 'cnnprof[distributed]' for PostgreSQL)") from None
+        except Exception as exc:  # noqa: BLE001 - a bad storage URL, an unreachable database, a race
+            racing = type(exc).__name__ in ("IntegrityError", "ProgrammingError")  # SQLAlchemy's: tables made twice
+            if attempt == 2 or not racing:
+                raise CnnprofError(f"{parameter('storage', storage)}: {type(exc).__name__}: {first_line(exc)}") \
+                    from None
+            time.sleep(0.5 + attempt)
 
 
 def fingerprint(space: Space, objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint]) -> dict:
@@ -176,7 +182,13 @@ def finished_trials(study: Any) -> list[Any]:
     from optuna.trial import TrialState
 
     finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-    return [t for t in study.get_trials(deepcopy=False, states=finished) if "cnnprof" in t.user_attrs]
+    return [t for t in study.get_trials(deepcopy=False, states=finished) if counts(t)]
+
+
+def counts(t: Any) -> bool:
+    """Whether a finished trial counts: it was evaluated (its counts are stored), and not failed as stale (a
+    process killed between storing the counts and telling the state: the sample is run again)."""
+    return "cnnprof" in t.user_attrs and STALE not in t.user_attrs
 
 
 def objective_values(point: Point, objectives: Sequence[tuple[str, str]], convention: str) -> list[float]:
@@ -200,27 +212,39 @@ def constraint_values(point: Point, constraints: Sequence[Constraint], conventio
 
 
 def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
-         constraints: Sequence[Constraint], convention: str) -> None:
-    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial)."""
+         constraints: Sequence[Constraint], convention: str) -> Any:
+    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial);
+    the stored (frozen) trial, or None when another process failed it as stale meanwhile (its sample runs again
+    there: a process whose heartbeat did not reach the database for a minute)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        frozen = _tell(study, trial, point, objectives, constraints, convention)
+    except UpdateFinishedTrialError:
+        return None
+    return None if STALE in frozen.user_attrs else frozen
+
+
+def _tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
+          constraints: Sequence[Constraint], convention: str) -> Any:
     from optuna.trial import TrialState
 
     # One attribute, one storage write (each write is a database round trip).
     trial.set_user_attr("cnnprof", {name: getattr(point, name) for name in POINT_FIELDS})
     if not point.ok:
-        study.tell(trial, state=TrialState.FAIL)
-        return
+        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     try:
         values = objective_values(point, objectives, convention)
         cons = constraint_values(point, constraints, convention)
     except CnnprofError:
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
     if hasattr(trial, "set_constraint"):  # Optuna >= 5
         for c, value in zip(constraints, cons):
             trial.set_constraint(c.text, value)
     else:
         trial.set_user_attr("constraints", cons)
-    study.tell(trial, values)
+    return study.tell(trial, values, skip_if_finished=True)
 
 
 def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:

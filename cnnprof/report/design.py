@@ -219,17 +219,22 @@ def trial_rows(result: Any, configs: dict[int, str] | None = None) -> list[dict[
     front = set(result.pareto)
     rows = []
     for t in result.trials:
-        row: dict[str, Any] = {"trial": t.number, "status": t.point.status, "feasible": t.feasible,
-                               "pareto": t.number in front}
-        row.update(dict(t.sample))
-        row.update({k: v for k, v in point_row(t.point, result.convention).items() if k not in dict(t.sample)
-                    and k != "status"})
-        for (metric, direction), value in zip(result.objectives, t.values or [None] * len(result.objectives)):
-            row[f"{direction}_{metric}"] = value
+        row = trial_row(t, result.convention, result.objectives, t.number in front)
         if configs and t.number in configs:
             row["config"] = configs[t.number]
         rows.append(row)
     return rows
+
+
+def trial_row(t: Any, convention: str, objectives: Any, pareto: bool | None) -> dict[str, Any]:
+    """One trial (a TrialRecord) as raw numbers; `pareto` None while the front is not known yet (a streamed row)."""
+    row: dict[str, Any] = {"trial": t.number, "status": t.point.status, "feasible": t.feasible, "pareto": pareto}
+    row.update(dict(t.sample))
+    row.update({k: v for k, v in point_row(t.point, convention).items() if k not in dict(t.sample)
+                and k != "status"})
+    for (metric, direction), value in zip(objectives, t.values or [None] * len(objectives)):
+        row[f"{direction}_{metric}"] = value
+    return row
 
 
 def search_report(result: Any, configs: dict[int, str] | None = None, stats: list[Any] | None = None) -> Report:
