@@ -28,33 +28,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cnnprof.predict import gpu  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency_prediction import spearman  # noqa: E402 - one rank correlation for both benchmarks
+
 DATA = Path(__file__).parent / "data" / "gpu_tables.json.gz"
 FIT_TABLE = "benchmark-infer-amp-nchw-pt240-cu124-rtx3090.csv"
 FOLDS = 5
 DTYPE = "float16"  # the tables run AMP: convolutions and matmuls in float16 on the tensor cores
 KIND = {k: i for i, k in enumerate(gpu.KINDS)}
-
-
-def ranks(xs: list[float]) -> list[float]:
-    """Average ranks (ties share the mean rank), 1-based."""
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    r = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
-
-
-def spearman(xs: list[float], ys: list[float]) -> float:
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    return cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
 
 
 class Rows:

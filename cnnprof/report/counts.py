@@ -176,7 +176,8 @@ def _flops_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
     return rows
 
 
-def _flops_table(fc: Any, by: str, convention: str, rows: list[dict[str, Any]]) -> Table:
+def _lead_columns(by: str) -> list[Column]:
+    """The columns before the counts: the group's name; a layer's shapes and params; an op's calls."""
     cols = [Column("name", {"layer": "Module", "op": "Op"}.get(by, by.capitalize()),
                    _indent if by == "layer" else str, "left")]
     if by == "layer":
@@ -184,6 +185,11 @@ def _flops_table(fc: Any, by: str, convention: str, rows: list[dict[str, Any]]) 
                  Column("params", "Params", si)]
     if by == "op":
         cols.append(Column("calls", "Calls", integer))
+    return cols
+
+
+def _flops_table(fc: Any, by: str, convention: str, rows: list[dict[str, Any]]) -> Table:
+    cols = _lead_columns(by)
     cols += [Column("macs", "MACs", si)]
     cols += [Column("other_ops", "Other ops", si)] if fc.scope == "all" else []
     cols += [Column("flops", f"FLOPs [{convention}]", si), Column("share", "Share", percent)]
@@ -259,13 +265,7 @@ def _train_breakdown(fc: Any, by: str, depth: int | None, convention: str, total
 
 
 def _train_table(fc: Any, by: str, convention: str, rows: list[dict[str, Any]]) -> Table:
-    cols = [Column("name", {"layer": "Module", "op": "Op"}.get(by, by.capitalize()),
-                   _indent if by == "layer" else str, "left")]
-    if by == "layer":
-        cols += [Column("in_shape", "Input", _shape_or_dash), Column("out_shape", "Output", _shape_or_dash),
-                 Column("params", "Params", si)]
-    if by == "op":
-        cols.append(Column("calls", "Calls", integer))
+    cols = _lead_columns(by)
     cols += [*_phase_columns(convention), Column("flops", f"Total [{convention}]", si, short="Total"),
              Column("share", "Share", percent)]
     return Table(f"{fc.model}: training FLOPs by {by} ({shape(fc.input_shape)})", cols, rows)
