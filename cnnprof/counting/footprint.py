@@ -1,65 +1,262 @@
-"""Memory a forward pass needs, estimated on the meta device before anything is allocated.
+"""Memory of an inference pass or a training step, simulated on the meta device before anything is allocated.
 
-Estimate = parameters and buffers + the input + the peak of live activations during the forward pass.
-Live bytes are tracked op by op: every op output that is not a view or an in-place result adds its
-bytes, and a weakref finalizer subtracts them when the tensor is freed (inference frees intermediates
-as soon as the next layer has used them). Allocator slack and kernel workspaces are not modelled, so
-the check refuses only configurations that cannot fit, and real OOMs are still caught as rows.
+The model runs on meta tensors under `LiveBytes`, a dispatch mode that does the allocator's bookkeeping: every
+op output that is not a view or an in-place result allocates its storage (counted once per storage, at
+its full size), and a weakref finalizer frees it when the tensor dies, as Python's reference counting frees
+it in a real run. The peak of those live bytes over the op sequence, on top of what is resident before the
+pass starts (parameters, buffers, inputs and, for training, the optimizer state), is the predicted peak.
+A training step is `train_step`: forward, loss, backward, optimizer step, gradients set to None; the same
+function is what cnnprof.timing runs and measures, so prediction and measurement run the same ops.
+What autograd saves for backward is taken from `torch.autograd.graph.saved_tensors_hooks`: each storage
+once, attributed to the module that saved it first. Not modelled: allocator rounding and caching, and
+kernel workspaces outside the PyTorch allocator (e.g. oneDNN scratch memory).
 """
 from __future__ import annotations
 
+import copy
 import os
-import weakref
-from typing import Any
+from collections import defaultdict
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
 
 import torch
+from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+from cnnprof.errors import CnnprofError, parameter
+
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "float64": torch.float64}
+MODES = ("infer", "train")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+__all__ = ["Footprint", "LiveBytes", "MODES", "OPTIMIZERS", "available_bytes", "estimate_bytes", "fits", "footprint",
+           "make_optimizer", "prime_optimizer", "storage_bytes", "train_step", "training_loss"]
 
 
-class _LiveBytes(TorchDispatchMode):
-    def __init__(self):
+def _key(t: torch.Tensor) -> int:
+    """Identity of a tensor's storage (views share it): the address of its StorageImpl."""
+    return t.untyped_storage()._cdata
+
+
+def storage_bytes(tensors: Iterable[Any]) -> int:
+    """Bytes of the distinct storages behind `tensors` (non-tensors are skipped), each counted once."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            seen.setdefault(_key(t), t.untyped_storage().nbytes())
+    return sum(seen.values())
+
+
+class LiveBytes(TorchDispatchMode):
+    """Live bytes of the storages ops allocate inside the mode, and their peak (see the module docstring).
+
+    A storage is live while its C++ StorageImpl is (a weak reference to it expires when the last tensor or
+    autograd buffer holding it goes): the Python wrapper of an op's output can die long before, e.g. a
+    gradient that autograd keeps. Expired storages are swept only when the count would set a new peak, since
+    an overcount below the peak changes nothing."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.live = 0
+        self.live = 0  # an upper bound between sweeps: storages that expired since the last sweep still count
         self.peak = 0
+        self._owned: dict[int, tuple[Any, int]] = {}  # storage key -> (weak reference, bytes)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
         return False  # never under torch.compile; avoids importing torch._dynamo
 
-    def _free(self, n: int) -> None:
-        self.live -= n
+    def sweep(self) -> None:
+        """Drop the storages that have been freed since the last sweep."""
+        for key in [k for k, (ref, _) in self._owned.items() if ref.expired()]:
+            self.live -= self._owned.pop(key)[1]
+
+    def _add(self, t: torch.Tensor) -> None:
+        key = _key(t)
+        if key in self._owned:
+            if not self._owned[key][0].expired():
+                return  # a storage already counted (an output that shares an input's storage)
+            self.live -= self._owned.pop(key)[1]  # freed, and its address reused by this new one
+        storage = t.untyped_storage()
+        n = storage.nbytes()
+        self._owned[key] = (StorageWeakRef(storage), n)
+        self.live += n
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        aliases = any(r.alias_info is not None for r in func._schema.returns)
-        if not aliases:
+        if not any(r.alias_info is not None for r in func._schema.returns):
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
-                    n = t.numel() * t.element_size()
-                    self.live += n
-                    weakref.finalize(t, self._free, n)
-            self.peak = max(self.peak, self.live)
+                    self._add(t)
+            if self.live > self.peak:
+                self.sweep()
+                self.peak = max(self.peak, self.live)
         return out
 
 
-def estimate_bytes(model: torch.nn.Module, inputs: Any, dtype: str = "float32") -> int:
-    """Bytes a forward pass of `model` (built on meta, float32) needs in `dtype`; `inputs`: one shape or
-    a sequence of InputSpecs (cnnprof.inputs)."""
+class SavedTensors:
+    """`saved_tensors_hooks` that record each storage autograd saves once: bytes and tensors per module, the
+    storages in `exclude` (parameters, buffers, inputs) left out."""
+
+    def __init__(self, exclude: set[int], where: Any = None) -> None:
+        self.exclude = exclude
+        self.where = where  # an object with `.current` (the running module's path), or None
+        self.bytes: dict[str, int] = defaultdict(int)
+        self.tensors: dict[str, int] = defaultdict(int)
+        self._seen: set[int] = set()
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        key = _key(t)
+        if key not in self.exclude and key not in self._seen:
+            self._seen.add(key)
+            module = self.where.current if self.where is not None else ""
+            self.bytes[module] += t.untyped_storage().nbytes()
+            self.tensors[module] += 1
+        return t  # saved as is: the hooks only look
+
+    def hooks(self) -> Any:
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+
+def training_loss(out: Any) -> torch.Tensor:
+    """The loss a training step backpropagates: cross-entropy against class 0 for (N, classes) logits, the mean
+    of the output otherwise (the first floating tensor of the output)."""
+    first = next((t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+    if first is None:
+        raise CnnprofError("the model's output has no floating-point tensor to train on")
+    if first.dim() == 2:
+        target = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
+        return nn.functional.cross_entropy(first, target)
+    return first.mean()
+
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], foreach: bool = False) -> torch.optim.Optimizer:
+    """sgd (no state), momentum (SGD, one buffer per parameter), adam / adamw (two moments and a step each);
+    `foreach`: the multi-tensor implementation (the default on CUDA), which allocates more at once."""
+    params = [p for p in params if p.requires_grad]
+    if name in ("sgd", "momentum"):
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9 if name == "momentum" else 0.0, foreach=foreach)
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=1e-3, foreach=foreach)
+    raise CnnprofError(f"{parameter('optimizer', name)}: expected one of {', '.join(OPTIMIZERS)}")
+
+
+def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Create the optimizer's state as its first step does (zero gradients, one step), gradients then dropped."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    """One training step: forward, loss, backward, optimizer step, gradients set to None (freed)."""
+    training_loss(model(*args, **kwargs)).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every tensor of the optimizer's state."""
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes of one inference pass or training step: what is resident before it, what autograd saves, and the
+    predicted peak (resident + the most that is live at once during the pass)."""
+
+    mode: str
+    parameters: int
+    buffers: int
+    inputs: int
+    gradients: int  # train: one gradient per trainable parameter, live from backward to the optimizer step
+    optimizer_state: int  # train: the optimizer's state, resident once its first step has run
+    saved: int  # train: activations autograd saves for backward (parameters, buffers and inputs left out)
+    peak: int
+    saved_by_module: tuple[tuple[str, int, int], ...] = ()  # (module path, bytes, tensors), in forward order
+
+    @property
+    def resident(self) -> int:
+        """Bytes live before the pass starts."""
+        return self.parameters + self.buffers + self.inputs + self.optimizer_state
+
+    @property
+    def transient(self) -> int:
+        """The most bytes live at once during the pass, above the resident ones."""
+        return self.peak - self.resident
+
+
+@contextmanager
+def _mode_of(model: nn.Module, train: bool) -> Iterator[None]:
+    """The model in train or eval mode for the pass, its own mode of every submodule restored after."""
+    before = [(m, m.training) for m in model.modules()]
+    model.train(train)
+    try:
+        yield
+    finally:
+        for m, was in before:
+            m.training = was
+
+
+def _inputs(inputs: Any, dtype: str, device: str = "meta") -> tuple[tuple, dict]:
+    """Meta tensors for one shape or a sequence of InputSpecs; float inputs in `dtype`."""
     from cnnprof.inputs import InputSpec, make_inputs, split
 
-    scale = ITEMSIZE[dtype] / 4
-    weights = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * b.element_size()
-                                                                 for b in model.buffers())
     specs = [InputSpec(tuple(inputs))] if inputs and isinstance(next(iter(inputs)), int) else list(inputs)
-    args, kwargs = make_inputs(*split(specs))
-    given = sum(t.numel() * t.element_size() for t in (*args, *kwargs.values()))
-    mode = _LiveBytes()
-    with torch.no_grad(), mode:
-        model(*args, **kwargs)
-    return int(scale * (weights + given + mode.peak))
+    specs = [InputSpec(s.shape, dtype if s.is_float else s.dtype, s.name) for s in specs]
+    return make_inputs(*split(specs))
+
+
+def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer", optimizer: str = "sgd",
+              foreach: bool = False, where: Any = None) -> Footprint:
+    """The Footprint of `model` (built on meta) on `inputs` (one shape or InputSpecs) in `dtype`: an inference
+    pass (no_grad) or, with mode='train', a training step with `optimizer` (see train_step). `where`: an
+    object whose `.current` names the running module, to attribute saved tensors (cnnprof.counting.trace)."""
+    if mode not in MODES:
+        raise CnnprofError(f"{parameter('mode', mode)}: expected infer or train")
+    if dtype not in ITEMSIZE:
+        raise CnnprofError(f"{parameter('dtype', dtype)}: expected one of {', '.join(ITEMSIZE)}")
+    if dtype != "float32" and any(p.dtype != TORCH_DTYPES[dtype] for p in model.parameters()):
+        model = copy.deepcopy(model).to(dtype=TORCH_DTYPES[dtype])
+    args, kwargs = _inputs(inputs, dtype)
+    train = mode == "train"
+    opt = make_optimizer(optimizer, model.parameters(), foreach) if train else None
+    state = []
+    if opt is not None:
+        prime_optimizer(opt)
+        state = optimizer_state(opt)
+    params, buffers, given = list(model.parameters()), list(model.buffers()), [*args, *kwargs.values()]
+    resident = {_key(t) for t in (*params, *buffers, *given, *state)}
+    saved, live = SavedTensors(resident, where), LiveBytes()
+    with _mode_of(model, train), live, (saved.hooks() if train else nullcontext()), torch.inference_mode(False):
+        if train:
+            train_step(model, opt, args, kwargs)
+        else:
+            with torch.no_grad():
+                model(*args, **kwargs)
+    sizes = dict(parameters=storage_bytes(params), buffers=storage_bytes(buffers), inputs=storage_bytes(given),
+                 optimizer_state=storage_bytes(state))
+    by_module = tuple((m, saved.bytes[m], saved.tensors[m]) for m in saved.bytes)
+    return Footprint(mode=mode, gradients=storage_bytes(p for p in params if p.requires_grad) if train else 0,
+                     saved=saved.total, peak=sum(sizes.values()) + live.peak, saved_by_module=by_module, **sizes)
+
+
+
+def estimate_bytes(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer",
+                   optimizer: str = "sgd", foreach: bool = False) -> int:
+    """Predicted peak bytes of an inference pass (or, mode='train', a training step) of `model` (built on meta)
+    in `dtype`; `inputs`: one shape or a sequence of InputSpecs (cnnprof.inputs)."""
+    return footprint(model, inputs, dtype, mode, optimizer, foreach).peak
 
 
 def available_bytes(device: str) -> int | None:

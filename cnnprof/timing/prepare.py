@@ -34,6 +34,8 @@ class Plan:
     compile: bool = False
     breakdown: bool = False
     auto_batch: bool = False
+    mode: str = "infer"  # infer: forward passes; train: training steps (cnnprof.counting.footprint.train_step)
+    optimizer: str = "sgd"  # the optimizer of a training step
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -71,13 +73,15 @@ def memory_refusal(meta_model: nn.Module | None, inputs: Any, device: str,
     return needed, f"out of memory: needs about {gib(needed)}, {gib(free)} {where}; not attempted"
 
 
-def prepare(source: Any, device: str, dtype: str, channels_last: bool, compile: bool) -> nn.Module:
-    """The model of `source` on `device` in `dtype` (and channels_last), in eval mode, compiled if asked."""
+def prepare(source: Any, device: str, dtype: str, channels_last: bool, compile: bool,
+            train: bool = False) -> nn.Module:
+    """The model of `source` on `device` in `dtype` (and channels_last), in eval (or train) mode, compiled if
+    asked."""
     with torch.inference_mode(False):
         net = source.build(device).to(dtype=DTYPES[dtype])
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-    net.eval()
+    net.train(train)
     return torch.compile(net) if compile else net
 
 
@@ -98,6 +102,37 @@ def bound_call(net: nn.Module, specs: Sequence[Any], device: str, dtype: str,
     """A call without arguments that runs `net` on real inputs of `specs`: what the timer times."""
     args, kwargs = real_inputs(specs, device, dtype, channels_last)
     return lambda: net(*args, **kwargs)
+
+
+@dataclass
+class Bound:
+    """A call without arguments that the timer times (a forward pass, or a training step), and the bytes that
+    are resident while it runs (parameters, buffers, inputs, optimizer state), what a measured CPU peak adds to
+    the allocator's peak over the call (cnnprof.timing.peak)."""
+
+    call: Callable[[], Any]
+    resident: int
+
+
+def bind(net: nn.Module, specs: Sequence[Any], plan: Plan) -> Bound:
+    """The call of `plan.mode` on real inputs of `specs`: `net` on them, or a training step with a fresh
+    `plan.optimizer` (its state created at once, as after a first step; foreach on CUDA, its default there)."""
+    from cnnprof.counting.footprint import make_optimizer, prime_optimizer, train_step
+    from cnnprof.timing.peak import resident_bytes
+
+    args, kwargs = real_inputs(specs, plan.device, plan.dtype, plan.channels_last)
+    given = [*args, *kwargs.values()]
+    if plan.mode != "train":
+        return Bound(lambda: net(*args, **kwargs), resident_bytes(net, given))
+    with torch.inference_mode(False):
+        opt = make_optimizer(plan.optimizer, net.parameters(), foreach=plan.device == "cuda")
+        prime_optimizer(opt)
+
+    def step() -> None:
+        with torch.inference_mode(False), torch.enable_grad():
+            train_step(net, opt, args, kwargs)
+
+    return Bound(step, resident_bytes(net, given, opt))
 
 
 def warm_up(seconds: float) -> StopRule:
