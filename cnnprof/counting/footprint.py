@@ -158,9 +158,14 @@ def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+def forward_backward(model: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward, loss and backward: the gradients are left in `.grad`."""
+    training_loss(model(*args, **kwargs)).backward()
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
     """One training step: forward, loss, backward, optimizer step, gradients set to None (freed)."""
-    training_loss(model(*args, **kwargs)).backward()
+    forward_backward(model, args, kwargs)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -226,30 +231,50 @@ def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str =
         raise CnnprofError(f"{parameter('mode', mode)}: expected infer or train")
     if dtype not in ITEMSIZE:
         raise CnnprofError(f"{parameter('dtype', dtype)}: expected one of {', '.join(ITEMSIZE)}")
+    if optimizer not in OPTIMIZERS:
+        raise CnnprofError(f"{parameter('optimizer', optimizer)}: expected one of {', '.join(OPTIMIZERS)}")
     if dtype != "float32" and any(p.dtype != TORCH_DTYPES[dtype] for p in model.parameters()):
         model = copy.deepcopy(model).to(dtype=TORCH_DTYPES[dtype])
     args, kwargs = _inputs(inputs, dtype)
     train = mode == "train"
-    opt = make_optimizer(optimizer, model.parameters(), foreach) if train else None
-    state = []
-    if opt is not None:
-        prime_optimizer(opt)
-        state = optimizer_state(opt)
     params, buffers, given = list(model.parameters()), list(model.buffers()), [*args, *kwargs.values()]
-    resident = {_key(t) for t in (*params, *buffers, *given, *state)}
-    saved, live = SavedTensors(resident, where), LiveBytes()
+    state, step_extra = _step_cost(params, optimizer, foreach) if train else (0, 0)
+    saved, live = SavedTensors({_key(t) for t in (*params, *buffers, *given)}, where), LiveBytes()
     with _mode_of(model, train), live, (saved.hooks() if train else nullcontext()), torch.inference_mode(False):
         if train:
-            train_step(model, opt, args, kwargs)
+            forward_backward(model, args, kwargs)
+            live.sweep()  # what is live when the optimizer steps: the gradients (and the loss)
+            live.peak = max(live.peak, live.live + step_extra)
+            for p in params:
+                p.grad = None
         else:
             with torch.no_grad():
                 model(*args, **kwargs)
     sizes = dict(parameters=storage_bytes(params), buffers=storage_bytes(buffers), inputs=storage_bytes(given),
-                 optimizer_state=storage_bytes(state))
+                 optimizer_state=state)
     by_module = tuple((m, saved.bytes[m], saved.tensors[m]) for m in saved.bytes)
     return Footprint(mode=mode, gradients=storage_bytes(p for p in params if p.requires_grad) if train else 0,
                      saved=saved.total, peak=sum(sizes.values()) + live.peak, saved_by_module=by_module, **sizes)
 
+
+_STEP_COSTS: dict[tuple, tuple[int, int]] = {}  # parameter signature, optimizer, foreach -> (state, step extra)
+
+
+def _step_cost(params: list[nn.Parameter], optimizer: str, foreach: bool) -> tuple[int, int]:
+    """(bytes of the optimizer state, most bytes its step allocates above the gradients): the same at every
+    batch size, so simulated once per parameter set (two steps on meta: the first creates the state)."""
+    key = (tuple((tuple(p.shape), p.dtype, p.requires_grad) for p in params), optimizer, foreach)
+    if key not in _STEP_COSTS:
+        stand_ins = [torch.empty_like(p, device="meta").requires_grad_(p.requires_grad) for p in params]
+        opt = make_optimizer(optimizer, stand_ins, foreach)
+        prime_optimizer(opt)
+        for p in stand_ins:
+            p.grad = torch.zeros_like(p) if p.requires_grad else None
+        live = LiveBytes()
+        with live, torch.inference_mode(False):
+            opt.step()
+        _STEP_COSTS[key] = (storage_bytes(optimizer_state(opt)), live.peak)
+    return _STEP_COSTS[key]
 
 
 def estimate_bytes(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer",
