@@ -28,9 +28,9 @@ def bench_json(r: Any) -> dict[str, Any]:
         "cold_ms": ms(r.cold_s), "compile_ms": ms(r.compile_s), "warmup_runs": r.warmup_runs, "macs": r.macs,
         "gflop_per_s": {"macc": r.gflops("macc"), "nvidia": r.gflops("nvidia")},
         "requested_batch_size": r.requested_batch_size, "rounds": r.rounds, "estimated_bytes": r.needed_bytes,
-        "peak_memory_bytes": {"allocated": r.peak_allocated, "reserved": r.peak_reserved,
-                              "measured": r.measured_peak, "predicted": r.predicted_peak},
+        "peak_memory_bytes": {"allocated": r.peak_allocated, "reserved": r.peak_reserved},
         "mode": r.mode, "optimizer": r.optimizer,
+        "peak_bytes": {"measured": r.measured_peak, "predicted": r.predicted_peak},
         "env": {k: getattr(r.env, k) for k in r.env.__dataclass_fields__},
     }
     if r.breakdown:
@@ -178,7 +178,7 @@ def _speed_table(results: list[Any], rows: list[dict[str, Any]], settings: dict[
     if any(r.device == "cuda" for r in results):
         cols.append(Column("peak_memory_bytes", "Peak CUDA mem (alloc / reserved)", _memory))
     if any(r.measured_peak is not None for r in results):
-        cols.append(Column("peak_memory_bytes", "Peak MiB (measured / predicted)", _peak_mib, short="Peak MiB m/p"))
+        cols.append(Column("peak_bytes", "Peak MiB (measured / predicted)", _peak_mib, short="Peak MiB m/p"))
     table = Table("Throughput and achieved FLOP rate (conv-scope FLOPs at the median latency)", cols, rows)
     if any(r.measured_peak is not None for r in results):
         table.notes.append("Peak MiB: one more, untimed call; measured on a CPU as the allocator's peak "
@@ -235,14 +235,14 @@ def _breakdown_table(r: Any, predicted: dict[str, float] | None) -> Table:
 def _csv_row(r: Any, j: dict[str, Any]) -> dict[str, Any]:
     """One result flat: latency statistics, ratio, FLOP rates and peak memory as columns of their own."""
     flat = {k: v for k, v in j.items()
-            if k not in ("latency_ms", "gflop_per_s", "peak_memory_bytes", "env", "breakdown", "latency_ratio")}
+            if k not in ("latency_ms", "gflop_per_s", "peak_memory_bytes", "peak_bytes", "env", "breakdown",
+                         "latency_ratio")}
     flat.update({f"latency_{k}_ms": v for k, v in j["latency_ms"].items()})
     if j.get("latency_ratio"):
         flat.update({f"latency_ratio_{k}": v for k, v in j["latency_ratio"].items()})
     flat.update(gflop_per_s_macc=j["gflop_per_s"]["macc"], gflop_per_s_nvidia=j["gflop_per_s"]["nvidia"],
                 peak_allocated_bytes=j["peak_memory_bytes"]["allocated"],
                 peak_reserved_bytes=j["peak_memory_bytes"]["reserved"],
-                peak_measured_bytes=j["peak_memory_bytes"]["measured"],
-                peak_predicted_bytes=j["peak_memory_bytes"]["predicted"],
+                peak_measured_bytes=j["peak_bytes"]["measured"], peak_predicted_bytes=j["peak_bytes"]["predicted"],
                 torch_version=r.env.torch_version, device_name=r.env.device_name, threads=r.env.threads)
     return flat
