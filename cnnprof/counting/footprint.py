@@ -26,6 +26,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from cnnprof.counting.meta_fast import cheap_checks, fast_meta
 from cnnprof.errors import CnnprofError, parameter
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -49,6 +50,44 @@ def storage_bytes(tensors: Iterable[Any]) -> int:
         if isinstance(t, torch.Tensor):
             seen.setdefault(_key(t), t.untyped_storage().nbytes())
     return sum(seen.values())
+
+
+FAST = [True]  # shape-only outputs for common ops on meta (tests switch it off to check it against torch's kernels)
+
+
+def _empty_like(t: torch.Tensor) -> torch.Tensor | None:
+    return torch.empty(t.shape, dtype=t.dtype, device="meta") if t.is_contiguous() else None
+
+
+def _fast_backward(name: str, args: tuple) -> Any:
+    """Outputs of the common backward ops on contiguous meta tensors, from shapes alone (torch's meta kernels for
+    them are Python decompositions, most of a simulated step's time), or None: torch decides."""
+    if name == "threshold_backward" and args[0].shape == args[1].shape:
+        return _empty_like(args[0])
+    if name == "convolution_backward":
+        grad, x, w, bias_sizes, mask = args[0], args[1], args[2], args[3], args[10]
+        outs = (_empty_like(x) if mask[0] else None, _empty_like(w) if mask[1] else None,
+                torch.empty(bias_sizes, dtype=grad.dtype, device="meta") if mask[2] and bias_sizes else None)
+        return None if (mask[0] and outs[0] is None) or (mask[1] and outs[1] is None) or (
+            mask[2] and outs[2] is None) else outs
+    if name == "native_batch_norm_backward" and args[2] is not None and args[0].shape == args[1].shape:
+        mask, w = args[9], args[2]
+        gx = _empty_like(args[1]) if mask[0] else None
+        if mask[0] and gx is None:
+            return None
+        return gx, _empty_like(w) if mask[1] else None, _empty_like(w) if mask[2] else None
+    return None
+
+
+def _fast(name: str, args: tuple, kwargs: dict | None) -> Any:
+    """A shape-only output for `name` on meta tensors (cnnprof.counting.meta_fast, and the backward ops here)."""
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta or not all(
+            isinstance(a, torch.Tensor) and a.is_meta and a.dtype == args[0].dtype for a in args[:3]
+            if isinstance(a, torch.Tensor)):
+        return None
+    if name in ("threshold_backward", "convolution_backward", "native_batch_norm_backward"):
+        return _fast_backward(name, args)
+    return fast_meta(name, args, kwargs)
 
 
 class LiveBytes(TorchDispatchMode):
@@ -86,7 +125,9 @@ class LiveBytes(TorchDispatchMode):
         self.live += n
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        out = _fast(func.overloadpacket.__name__, args, kwargs) if FAST else None
+        if out is None:
+            out = func(*args, **(kwargs or {}))
         if not any(r.alias_info is not None for r in func._schema.returns):
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
@@ -240,7 +281,8 @@ def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str =
     params, buffers, given = list(model.parameters()), list(model.buffers()), [*args, *kwargs.values()]
     state, step_extra = _step_cost(params, optimizer, foreach) if train else (0, 0)
     saved, live = SavedTensors({_key(t) for t in (*params, *buffers, *given)}, where), LiveBytes()
-    with _mode_of(model, train), live, (saved.hooks() if train else nullcontext()), torch.inference_mode(False):
+    with _mode_of(model, train), cheap_checks(), live, (saved.hooks() if train else nullcontext()), \
+            torch.inference_mode(False):
         if train:
             forward_backward(model, args, kwargs)
             live.sweep()  # what is live when the optimizer steps: the gradients (and the loss)
@@ -257,24 +299,49 @@ def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str =
                      saved=saved.total, peak=sum(sizes.values()) + live.peak, saved_by_module=by_module, **sizes)
 
 
-_STEP_COSTS: dict[tuple, tuple[int, int]] = {}  # parameter signature, optimizer, foreach -> (state, step extra)
+# Per optimizer: (state elements per parameter element, state bytes per parameter tensor (Adam's float32 step
+# count), temporaries per element of the single-tensor step, of the multi-tensor (foreach) step). Data, not
+# a simulation: constructing a torch.optim optimizer imports torch._dynamo (~2 s), longer than the whole
+# prediction; tests/test_memory_predict.py checks this table against torch.optim (simulated_per_element).
+OPTIMIZER_BYTES = {"sgd": (0, 0, 0, 0), "momentum": (1, 0, 0, 0), "adam": (2, 4, 2, 1), "adamw": (2, 4, 2, 1)}
 
 
-def _step_cost(params: list[nn.Parameter], optimizer: str, foreach: bool) -> tuple[int, int]:
-    """(bytes of the optimizer state, most bytes its step allocates above the gradients): the same at every
-    batch size, so simulated once per parameter set (two steps on meta: the first creates the state)."""
-    key = (tuple((tuple(p.shape), p.dtype, p.requires_grad) for p in params), optimizer, foreach)
-    if key not in _STEP_COSTS:
-        stand_ins = [torch.empty_like(p, device="meta").requires_grad_(p.requires_grad) for p in params]
-        opt = make_optimizer(optimizer, stand_ins, foreach)
+def per_element(optimizer: str, foreach: bool, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(a, b, c, d): a parameter of n elements has a·n + b bytes of optimizer state, and its step allocates at
+    most c·n + d bytes (OPTIMIZER_BYTES at the parameter's element size)."""
+    state, scalar, single, multi = OPTIMIZER_BYTES[optimizer]
+    size = torch.empty((), dtype=dtype).element_size()
+    return state * size, scalar, (multi if foreach else single) * size, 0
+
+
+def simulated_per_element(optimizer: str, foreach: bool, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """per_element found by stepping real one- and two-element CPU parameters with torch.optim (the check of
+    OPTIMIZER_BYTES): the state each keeps, and the most its step allocates."""
+    found = []
+    for n in (1, 2):
+        p = torch.zeros(n, dtype=dtype, requires_grad=True)
+        opt = make_optimizer(optimizer, [p], foreach)
         prime_optimizer(opt)
-        for p in stand_ins:
-            p.grad = torch.zeros_like(p) if p.requires_grad else None
+        p.grad = torch.zeros_like(p)
         live = LiveBytes()
         with live, torch.inference_mode(False):
             opt.step()
-        _STEP_COSTS[key] = (storage_bytes(optimizer_state(opt)), live.peak)
-    return _STEP_COSTS[key]
+        found.append((storage_bytes(optimizer_state(opt)), live.peak))
+    (s1, e1), (s2, e2) = found
+    return s2 - s1, 2 * s1 - s2, e2 - e1, 2 * e1 - e2
+
+
+def _step_cost(params: list[nn.Parameter], optimizer: str, foreach: bool) -> tuple[int, int]:
+    """(bytes of the optimizer state, most bytes its step allocates above the gradients), the same at every
+    batch size. The single-tensor step frees each parameter's temporaries before the next one: its peak is
+    the largest parameter's; the multi-tensor (foreach) step allocates them for all parameters at once."""
+    state, steps = 0, []
+    for p in params:
+        if p.requires_grad:
+            a, b, c, d = per_element(optimizer, foreach, p.dtype)
+            state += a * p.numel() + b
+            steps.append(c * p.numel() + d)
+    return state, (sum(steps) if foreach else max(steps, default=0))
 
 
 def estimate_bytes(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer",
