@@ -229,3 +229,13 @@ def test_the_optimizer_table_is_what_torch_optim_allocates(optimizer, foreach, d
     from cnnprof.counting.footprint import per_element, simulated_per_element
 
     assert per_element(optimizer, foreach, dtype) == simulated_per_element(optimizer, foreach, dtype)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v3_small", "convnext_tiny", "shufflenet_v2_x1_0", "vgg16"])
+def test_shape_only_fast_paths_change_no_byte(name, monkeypatch):
+    from cnnprof.counting import footprint as module
+
+    meta = build_model(name, "meta")
+    fast = [footprint(meta, (2, 3, 64, 64), mode=m, optimizer="adam") for m in ("infer", "train")]
+    monkeypatch.setitem(module.FAST, 0, False)
+    assert fast == [footprint(meta, (2, 3, 64, 64), mode=m, optimizer="adam") for m in ("infer", "train")]

@@ -62,8 +62,13 @@ def _empty_like(t: torch.Tensor) -> torch.Tensor | None:
 def _fast_backward(name: str, args: tuple) -> Any:
     """Outputs of the common backward ops on contiguous meta tensors, from shapes alone (torch's meta kernels for
     them are Python decompositions, most of a simulated step's time), or None: torch decides."""
-    if name == "threshold_backward" and args[0].shape == args[1].shape:
+    if name in ("threshold_backward", "_log_softmax_backward_data", "nll_loss_backward") and (
+            args[0].shape == args[1].shape or name == "nll_loss_backward"):
+        return _empty_like(args[1] if name == "nll_loss_backward" else args[0])
+    if name == "_log_softmax":  # the loss's log-softmax; torch's meta kernel for it imports torch._dynamo
         return _empty_like(args[0])
+    if name == "nll_loss_forward" and args[0].dim() == 2 and args[2] is None and args[3] == 1:  # mean, no weight
+        return args[0].new_empty(()), args[0].new_empty(())
     if name == "convolution_backward":
         grad, x, w, bias_sizes, mask = args[0], args[1], args[2], args[3], args[10]
         outs = (_empty_like(x) if mask[0] else None, _empty_like(w) if mask[1] else None,
@@ -79,15 +84,20 @@ def _fast_backward(name: str, args: tuple) -> Any:
     return None
 
 
+_BACKWARD = frozenset(("threshold_backward", "convolution_backward", "native_batch_norm_backward", "_log_softmax",
+                       "nll_loss_forward", "nll_loss_backward", "_log_softmax_backward_data"))
+
+
 def _fast(name: str, args: tuple, kwargs: dict | None) -> Any:
     """A shape-only output for `name` on meta tensors (cnnprof.counting.meta_fast, and the backward ops here)."""
-    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta or not all(
-            isinstance(a, torch.Tensor) and a.is_meta and a.dtype == args[0].dtype for a in args[:3]
-            if isinstance(a, torch.Tensor)):
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
         return None
-    if name in ("threshold_backward", "convolution_backward", "native_batch_norm_backward"):
-        return _fast_backward(name, args)
-    return fast_meta(name, args, kwargs)
+    if name not in _BACKWARD:
+        return fast_meta(name, args, kwargs)
+    floats = [a for a in args[:3] if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    if not all(a.is_meta and a.dtype == args[0].dtype for a in floats):
+        return None  # mixed devices or dtypes: torch decides
+    return _fast_backward(name, args)
 
 
 class LiveBytes(TorchDispatchMode):
