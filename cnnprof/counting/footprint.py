@@ -108,10 +108,11 @@ class LiveBytes(TorchDispatchMode):
     gradient that autograd keeps. Expired storages are swept only when the count would set a new peak, since
     an overcount below the peak changes nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, workspace: Any = None) -> None:
         super().__init__()
         self.live = 0  # an upper bound between sweeps: storages that expired since the last sweep still count
         self.peak = 0
+        self.workspace = workspace  # (op name, args, output) -> bytes a kernel holds only while it runs
         self._owned: dict[int, tuple[Any, int]] = {}  # storage key -> (weak reference, bytes)
 
     @classmethod
@@ -142,10 +143,25 @@ class LiveBytes(TorchDispatchMode):
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
                     self._add(t)
-            if self.live > self.peak:
+            extra = self.workspace(func.overloadpacket.__name__, args, out) if self.workspace else 0
+            if self.live + extra > self.peak:
                 self.sweep()
-                self.peak = max(self.peak, self.live)
+                self.peak = max(self.peak, self.live + extra)
         return out
+
+
+def _nbytes(t: Any) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+
+def cpu_workspace(name: str, args: tuple, out: Any) -> int:
+    """Bytes a CPU kernel holds while it runs, beyond its output: oneDNN's convolution copies the input and the
+    weight into its blocked layout and writes the output into a buffer of its own before the copy that is
+    returned, so it holds max(input + weight, output) more (measured with the allocator's profiler events on
+    torch 2.13, every zoo conv). Other kernels' scratch is not modelled."""
+    if name != "convolution" or len(args) < 2:
+        return 0
+    return max(_nbytes(args[0]) + _nbytes(args[1]), _nbytes(out))
 
 
 class SavedTensors:
@@ -274,10 +290,12 @@ def _inputs(inputs: Any, dtype: str, device: str = "meta") -> tuple[tuple, dict]
 
 
 def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer", optimizer: str = "sgd",
-              foreach: bool = False, where: Any = None) -> Footprint:
+              device: str = "cpu", where: Any = None) -> Footprint:
     """The Footprint of `model` (built on meta) on `inputs` (one shape or InputSpecs) in `dtype`: an inference
-    pass (no_grad) or, with mode='train', a training step with `optimizer` (see train_step). `where`: an
-    object whose `.current` names the running module, to attribute saved tensors (cnnprof.counting.trace)."""
+    pass (no_grad) or, with mode='train', a training step with `optimizer` (see train_step), as it runs on
+    `device` (cpu: oneDNN's convolution workspace, cpu_workspace; cuda: the multi-tensor optimizer step, its
+    default there). `where`: an object whose `.current` names the running module, to attribute saved tensors
+    (cnnprof.counting.trace)."""
     if mode not in MODES:
         raise CnnprofError(f"{parameter('mode', mode)}: expected infer or train")
     if dtype not in ITEMSIZE:
@@ -289,8 +307,9 @@ def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str =
     args, kwargs = _inputs(inputs, dtype)
     train = mode == "train"
     params, buffers, given = list(model.parameters()), list(model.buffers()), [*args, *kwargs.values()]
-    state, step_extra = _step_cost(params, optimizer, foreach) if train else (0, 0)
-    saved, live = SavedTensors({_key(t) for t in (*params, *buffers, *given)}, where), LiveBytes()
+    state, step_extra = _step_cost(params, optimizer, device == "cuda") if train else (0, 0)
+    saved = SavedTensors({_key(t) for t in (*params, *buffers, *given)}, where)
+    live = LiveBytes(cpu_workspace if device == "cpu" else None)
     with _mode_of(model, train), cheap_checks(), live, (saved.hooks() if train else nullcontext()), \
             torch.inference_mode(False):
         if train:
@@ -355,10 +374,10 @@ def _step_cost(params: list[nn.Parameter], optimizer: str, foreach: bool) -> tup
 
 
 def estimate_bytes(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer",
-                   optimizer: str = "sgd", foreach: bool = False) -> int:
+                   optimizer: str = "sgd", device: str = "cpu") -> int:
     """Predicted peak bytes of an inference pass (or, mode='train', a training step) of `model` (built on meta)
-    in `dtype`; `inputs`: one shape or a sequence of InputSpecs (cnnprof.inputs)."""
-    return footprint(model, inputs, dtype, mode, optimizer, foreach).peak
+    in `dtype` on `device`; `inputs`: one shape or a sequence of InputSpecs (cnnprof.inputs)."""
+    return footprint(model, inputs, dtype, mode, optimizer, device).peak
 
 
 def available_bytes(device: str) -> int | None:

@@ -119,10 +119,9 @@ def predict_memory(source: Any, inputs: Sequence[InputSpec], *, mode: str = "inf
         raise CnnprofError(f"{parameter('optimizer', optimizer)}: expected one of {', '.join(OPTIMIZERS)}")
     model = _meta_model(source)
     specs = tuple(inputs)
-    foreach = device == "cuda"  # the optimizers' default implementation there
     tracker = ModuleTracker(model)
     try:
-        fp = footprint(model, specs, dtype, mode, optimizer, foreach, where=tracker)
+        fp = footprint(model, specs, dtype, mode, optimizer, device, where=tracker)
     finally:
         tracker.remove()
     limit_bytes, source_of = (parse_bytes(budget), "given") if budget is not None else (available_bytes(device),
@@ -133,7 +132,7 @@ def predict_memory(source: Any, inputs: Sequence[InputSpec], *, mode: str = "inf
         return result
 
     def peak_at(b: int) -> int:
-        return footprint(model, with_batch_and_resolution(specs, b, None), dtype, mode, optimizer, foreach).peak
+        return footprint(model, with_batch_and_resolution(specs, b, None), dtype, mode, optimizer, device).peak
 
     return replace(result, max_batch=largest_batch(peak_at, limit_bytes, {result.batch_size: fp.peak},
                                                    _batch_limit(specs)))

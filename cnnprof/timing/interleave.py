@@ -155,8 +155,7 @@ def _jump(meta_model, specs, device, dtype, needed: int, mode: str = "infer", op
     batch, free = specs[0].shape[0], available_bytes(device)
     try:
         with torch.inference_mode(False):
-            one = estimate_bytes(meta_model, with_batch_and_resolution(specs, 1, None), dtype, mode, optimizer,
-                                 foreach=device == "cuda")
+            one = estimate_bytes(meta_model, with_batch_and_resolution(specs, 1, None), dtype, mode, optimizer, device)
     except Exception:  # noqa: BLE001 - no estimate: halve one step at a time
         return specs
     per_sample = (needed - one) / (batch - 1)

@@ -80,7 +80,7 @@ def predicted_peak(meta_model: nn.Module | None, inputs: Any, device: str, dtype
         return None
     try:
         with torch.inference_mode(False):
-            return estimate_bytes(meta_model, inputs, dtype, mode, optimizer, foreach=device == "cuda")
+            return estimate_bytes(meta_model, inputs, dtype, mode, optimizer, device)
     except Exception:  # noqa: BLE001 - no estimate: let the measurement itself find out
         return None
 
