@@ -8,8 +8,9 @@ pass starts (parameters, buffers, inputs and, for training, the optimizer state)
 A training step is `train_step`: forward, loss, backward, optimizer step, gradients set to None; the same
 function is what cnnprof.timing runs and measures, so prediction and measurement run the same ops.
 What autograd saves for backward is taken from `torch.autograd.graph.saved_tensors_hooks`: each storage
-once, attributed to the module that saved it first. Not modelled: allocator rounding and caching, and
-kernel workspaces outside the PyTorch allocator (e.g. oneDNN scratch memory).
+once, attributed to the module that saved it first. On the CPU, oneDNN convolution's copies of its input and
+weight count while it runs (cpu_workspace). Not modelled: allocator rounding and caching, cuDNN workspaces,
+other kernels' scratch memory.
 """
 from __future__ import annotations
 

@@ -73,21 +73,21 @@ class MemoryEstimate(Printable):
 Peak = Callable[[int], int]
 
 
-def largest_batch(peak_at: Peak, budget: int, known: dict[int, int], limit: int) -> int:
-    """The largest batch b <= `limit` with peak_at(b) <= `budget` (0 if none), assuming the peak grows with
-    the batch. `known`: peaks already simulated (batch -> bytes), filled as it goes. The first guess solves the
-    line through batch 1 and the largest known batch; a bracket then closes on the answer."""
+def largest_batch(peak_at: Peak, budget: int, known: dict[int, int], limit: int, lowest: int = 1) -> int:
+    """The largest batch `lowest` <= b <= `limit` with peak_at(b) <= `budget` (0 if none), assuming the peak
+    grows with the batch. `known`: peaks already simulated (batch -> bytes), filled as it goes. The first guess
+    solves the line through `lowest` and the largest known batch; a bracket then closes on the answer."""
     def at(b: int) -> int:
         if b not in known:
             known[b] = peak_at(b)
         return known[b]
 
-    if at(1) > budget:
+    if at(lowest) > budget:
         return 0
-    far = max(known) if max(known) > 1 else 2
-    slope = max((at(far) - at(1)) / (far - 1), 1.0)
-    guess = min(limit, max(1, 1 + int((budget - at(1)) // slope)))
-    lo, hi = 1, limit + 1  # peak_at(lo) fits; hi does not (limit + 1: beyond what may be asked)
+    far = max(known) if max(known) > lowest else lowest + 1
+    slope = max((at(far) - at(lowest)) / (far - lowest), 1.0)
+    guess = min(limit, max(lowest, lowest + int((budget - at(lowest)) // slope)))
+    lo, hi = lowest, limit + 1  # peak_at(lo) fits; hi does not (limit + 1: beyond what may be asked)
     for b, p in known.items():
         if p <= budget:
             lo = max(lo, b)
@@ -134,8 +134,12 @@ def predict_memory(source: Any, inputs: Sequence[InputSpec], *, mode: str = "inf
     def peak_at(b: int) -> int:
         return footprint(model, with_batch_and_resolution(specs, b, None), dtype, mode, optimizer, device).peak
 
-    return replace(result, max_batch=largest_batch(peak_at, limit_bytes, {result.batch_size: fp.peak},
-                                                   _batch_limit(specs)))
+    known, lowest = {result.batch_size: fp.peak}, 1
+    try:
+        known[1] = peak_at(1)
+    except ValueError:  # BatchNorm cannot train on one value per channel (a 1x1 map at batch 1)
+        lowest = 2
+    return replace(result, max_batch=largest_batch(peak_at, limit_bytes, known, _batch_limit(specs), lowest))
 
 
 def _meta_model(source: Any) -> Any:

@@ -71,8 +71,8 @@ def _notes(estimates: list[Any]) -> list[str]:
                 if e.max_batch is not None else "")
         notes.append(f"{e.model} at batch {e.batch_size}: peak {e.peak / 2**30:.2f} GiB {verdict} in "
                      f"{e.budget / 2**30:.2f} GiB ({source})" + (f"; {best}" if best else "") + ".")
-    notes.append("Not modelled: allocator rounding and caching, kernel workspaces outside PyTorch's allocator "
-                 "(cuDNN, oneDNN), the CUDA context.")
+    notes.append("Not modelled: allocator rounding and caching, cuDNN workspaces, the CUDA context; of the CPU "
+                 "kernels' scratch memory only oneDNN convolution's copies.")
     return notes
 
 
