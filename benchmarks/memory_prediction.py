@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -42,12 +45,34 @@ def measure(name: str, batch: int, mode: str, optimizer: str) -> tuple[int, int,
     return predicted, measured, seconds
 
 
+COMMAND = ["memory", "resnet50", "--mode", "train", "--batch-size", "256", "--optimizer", "adam", "--budget", "24GiB"]
+
+
+def command_seconds(runs: int) -> tuple[float, float, float]:
+    """Median wall seconds of `cnnprof memory resnet50 ...` (the issue's < 3 s), its median user+system CPU
+    seconds, and the median wall seconds of `python -c "import torch"` for scale; each in a fresh process."""
+    def one(args: list[str]) -> tuple[float, float]:
+        helper = ("import resource, subprocess, time; t = time.perf_counter(); "
+                  f"subprocess.run({args!r}, check=True, stdout=subprocess.DEVNULL); "
+                  "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+                  "print(time.perf_counter() - t, r.ru_utime + r.ru_stime)")
+        out = subprocess.run([sys.executable, "-c", helper], capture_output=True, text=True, check=True).stdout
+        wall, cpu = map(float, out.split())
+        return wall, cpu
+
+    cmd = [one([sys.executable, "-m", "cnnprof.cli", *COMMAND]) for _ in range(runs)]
+    torch_only = [one([sys.executable, "-c", "import torch"])[0] for _ in range(runs)]
+    return (statistics.median(w for w, _ in cmd), statistics.median(c for _, c in cmd),
+            statistics.median(torch_only))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--modes", default="infer,train")
     parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--runs", type=int, default=3, help="runs of the timed command")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, CPU, 1 thread, float32, 224x224; train: cross-entropy + {args.optimizer}\n")
@@ -63,6 +88,9 @@ def main() -> None:
                 print(f"| {name} | {mode} | {batch} | {predicted / 2**20:,.1f} | {measured / 2**20:,.1f} | "
                       f"{100 * error:+.1f}% | {seconds:.2f} |", flush=True)
     print(f"\nLargest error: {100 * worst:.1f}% (acceptance: within 10%).")
+    wall, cpu, torch_s = command_seconds(args.runs)
+    print(f"\n`cnnprof {' '.join(COMMAND)}`: {wall:.2f} s wall, {cpu:.2f} s CPU (median of {args.runs}; "
+          f"`python -c \"import torch\"` alone: {torch_s:.2f} s wall).")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ SCRIPTS = [
      ["--rounds", "12", "--min-time", "2"], ["--rounds", "2", "--min-time", "1"]),
     ("Latency prediction: how params, MACs, acts, traffic and cnnprof's predictions track measured latency "
      "(issue 8; CUDA batch 1 and 64 too when a GPU is present)", "latency_prediction.py", [], ["--quick"]),
+    ("Memory: predicted vs measured peak of inference and a training step, CPU (issue 15)", "memory_prediction.py",
+     [], ["--models", "resnet18,mobilenet_v2", "--batch-sizes", "1,8"]),
     ("Design commands: sweep grid vs import torch, search trials/s on the RegNet space", "design_speed.py",
      ["--runs", "3", "--trials", "200"], ["--runs", "1", "--trials", "40"]),
 ]
