@@ -47,8 +47,8 @@ def _fast_backward(name: str, args: tuple) -> Any:
     if name in ("threshold_backward", "_log_softmax_backward_data", "nll_loss_backward") and (
             args[0].shape == args[1].shape or name == "nll_loss_backward"):
         return _empty_like(args[1] if name == "nll_loss_backward" else args[0])
-    if name == "_log_softmax":  # the loss's log-softmax; torch's meta kernel for it imports torch._dynamo
-        return _empty_like(args[0])
+    if name in ("_log_softmax", "full_like"):  # the loss's log-softmax and backward's seed (ones_like): torch's
+        return _empty_like(args[0])            # meta kernels import torch._dynamo and sympy (seconds)
     if name == "nll_loss_forward" and args[0].dim() == 2 and args[2] is None and args[3] == 1:  # mean, no weight
         return args[0].new_empty(()), args[0].new_empty(())
     if name == "convolution_backward":
@@ -67,7 +67,7 @@ def _fast_backward(name: str, args: tuple) -> Any:
 
 
 _BACKWARD = frozenset(("threshold_backward", "convolution_backward", "native_batch_norm_backward", "_log_softmax",
-                       "nll_loss_forward", "nll_loss_backward", "_log_softmax_backward_data"))
+                       "nll_loss_forward", "nll_loss_backward", "_log_softmax_backward_data", "full_like"))
 
 
 def _fast(name: str, args: tuple, kwargs: dict | None) -> Any:
@@ -76,6 +76,10 @@ def _fast(name: str, args: tuple, kwargs: dict | None) -> Any:
         return None
     if name not in _BACKWARD:
         return fast_meta(name, args, kwargs)
+    if kwargs and any(kwargs.get(k) not in (None, v) for k, v in (
+            ("dtype", args[0].dtype), ("device", args[0].device), ("layout", torch.strided),
+            ("memory_format", torch.preserve_format))):
+        return None  # full_like into another dtype, device or layout: torch decides
     floats = [a for a in args[:3] if isinstance(a, torch.Tensor) and a.is_floating_point()]
     if not all(a.is_meta and a.dtype == args[0].dtype for a in floats):
         return None  # mixed devices or dtypes: torch decides
