@@ -147,20 +147,24 @@ def _halved(specs: tuple, batch: int) -> tuple:
 
 
 def _jump(meta_model, specs, device, dtype, needed: int, mode: str = "infer", optimizer: str = "sgd") -> tuple:
-    """The inputs at the largest batch of the halving sequence B, B/2, ... that the memory estimate says fits:
-    the estimate grows linearly with the batch, so its values at B and at 1 give the answer at once."""
+    """The inputs at the largest batch of the halving sequence B, B/2, ... that the memory estimate says fits,
+    from its values at 1, 2 and B. The estimate grows with the batch and bends upwards (a workspace of fixed
+    size can dominate small batches, activations large ones), so the line through 1 and 2 is the least steep:
+    it gives the largest candidate, which the caller checks, halving further should it not fit."""
     from cnnprof.counting.footprint import available_bytes, estimate_bytes
     from cnnprof.inputs import with_batch_and_resolution
 
     batch, free = specs[0].shape[0], available_bytes(device)
     try:
         with torch.inference_mode(False):
-            one = estimate_bytes(meta_model, with_batch_and_resolution(specs, 1, None), dtype, mode, optimizer, device)
+            one, two = (estimate_bytes(meta_model, with_batch_and_resolution(specs, b, None), dtype, mode, optimizer,
+                                       device) if b < batch else needed for b in (1, 2))
     except Exception:  # noqa: BLE001 - no estimate: halve one step at a time
         return specs
-    per_sample = (needed - one) / (batch - 1)
-    if free is None or per_sample <= 0:
+    slopes = [d for d in (two - one, (needed - one) / (batch - 1)) if d > 0]
+    if free is None or not slopes:
         return specs
+    per_sample = min(slopes)
     fits = max(1, int((free - one) / per_sample) + 1)
     while batch > 1 and batch > fits:
         batch //= 2
