@@ -101,7 +101,23 @@ def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
 
 def forward_backward(model: nn.Module, args: tuple, kwargs: dict) -> None:
     """Forward, loss and backward: the gradients are left in `.grad`."""
-    training_loss(model(*args, **kwargs)).backward()
+    loss = training_loss(model(*args, **kwargs))
+    if loss.is_meta:
+        _meta_backward(loss)
+    else:
+        loss.backward()
+
+
+def _meta_backward(loss: torch.Tensor) -> None:
+    """loss.backward() on meta, seeded with a ones tensor made here: backward's own seeding checks shapes with
+    torch.fx's symbolic shapes, whose import (sympy) costs ~1 s, longer than the rest of a prediction. The same
+    autograd engine runs either way; should its entry point move in another torch version, backward() it is."""
+    seed = torch.ones(loss.shape, dtype=loss.dtype, device=loss.device)
+    engine = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
+    if engine is None:
+        loss.backward(seed)
+        return
+    engine.run_backward((loss,), (seed,), False, False, (), allow_unreachable=True, accumulate_grad=True)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:

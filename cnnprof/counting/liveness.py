@@ -15,7 +15,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from cnnprof.counting.meta_fast import fast_meta
+from cnnprof.counting.meta_fast import _reduced_shape, fast_meta
 
 __all__ = ["FAST", "LiveBytes", "cpu_workspace", "storage_bytes", "storage_key"]
 
@@ -70,10 +70,23 @@ _BACKWARD = frozenset(("threshold_backward", "convolution_backward", "native_bat
                        "nll_loss_forward", "nll_loss_backward", "_log_softmax_backward_data", "full_like"))
 
 
+def _sum(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """sum of a float tensor in its own dtype (a bias's gradient): torch's meta kernel is a Python reduction
+    whose first call imports sympy (~1 s)."""
+    x = args[0]
+    if not x.is_floating_point() or kwargs.get("dtype") is not None or (len(args) > 3 and args[3] is not None):
+        return None
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    return torch.empty(_reduced_shape(x, dims, keepdim), dtype=x.dtype, device="meta")
+
+
 def _fast(name: str, args: tuple, kwargs: dict | None) -> Any:
     """A shape-only output for `name` on meta tensors (cnnprof.counting.meta_fast, and the backward ops here)."""
     if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
         return None
+    if name == "sum":
+        return _sum(args, kwargs or {})
     if name not in _BACKWARD:
         return fast_meta(name, args, kwargs)
     if kwargs and any(kwargs.get(k) not in (None, v) for k, v in (
