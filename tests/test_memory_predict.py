@@ -242,3 +242,16 @@ def test_shape_only_fast_paths_change_no_byte(name):
         assert fast == [footprint(meta, (2, 3, 64, 64), mode=m, optimizer="adam") for m in ("infer", "train")]
     finally:
         FAST[0] = True
+
+
+def test_predicting_for_cuda_needs_a_budget_where_there_is_no_cuda():
+    from conftest import HAS_CUDA
+
+    if HAS_CUDA:
+        pytest.skip("a CUDA device is present: its free memory is the budget")
+    with pytest.raises(CnnprofError, match="CUDA is not available"):
+        cnnprof.memory("resnet18", device="cuda")
+    cpu, cuda = (cnnprof.memory("resnet18", batch_size=2, mode="train", optimizer="adam", device=d, budget="8GiB")
+                 for d in ("cpu", "cuda"))
+    # on CUDA: no oneDNN workspace, and Adam's multi-tensor step holds one temporary per parameter element
+    assert cuda.footprint.saved == cpu.footprint.saved and cuda.peak != cpu.peak

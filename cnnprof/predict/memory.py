@@ -117,6 +117,10 @@ def predict_memory(source: Any, inputs: Sequence[InputSpec], *, mode: str = "inf
         raise CnnprofError(f"{parameter('mode', mode)}: expected infer or train")
     if optimizer not in OPTIMIZERS:
         raise CnnprofError(f"{parameter('optimizer', optimizer)}: expected one of {', '.join(OPTIMIZERS)}")
+    if budget is None:
+        from cnnprof.timing.settings import check_device
+
+        check_device(device)  # its free memory is the budget
     model = _meta_model(source)
     specs = tuple(inputs)
     tracker = ModuleTracker(model)
