@@ -23,8 +23,12 @@ SCRIPTS = [
      ["--repeat", "3"]),
     ("CPU timing accuracy vs torch.utils.benchmark (interleaved, one process)", "timer_accuracy.py",
      ["--rounds", "12", "--min-time", "2"], ["--rounds", "2", "--min-time", "1"]),
-    ("Latency prediction: how params, MACs, acts, traffic and cnnprof's predictions track measured latency "
-     "(issue 8; CUDA batch 1 and 64 too when a GPU is present)", "latency_prediction.py", [], ["--quick"]),
+    ("Latency prediction: how params, MACs, acts, traffic and cnnprof's predictions (calibrated model, layer "
+     "table) track measured latency, leave-one-model-out (issues 8 and 14; CUDA batch 1 and 64 too when a GPU is "
+     "present)", "latency_prediction.py", ["--threads", "1,2"], ["--quick"]),
+    ("GPU latency model on timm's published GPU inference tables (issue 14 item 3: fitted on the RTX 3090 table, "
+     "held out by model; other GPUs untuned; CPU only, from benchmarks/data/gpu_tables.json.gz)", "gpu_tables.py",
+     [], []),
     ("Memory: predicted vs measured peak of inference and a training step, CPU (issue 15)", "memory_prediction.py",
      [], ["--models", "resnet18,mobilenet_v2", "--batch-sizes", "1,8"]),
     ("Design commands: sweep grid vs import torch, search trials/s on the RegNet space", "design_speed.py",

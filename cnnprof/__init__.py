@@ -63,8 +63,10 @@ def count_params(model):
     return _count(model if _is_module(model) else resolve(model))
 
 
-def count_flops(model, input_shape=None, scope="conv", backend="torch", *, inputs=None, formulas=None, **overrides):
-    """Count MACs of one forward pass; returns a frozen FlopCount (see cnnprof.counting.flops).
+def count_flops(model, input_shape=None, scope="conv", backend="torch", *, inputs=None, formulas=None,
+                mode="infer", frozen=None, **overrides):
+    """Count MACs of one forward pass (`mode="train"`: of one training step, forward and backward, `frozen`
+    patterns of parameters without gradient); returns a frozen FlopCount (see cnnprof.counting.flops).
 
     `inputs`: a shape, a spec string ('1,128:int64'), a tensor (only its shape and dtype are used: counted
     on a meta stand-in, never run), a tuple of those (positional inputs) or a dict (keyword inputs).
@@ -74,7 +76,7 @@ def count_flops(model, input_shape=None, scope="conv", backend="torch", *, input
     from cnnprof.models.spec import resolve
 
     return _count(resolve(model, overrides), input_shape=input_shape, scope=scope, backend=backend, inputs=inputs,
-                  formulas=formulas)
+                  formulas=formulas, mode=mode, frozen=frozen)
 
 
 def benchmark(model, input_shape=None, device="cpu", **options):

@@ -1,12 +1,14 @@
-"""Mutations of zoo configs, block arguments and `--set` values, shared by tests/test_fuzz.py and the
-larger local fuzz (`python -m tests.fuzzing --cases 4000`), which counts failures by kind instead of
-stopping at the first.
+"""Mutations of zoo configs, block arguments, `--set` values, device profile files (`--device-spec`), design
+spaces (`search --space`) and per-model settings and labels (`MODEL@key=value,label=NAME`, CSV output), shared by
+tests/test_fuzz.py and the larger local fuzz (`python -m tests.fuzzing --cases 4000`), which counts failures by
+kind instead of stopping at the first.
 
 A case passes when it gives a result or a one-line CnnprofError (the CLI's exit 2) within its time bound;
 any other exception (the CLI's exit 1 "internal error"), a multi-line message or a timeout fails it.
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 import signal
@@ -22,9 +24,10 @@ from cnnprof.models.zoo import CONFIG_DIR
 ZOO_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
 SMALL = ["mobilenet_v3_small", "shufflenet_v2_x0_5", "resnet18", "regnet_x_400mf", "mnasnet1_0", "alexnet"]
 
+HUGE = 10**400  # an integer YAML and JSON read exactly, beyond float range: float(HUGE) raises OverflowError
 # Odd values: type swaps, edge numbers, non-finite, huge, strings that look like other types, containers.
 ODD_VALUES = [
-    0, -1, -0.25, 0.5, 1.5, 2.0, 3, 7, 10**6, 10**12, 10**30, 1e300,
+    0, -1, -0.25, 0.5, 1.5, 2.0, 3, 7, 10**6, 10**12, 10**30, 1e300, HUGE, -HUGE,
     float("nan"), float("inf"), float("-inf"), True, False, "false", "true", "abc", "", None,
     [], {}, [1, 2], {"a": 1}, "$nope", "$width_mult", {"by": {"x": 1}, "cases": {}},
     {"by": "width_mult", "cases": {1.0: 5}}, {"by": [], "cases": []}, {1: "a", "b": 2},
@@ -32,7 +35,7 @@ ODD_VALUES = [
 # `--set` values as a user types them.
 SET_VALUES = ["1e-1", "0.5e0", "nan", "inf", "-inf", "-1", "0", "1e400", "100000", "3", "0.5", "true", "yes",
               "no", "off", "abc", "[1, 2]", "{a: 1}", "", "~", "0x10", "1_000", "!!float x", "&a [*a]", "2.",
-              ".5", "1/2", "9" * 40, "-0", "1e-400", "relu", "'quoted'"]
+              ".5", "1/2", "9" * 40, "9" * 400, "-9" * 400, "-0", "1e-400", "relu", "'quoted'"]
 SET_KEYS = ["width_mult", "depth_mult", "resolution", "num_classes", "in_channels", "width_divisor", "groups",
             "bottleneck_ratio", "se_ratio", "stride_in_1x1", "activation", "stages.0.depth", "stages.1.out_channels",
             "stages.0.stride", "stem.out_channels", "stem.kernel_size", "stem.padding", "head.dropout",
@@ -52,6 +55,30 @@ TEXT_CASES = [
     "? [a, b]\n: 1\nstages: []\nhead: {}\n",
     "stages:\n  - {block: basic, depth: 1, out_channels: 8}\nhead: {pool: avg}\nhead: {pool: max}\n",
 ]
+
+
+SPACE_FILES = sorted((CONFIG_DIR / "spaces").glob("*.yaml"))
+PROFILE_FILE = Path(__file__).parent / "golden_cli" / "fixed_cpu_profile.json"
+# Every command that reads a --device-spec file (resnet18 / mobilenet_v1 at a small resolution: cheap to count).
+DEVICE_COMMANDS = [
+    ["roofline", "resnet18", "--resolution", "32", "--by", "type"],
+    ["compare", "resnet18", "--predict", "--resolution", "32"],
+    ["device"],
+    ["sweep", "mobilenet_v1", "--set", "width_mult=0.5,1", "--set", "resolution=32", "--predict"],
+    ["match", "mobilenet_v1", "--target", "1ms", "--vary", "width_mult", "--set", "resolution=32"],
+]
+# Knob names a space may give: params, dotted paths into lists and mappings, ones that lead nowhere.
+KNOB_NAMES = ["depth", "w_0", "width_mult", "resolution", "stages.1.depth", "stages.99.depth", "stages.-1.depth",
+              "stages..depth", "stages.0", "stages", "head.pool", "stem.out_channels", "name", "", ".", "1",
+              "stages.1.blocks.0.x", "params.width_mult", "nosuch.deep.path"]
+KNOB_FIELDS = ["type", "low", "high", "step", "log", "choices", "multiply", "divisor", "extra"]
+SPACE_BASES = ["mobilenet_v2", "regnet_x_400mf", "nosuch", "../../etc/passwd", "/dev/zero", "/tmp", "SELF", "", None,
+               3, ["a"], "mobilenet_v2.yaml", str(CONFIG_DIR / "spaces" / "regnet.yaml")]
+# Label and setting texts: separators of the MODEL@ syntax, spreadsheet formula starts, controls, markup, bidi.
+LABEL_TEXTS = ["", "x", "a,b", "a=b", "@", "=1+2", "+1", "-1", "-1.5", "@SUM(A1)", "\n", "x\ny", "\r", "a\rb", "\t",
+               "\x00", "\x1b[31m", "[bold]x[/]", "\u202e", "é", "🙂", "'q'", '"q"', " ", "a" * 300, ",label=z",
+               "x,width_mult=0.5", "x@y=z", "nan", "0.5"]
+SETTING_KEYS = ["label", "width_mult", "resolution", "depth_mult", "nosuch", "", " ", "label ", "LABEL", "stages.0.depth"]
 
 
 class CaseTimeout(Exception):
@@ -171,6 +198,83 @@ def run_cli(runner, app, cmd: str, model: str, setting: str) -> int:
     return res.exit_code
 
 
+def corrupt_profile(text: str, rng: random.Random) -> str:
+    """A device profile's JSON text, corrupted: truncated, a byte swapped, a literal or huge number inserted, numbers
+    replaced, wrapped, a key duplicated, a BOM, deep nesting, or the whole text as one JSON string."""
+    op = rng.choice(["truncate", "byte", "insert", "numbers", "wrap", "duplicate", "bom", "deep", "string"])
+    i = rng.randrange(len(text))
+    if op == "truncate":
+        return text[:i]
+    if op == "byte":
+        return text[:i] + rng.choice(["\x00", "}", "{", '"', "\\", "\xff", "9", "\ud800"]) + text[i + 1:]
+    if op == "insert":
+        return text[:i] + rng.choice(["NaN", "Infinity", "-0", "1e999", str(HUGE), "null", "[]", "{}"]) + text[i:]
+    if op == "numbers":
+        odd = ["1e999", "-1", "0", "NaN", "1e-999", '"1"', "true", str(HUGE), "5e-324", "1e308", "[1]"]
+        return re.sub(r"-?\d+(\.\d+)?(e[+-]?\d+)?", lambda m: rng.choice([m[0], *odd]), text)
+    if op == "wrap":
+        return rng.choice(["[", '{"a": ', "[[", "["]) + text + rng.choice(["]", "}", "]]", ", 1]"])
+    if op == "duplicate":
+        key = rng.choice(['"bandwidth"', '"peak_flops"', '"device"', '"calibration"'])
+        return text.replace(key, f'{key}: {rng.choice(["1", "null", "[]", "-5"])}, {key}', 1)
+    if op == "bom":
+        return "\ufeff" + text
+    if op == "deep":
+        return "[" * 100_000 + "]" * 100_000
+    return json.dumps(text)
+
+
+def mutate_space(raw: dict, rng: random.Random, rounds: int = 1) -> dict:
+    """A copy of a parsed design space with `rounds` mutations aimed at its fields and knobs (see `mutate` for
+    mutations anywhere); a `base` of "SELF" is the space file itself (write_space fills it in)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for _ in range(rounds):
+        knobs = raw.get("knobs")
+        roll = rng.random()
+        if roll < 0.15:
+            raw["base"] = copy.deepcopy(rng.choice(SPACE_BASES))
+        elif roll < 0.25:
+            raw[rng.choice(["name", "description", "knobs", "extra"])] = copy.deepcopy(rng.choice(ODD_VALUES))
+        elif roll < 0.45 and isinstance(knobs, dict):
+            knobs[rng.choice(KNOB_NAMES)] = copy.deepcopy(rng.choice(list(knobs.values()) or [{}]))
+        elif isinstance(knobs, dict) and knobs:
+            name = rng.choice(list(knobs))
+            if not isinstance(knobs[name], dict) or rng.random() < 0.1:
+                knobs[name] = copy.deepcopy(rng.choice(ODD_VALUES))
+                continue
+            field = rng.choice(KNOB_FIELDS)
+            odd = [[0.5, HUGE], [[1]], [{}], [None], list(range(300)), ["relu", "x"], [True, False], [1, 1.0]]
+            values = ["int", "float", "categorical", "bool", ""] if field == "type" else ODD_VALUES + odd
+            knobs[name][field] = copy.deepcopy(rng.choice(values))
+    return raw
+
+
+def write_space(raw: dict, path: Path) -> Path:
+    """Write a (mutated) space to `path`; a base of "SELF" names the file itself."""
+    path.write_text(dump(raw).replace("SELF", str(path)))
+    return path
+
+
+def model_arg(model: str, pairs: list[tuple[str, str]], at: str = "@") -> str:
+    """`MODEL@key=value,...` as a user types it (`at`: "@", or an odd joint such as "@@" or " @")."""
+    return model + at + ",".join(f"{k}={v}" for k, v in pairs) if pairs else model
+
+
+def run_args(runner, app, args: list[str]):
+    """Run the CLI in-process: exit 0, or exit 2 with one line per failed model (plus a `wrote FILE` note), never
+    an internal error or a traceback. Returns the result."""
+    res = runner.invoke(app, args)
+    lines = res.stderr.strip().splitlines()
+    errors = [line for line in lines if not line.startswith("wrote ")]
+    models = max(1, sum(1 for a in args if "@" in a or a in SMALL or a in ("resnet18", "mobilenet_v1", "mobilenet_v2")))
+    if (res.exit_code not in (0, 2) or "Traceback" in res.stderr or "internal error" in res.stderr
+            or (res.exit_code == 2 and not 1 <= len(errors) <= models)):
+        raise AssertionError(f"exit {res.exit_code}: {res.stderr.strip()[-300:]} ({res.exception!r})")
+    return res
+
+
 def _kind(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:90] if str(exc) else ''}"
 
@@ -189,7 +293,8 @@ def main(cases: int, seed: int, seconds: float) -> None:
     rng = random.Random(seed)
     raws = {p.stem: yaml.safe_load(p.read_text()) for p in ZOO_FILES}
     tmp = Path(tempfile.mkdtemp())
-    fails: dict[str, collections.Counter] = {k: collections.Counter() for k in ("config", "text", "block", "set")}
+    fails: dict[str, collections.Counter] = {k: collections.Counter() for k in ("config", "text", "block", "set",
+                                                                                 "profile", "space", "label")}
     totals = collections.Counter()
 
     def check(group, fn):
@@ -218,7 +323,27 @@ def main(cases: int, seed: int, seconds: float) -> None:
             model, cmd = rng.choice(SMALL), rng.choice(["params", "flops"])
             check("set", lambda: run_cli(runner, app, cmd, model, f"{key}={value}"))
     report(fails, totals, "set")
+    _file_groups(check, rng, tmp, runner, app, max(1, cases // 10))
+    report(fails, totals, "profile", "space", "label")
     print(f"{time.time() - t0:.0f} s")
+
+
+def _file_groups(check, rng: random.Random, tmp: Path, runner, app, cases: int) -> None:
+    """`cases` corrupted device profiles, mutated design spaces and odd per-model settings and labels."""
+    text = PROFILE_FILE.read_text()
+    spaces = {p.stem: yaml.safe_load(p.read_text()) for p in SPACE_FILES}
+    for i in range(cases):
+        spec = tmp / f"p{i}.json"
+        spec.write_bytes(corrupt_profile(text, rng).encode("utf-8", "surrogatepass"))
+        check("profile", lambda: run_args(runner, app, [*rng.choice(DEVICE_COMMANDS), "--device-spec", str(spec)]))
+        space = write_space(mutate_space(spaces[rng.choice(sorted(spaces))], rng, rng.choice([1, 2, 3])),
+                            tmp / f"s{i}.yaml")
+        check("space", lambda: run_args(runner, app, ["search", "--space", str(space), "--trials", "2", "--workers",
+                                                      "1", "--minimize", "macs", "--resolution", "32", "--out",
+                                                      str(tmp / f"o{i}")]))
+        pairs = [(rng.choice(SETTING_KEYS), rng.choice(LABEL_TEXTS)) for _ in range(rng.choice([0, 1, 2]))]
+        arg = model_arg(rng.choice(["mobilenet_v1", "resnet18"]), [("label", rng.choice(LABEL_TEXTS)), *pairs])
+        check("label", lambda: run_args(runner, app, ["params", arg, "--format", rng.choice(["csv", "json"])]))
 
 
 def report(fails, totals, *groups) -> None:

@@ -222,3 +222,199 @@ def test_resolve_profile_measures_at_the_dtype_predicted_for():
     bf16 = replace(FIXED, calibration_dtype="bfloat16")
     assert resolve_profile(None, "cpu", lambda: bf16, dtype="bfloat16") is bf16
     assert resolve_profile(None, "cpu", lambda: bf16) == FIXED
+
+
+# --- 6. sweep, match, roofline and device: --output as rows finish, Ctrl-C/SIGTERM keep them (exit 130) -------
+
+def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CNNPROF_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("CNNPROF_DEBUG", None)
+    return subprocess.Popen([sys.executable, "-m", "cnnprof.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _stop_after_lines(p: subprocess.Popen, out: Path, lines: int, sig: int) -> tuple[str, str]:
+    """Send `sig` once `out` holds `lines` lines (the rows written as they finish), then wait for the exit."""
+    import time
+
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not (out.exists() and out.read_text().count("\n") >= lines):
+        time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it could be interrupted"
+    p.send_signal(sig)
+    return p.communicate(timeout=120)
+
+
+WIDTHS = ",".join(f"{0.25 + 0.05 * i:.2f}" for i in range(20))
+RESOLUTIONS = ",".join(str(96 + 16 * i) for i in range(21))  # 20 x 21 = 420 points, ~15 s
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stopped_sweep_keeps_its_finished_points(tmp_path, sig):
+    import signal
+
+    out = tmp_path / "points.jsonl"
+    p = _start(["sweep", "mobilenet_v1", "--set", f"width_mult={WIDTHS}", "--set", f"resolution={RESOLUTIONS}",
+                "--format", "json", "--output", str(out)], tmp_path)
+    stdout, stderr = _stop_after_lines(p, out, 5, getattr(signal, sig))
+    assert p.returncode == 130, stderr
+    rows = json.loads(stdout)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 5 <= len(rows) < 420 and written == rows  # every finished point, in grid order, in both
+    assert [(r["width_mult"], r["resolution"]) for r in rows[:2]] == [(0.25, 96), (0.25, 112)]
+    assert all(r["status"] == "ok" for r in rows)
+    assert f"interrupted: {len(rows)} of 420 points done" in stderr and "Traceback" not in stderr
+
+
+def test_a_stopped_match_keeps_its_finished_rows(tmp_path):
+    import signal
+
+    out = tmp_path / "rows.csv"
+    p = _start(["match", "resnext50", "--to", "resnet50", "--vary", "width_per_group", "--resolution", "64",
+                "--set", "groups=1,2,4,8,16,32,64,1,2,4,8,16,32,64", "--format", "csv", "--output", str(out)],
+               tmp_path)
+    stdout, stderr = _stop_after_lines(p, out, 3, signal.SIGINT)  # the header and two rows
+    assert p.returncode == 130, stderr
+    assert stdout == out.read_text() and stdout.splitlines()[0].startswith("groups,width_per_group,")
+    finished = stdout.splitlines()[1:]
+    assert 2 <= len(finished) < 14 and [line.split(",")[0] for line in finished[:2]] == ["1", "2"]
+    assert f"interrupted: {len(finished)} of 14 rows done" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_sigterm_during_roofline_keeps_the_finished_models(tmp_path):
+    import signal
+
+    out = tmp_path / "ops.jsonl"
+    p = _start(["roofline", "--device-spec", "h100", "--by", "type", "--format", "json", "--output", str(out)],
+               tmp_path)
+    stdout, stderr = _stop_after_lines(p, out, 1, signal.SIGTERM)
+    assert p.returncode == 130, stderr
+    rows = json.loads(stdout)
+    assert rows and [json.loads(line) for line in out.read_text().splitlines()] == rows
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    assert models[0] == "alexnet" and len(models) < 25
+    assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_sigterm_during_device_calibration_keeps_what_was_measured(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "device.json"
+    p = _start(["device", "--quick", "--format", "json", "--output", str(out)], tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not out.exists():  # created just before measuring
+        time.sleep(0.05)
+    time.sleep(3)  # past the GEMM peaks (under a second, on a busy machine), well before the ~15 s of --quick
+    assert p.poll() is None
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr
+    profile = json.loads(stdout)[0]
+    assert profile["complete"] is False and json.loads(out.read_text()) == [profile]
+    assert "Traceback" not in stderr
+
+
+def test_sweep_match_roofline_and_device_output_holds_what_stdout_shows(cli, spec_file, tmp_path):
+    runs = {"sweep.csv": ["sweep", "mobilenet_v1", "--set", "width_mult=1,0.5", "--format", "csv"],
+            "match.json": ["match", "resnext50", "--to", "resnet50", "--vary", "width_per_group", "--resolution", "64",
+                           "--set", "groups=8,32", "--format", "json"],
+            "roofline.json": ["roofline", "resnet18", "mobilenet_v2", "--device-spec", spec_file, "--by", "stage",
+                              "--format", "json"],
+            "device.csv": ["device", "--device-spec", "h100", "--format", "csv"]}
+    for name, args in runs.items():
+        path = tmp_path / name
+        path.write_text("an earlier run\n")
+        result = cli(*args, "--output", str(path))
+        assert result.exit_code == 0, (name, result.stderr)
+        assert path.read_text() == result.stdout and len(result.stdout.splitlines()) >= 2, name
+        assert (tmp_path / (name + "~")).read_text() == "an earlier run\n"  # the previous file is kept
+
+
+def test_sweep_output_with_a_wrong_suffix_is_refused_before_any_point(cli, tmp_path):
+    line = _one_line(cli("sweep", "mobilenet_v1", "--set", "width_mult=1,0.5", "--output", str(tmp_path / "x.txt")), 2)
+    assert "--output" in line and ".json, .jsonl or .csv" in line
+
+
+# --- 7. sweeps and matches print their size and refuse a run too long without --yes ---------------------------
+
+def test_a_grid_above_the_point_limit_is_refused_at_once(cli):
+    from cnnprof.cli.sweep import MAX_UNITS
+
+    values = ",".join(str(8 * (i + 1)) for i in range(101))
+    line = _one_line(cli("sweep", "resnet18", "--set", f"width_mult={','.join(['1', '0.5'] * 50)}",
+                         "--set", f"resolution={values}"), 2)
+    assert f"10,100 points to evaluate, above the limit of {MAX_UNITS:,}" in line and "--yes" in line
+    line = _one_line(cli("match", "resnext50", "--to", "resnet50", "--vary", "width_per_group",
+                         "--set", f"groups={','.join(['1'] * 101)}", "--set", f"resolution={values}"), 2)
+    assert "10,201 rows to evaluate" in line
+
+
+def test_a_run_estimated_too_long_is_refused_after_its_first_point(cli, monkeypatch):
+    import cnnprof.cli.sweep as sweep_cli
+
+    monkeypatch.setattr(sweep_cli, "MAX_SECONDS", 1e-6)  # any real point takes longer than this per grid
+    args = ["sweep", "mobilenet_v1", "--set", "width_mult=1,0.75,0.5", "--format", "json"]
+    line = _one_line(cli(*args), 2)
+    assert line.startswith("error: 3 points would take about") and "add --yes" in line
+    result = cli(*args, "--yes")
+    assert result.exit_code == 0 and len(json.loads(result.stdout)) == 3
+    assert result.stderr.startswith("3 points, about")  # the estimate is printed first, when it matters
+    match = _one_line(cli("match", "resnext50", "--to", "resnet50", "--vary", "width_per_group", "--resolution",
+                          "64", "--set", "groups=8,32"), 2)
+    assert match.startswith("error: 2 rows would take about")
+
+
+def test_small_runs_print_no_estimate(cli):
+    result = cli("sweep", "mobilenet_v1", "--set", "width_mult=1,0.5", "--format", "json")
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+@pytest.mark.parametrize("command", [["sweep", "mobilenet_v1", "--set", "width_mult=1,0.5"],
+                                     ["match", "resnext50", "--to", "resnet50", "--vary", "width_per_group",
+                                      "--metric", "latency"]])
+def test_design_min_time_is_capped_as_bench_caps_it(cli, command):
+    result = cli(*command, "--min-time", "3601")
+    assert result.exit_code == 2 and "3600" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["bench", "resnet18"], ["compare", "resnet18", "resnet34", "--bench"]])
+def test_min_runs_is_capped_as_min_time_is(cli, command):
+    result = cli(*command, "--min-runs", "1000001")
+    assert result.exit_code == 2 and "1000000" in result.stderr.replace(",", "") and "Traceback" not in result.stderr
+
+
+def test_sigterm_before_the_device_peaks_is_one_line_exit_130(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "device.json"
+    p = _start(["device", "--quick", "--format", "json", "--output", str(out)], tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not out.exists():
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)  # before the peaks, the least a profile needs: nothing to keep
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130 and stdout == "" and out.read_text() == "[]\n"
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+
+
+def test_the_design_library_streams_estimates_and_stops_through_watch():
+    from cnnprof.design.match import match
+    from cnnprof.design.sweep import Watch, sweep
+
+    parts, firsts = [], []
+    result = sweep("mobilenet_v1", {"width_mult": [1, 0.75, 0.5, 0.25]},
+                   watch=Watch(on_part=parts.append, on_first=lambda n, s: firsts.append((n, s)),
+                               stop=lambda: len(parts) >= 2))
+    assert not result.complete and [p.knobs for p in result.points] == [(("width_mult", 1),), (("width_mult", 0.75),)]
+    assert [part.points for part in parts] == [(p,) for p in result.points] and parts[0].model == result.model
+    assert len(firsts) == 1 and firsts[0][0] == 4 and firsts[0][1] > 0
+    full = sweep("mobilenet_v1", {"width_mult": [1, 0.5]})
+    assert full.complete and len(full.points) == 2
+    calls = []
+    rows = match("resnext50", "width_per_group", axes={"groups": [8, 32, 64]}, reference="resnet50",
+                 watch=Watch(on_part=calls.append, stop=lambda: len(calls) >= 1))
+    assert not rows.complete and [r.fixed for r in rows.rows] == [(("groups", 8),)] and calls[0].rows == rows.rows

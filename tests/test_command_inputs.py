@@ -92,7 +92,8 @@ def test_compare_benches_on_all_inputs(cli, models, name):
 def test_roofline_places_every_input(cli, models, name):
     options, macs = CASES[name]
     row = cli.json("roofline", f"{models}:{name}", *options, *H100, "--by", "type")[0]
-    assert row["macs"] == macs(8) and row["roofline_ms"] == pytest.approx(predicted_ms(f"{models}:{name}", options))
+    # h100 is a datasheet GPU: its best prediction is the GPU efficiency model's (the calibrated column)
+    assert row["macs"] == macs(8) and row["calibrated_ms"] == pytest.approx(predicted_ms(f"{models}:{name}", options))
 
 
 @pytest.mark.parametrize("name", CASES)

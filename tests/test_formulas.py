@@ -12,6 +12,7 @@ from cnnprof.counting.trace import Tracer
 from cnnprof.counting.formulas import FORMULAS, lookup
 from cnnprof.models.blocks import get_block
 from tests.conftest import ZOO
+from tests.test_quantized import QUANTIZED_CASES
 
 small = st.integers(min_value=1, max_value=8)
 FAST = settings(max_examples=40, deadline=None)
@@ -308,6 +309,35 @@ FORMULA_CASES = {
     # CUDA LSTMCell's fused step on B=5, H=16: 13 element-wise ops per hidden element (see recurrent.py).
     "rnn_cell_cost": (aten._thnn_fused_lstm_cell.default, (_m(5, 64), _m(5, 64), _m(5, 16), _m(64), _m(64)),
                       ("element-wise", 0, 13 * 5 * 16)),
+    # Backward (formulas/backward.py). Conv backward, 2 groups: input grad and weight grad each the forward's
+    # 2 x 16 x 100 x (4 x 9) MACs; the bias grad (mask[2]) is not counted.
+    "conv_backward_cost": (aten.convolution_backward.default, (_m(2, 16, 10, 10), _m(2, 8, 10, 10), _m(16, 4, 3, 3),
+                                                               [16], [1, 1], [1, 1], [1, 1], False, [0, 0], 2,
+                                                               [True, True, True]), ("grouped conv", 2 * 2 * 16 * 100 * 36, 0)),
+    # n = 400 elements: input grad 2n MACs + n ops; gamma sum(g x_hat) n MACs, beta sum(g) n ops.
+    "batch_norm_backward_cost": (aten.native_batch_norm_backward.default,
+                                 (_m(2, 8, 5, 5), _m(2, 8, 5, 5), _m(8), None, None, _m(8), _m(8), True, 1e-5,
+                                  [True, True, True]), ("norm", 3 * 400, 2 * 400)),
+    # n = 80, gamma and beta frozen: the input grad still needs both sums, 3n MACs + 2n ops.
+    "layer_norm_backward_cost": (aten.native_layer_norm_backward.default,
+                                 (_m(2, 5, 8), _m(2, 5, 8), [8], _m(2, 5, 1), _m(2, 5, 1), _m(8), _m(8),
+                                  [True, False, False]), ("norm", 3 * 80, 2 * 80)),
+    "activation_backward_cost": (aten.threshold_backward.default, (_m(2, 8, 5, 5), _m(2, 8, 5, 5), 0),
+                                 ("activation", 0, 400)),
+    "softmax_backward_cost": (aten._softmax_backward_data.default, (_m(4, 10), _m(4, 10), -1, torch.float32),
+                              ("activation", 0, 120)),
+    # each of the 1 x 4 x 4 x 4 gradients goes back to its argmax
+    "scatter_backward_cost": (aten.max_pool2d_with_indices_backward.default,
+                              (_m(1, 4, 4, 4), _m(1, 4, 8, 8), [3, 3], [2, 2], [1, 1], [1, 1], False,
+                               _m(1, 4, 4, 4, dtype=torch.int64)), ("pooling", 0, 64)),
+    "avg_pool_backward_cost": (aten.avg_pool2d_backward.default,
+                               (_m(1, 4, 4, 4), _m(1, 4, 8, 8), [3, 3], [2, 2], [1, 1], False, True, None),
+                               ("pooling", 0, 64 * 9)),
+    "adaptive_pool_backward_cost": (aten._adaptive_avg_pool2d_backward.default, (_m(2, 8, 1, 1), _m(2, 8, 5, 5)),
+                                    ("pooling", 0, 400)),
+    "linear_interpolate_backward_cost": (aten.upsample_bilinear2d_backward.default,
+                                         (_m(1, 2, 8, 8), [8, 8], [1, 2, 4, 4], False, None, None),
+                                         ("interpolation", 4 * 128, 0)),
 }
 
 # More than one case for formulas that branch on their arguments or the op name.
@@ -439,7 +469,8 @@ def test_cudnn_rnn_formula_equals_the_meta_decomposition(rnn, mode):
 
 
 def test_every_formula_has_a_hand_derived_case():
-    assert {entry.formula.__name__ for entry in FORMULAS.values()} == set(FORMULA_CASES) | set(TORCHVISION_CASES)
+    assert {entry.formula.__name__ for entry in FORMULAS.values()} == (set(FORMULA_CASES) | set(TORCHVISION_CASES)
+                                                                      | set(QUANTIZED_CASES))
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_CASES))

@@ -1,10 +1,14 @@
-"""Standing property test: mutated configs, odd block arguments, odd `--set` values and mutated device profiles
-give a result or a one-line error (exit 2), never another exception or exit 1, within a time bound per example.
+"""Standing property test: mutated configs, odd block arguments, odd `--set` values, mutated and corrupted device
+profiles (every command that reads `--device-spec`), mutated design spaces (`search --space`) and odd per-model
+settings and labels (`MODEL@key=value,label=NAME`, in every output format, CSV read back) give a result or a
+one-line error (exit 2), never another exception or exit 1, within a time bound per example.
 
 Deterministic (derandomize) and bounded so it runs in well under a minute on 2 cores; the larger local
 fuzz that counts failures by kind is `python -m tests.fuzzing --cases 4000`.
 """
 import copy
+import csv
+import io
 import json
 import random
 from pathlib import Path
@@ -16,8 +20,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cnnprof.cli import app
-from tests.fuzzing import (SET_KEYS, SET_VALUES, SMALL, TEXT_CASES, ZOO_FILES, block_arg_cases, block_case_config,
-                           deadline, dump, mutate, run_cli, run_config)
+from cnnprof.report.render import spreadsheet_safe
+from tests.fuzzing import (DEVICE_COMMANDS, HUGE, LABEL_TEXTS, PROFILE_FILE, SET_KEYS, SET_VALUES, SETTING_KEYS, SMALL,
+                           SPACE_FILES, TEXT_CASES, ZOO_FILES, block_arg_cases, block_case_config, corrupt_profile,
+                           deadline, dump, model_arg, mutate, mutate_space, run_args, run_cli, run_config, write_space)
 
 SECONDS = 60  # per example: generous for a loaded 2-core CI machine; a hang would run without bound
 
@@ -99,3 +105,98 @@ def test_mutated_device_profiles_give_a_result_or_a_one_line_error(tmp_path_fact
                                           "--device-spec", str(spec), "--format", "json"])
     assert result.exit_code in (0, 2), result.stderr or repr(result.exception)
     assert result.exit_code == 0 or len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@fuzz(40)
+@given(seed=st.integers(0, 2**32 - 1), command=st.sampled_from(DEVICE_COMMANDS),
+       fmt=st.sampled_from(["table", "json", "csv"]))
+def test_corrupted_device_profile_files_through_every_command(tmp_path_factory, seed, command, fmt):
+    """Truncated, mis-encoded, re-typed, nested or huge-numbered profile JSON, read by roofline, compare --predict,
+    device, sweep --predict and match: a result or one line (a lone surrogate is written as the bytes it stands
+    for: invalid UTF-8)."""
+    spec = tmp_path_factory.mktemp("profile") / "p.json"
+    spec.write_bytes(corrupt_profile(PROFILE_FILE.read_text(), random.Random(seed)).encode("utf-8", "surrogatepass"))
+    with deadline(SECONDS):
+        run_args(CliRunner(), app, [*command, "--device-spec", str(spec), "--format", fmt])
+
+
+SPACES = {p.stem: yaml.safe_load(p.read_text()) for p in SPACE_FILES}
+
+
+@pytest.mark.slow
+@fuzz(25)
+@given(name=st.sampled_from(sorted(SPACES)), seed=st.integers(0, 2**32 - 1), rounds=st.integers(1, 3),
+       metric=st.sampled_from(["macs", "params", "acts"]), stats=st.booleans())
+def test_mutated_design_spaces_give_a_result_or_a_one_line_error(tmp_path_factory, name, seed, rounds, metric, stats):
+    tmp = tmp_path_factory.mktemp("space")
+    space = write_space(mutate_space(SPACES[name], random.Random(seed), rounds), tmp / "s.yaml")
+    args = ["search", "--space", str(space), "--trials", "2", "--workers", "1", "--minimize", metric, "--seed", "0",
+            "--resolution", "32", "--out", str(tmp / "out"), "--format", "json"]
+    with deadline(SECONDS):
+        run_args(CliRunner(), app, args + (["--stats", "--sampler", "random"] if stats else []))
+
+
+TEXTS = st.sampled_from(LABEL_TEXTS) | st.text(max_size=8)
+
+
+@pytest.mark.slow
+@fuzz(60)
+@given(model=st.sampled_from(["mobilenet_v1", "resnet18"]), label=TEXTS, suffix=TEXTS,
+       pairs=st.lists(st.sampled_from([("width_mult", "0.5"), ("resolution", "64")])
+                      | st.tuples(st.sampled_from(SETTING_KEYS), TEXTS), max_size=2),
+       at=st.sampled_from(["@", "@", "@", "@@", " @"]), fmt=st.sampled_from(["csv", "csv", "json", "table", "markdown"]),
+       to_file=st.booleans())
+def test_per_model_settings_and_labels_in_every_format(tmp_path_factory, model, label, suffix, pairs, at, fmt,
+                                                        to_file):
+    """Odd keys, values and labels (separators, formula starts, controls, markup): a result or one line; a CSV, on
+    stdout or written by --output, reads back as one row whose model cell is the JSON label, spreadsheet-safe."""
+    arg = model_arg(model, [("label", label + suffix), *pairs], at)
+    args = ["params", arg, "--format", fmt]
+    out = tmp_path_factory.mktemp("labels") / "rows.csv"
+    with deadline(SECONDS):
+        result = run_args(CliRunner(), app, args + (["--output", str(out)] if to_file else []))
+        if result.exit_code or fmt != "csv":
+            return
+        shown = json.loads(run_args(CliRunner(), app, ["params", arg, "--format", "json"]).stdout)[0]["model"]
+    for text in (result.stdout, *([out.read_text()] if to_file else [])):
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        assert [r["model"] for r in rows] == [spreadsheet_safe(shown)]
+
+
+# Numbers beyond float range (YAML and JSON read 10**400 exactly; float() of it raises): each was an internal error.
+HUGE_CASES = {
+    "--set": ["params", "mobilenet_v1", "--set", f"width_mult={HUGE}"],
+    "MODEL@": ["params", f"mobilenet_v1@width_mult=-{HUGE}"],
+    "space range": "width_mult: {type: float, low: 0.5, high: HUGE}",
+    "space choices": "resolution: {type: categorical, choices: [HUGE, 32]}",
+    "space multiplier": "stages.1.out_channels: {type: categorical, choices: [[1]], multiply: true}",
+    "block argument": "stages:\n  - {block: inverted_residual, depth: 1, out_channels: 16, expand_ratio: HUGE}\n",
+    "generator": "generator: {type: regnet, depth: 13, w_0: HUGE, w_a: 24.5, w_m: 2.5, group_width: 8}\n",
+    "profile": "peak_flops",
+}
+
+
+@pytest.mark.parametrize("case", HUGE_CASES)
+def test_numbers_beyond_float_range_are_one_line_errors(cli, tmp_path, case):
+    args = HUGE_CASES[case]
+    if case.startswith("space"):
+        space = tmp_path / "s.yaml"
+        space.write_text(f"base: mobilenet_v1\nknobs:\n  {args.replace('HUGE', str(HUGE))}\n")
+        args = ["search", "--space", str(space), "--trials", "1", "--workers", "1", "--minimize", "macs", "--out",
+                str(tmp_path / "out")]
+    elif case == "profile":
+        data = json.loads(PROFILE_FILE.read_text())
+        data["peak_flops"]["float32"] = HUGE
+        (tmp_path / "p.json").write_text(json.dumps(data))
+        args = ["roofline", "mobilenet_v1", "--resolution", "32", "--device-spec", str(tmp_path / "p.json")]
+    elif isinstance(args, str):
+        base = "regnet_x_400mf" if case == "generator" else "mobilenet_v1"
+        raw = yaml.safe_load((ZOO_FILES[0].parent / f"{base}.yaml").read_text())
+        raw.update(yaml.safe_load(args.replace("HUGE", str(HUGE))))
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+        args = ["params", str(tmp_path / "c.yaml")]
+    with deadline(SECONDS):
+        result = cli(*args)
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    assert len(result.stderr.strip().splitlines()) == 1 and "internal error" not in result.stderr

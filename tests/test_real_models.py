@@ -1,7 +1,8 @@
 """Optional: torchvision's and timm's models, counted against torch.utils.flop_counter.FlopCounterMode.
 
 Skipped unless torchvision (and, for its part, timm) is importable; CI installs neither. To run it:
-`pip install torchvision timm && pytest tests/test_real_models.py` (about 9 minutes on 2 cores).
+`pip install torchvision timm && pytest tests/test_real_models.py` (about 12 minutes on 2 cores, plus the training
+steps of the torchvision classification models at the end, about 7 more).
 
 For every torchvision classification, segmentation and video model, torchvision's optical flow (RAFT small
 and large: two image inputs, grid sampling), one or more models of each timm family below and timm's NaFlexViT
@@ -11,6 +12,8 @@ math attention backend: it has no formula for the fused CPU attention kernel
 (`_scaled_dot_product_flash_attention_for_cpu`), and the math backend is what cnnprof sees on meta.
 Detection models cannot run on meta (data-dependent nonzero, NMS): a few, and segmentation models, are counted
 built on the CPU through the API (one real CPU pass for detection) and must be left exactly as they were.
+torchvision's quantized models (torchvision.models.quantization, int8) are counted by one real CPU pass: every op
+priced, and their conv-scope MACs and acts equal their float models'.
 """
 import dataclasses
 
@@ -138,3 +141,79 @@ def test_timm_naflexvit_is_fully_counted_and_agrees_with_flop_counter():
     model = _build(lambda: timm.create_model(name, pretrained=False))
     fc = _check(model, (1, *model.pretrained_cfg["input_size"]))
     assert "_upsample_bicubic2d_aa" in {s.name for s in fc.by_op()}
+
+
+# ----------------------------------------------------------------------------- training steps (mode="train")
+
+CLASSIFICATION = tvm.list_models(module=tvm)
+
+
+def _flop_counter_backward_macs(model, shape) -> float:
+    """FlopCounterMode's count of autograd's backward (train() mode, a gradient of ones on every floating output,
+    math attention), / 2. torch <= 2.14 omits the division by groups in a grouped conv's weight gradient; the
+    custom formula adds it, as pytorch#183405 does upstream."""
+    from torch.func import functional_call
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils._pytree import tree_flatten
+    from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
+
+    raw = getattr(conv_backward_flop, "__wrapped__", conv_backward_flop)
+
+    def grouped(grad_out, x, w, bias, stride, padding, dilation, transposed, output_padding, groups, output_mask,
+                out_shape, **_):
+        args = (grad_out, x, w, bias, stride, padding, dilation, transposed, output_padding, groups)
+        return (raw(*args, [output_mask[0], False, False], out_shape)
+                + raw(*args, [False, output_mask[1], False], out_shape) // groups)
+
+    tensors = {n: torch.empty_like(t, device="meta").requires_grad_(isinstance(t, torch.nn.Parameter)
+                                                                   and t.requires_grad and t.is_floating_point())
+               for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    was = model.training
+    model.train()
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            out = functional_call(model, tensors, (torch.empty(shape, device="meta"),), strict=False)
+            roots = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.requires_grad]
+            with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: grouped}) as m:
+                torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
+    finally:
+        model.train(was)
+    return m.get_total_flops() / 2
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_torchvision_training_step_backward_agrees_with_flop_counter(name):
+    model = _build(lambda: tvm.get_model(name))
+    shape = (2, *SHAPES.get(name, IMAGE)[1:])  # batch norm in train() mode needs two values per channel
+    fc = cnnprof.count_flops(model, inputs=shape, scope="all", mode="train")
+    assert fc.uncounted == ()
+    conv = dataclasses.replace(fc, scope="conv")
+    assert conv.backward.macs == _flop_counter_backward_macs(model, shape)
+    assert conv.part("grad_weight").macs > 0
+
+
+# torchvision's quantized models (int8, fbgemm / qnnpack) with random weights, quantized and calibrated by
+# torchvision itself (`quantize=True`). Quantized kernels do not run on meta: each is counted by one real CPU pass.
+QUANTIZED = tvm.list_models(module=tvm.quantization)
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_torchvision_quantized_model_counts_what_its_float_model_counts(name):
+    """Every op priced in the all scope; conv-scope MACs and acts are the float model's (batch norms are folded
+    into the convolutions); the packed int8 weights are the float model's conv and linear weights, element for
+    element."""
+    import warnings
+
+    base = name.removeprefix("quantized_")
+    shape = SHAPES.get(base, IMAGE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation warnings
+        quantized = tvm.get_model(name, weights=None, quantize=True)
+    fc = cnnprof.count_flops(quantized, shape, scope="all")
+    float_model = _build(lambda: tvm.get_model(base))
+    float_fc = cnnprof.count_flops(float_model, shape)
+    assert (fc.method, fc.uncounted) == ("cpu", ())
+    assert (dataclasses.replace(fc, scope="conv").macs, fc.acts) == (float_fc.macs, float_fc.acts)
+    weights = sum(m.weight.numel() for m in float_model.modules()
+                  if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert dict(cnnprof.count_params(quantized).packed)["qint8"] == weights

@@ -129,7 +129,7 @@ def test_breakdown_table_with_and_without_prediction():
     with_pred = bench_report([r], SETTINGS, None, {("a", 1): {"conv 3x3": 0.002, "linear": 0.002}})
     text = with_pred.render("table", 200)
     assert "Predicted (ms)" in text and "Predicted share" in text and "█████·····  50.0%" in text
-    assert with_pred.tables[-1].notes[0].startswith("Predicted: per-op-type calibrated latency")
+    assert with_pred.tables[-1].notes[0].startswith("Predicted: the latency of `cnnprof roofline` (layers of the device")
     assert with_pred.json_rows[0]["breakdown"][0]["predicted_ms"] == pytest.approx(2.0)
     assert "breakdown" not in list(csv.DictReader(io.StringIO(with_pred.render("csv"))))[0]
 

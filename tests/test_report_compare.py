@@ -29,9 +29,13 @@ class Prediction:
     calibrated: bool = True
     device_name: str = "Test CPU"
     source: str = "measured"
+    threads: int = 2
 
     def best_s(self) -> float:
         return self.seconds
+
+    def time_sources(self) -> dict[str, float]:
+        return {"measured": 0.75 * self.seconds, "calibrated": 0.25 * self.seconds, "roofline": 0.0, "overhead": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +94,12 @@ def test_predicted_columns(counts):
     report = compare_report(rows, predict=True)
     text = report.render("table", 140)
     assert "Predicted (ms)" in text and "2.00" in text and "3.00" in text and "1.50× +50.0%" in text
-    assert ("Predicted: calibrated latency on Test CPU (measured) from per-op costs, without running the models"
-            in " ".join(report.tables[0].notes))
+    assert ("Predicted: calibrated latency on Test CPU (measured, 2 threads) from per-op costs, without running the "
+            "models" in " ".join(report.tables[0].notes))
+    # where the predicted time comes from, per model: the layer table, the calibrated model, the roofline
+    assert "Tiny: predicted time from 75% measured, 25% calibrated." in report.tables[0].notes
+    assert rows[0]["threads"] == 2 and rows[0]["time_sources"] == {"measured": 0.75, "calibrated": 0.25,
+                                                                   "roofline": 0.0, "overhead": 0.0}
 
 
 def test_bench_columns_interval_and_notes(counts):

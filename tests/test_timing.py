@@ -251,9 +251,11 @@ def test_calibration_steps_and_profile_from_known_measurements(monkeypatch):
     monkeypatch.setattr(cal, "measure_bandwidth", lambda device, nbytes, t: (2e9, 3e9))
     monkeypatch.setattr(cal, "measure_overheads", lambda device, t: (1e-6, 2e-6, 3e-6))
     monkeypatch.setattr(cal, "time_call", lambda fn, device, **kw: 1e-5)
+    monkeypatch.setattr(cal.trust, "cpu_hz", lambda *a: 2.5e9)
     steps = []
     prof = cal.calibrate("cpu", quick=True, on_step=lambda label, done, total: steps.append((done, total)))
-    assert steps == [(i, 3 + 2 + 3) for i in range(8)]
+    assert steps == [(i, 3 + 2 + 3 + 1) for i in range(9)]  # peaks, memory, overheads, grid, peak again
+    assert "1.0 GFLOP/s is under" in prof.busy  # 1 GFLOP/s on a 2.5 GHz CPU: not an idle machine's; not cached
     assert prof.peak_flops == {"float32": 1e9, "bfloat16": 2e9} and prof.bandwidth == 3e9
     assert (prof.copy_bandwidth, prof.triad_bandwidth) == (2e9, 3e9)
     assert (prof.op_overhead_s, prof.module_overhead_s, prof.view_overhead_s) == (1e-6, 2e-6, 3e-6)

@@ -169,9 +169,11 @@ class BenchRun:
 
         results = [r for rs, _ in groups for r in rs]
         ratios = [q for _, qs in groups for q in qs]
-        predicted = _predicted(results, self, self.profile, self.options.dtype) if self.profile else None
+        preds = _predictions(results, self, self.profile, self.options.dtype) if self.profile else {}
         settings = {"warmup": self.options.warmup, "min_time": self.options.min_time}
-        return add_overrides(bench_report(results, settings, ratios, predicted), self.overrides)
+        report = bench_report(results, settings, ratios, _by_type(preds) if self.options.breakdown else None,
+                              peaks=_peaks(self.profile, self.options.dtype, preds))
+        return add_overrides(report, self.overrides)
 
     def stream(self, writer: Any, group: tuple[list, list]) -> None:
         writer.add(*self.report([group])[1:])
@@ -182,7 +184,7 @@ def _run(options: BenchOptions, models: list[str] | None, set_: list[str] | None
     options.check()
     sizes, args, writer = parse_batch_sizes(options.batch_size), model_args(models, set_), open_output(output)
     run = BenchRun(options, args, sizes, explicit_inputs(options.input_shape, options.inputs, options.resolution),
-                   _profile(options.device, options.dtype) if options.breakdown else None)
+                   _profile(options.device, options.dtype, options.breakdown))
     groups, code = for_each_model(sizes, run.batch, "Benchmarking", name=_batch_name,
                                   on_result=partial(run.stream, writer) if writer else None)
     emit_report(fmt, run.report(groups), code, "rounds")
@@ -205,22 +207,26 @@ def _use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _profile(device: str, dtype: str = "float32"):
-    """This device's cached profile, or None with a note saying how to get one (a breakdown never waits
-    for a calibration)."""
+def _profile(device: str, dtype: str = "float32", breakdown: bool = False):
+    """This device's cached profile at this thread count (with its cached layer table), or None; with a breakdown
+    a note says how to get one (a benchmark never waits for a calibration)."""
     from cnnprof.predict.device import cached_profile
+    from cnnprof.predict.lut import attach
 
     from cnnprof.cli.device import warn
 
     profile = cached_profile(device, warn, dtype)
     if profile is None:
-        err.print(f"note: run `cnnprof device --device {device}` once to see predicted times next to the breakdown")
-    return profile
+        if breakdown:
+            err.print(f"note: run `cnnprof device --device {device}` once to see predicted times and shares of the "
+                      f"peak next to the breakdown")
+        return None
+    return attach(profile, warn=warn)
 
 
-def _predicted(results: list, run: BenchRun, profile: Any, dtype: str):
-    """(model, batch) -> predicted seconds per layer type on `profile`, on the inputs the model was timed on
-    (every input, with its dtype, at the batch size of the result)."""
+def _predictions(results: list, run: BenchRun, profile: Any, dtype: str) -> dict[tuple[str, int], Any]:
+    """(model, batch) -> LatencyPrediction on `profile`, on the inputs the model was timed on (every input, with
+    its dtype, at the batch size of the result)."""
     from cnnprof.inputs import with_batch_and_resolution
     from cnnprof.predict.latency import predict_latency
 
@@ -232,10 +238,35 @@ def _predicted(results: list, run: BenchRun, profile: Any, dtype: str):
         if specs and specs[0].shape and specs[0].shape[0] != r.batch_size:  # --auto-batch halved it
             specs = with_batch_and_resolution(specs, r.batch_size, None)
         specs = list(specs) if specs is not None else None
-        p = predict_latency(run.sources[r.model], None, profile, dtype, inputs=specs)
+        out[(r.model, r.batch_size)] = predict_latency(run.sources[r.model], None, profile, dtype, inputs=specs)
+    return out
+
+
+def _by_type(preds: dict[tuple[str, int], Any]) -> dict[tuple[str, int], dict[str, float]]:
+    """(model, batch) -> predicted seconds per layer type (memory copies under 'other', as the breakdown has them)."""
+    out = {}
+    for key, p in preds.items():
         types: dict[str, float] = {}
         for row in p.by_type():
             name = "other" if row["name"] == "memory copy" else row["name"]
-            types[name] = types.get(name, 0.0) + (row["calibrated_s"] if p.calibrated else row["roofline_s"])
-        out[(r.model, r.batch_size)] = types
+            types[name] = types.get(name, 0.0) + row["predicted_s"]
+        out[key] = types
     return out
+
+
+def _peaks(profile: Any, dtype: str, preds: dict[tuple[str, int], Any]) -> Any:
+    """What bench compares achieved rates with: the profile's peak FLOP/s at `dtype` and bandwidth, and per (model,
+    batch) the counted FLOPs (nvidia, every op) and bytes, in total and per layer type; None without a profile."""
+    if profile is None:
+        return None
+    traffic = {}
+    for key, p in preds.items():
+        types: dict[str, tuple[int, int]] = {}
+        for row in p.memory.by_type():
+            name = "other" if row.name == "memory copy" else row.name
+            f, b = types.get(name, (0, 0))
+            types[name] = (f + row.flops, b + row.bytes)
+        total = p.memory.total()
+        traffic[key] = {"flops": total.flops, "bytes": total.bytes, "types": types}
+    return {"peak_flops": profile.peak(dtype), "bandwidth": profile.bandwidth, "device_name": profile.name,
+            "threads": profile.threads, "traffic": traffic}

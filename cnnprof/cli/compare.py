@@ -13,6 +13,7 @@ from cnnprof.cli.common import (
     app, print_error, Format, Convention, Scope, Device, DType, FormatOpt, OutputOpt, SetOpt,
     ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt, explicit_inputs, single_batch_size,
     model_args, for_each_model, guard, open_output, emit_report, soft_interrupts, interrupt_requested, INTERRUPTED)
+from cnnprof.cli.flops import FrozenOpt, Mode, ModeOpt
 from cnnprof.cli.runs import ModelRun, job_name
 from cnnprof.cli.device import DeviceSpecOpt, requested_profile
 from cnnprof.errors import CnnprofError
@@ -43,8 +44,9 @@ def compare(
                                                    show_default=False)] = None,
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last", help=_BENCH + "NHWC memory format.",
                                                           show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help=_BENCH + "CPU threads, at most the machine's cores.",
-                                                   show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="With --bench or --predict: CPU threads, at most the "
+                                                               "machine's cores (--predict uses the device profile "
+                                                               "of that count).", show_default=False)] = None,
     warmup: Annotated[Optional[float], typer.Option(min=0.0, max=3600.0, show_default=False,
                                                     help=_BENCH + "seconds of warm-up per model (default 0.5).")] = None,
     min_time: Annotated[Optional[float], typer.Option(min=0.0, max=3600.0, show_default=False,
@@ -54,16 +56,21 @@ def compare(
                         ] = None,
     input_shape_: InputShapeOpt = None,
     input_: InputOpt = None,
+    mode: ModeOpt = Mode.infer,
+    frozen: FrozenOpt = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
-    """Side-by-side params, FLOPs and MACs per parameter, with each model's ratio to the first."""
+    """Side-by-side params, FLOPs and MACs per parameter, with each model's ratio to the first (with --mode train,
+    the FLOPs of a training step)."""
     timing = {"--device": None if predict else device, "--dtype": dtype, "--channels-last": channels_last,
-              "--threads": threads, "--warmup": warmup, "--min-time": min_time, "--min-runs": min_runs}
+              "--threads": None if predict and not bench else threads, "--warmup": warmup, "--min-time": min_time,
+              "--min-runs": min_runs}
     settings = CompareSettings(
         convention.value, scope.value, resolution, batch_size, input_shape_, input_, predict, device_spec,
-        (device or Device.cpu).value, bench, {k: v for k, v in timing.items() if v is not None})
+        (device or Device.cpu).value, bench, {k: v for k, v in timing.items() if v is not None}, mode.value,
+        tuple(frozen or ()), threads=threads if predict else None)
     guard(partial(_run, settings, models, set_, fmt.value, output))
 
 
@@ -82,6 +89,20 @@ class CompareSettings:
     device: str
     bench: bool
     timing: dict[str, Any]  # the timing options given ("--dtype": value, ...): they need --bench
+    mode: str = "infer"
+    frozen: tuple[str, ...] = ()
+    threads: int | None = None  # with --predict: the thread count whose device profile is used
+
+    def check_mode(self) -> None:
+        """--mode train counts a training step: --bench and --predict are of a forward pass."""
+        from cnnprof.counting.flops import check_mode
+
+        check_mode(self.mode, "torch", self.frozen)
+        latency = [flag for flag, on in (("--bench", self.bench), ("--predict", self.predict)) if on]
+        if self.mode == "train" and latency:
+            flags = " and ".join(latency)
+            raise CnnprofError(f"{flags} {'are' if len(latency) > 1 else 'is'} of a forward pass; with --mode train "
+                               f"compare counts FLOPs only (drop {flags})")
 
     def bench_settings(self) -> Any:
         """cnnprof.profiling.compare.BenchSettings, checked; None without --bench."""
@@ -110,7 +131,8 @@ def _profile(settings: CompareSettings, batch: int | None, inputs: Any, device_p
     from cnnprof.profiling.profile import profile
 
     return profile(source, inputs, batch_size=batch, resolution=settings.resolution, scope=settings.scope,
-                   convention=settings.convention, device_profile=device_profile)
+                   convention=settings.convention, device_profile=device_profile, mode=settings.mode,
+                   frozen=settings.frozen)
 
 
 def _comparison(settings: CompareSettings, run: ModelRun, profiles: list[Any]) -> Any:
@@ -129,11 +151,13 @@ def _stream(settings: CompareSettings, run: ModelRun, writer: Any, done: list[An
 def _run(settings: CompareSettings, models: list[str], set_: list[str] | None, fmt: str, output: str | None) -> int:
     if len(models) < 2:
         raise CnnprofError("compare needs at least two models, e.g. cnnprof compare resnet50 resnext50")
+    settings.check_mode()
     batch = single_batch_size(settings.batch_size, "compare") if settings.batch_size is not None else None
     bench = settings.bench_settings()
     args, writer = model_args(models, set_), open_output(output)
     inputs = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution, settings.batch_size)
-    device_profile = requested_profile(settings.predict, settings.device, settings.device_spec)
+    device_profile = requested_profile(settings.predict, settings.device, settings.device_spec, settings.threads,
+                                       measure_layers=True)
     run = ModelRun(partial(_profile, settings, batch, inputs, device_profile), None, "Counting")
     stream = partial(_stream, settings, run, writer, []) if writer and not bench else None
     profiles, code = for_each_model(args, run.one, run.what, name=job_name, on_result=stream)

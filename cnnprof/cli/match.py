@@ -1,19 +1,21 @@
 """`cnnprof match`."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from enum import Enum
 from functools import partial
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
     app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
-    guard)
-from cnnprof.cli.device import DeviceSpecOpt
-from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, GridOpt, Measuring, PlotOpt, PredictOpt, with_progress
+    OutputOpt, guard)
+from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt
+from cnnprof.cli.sweep import (
+    BenchTimeOpt, DesignRun, DeviceOpt, GridOpt, Measuring, PlotOpt, PredictOpt, YesOpt)
 from cnnprof.cli.common import Device, print_note
 
 
@@ -50,21 +52,31 @@ def match(
     min_time: BenchTimeOpt = 0.5,
     plot: PlotOpt = None,
     fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    yes: YesOpt = False,
+    threads: PredictThreadsOpt = None,
 ) -> None:
     """Find the knob value that makes MODEL cost what a reference costs (iso-complexity, ResNeXt Table 2)."""
     how = Measuring(scope.value, resolution, False, predict, device.value, device_spec, min_time,
-                    input_shape=input_shape_, inputs=input_)
-    guard(partial(_match, model, vary, set_, how, metric=metric.value, to=to, target=target, range_=range_, tol=tol,
+                    input_shape=input_shape_, inputs=input_, threads=threads)
+    run = DesignRun("row", yes, output, _match_report)
+    guard(partial(_match, model, vary, set_, how, run, metric=metric.value, to=to, target=target, range_=range_, tol=tol,
                   convention=convention.value, plot=plot, fmt=fmt.value))
 
 
-def _match(model: str, vary: str, grid: list[str] | None, how: Measuring, *, metric: str, to: str | None,
-           target: str | None, range_: str | None, tol: float, convention: str, plot: str | None, fmt: str) -> int:
+def _match_report(result: Any) -> Any:
+    from cnnprof.report.design import match_report
+
+    return match_report(result)
+
+
+def _match(model: str, vary: str, grid: list[str] | None, how: Measuring, run: DesignRun, *, metric: str,
+           to: str | None, target: str | None, range_: str | None, tol: float, convention: str, plot: str | None,
+           fmt: str) -> int:
     """`cnnprof match`: per setting of the --set knobs, the value of --vary closest to the reference's cost."""
     from cnnprof.design.match import match, parse_range, parse_target
     from cnnprof.design.sweep import parse_axes
-    from cnnprof.report.design import check_plot_path, match_report, plot_match
-    from cnnprof.report.render import emit
+    from cnnprof.report.design import check_plot_path, plot_match
 
     check_plot_path(plot)
     profile = how.profile()
@@ -73,11 +85,13 @@ def _match(model: str, vary: str, grid: list[str] | None, how: Measuring, *, met
     how.check_device()
     value = parse_target(metric, target)
     axes, fixed = parse_axes(grid)
-    result = with_progress(partial(
+    units = math.prod(len(v) for v in axes.values())
+    run.check_units(units)
+    result = run.run(partial(
         match, model, vary, metric, reference=to, target=value, axes=axes, fixed=fixed, bounds=parse_range(range_),
         settings=settings, convention=convention, tol=tol), "Matching")
-    emit(fmt, *match_report(result))
-    if plot:
+    code = run.emit(fmt, result, len(result.rows), units)
+    if plot and result.rows:
         plot_match(result, plot)
         print_note(f"wrote {plot}")
-    return 0 if any(r.value is not None for r in result.rows) else 2
+    return code or (0 if any(r.value is not None for r in result.rows) else 2)

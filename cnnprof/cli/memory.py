@@ -12,13 +12,9 @@ from typing_extensions import Annotated
 from cnnprof.cli.common import (
     app, Format, Device, DType, ModelsArg, FormatOpt, OutputOpt, SetOpt, ResolutionOpt, BatchSizesOpt, InputShapeOpt,
     InputOpt, explicit_inputs, input_specs, model_args, guard, parse_batch_sizes)
+from cnnprof.cli.flops import Mode  # one --mode infer|train for every command
 from cnnprof.cli.runs import ModelRun, job_name
 from cnnprof.errors import CnnprofError
-
-
-class Mode(str, Enum):
-    infer = "infer"
-    train = "train"
 
 
 class Optimizer(str, Enum):

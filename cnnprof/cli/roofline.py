@@ -10,10 +10,10 @@ import typer
 from typing_extensions import Annotated
 
 from cnnprof.cli.common import (
-    app, Format, Device, DType, ModelsArg, FormatOpt, SetOpt, ResolutionOpt, InputShapeOpt, InputOpt, explicit_inputs,
-    input_specs, model_args, guard)
+    app, Format, Device, DType, ModelsArg, FormatOpt, OutputOpt, SetOpt, ResolutionOpt, InputShapeOpt, InputOpt,
+    explicit_inputs, input_specs, model_args, guard, emit_report)
 from cnnprof.cli.runs import ModelRun
-from cnnprof.cli.device import DeviceSpecOpt, profile_for
+from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt, profile_for
 from cnnprof.errors import CnnprofError
 
 
@@ -41,12 +41,14 @@ def roofline(
                                                 help="Also draw the log-log roofline chart to this file.")] = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    threads: PredictThreadsOpt = None,
 ) -> None:
     """Place every layer on the device's roofline: bytes moved, intensity, attainable FLOP/s, bound, and
     predicted time (roofline and calibrated) next to its share of MACs."""
     settings = RooflineSettings(device.value, device_spec, dtype.value, batch_size, resolution, input_shape_, input_,
-                                by.value, plot)
-    guard(partial(_run, settings, models, set_, fmt.value))
+                                by.value, plot, threads)
+    guard(partial(_run, settings, models, set_, fmt.value, output))
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class RooflineSettings:
     inputs: list[str] | None
     by: str
     plot: str | None
+    threads: int | None = None  # the thread count whose device profile is used (None: torch's)
 
 
 def _predict(settings: RooflineSettings, explicit: Any, profile: Any, source: Any, arg: Any) -> Any:
@@ -74,9 +77,9 @@ def _predict(settings: RooflineSettings, explicit: Any, profile: Any, source: An
     return predict_latency(source, None, profile, settings.dtype, inputs=list(specs) if specs is not None else None)
 
 
-def _run(settings: RooflineSettings, models: list[str] | None, set_: list[str] | None, fmt: str) -> int:
+def _run(settings: RooflineSettings, models: list[str] | None, set_: list[str] | None, fmt: str,
+         output: str | None) -> int:
     from cnnprof.report.design import check_plot_dir
-    from cnnprof.report.render import emit
     from cnnprof.report.roofline import plot_roofline, roofline_report
 
     if settings.plot and not settings.plot.lower().endswith((".png", ".svg")):
@@ -84,12 +87,12 @@ def _run(settings: RooflineSettings, models: list[str] | None, set_: list[str] |
     check_plot_dir(settings.plot)
     explicit = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution, settings.batch_size)
     args = model_args(models, set_)
-    profile = profile_for(settings.device, settings.device_spec, settings.dtype)
+    profile = profile_for(settings.device, settings.device_spec, settings.dtype, settings.threads, measure_layers=True)
     run = ModelRun(partial(_predict, settings, explicit, profile), partial(roofline_report, by=settings.by),
                    "Placing on the roofline")
-    preds, code = run.results(args)
+    preds, code = run.results(args, output)
     if preds:
         if settings.plot:  # before the tables, so that `| head` does not lose the file
             plot_roofline(preds, settings.plot)
-        emit(fmt, *run.rendered(preds))
+        emit_report(fmt, run.rendered(preds), code, "models")
     return code

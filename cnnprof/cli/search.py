@@ -14,7 +14,7 @@ from cnnprof.cli.common import (
     app, Format, Convention, Scope, FormatOpt, ConventionOpt, ScopeOpt, ResolutionOpt, InputShapeOpt, InputOpt,
     guard)
 from cnnprof.cli.common import Device, print_note
-from cnnprof.cli.device import DeviceSpecOpt
+from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, Measuring, PlotOpt, PredictOpt, with_progress
 from cnnprof.errors import CnnprofError
 
@@ -75,10 +75,11 @@ def search(
     min_time: BenchTimeOpt = 0.3,
     plot: PlotOpt = None,
     fmt: FormatOpt = Format.table,
+    threads: PredictThreadsOpt = None,
 ) -> None:
     """Budgeted design-space search with Optuna: Pareto front, every trial, one standalone config per chosen model."""
     how = Measuring(scope.value, resolution, bench, predict, device.value, device_spec, min_time,
-                    input_shape=input_shape_, inputs=input_)
+                    input_shape=input_shape_, inputs=input_, threads=threads)
     options = dict(trials=trials, seed=seed, sampler=sampler.value, storage=storage, study_name=study_name,
                    workers=workers or (1 if bench else os.cpu_count() or 1), convention=convention.value, stats=stats)
     guard(partial(_search, space, minimize, maximize, constraint, how, options, out=out, plot=plot, fmt=fmt.value))

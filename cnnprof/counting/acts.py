@@ -13,7 +13,8 @@ from typing import Any
 
 # Cost types of formulas.py that produce acts (conv types all start with "conv " or end with " conv").
 _WINDOWED_POOLS = frozenset(("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices",
-                             "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d"))
+                             "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+                             "quantized_max_pool1d", "quantized_max_pool2d", "quantized_max_pool3d"))
 
 
 def counts_acts(op: str, cost_type: str) -> bool:

@@ -1,12 +1,17 @@
 """FLOPs: the op trace (cnnprof.counting.trace) summed per module, op, layer type and scope.
 
+Mode "infer" counts one forward pass; mode "train" one training step (cnnprof.counting.train): the
+forward in train() mode and autograd's backward, each record tagged with its phase (forward, grad_input,
+grad_weight), so that every breakdown exists per phase (`FlopCount.part`).
+
 MACs are counted internally; conventions are applied only when asked (`FlopCount.flops`, see
 cnnprof.counting.conventions). fvcore is a second backend, a cross-check of the conv scope
 (cnnprof.counting.fvcore).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any, Iterable, Mapping, Sequence
 
 from cnnprof.counting.conventions import to_flops
@@ -14,6 +19,7 @@ from cnnprof.counting.group import in_stage_order, stage_of, totals
 from cnnprof.counting.run import parse_shape, trace_model
 from cnnprof.counting.source import as_source
 from cnnprof.counting.trace import OpEvent, Trace
+from cnnprof.counting.train import GRAD_INPUT, GRAD_WEIGHT, TrainTrace, train_trace
 from cnnprof.counting.types import module_ancestors, module_depth, type_sort_key
 from cnnprof.errors import CnnprofError, parameter
 from cnnprof.inputs import InputSpec
@@ -21,6 +27,9 @@ from cnnprof.results import Printable
 
 SCOPES = ("conv", "all")
 BACKENDS = ("torch", "fvcore")
+MODES = ("infer", "train")
+FORWARD = "forward"
+PHASES = (FORWARD, GRAD_INPUT, GRAD_WEIGHT)  # a training step's parts: forward, backward to inputs, to weights
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class OpStat:
     ops: int
     calls: int
     acts: int = 0  # output elements of conv / linear / windowed pooling (cnnprof.counting.acts)
+    phase: str = FORWARD  # in a training step: forward, grad_input or grad_weight (PHASES)
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,25 @@ class FlopCount(Printable):
     # (module path, input shape, output shape) of each module's first call
     module_shapes: tuple[tuple[str, tuple[int, ...] | None, tuple[int, ...] | None], ...] = ()
     params: int | None = None  # parameters of the counted model (None where the backend does not say)
+    mode: str = "infer"  # infer: one forward pass; train: one training step (forward + backward)
+    trainable: int | None = None  # train mode: parameters that get a gradient
+    frozen: tuple[str, ...] = ()  # train mode: the patterns that froze parameters
+
+    def part(self, *phases: str) -> "FlopCount":
+        """The count of some phases of a training step only (PHASES), with every breakdown; part("forward") of a
+        training step is its forward pass (in train() mode)."""
+        unknown = [p for p in phases if p not in PHASES]
+        if unknown:
+            raise CnnprofError(f"unknown phase {unknown[0]!r}; choose among {', '.join(PHASES)}")
+        return replace(self, records=tuple(r for r in self.records if r.phase in phases))
+
+    @property
+    def forward(self) -> "FlopCount":
+        return self.part(FORWARD)
+
+    @property
+    def backward(self) -> "FlopCount":
+        return self.part(GRAD_INPUT, GRAD_WEIGHT)
 
     def _in_scope(self) -> Iterable[OpStat]:
         return (r for r in self.records if self.scope == "all" or r.scope == "conv")
@@ -86,9 +115,9 @@ class FlopCount(Printable):
 
     @property
     def acts(self) -> int | None:
-        """Activations (pycls): output elements of conv, linear and windowed pooling, whatever the scope.
-        None for the fvcore backend, which sees no pooling."""
-        return None if self.backend == "fvcore" else sum(r.acts for r in self.records)
+        """Activations (pycls): output elements of conv, linear and windowed pooling, whatever the scope, of the
+        forward pass. None for the fvcore backend, which sees no pooling."""
+        return None if self.backend == "fvcore" else sum(r.acts for r in self.records if r.phase == FORWARD)
 
     def _group(self, keys) -> dict[str, Share]:
         sums = totals(self._in_scope(), keys, lambda r: (r.macs, r.ops, r.calls))
@@ -113,11 +142,28 @@ class FlopCount(Printable):
                 if name in shares and (depth is None or module_depth(name) <= depth)]
 
 
-def op_stats(events: Iterable[OpEvent]) -> tuple[OpStat, ...]:
-    """The priced events summed per (module, op, layer type, scope), in first-call order."""
-    sums = totals((e for e in events if e.scope is not None), lambda e: ((e.module, e.op, e.type, e.scope),),
-                  lambda e: (e.macs, e.ops, 1, e.acts))
-    return tuple(OpStat(*key, macs, ops, calls, acts=acts) for key, (macs, ops, calls, acts) in sums.items())
+def op_stats(events: Iterable[OpEvent], phase: str = FORWARD, calls: Iterable[int] | None = None) -> tuple[OpStat, ...]:
+    """The priced events summed per (module, op, layer type, scope), in first-call order; `calls`: what each event
+    adds to its calls (1 unless given: the second part of one backward call adds 0)."""
+    pairs = zip(events, calls if calls is not None else repeat(1))
+    sums = totals(((e, c) for e, c in pairs if e.scope is not None), lambda p: ((p[0].module, p[0].op, p[0].type,
+                                                                                 p[0].scope),),
+                  lambda p: (p[0].macs, p[0].ops, p[1], p[0].acts))
+    return tuple(OpStat(*key, macs, ops, calls, acts=acts, phase=phase)
+                 for key, (macs, ops, calls, acts) in sums.items())
+
+
+def train_flop_count(trace: TrainTrace, scope: str = "conv") -> FlopCount:
+    """The FLOP view of a training step: forward records, then the backward's, split by gradient."""
+    records = op_stats(trace.forward.events)
+    for kind in (GRAD_INPUT, GRAD_WEIGHT):
+        chosen = [i for i, k in enumerate(trace.grads) if k == kind]
+        records += op_stats([trace.backward[i] for i in chosen], kind, [int(i not in trace.second_parts) for i in chosen])
+    uncounted: dict[str, int] = dict(trace.forward.uncounted)
+    for op, calls in trace.uncounted:
+        uncounted[op] = uncounted.get(op, 0) + calls
+    return replace(flop_count(trace.forward, scope), records=records, uncounted=tuple(sorted(uncounted.items())),
+                   mode="train", trainable=trace.trainable, frozen=trace.frozen)
 
 
 def flop_count(trace: Trace, scope: str = "conv") -> FlopCount:
@@ -142,8 +188,20 @@ def check_options(scope: str, backend: str, input_shape: Any, inputs: Any) -> No
                            f"for {parameter('scope', 'all')}")
 
 
+def check_mode(mode: str, backend: str = "torch", frozen: Sequence[str] | None = None) -> None:
+    """Raise for an unknown mode, a training step asked of fvcore, or frozen parameters outside a training step."""
+    if mode not in MODES:
+        raise CnnprofError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "train" and backend != "torch":
+        raise CnnprofError(f"{parameter('mode', 'train')} is counted by the torch backend only (fvcore traces a "
+                           f"forward pass); use {parameter('backend', 'torch')}")
+    if frozen and mode != "train":
+        raise CnnprofError(f"{parameter('frozen')} applies to a training step only; add {parameter('mode', 'train')}")
+
+
 def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str = "conv",
-                backend: str = "torch", inputs: Any = None, *, formulas: Mapping | None = None) -> FlopCount:
+                backend: str = "torch", inputs: Any = None, *, formulas: Mapping | None = None,
+                mode: str = "infer", frozen: Sequence[str] | None = None) -> FlopCount:
     """Count MACs of one forward pass of `model` (an nn.Module or a source, see cnnprof.counting.source).
 
     Inputs: `input_shape` (one tensor), or `inputs` (shape, tensor, tuple, dict; see cnnprof.inputs.normalize);
@@ -151,8 +209,10 @@ def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str
     pretrained_cfg) or 1x3x224x224. Counted on meta tensors; a model that cannot run there (data-dependent
     ops such as nonzero, `.item()`) is run once for real on the CPU, and `method` says so. `formulas`:
     per-call overrides {op or nn.Module class: formula or (formula, scope)}; a module class is counted as a
-    unit (cnnprof.counting.units)."""
+    unit (cnnprof.counting.units). `mode="train"`: one training step, forward and backward (cnnprof.counting.train),
+    `frozen` patterns of parameter names getting no gradient."""
     check_options(scope, backend, input_shape, inputs)
+    check_mode(mode, backend, frozen)
     source = as_source(model)
     if input_shape is not None:
         inputs = (parse_shape(input_shape, ()),)
@@ -160,4 +220,6 @@ def count_flops(model: Any, input_shape: Sequence[int] | None = None, scope: str
         from cnnprof.counting.fvcore import count_fvcore
 
         return count_fvcore(source, inputs)
+    if mode == "train":
+        return train_flop_count(train_trace(source, inputs, frozen=frozen or (), formulas=formulas), scope)
     return flop_count(trace_model(source, inputs, formulas=formulas, traffic=False), scope)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cnnprof.counting.meta_fast import cheap_checks
+from cnnprof.counting.params import total_params
 from cnnprof.counting.source import as_source
 from cnnprof.counting.state import check_initialised, untouched
 from cnnprof.counting.trace import FormulaError, ModuleTracker, Trace, Tracer, first_shape
@@ -152,7 +153,7 @@ def trace_model(model: Any, inputs: Any = None, *, formulas: Mapping | None = No
     return Trace(label=source.label, events=tuple(tracer.events), uncounted=tuple(sorted(tracer.uncounted.items())),
                  module_names=tuple(name for name, _ in net.named_modules()), module_shapes=tracker.shapes_table(),
                  inputs=specs, method=method, modules_called=called, free_calls=tracer.free_calls,
-                 params=sum(p.numel() for p in net.parameters()), traffic=traffic)
+                 params=total_params(net), traffic=traffic)
 
 
 def _real_run(label: str, net: nn.Module, inputs: tuple[tuple, dict], specs: Sequence[InputSpec],
@@ -184,8 +185,9 @@ def _check_fits(label: str, net: nn.Module, specs: Sequence[InputSpec], exc: Bas
 
 
 def _real_model(source: Any, net: nn.Module, exc: BaseException) -> nn.Module:
-    """A CPU model for a real run: `net` itself if it has real weights, else a fresh CPU build."""
-    if not is_meta(net):
+    """A CPU model for a real run: `net` itself if it has real weights (or no tensor at all: a dynamically
+    quantized model keeps its weights packed, outside its parameters), else a fresh CPU build."""
+    if not is_meta(net) or next(iter([*net.parameters(), *net.buffers()]), None) is None:
         return net
     rebuilt = source.rebuild("cpu")
     if rebuilt is None:

@@ -91,8 +91,8 @@ def _moved(name: str, base: str, op_type: str, args: tuple, kwargs: dict, out: A
 
 def _kernel_groups(name: str, op_type: str, args: tuple, kwargs: dict) -> tuple[tuple[int, ...], int]:
     """Window and groups of a conv or windowed pool (the latency model's lookup keys); () and 1 otherwise."""
-    if op_type.startswith("conv ") or op_type.endswith(" conv"):
-        w = args[1]
+    if (op_type.startswith("conv ") or op_type.endswith(" conv")) and isinstance(args[1], torch.Tensor):
+        w = args[1]  # a quantized conv's packed weight is no tensor: no lookup keys for it
         groups = args[8] if len(args) > 8 else (args[6] if len(args) > 6 and not isinstance(args[6], bool)
                                                  else kwargs.get("groups", 1))
         return tuple(w.shape[2:]), int(groups)

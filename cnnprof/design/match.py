@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from cnnprof.design.knobs import check_knobs
 from cnnprof.design.metrics import Point, Settings, evaluate, metric_value, parse_constraint, require
-from cnnprof.design.sweep import grid, label
+from cnnprof.design.sweep import Watch, grid, label
 from cnnprof.errors import CnnprofError, parameter
 from cnnprof.results import Printable
 
@@ -49,6 +50,7 @@ class MatchResult(Printable):
     reference_point: Point | None
     settings: Settings
     rows: tuple[MatchRow, ...]
+    complete: bool = True  # False when Watch.stop ended the match early: `rows` are the ones finished
 
 
 # Plain decimal or scientific numbers only: YAML 1.1 would read 1:2:3 as base 60, 0x10 as hex, 1_000 as 1000.
@@ -101,8 +103,10 @@ def parse_target(metric: str, text: str | None) -> float | None:
 def match(spec: str, knob: str, metric: str = "macs", *, reference: str | None = None, target: float | None = None,
           axes: Mapping[str, Sequence[Any]] | None = None, fixed: Mapping[str, Any] | None = None,
           bounds: tuple[float, float] | None = None, settings: Settings = Settings(), convention: str = "macc",
-          tol: float = 1e-3, progress: Callable[[int, int], None] | None = None) -> MatchResult:
-    """For every grid point of `axes`, find the `knob` value whose metric is closest to the reference's."""
+          tol: float = 1e-3, progress: Callable[[int, int], None] | None = None,
+          watch: Watch = Watch()) -> MatchResult:
+    """For every grid point of `axes`, find the `knob` value whose metric is closest to the reference's (see
+    Watch for streaming rows, estimating the run from its first row and stopping between evaluations)."""
     axes, fixed = dict(axes or {}), dict(fixed or {})
     require(metric, settings)
     if knob in axes or knob in fixed:
@@ -116,15 +120,24 @@ def match(spec: str, knob: str, metric: str = "macs", *, reference: str | None =
         if not ref_point.ok:
             raise CnnprofError(f"reference {reference}: {ref_point.error}")
         target = metric_value(ref_point, metric, convention)
+    result = MatchResult(label(spec, fixed), knob, metric, convention, float(target), reference or "the target",
+                         ref_point, settings, ())
     rows = []
     cells = grid(axes)
     for i, shown in enumerate(cells):
-        rows.append(_match_one(spec, knob, metric, target, {**fixed, **shown}, shown, bounds, settings, convention,
-                               tol))
+        start = time.perf_counter()
+        try:
+            rows.append(_match_one(spec, knob, metric, target, {**fixed, **shown}, shown, bounds, settings,
+                                   convention, tol, watch.stop))
+        except _Stopped:
+            return replace(result, rows=tuple(rows), complete=False)
+        if i == 0 and watch.on_first:
+            watch.on_first(len(cells), time.perf_counter() - start)
+        if watch.on_part:
+            watch.on_part(replace(result, rows=(rows[-1],)))
         if progress:
             progress(i + 1, len(cells))
-    return MatchResult(label(spec, fixed), knob, metric, convention, float(target), reference or "the target",
-                       ref_point, settings, tuple(rows))
+    return replace(result, rows=tuple(rows))
 
 
 def _base_value(spec: str, knob: str, setting: dict) -> Any:
@@ -139,7 +152,7 @@ def _base_value(spec: str, knob: str, setting: dict) -> Any:
     return value
 
 
-def _match_one(spec, knob, metric, target, setting, shown, bounds, settings, convention, tol) -> MatchRow:
+def _match_one(spec, knob, metric, target, setting, shown, bounds, settings, convention, tol, stop=None) -> MatchRow:
     start = bounds if bounds is not None else (_base_value(spec, knob, setting),)
     integer = all(isinstance(b, int) for b in start)
     cache: dict[Any, tuple[Point, float | None]] = {}
@@ -147,6 +160,8 @@ def _match_one(spec, knob, metric, target, setting, shown, bounds, settings, con
 
     def f(x):
         x = int(x) if integer else float(x)
+        if stop is not None and stop():
+            raise _Stopped()
         if x not in cache:
             point = evaluate(spec, {**setting, knob: x}, settings, knobs={**shown, knob: x})
             cache[x] = (point, metric_value(point, metric, convention))
@@ -185,6 +200,10 @@ def _match_one(spec, knob, metric, target, setting, shown, bounds, settings, con
 
 class _NotMonotone(Exception):
     pass
+
+
+class _Stopped(Exception):
+    """Watch.stop asked to end the match: the row being searched is dropped, the finished ones kept."""
 
 
 def _bracket(f, start, target, integer, lowest):

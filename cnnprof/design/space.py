@@ -204,7 +204,7 @@ def parse_knob(fail: Callable[[str, str], Exception], key: str, name: str, spec:
         raise fail(f"{key}.type", f"{knob_type!r} is not one of {', '.join(TYPES)}")
     multiply, divisor = _scaling(fail, key, spec, base_value)
     if knob_type == "categorical":
-        return Knob(name, knob_type, choices=_choices(fail, key, spec), multiply=multiply, divisor=divisor)
+        return Knob(name, knob_type, choices=_choices(fail, key, spec, multiply), multiply=multiply, divisor=divisor)
     low, high, step, log = _numeric_range(fail, key, knob_type, spec)
     if knob_type == "float":
         low, high = float(low), float(high)
@@ -222,12 +222,20 @@ def _scaling(fail, key: str, spec: dict, base_value: Any) -> tuple[bool, int | N
     return multiply, divisor
 
 
-def _choices(fail, key: str, spec: dict) -> tuple[Any, ...]:
+def _choices(fail, key: str, spec: dict, multiply: bool) -> tuple[Any, ...]:
+    """The choices of a categorical knob: values a study can store (null, booleans, numbers within float range,
+    strings), and finite numbers for a multiplier."""
     choices = spec.get("choices")
     if not isinstance(choices, list) or not choices:
         raise fail(f"{key}.choices", "must be a non-empty list")
     if len(set(map(repr, choices))) != len(choices):
         raise fail(f"{key}.choices", "has duplicates")
+    for choice in choices:
+        if multiply and not is_finite_number(choice):
+            raise fail(f"{key}.choices", f"a multiplier must be a finite number, got {shown(choice)}")
+        if not (choice is None or isinstance(choice, (bool, str, float)) or is_finite_number(choice)):
+            raise fail(f"{key}.choices", f"expected null, booleans, numbers within float range or strings, "
+                                         f"got {shown(choice)}")
     return tuple(choices)
 
 

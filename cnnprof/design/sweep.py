@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from cnnprof.design.knobs import check_knobs
@@ -23,6 +24,7 @@ class SweepResult(Printable):
     fixed: tuple[tuple[str, Any], ...]  # single-valued --set overrides applied to every point
     settings: Settings
     points: tuple[Point, ...]
+    complete: bool = True  # False when `stop` ended the sweep early: `points` are the ones finished
 
     @property
     def knob_names(self) -> tuple[str, ...]:
@@ -57,22 +59,48 @@ def parse_axes(items: Sequence[str] | None) -> tuple[dict[str, list[Any]], dict[
     return axes, fixed
 
 
+@dataclass(frozen=True)
+class Watch:
+    """How a caller follows a long design run (sweep, match): `on_part` sees each finished unit (a point, a
+    match row) as a result of that unit alone, to stream it; `on_first(units, seconds)` is called once, after
+    the first unit, with how many there are in all and how long the first took (to estimate the run and
+    refuse one too long by raising); `stop()` is polled between units (and evaluations), and when it returns
+    true the run ends with the units finished (complete=False)."""
+
+    on_part: Callable[[Any], None] | None = None
+    on_first: Callable[[int, float], None] | None = None
+    stop: Callable[[], bool] | None = None
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop()
+
+
 def sweep(spec: str, axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None,
-          settings: Settings = Settings(), progress: Callable[[int, int], None] | None = None) -> SweepResult:
-    """Evaluate every point of the grid; invalid points are kept with their error."""
+          settings: Settings = Settings(), progress: Callable[[int, int], None] | None = None,
+          watch: Watch = Watch()) -> SweepResult:
+    """Evaluate every point of the grid; invalid points are kept with their error (see Watch for streaming,
+    estimating and stopping)."""
     fixed = dict(fixed or {})
     for name, values in axes.items():
         if not values:
             raise CnnprofError(f"{parameter('axes', name)}: empty list of values")
     check_knobs(spec, [*axes, *fixed])
-    points = []
     cells = grid(axes)
+    result = SweepResult(model=label(spec, fixed), axes=tuple((n, tuple(v)) for n, v in axes.items()),
+                         fixed=tuple(fixed.items()), settings=settings, points=())
+    points = []
     for i, knobs in enumerate(cells):
+        if watch.stopped():
+            return replace(result, points=tuple(points), complete=False)
+        start = time.perf_counter()
         points.append(evaluate(spec, {**fixed, **knobs}, settings, knobs=knobs))
+        if i == 0 and watch.on_first:
+            watch.on_first(len(cells), time.perf_counter() - start)
+        if watch.on_part:
+            watch.on_part(replace(result, points=(points[-1],)))
         if progress:
             progress(i + 1, len(cells))
-    return SweepResult(model=label(spec, fixed), axes=tuple((n, tuple(v)) for n, v in axes.items()),
-                       fixed=tuple(fixed.items()), settings=settings, points=tuple(points))
+    return replace(result, points=tuple(points))
 
 
 def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:

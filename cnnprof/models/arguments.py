@@ -8,11 +8,11 @@ forward (padding 0.5, kernel_size false) or silently change a count (bias "false
 """
 from __future__ import annotations
 
-import math
 import types
 import typing
 
 from cnnprof.models.layers import ACTIVATION_ALIASES, ACTIVATIONS, NORMS
+from cnnprof.models.yaml_input import is_finite_number
 
 MAX_CHANNELS = 1 << 20  # as cnnprof.models.config.MAX_CHANNELS
 MAX_KERNEL = 1024  # as cnnprof.models.config.MAX_KERNEL
@@ -53,7 +53,7 @@ def argument_problem(block: str, name: str, value: object, hint: object, values:
         return f"expected true or false, got {_shown(value)}"
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         return f"expected an integer, got {_shown(value)}"
-    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+    if kind is float and not is_finite_number(value):  # 10**400 included: no float holds it
         return f"expected a finite number, got {_shown(value)}"
     if kind is str and not isinstance(value, str):
         return f"expected a string, got {_shown(value)}"

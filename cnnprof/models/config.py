@@ -110,6 +110,8 @@ def _apply_override(v: "_Validator", raw: dict, params: dict, key: str, value: A
         old = params[key]
         if old is not None and not _same_kind(old, value):
             v.fail(f"params.{key}", f"expected {type_words(old)}, got {shown(value)}")
+        if isinstance(old, float) and not (value is None or is_finite_number(value)):
+            v.fail(f"params.{key}", f"expected a finite number, got {shown(value)}")  # 10**400: no float
         params[key] = float(value) if isinstance(old, float) else value
         return
     if "." in key:  # dotted path into the raw config, e.g. stages.2.depth

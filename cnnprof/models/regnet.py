@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from cnnprof.models.rounding import make_divisible
+from cnnprof.models.yaml_input import is_finite_number
 
 QUANT = 8  # stage widths are multiples of 8
 STRIDE = 2  # every stage halves the resolution
@@ -24,7 +25,7 @@ def _number(gen: dict, key: str, integer: bool, default=None):
     if value is None:
         raise ValueError(f"{key}: missing")
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+    if not isinstance(value, kind) or not is_finite_number(value):  # 10**400 included: no float holds it
         raise ValueError(f"{key}: expected {'an integer' if integer else 'a finite number'}, got {value!r:.60}")
     return value
 

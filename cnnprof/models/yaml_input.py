@@ -189,4 +189,11 @@ def type_words(example: Any) -> str:
 
 
 def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """An int or float (not a bool) that is finite as a float: an integer beyond float range (YAML and JSON
+    read 10**400 exactly) is not, as code downstream converts it to a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -11,7 +11,7 @@ from math import ceil
 from typing import Callable
 
 from cnnprof.errors import CnnprofError
-from cnnprof.predict import microbench
+from cnnprof.predict import microbench, trust
 from cnnprof.predict.device import (DeviceProfile, device_name, measure_bandwidth, measure_gemm, measure_overheads,
                                      time_call)
 
@@ -28,12 +28,13 @@ class _Calibration:
             device, dtype, quick, on_step, budget_s, grid)
         self.cuda = device == "cuda"
         self.scale = 0.25 if quick else 1.0
-        self.step, self.total = 0, len(PEAK_DTYPES) + 2 + len(grid)
+        self.step, self.total = 0, len(PEAK_DTYPES) + 3 + len(grid)
         self.peaks: dict[str, float] = {}
         self.copy = self.triad = self.bandwidth = self.op = None
         self.module = self.view = 0.0
         self.samples: dict[str, list[tuple[float, float, float]]] = {}
         self.start = time.perf_counter()
+        self.busy = ""
 
     def tick(self, label: str) -> None:
         """Report the step about to run."""
@@ -44,9 +45,7 @@ class _Calibration:
         """Attained FLOP/s of a large matrix product per dtype (a dtype without a GEMM kernel is skipped)."""
         for dt in PEAK_DTYPES:
             self.tick(f"peak GEMM {dt}")
-            n = (8192 if dt != "float32" else 4096) if self.cuda else (1024 if dt == "float32" else 384)
-            if self.quick and not self.cuda:
-                n //= 2
+            n = self.gemm_n(dt)
             try:
                 self.peaks[dt] = measure_gemm(self.device, dt, n, (0.5 if dt == "float32" else 0.2) * self.scale)
             except RuntimeError:
@@ -84,6 +83,29 @@ class _Calibration:
                 self.samples.setdefault(op_type, []).append((f, b, t))
                 self.step += 1
 
+    def gemm_n(self, dt: str) -> int:
+        n = (8192 if dt != "float32" else 4096) if self.cuda else (1024 if dt == "float32" else 384)
+        return n // 2 if self.quick and not self.cuda else n
+
+    def recheck(self) -> None:
+        """Measure the float32 CPU peak again: a change since the start, or a peak under the sanity floor, means
+        another process shared the CPU, and the profile is not cached (cnnprof.predict.trust)."""
+        if self.cuda or "float32" not in self.peaks:
+            return
+        import torch
+
+        self.tick("peak GEMM float32, again (is the machine idle?)")
+        again = measure_gemm(self.device, "float32", self.gemm_n("float32"), 0.5 * self.scale)
+        self.busy = trust.busy_reason(self.peaks["float32"], again, torch.get_num_threads(), trust.cpu_hz())
+        self.peaks["float32"] = max(self.peaks["float32"], again)
+
+    def floor_reason(self) -> str:
+        """Why a CPU profile cut short before `recheck` is not to be cached: its peak under the sanity floor."""
+        import torch
+
+        return "" if self.cuda else trust.busy_reason(self.peaks["float32"], None, torch.get_num_threads(),
+                                                     trust.cpu_hz())
+
     def profile(self, complete: bool) -> DeviceProfile:
         """The measured profile; the op types with at least 3 micro-benchmarks get a fit."""
         import torch
@@ -98,7 +120,8 @@ class _Calibration:
             op_overhead_s=self.op if self.op is not None else 0.0, module_overhead_s=self.module or 0.0,
             view_overhead_s=self.view or 0.0, copy_bandwidth=self.copy, triad_bandwidth=self.triad,
             calibration={k: fit_type(v) for k, v in self.samples.items() if len(v) >= 3},
-            calibration_dtype=self.dtype, complete=complete, seconds=time.perf_counter() - self.start)
+            calibration_dtype=self.dtype, complete=complete, seconds=time.perf_counter() - self.start,
+            busy=self.busy or self.floor_reason())
 
 
 def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = False,
@@ -116,6 +139,7 @@ def calibrate(device: str = "cpu", dtype: str = "float32", *, quick: bool = Fals
         run.gemm_peaks()
         run.memory()
         run.micro_benchmarks()
+        run.recheck()
     except KeyboardInterrupt:
         complete = False
     return run.profile(complete)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from cnnprof.errors import CnnprofError, parameter
 from cnnprof.predict.profile_file import ProfileError, checked, read_json
+from cnnprof.predict.trust import doubts
 from cnnprof.timing import timer
 from cnnprof.results import Printable
 
@@ -75,6 +76,11 @@ class DeviceProfile(Printable):
     calibration_dtype: str = "float32"
     complete: bool = True  # False when the calibration was interrupted
     seconds: float = 0.0  # time the measurement took
+    # The table of layers measured on this device (cnnprof.predict.lut.LayerTable), attached for a run; it is
+    # cached in a file of its own, never in the profile's JSON.
+    layers: Any = field(default=None, compare=False, repr=False)
+    # Why this measurement is not to be cached (cnnprof.predict.trust.busy_reason: the machine was busy), or "".
+    busy: str = field(default="", compare=False, repr=False)
 
     def peak(self, dtype: str = "float32") -> float:
         """Peak FLOP/s at `dtype` (float32's when the dtype was not measured)."""
@@ -86,7 +92,9 @@ class DeviceProfile(Printable):
 
     def to_json(self) -> dict[str, Any]:
         """The profile as JSON data (infinite rates as 1e308)."""
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, layers=None))
+        d.pop("layers")
+        d.pop("busy")
         d["calibration"] = {k: dataclasses.asdict(v) for k, v in self.calibration.items()}
         return json.loads(json.dumps(d, default=str).replace("Infinity", "1e308"))
 
@@ -102,11 +110,14 @@ def datasheet(name: str) -> DeviceProfile:
     """A known GPU's datasheet peaks (not measured)."""
     import torch
 
+    from cnnprof.predict.gpu import datasheets  # gpus.yaml: the GPUs the efficiency model knows, with sources
+
+    sheets = {**DATASHEETS, **datasheets()}
     key = name.lower().replace("-", "").replace(" ", "")
-    if key not in DATASHEETS:
-        raise CnnprofError(f"unknown {parameter('device_spec')} {name!r}; choose one of {', '.join(DATASHEETS)} or a "
+    if key not in sheets:
+        raise CnnprofError(f"unknown {parameter('device_spec')} {name!r}; choose one of {', '.join(sheets)} or a "
                            f"profile .json")
-    spec = DATASHEETS[key]
+    spec = sheets[key]
     return DeviceProfile(device="cuda", name=spec["name"], torch_version=torch.__version__, threads=0,
                          source="datasheet", peak_flops=dict(spec["peak"]), bandwidth=spec["bandwidth"],
                          op_overhead_s=GPU_LAUNCH_S)
@@ -164,13 +175,23 @@ def cached_profile(device: str, warn: Callable[[str], None] | None = None,
         if warn is not None:
             warn(f"ignoring the cached device profile: {exc}")
         return None
-    return profile if profile.calibration_dtype == dtype else None
+    if profile.calibration_dtype != dtype:
+        return None
+    for doubt in doubts(profile) if warn is not None else ():
+        warn(f"the cached device profile {path.name} is doubtful: {doubt} (measure it again with `cnnprof device` "
+             f"on an idle machine)")
+    return profile
 
 
 def save_profile(profile: DeviceProfile, warn: Callable[[str], None] | None = None) -> Path | None:
     """Cache a measured profile; returns the file, or None when the cache cannot be written (`warn` hears why:
     the profile is then used for this run only)."""
     path = cache_path(profile.device, profile.calibration_dtype)
+    if profile.busy:
+        if warn is not None:
+            warn(f"not caching the device profile: {profile.busy}; it is used for this run only (measure again on "
+                 f"an idle machine)")
+        return None
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

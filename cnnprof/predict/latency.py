@@ -91,6 +91,19 @@ class OpPrediction:
     roofline_s: float
     calibrated_s: float | None
     attainable: float  # FLOP/s under the roofs at this intensity
+    measured_s: float | None = None  # this layer timed alone on the device (cnnprof.predict.lut), if it was
+
+    @property
+    def source(self) -> str:
+        """Where its predicted time comes from: measured (the layer table), calibrated, or roofline."""
+        return "measured" if self.measured_s is not None else (
+            "calibrated" if self.calibrated_s is not None else "roofline")
+
+    @property
+    def predicted_s(self) -> float:
+        """The best time known: measured, else calibrated, else roofline."""
+        return self.measured_s if self.measured_s is not None else (
+            self.calibrated_s if self.calibrated_s is not None else self.roofline_s)
 
     @property
     def bound(self) -> str:
@@ -101,14 +114,14 @@ class OpPrediction:
 
 
 _SUM_KEYS = ("macs", "flops", "bytes", "acts", "calls", "compute_s", "memory_s", "overhead_s", "roofline_s",
-             "calibrated_s")
+             "calibrated_s", "predicted_s")
 
 
 def _sums(p: OpPrediction) -> tuple:
     """What a group of predicted ops adds up (in _SUM_KEYS order); an uncalibrated op counts its roofline time."""
     c = p.call
     return (c.macs, c.flops, c.bytes, c.acts, 1, p.compute_s, p.memory_s, p.overhead_s, p.roofline_s,
-            p.calibrated_s if p.calibrated_s is not None else p.roofline_s)
+            p.calibrated_s if p.calibrated_s is not None else p.roofline_s, p.predicted_s)
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,8 @@ class LatencyPrediction(Printable):
     module_overhead_s: float
     memory: MemoryProfile
     view_overhead_s: float = 0.0
+    latency_model: str = ""  # what priced the calibrated times when not this device's micro-benchmarks
+    threads: int = 0  # CPU threads of the device profile (0: not a CPU measurement)
 
     @property
     def ridge(self) -> float:
@@ -154,8 +169,31 @@ class LatencyPrediction(Printable):
     def uncalibrated_types(self) -> tuple[str, ...]:
         return tuple(sorted({p.op_type for p in self.ops if p.calibrated_s is None}))
 
+    @property
+    def measured(self) -> bool:
+        """Whether any op's time comes from the table of measured layers."""
+        return any(p.measured_s is not None for p in self.ops)
+
+    @property
+    def overheads_s(self) -> float:
+        """The calibrated module-call and view overheads (what no single layer's time holds)."""
+        return self.module_calls * self.module_overhead_s + self.memory.free_calls * self.view_overhead_s
+
+    @property
+    def predicted_s(self) -> float:
+        """Measured layers + calibrated op types + roofline for the rest, plus the calibrated overheads."""
+        ops = sum(p.predicted_s for p in self.ops)  # summed as calibrated_s is: the same bits without measured layers
+        return ops + self.module_calls * self.module_overhead_s + self.memory.free_calls * self.view_overhead_s
+
+    def time_sources(self) -> dict[str, float]:
+        """Seconds of the predicted time by where they come from: measured, calibrated, roofline, overhead."""
+        out = {"measured": 0.0, "calibrated": 0.0, "roofline": 0.0, "overhead": self.overheads_s}
+        for p in self.ops:
+            out[p.source] += p.predicted_s
+        return out
+
     def best_s(self) -> float:
-        return self.calibrated_s if self.calibrated_s is not None else self.roofline_s
+        return self.predicted_s
 
     def by(self, key: Callable[[OpPrediction], str]) -> list[dict[str, Any]]:
         """Totals per group: macs, flops, bytes, intensity, predicted times, bound of the group."""
@@ -187,6 +225,7 @@ def predict_ops(memory: MemoryProfile, profile: DeviceProfile, dtype: str | None
     dtype = dtype or memory.dtype
     peak, bw = profile.peak(dtype), profile.bandwidth
     use_fits = profile.calibration and profile.calibration_dtype == dtype
+    table = profile.layers if profile.layers is not None and profile.layers.dtype == dtype else None
     preds = []
     for c in memory.calls:
         op_type = op_type_of(c)
@@ -196,12 +235,24 @@ def predict_ops(memory: MemoryProfile, profile: DeviceProfile, dtype: str | None
             call=c, op_type=op_type, compute_s=tc, memory_s=tm, overhead_s=profile.op_overhead_s,
             roofline_s=max(tc, tm) + profile.op_overhead_s,
             calibrated_s=fit.time(c.flops, c.bytes) if fit else None,
-            attainable=min(peak, c.intensity * bw)))
-    return LatencyPrediction(
+            attainable=min(peak, c.intensity * bw), measured_s=table.lookup(c) if table is not None else None))
+    pred = LatencyPrediction(
         model=memory.model, input_shape=memory.input_shape, dtype=dtype, device=profile.device,
         device_name=profile.name, source=profile.source, peak_flops=peak, bandwidth=bw, ops=tuple(preds),
-        module_calls=memory.modules_called, module_overhead_s=profile.module_overhead_s if use_fits else 0.0,
-        memory=memory, view_overhead_s=profile.view_overhead_s if use_fits else 0.0)
+        module_calls=memory.modules_called, module_overhead_s=_module_overhead(profile, table) if use_fits else 0.0,
+        memory=memory, view_overhead_s=profile.view_overhead_s if use_fits else 0.0, threads=profile.threads)
+    if use_fits:
+        return pred
+    from cnnprof.predict.gpu import with_efficiency  # a datasheet GPU: priced by the fitted efficiency model
+
+    return with_efficiency(pred, profile)
+
+
+def _module_overhead(profile: DeviceProfile, table: Any) -> float:
+    """A module call's cost: inside a network as the layer table measured it, else the profile's (an nn.Identity
+    called alone)."""
+    return table.module_overhead_s if table is not None and table.module_overhead_s is not None else (
+        profile.module_overhead_s)
 
 
 def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profile: DeviceProfile,
@@ -212,8 +263,21 @@ def predict_latency(model: Any, input_shape: Sequence[int] | None, device_profil
         return predict_ops(model, device_profile, model.dtype)
     from cnnprof.models.spec import resolve
 
-    return predict_ops(analyze_memory(resolve(model, overrides), input_shape, dtype, inputs=inputs), device_profile,
-                       dtype)
+    source = resolve(model, overrides)
+    measure_layers(device_profile, source, (tuple(input_shape),) if input_shape is not None else inputs, dtype)
+    return predict_ops(analyze_memory(source, input_shape, dtype, inputs=inputs), device_profile, dtype)
+
+
+def measure_layers(device_profile: DeviceProfile, model: Any, inputs: Any = None, dtype: str = "float32") -> int:
+    """Time alone every layer of `model` its profile's layer table misses, when the table is filled on demand
+    (cnnprof.predict.lut); returns how many were measured (0 without such a table)."""
+    table = device_profile.layers
+    if table is None or not table.on_demand or table.dtype != dtype:
+        return 0
+    from cnnprof.predict.lut import measure_model
+
+    return measure_model(table, model, inputs, on_step=table.on_step, warn=table.warn,
+                         view_overhead_s=device_profile.view_overhead_s)
 
 
 # ----------------------------------------------------------------------------- model-level correction

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnprof.errors import CnnprofError
-from cnnprof.models.yaml_input import read_regular
+from cnnprof.models.yaml_input import is_finite_number, read_regular
 
 MAX_BYTES = 1 << 20  # a profile is a few kB
 MAX_NAME = 200
@@ -37,6 +37,8 @@ def read_json(path: str | Path, what: str) -> Any:
 
 def _number(value: Any, where: str, *, positive: bool = False) -> float:
     """A finite number (1e308 stands for infinity in saved fits), > 0 if `positive`, else >= 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and not is_finite_number(value):
+        value = math.inf if value > 0 else -math.inf  # beyond float range (JSON reads 10**400): as 1e999 reads
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ProfileError(f"{where}: expected a number, got {_shown(value)}")
     if value < 0 or (positive and value == 0) or (math.isinf(value) and value > 0 and not where.endswith("_per_s")):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
-from cnnprof.errors import CnnprofError
+from cnnprof.errors import CnnprofError, parameter
 from cnnprof.results import Printable
 
 
@@ -52,8 +52,9 @@ class Comparison(Printable):
         predictions = [p.prediction for p in self.profiles] if self.predicted else None
         rows = compare_rows([(p.flops, p.params.total) for p in self.profiles], self.convention, predictions,
                             self.bench, self.device)
+        train = any(p.flops.mode == "train" for p in self.profiles)
         return with_overrides(compare_report(rows, self.convention, self.scope, self.bench is not None,
-                                             self.predicted), self.overrides)
+                                             self.predicted, mode="train" if train else "infer"), self.overrides)
 
     def timed(self, settings: BenchSettings, stop: Callable[[], bool] | None = None) -> "Comparison":
         """The comparison with every model timed, interleaved in rotating rounds (cnnprof.timing.interleave)."""
@@ -73,14 +74,20 @@ class Comparison(Printable):
 
 def compare(models: Sequence[Any], *, convention: str = "macc", scope: str = "conv", batch_size: int | None = None,
             resolution: int | None = None, inputs: Any = None, device_profile: Any = None,
-            bench: BenchSettings | None = None) -> Comparison:
+            bench: BenchSettings | None = None, mode: str = "infer",
+            frozen: Sequence[str] | None = None) -> Comparison:
     """Compare models (specs or nn.Modules): params, FLOPs, acts, MACs/param, ratios to the first; predicted
-    latency with a `device_profile`, measured latency (interleaved rounds) with `bench`."""
+    latency with a `device_profile`, measured latency (interleaved rounds) with `bench`; `mode="train"`: the FLOPs
+    of one training step (forward and backward) of each, `frozen` as in cnnprof.profile."""
     from cnnprof.profiling.profile import profile
 
     if len(models) < 2:
         raise CnnprofError("compare needs at least two models")
+    if mode == "train" and bench is not None:
+        raise CnnprofError(f"measured latency is of a forward pass; `bench` does not apply with "
+                           f"{parameter('mode', 'train')}")
     profiles = tuple(profile(m, inputs, batch_size=batch_size, resolution=resolution, scope=scope,
-                             convention=convention, device_profile=device_profile) for m in models)
+                             convention=convention, device_profile=device_profile, mode=mode, frozen=frozen)
+                     for m in models)
     comparison = Comparison(profiles, convention, scope)
     return comparison.timed(bench) if bench is not None else comparison

@@ -1,16 +1,16 @@
 """One model's three numbers side by side: parameters, FLOPs (and acts), and optional latency.
 
-`profile(model, inputs=...)` counts a model spec or an nn.Module once on the meta device (never moving or
+`profile(model, inputs=..., mode="infer"|"train")` counts a model spec or an nn.Module once on the meta device (never moving or
 changing a given module), adds a predicted latency when given a device profile, and returns a `Profile`
 that prints as the CLI's table (`print(cnnprof.profile(model))`) and serialises as its JSON row (`to_dict()`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from cnnprof.counting.conventions import CONVENTIONS
-from cnnprof.errors import CnnprofError
+from cnnprof.errors import CnnprofError, parameter
 from cnnprof.inputs import InputSpec, input_specs
 from cnnprof.results import Printable
 
@@ -60,37 +60,60 @@ def count_model(source: Any, scope: str = "conv", backend: str = "torch", batch_
 def profile(model: Any, inputs: Any = None, *, input_shape: Any = None, batch_size: int | None = None,
             resolution: int | None = None, scope: str = "conv", convention: str = "macc",
             overrides: Mapping[str, Any] | None = None, device_profile: Any = None, dtype: str = "float32",
-            formulas: Mapping | None = None) -> Profile:
+            formulas: Mapping | None = None, mode: str = "infer", frozen: Sequence[str] | None = None) -> Profile:
     """Profile one model (zoo name, YAML path, `module:callable` or nn.Module): params, FLOPs, acts and, with a
     `device_profile` (cnnprof.predict.device), predicted latency in `dtype`, all from one op trace. Inputs as in
-    count_flops; `formulas` (per-call formula overrides) as in count_flops."""
+    count_flops; `formulas` (per-call formula overrides) as in count_flops. `mode="train"`: the FLOPs of one
+    training step (forward and backward, see cnnprof.counting.train), `frozen` patterns of parameters that get
+    no gradient (besides those with requires_grad=False)."""
     from cnnprof.counting.flops import flop_count
     from cnnprof.counting.params import count_params
     from cnnprof.counting.run import trace_model
     from cnnprof.models.spec import resolve
 
-    _check(scope, convention, input_shape, inputs)
+    _check(scope, convention, input_shape, inputs, mode, frozen, device_profile)
     inputs = (tuple(input_shape),) if input_shape is not None else inputs
     source = resolve(model, overrides)
     built = source.module if source.module is not None else source.build("meta")  # a given module is never moved
     specs = input_specs(source, built, batch_size, resolution, _specs(inputs))
+    if mode == "train":
+        return Profile(count_params(built, source.label), _train_count(source, built, specs, inputs, scope, formulas,
+                                                                       frozen), convention, None, source)
     trace = trace_model(replace(source, module=built), list(specs) if specs is not None else inputs,
                         formulas=formulas, traffic=device_profile is not None)
     prediction = None
     if device_profile is not None:
         from cnnprof.counting.traffic import memory_profile
-        from cnnprof.predict.latency import predict_ops
+        from cnnprof.predict.latency import measure_layers, predict_ops
 
+        measure_layers(device_profile, replace(source, module=built), list(specs) if specs is not None else inputs,
+                       dtype)  # the layers a measured table misses, when it is filled on demand
         prediction = predict_ops(memory_profile(trace, dtype), device_profile, dtype)
     return Profile(count_params(built, source.label), flop_count(trace, scope), convention, prediction, source)
 
 
-def _check(scope: str, convention: str, input_shape: Any, inputs: Any) -> None:
-    from cnnprof.counting.flops import check_options
+def _train_count(source: Any, built: Any, specs: Any, inputs: Any, scope: str, formulas: Mapping | None,
+                 frozen: Sequence[str] | None) -> Any:
+    """The FlopCount of one training step of the built model."""
+    from cnnprof.counting.flops import train_flop_count
+    from cnnprof.counting.train import train_trace
+
+    trace = train_trace(replace(source, module=built), list(specs) if specs is not None else inputs,
+                        frozen=frozen or (), formulas=formulas)
+    return train_flop_count(trace, scope)
+
+
+def _check(scope: str, convention: str, input_shape: Any, inputs: Any, mode: str = "infer",
+           frozen: Sequence[str] | None = None, device_profile: Any = None) -> None:
+    from cnnprof.counting.flops import check_mode, check_options
 
     if convention not in CONVENTIONS:
         raise CnnprofError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
     check_options(scope, "torch", input_shape, inputs)
+    check_mode(mode, "torch", frozen)
+    if mode == "train" and device_profile is not None:
+        raise CnnprofError(f"a latency prediction is of a forward pass; it does not apply with "
+                           f"{parameter('mode', 'train')}")
 
 
 def _specs(inputs: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnprof.counting.conventions import to_flops
-from cnnprof.report.render import Column, Report, Table, fixed, integer, si
+from cnnprof.report.render import Column, Report, Table, fixed, integer, percent, si
 
 Predicted = dict[tuple[str, int], dict[str, float]]  # (model, batch size) -> predicted seconds per layer type
 SHORT_HEADERS = {"Median (ms)": "Med ms", "Mean (ms)": "Mean", "Min (ms)": "Min", "P90 (ms)": "P90",
@@ -85,26 +85,53 @@ def bench_flags(r: Any) -> str:
     return "; ".join(flags)
 
 
+def peak_share(r: Any, peaks: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Achieved FLOP/s (nvidia, every op) and bytes/s of one result at its median latency, as shares of the
+    device profile's peak FLOP/s and bandwidth; None without a profile or a count."""
+    traffic = (peaks or {}).get("traffic", {}).get((r.model, r.batch_size))
+    if traffic is None or not r.median_s:
+        return None
+    flops_s, bytes_s = traffic["flops"] / r.median_s, traffic["bytes"] / r.median_s
+    return {"flop_per_s": flops_s, "bytes_per_s": bytes_s, "flops_share": flops_s / peaks["peak_flops"],
+            "bandwidth_share": bytes_s / peaks["bandwidth"]}
+
+
+def _type_peak_shares(rows: list[dict[str, Any]], r: Any, peaks: dict[str, Any] | None) -> None:
+    """Each breakdown row's achieved FLOP/s and bytes/s as shares of the profile's peak and bandwidth."""
+    traffic = (peaks or {}).get("traffic", {}).get((r.model, r.batch_size))
+    if traffic is None:
+        return
+    for row, t in zip(rows, r.breakdown):
+        _, nbytes = traffic["types"].get(row["type"], (0, 0))
+        flops = to_flops(t.macs, t.ops, "nvidia")
+        row.update(flops_share=flops / t.time_s / peaks["peak_flops"] if t.time_s else None,
+                   bandwidth_share=nbytes / t.time_s / peaks["bandwidth"] if t.time_s and nbytes else None)
+
+
 def bench_report(results: list[Any], settings: dict[str, Any] | None = None, ratios: list[Any] | None = None,
-                 predicted: Predicted | None = None) -> Report:
+                 predicted: Predicted | None = None, peaks: dict[str, Any] | None = None) -> Report:
     """results: BenchResult per (model, batch size); settings: the run's "warmup" and "min_time" seconds (said
     under the throughput table when given); ratios: per result, its interleaved latency ratio to the first model
     at that batch size (RatioStat or None); predicted: (model, batch size) -> predicted seconds per layer type,
-    shown next to a --breakdown."""
+    shown next to a --breakdown; peaks: the device profile's "peak_flops" and "bandwidth" (with its
+    "device_name" and "threads") and per (model, batch size) the counted "traffic" (flops, bytes, and per layer
+    type), for achieved rates as shares of the peak."""
     ratios = list(ratios) if ratios is not None else [None] * len(results)
     json_rows = [bench_json(r) for r in results]
-    if predicted:
-        for r, j in zip(results, json_rows):
-            if r.breakdown:
-                j["breakdown"] = breakdown_rows(r, _predicted_of(predicted, r))
+    for r, j in zip(results, json_rows):
+        if peaks is not None:
+            j["peak_share"] = peak_share(r, peaks)
+        if r.breakdown and (predicted or peaks):
+            j["breakdown"] = breakdown_rows(r, _predicted_of(predicted, r))
+            _type_peak_shares(j["breakdown"], r, peaks)
     refs = _add_ratios(results, json_rows, ratios)
     rows = [{**j, "flags": bench_flags(r),
              "ratio_text": ratio_text(q) if q is not None or refs.get(r.batch_size) != r.model else "ref"}
             for r, j, q in zip(results, json_rows, ratios)]
-    tables = [_latency_table(results, rows), _speed_table(results, rows, settings)]
+    tables = [_latency_table(results, rows), _speed_table(results, rows, settings, peaks)]
     if any(q is not None for q in ratios):
         tables.append(_ratio_table(rows, refs))
-    tables += [_breakdown_table(r, _predicted_of(predicted, r)) for r in results if r.breakdown]
+    tables += [_breakdown_table(r, _predicted_of(predicted, r), peaks) for r in results if r.breakdown]
     return Report(tables, json_rows, [_csv_row(r, j) for r, j in zip(results, json_rows)])
 
 
@@ -167,12 +194,28 @@ def _latency_table(results: list[Any], rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _speed_table(results: list[Any], rows: list[dict[str, Any]], settings: dict[str, Any] | None) -> Table:
+def _share(key: str):
+    return lambda v: "-" if not v or v.get(key) is None else f"{100 * v[key]:.1f}%"
+
+
+def _peaks_note(peaks: dict[str, Any]) -> str:
+    threads = peaks.get("threads")
+    return (f"% of peak: achieved FLOP/s (nvidia convention, every op counted) and bytes/s (ideal-cache traffic) at "
+            f"the median latency, over the cached device profile of {peaks.get('device_name')}"
+            f"{f' at {threads} thread' + ('' if threads == 1 else 's') if threads else ''}: peak "
+            f"{peaks['peak_flops'] / 1e9:,.1f} GFLOP/s, bandwidth {peaks['bandwidth'] / 1e9:,.1f} GB/s.")
+
+
+def _speed_table(results: list[Any], rows: list[dict[str, Any]], settings: dict[str, Any] | None,
+                 peaks: dict[str, Any] | None = None) -> Table:
     cols = [Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
             Column("throughput", "Samples/s", fixed(1)),
             Column("gflop_per_s", "GFLOP/s [macc]", _gflops("macc"), short="GF/s macc"),
             Column("gflop_per_s", "GFLOP/s [nvidia]", _gflops("nvidia"), short="GF/s nv"),
             Column("cold_ms", "Cold call (ms)", fixed(1), short="Cold ms")]
+    if peaks is not None:
+        cols += [Column("peak_share", "% of peak FLOP/s", _share("flops_share"), short="% peak"),
+                 Column("peak_share", "% of bandwidth", _share("bandwidth_share"), short="% BW")]
     if any(r.compile_s for r in results):
         cols.append(Column("compile_ms", "Compile (ms)", fixed(0)))
     if any(r.device == "cuda" for r in results):
@@ -195,6 +238,8 @@ def _speed_table(results: list[Any], rows: list[dict[str, Any]], settings: dict[
         if settings is not None:
             parts += [f"warm-up {settings['warmup']} s", f"min time {settings['min_time']} s"]
         table.caption = " · ".join(parts)
+    if peaks is not None:
+        table.notes.append(_peaks_note(peaks))
     return table
 
 
@@ -210,9 +255,11 @@ def _ratio_table(rows: list[dict[str, Any]], refs: dict[int, str]) -> Table:
     return table
 
 
-def _breakdown_table(r: Any, predicted: dict[str, float] | None) -> Table:
+def _breakdown_table(r: Any, predicted: dict[str, float] | None, peaks: dict[str, Any] | None = None) -> Table:
     """Share of MACs vs share of measured (and predicted) time by layer type, for one --breakdown result."""
     parts = breakdown_rows(r, predicted)
+    _type_peak_shares(parts, r, peaks)
+    shares = any("flops_share" in p for p in parts)
     cols = [Column("type", "Type", justify="left"), Column("macs", "MACs", si),
             Column("macs_share", "Share of MACs", _bar, "left", no_wrap=True),
             Column("time_ms", "Time (ms)", fixed(2)),
@@ -220,11 +267,18 @@ def _breakdown_table(r: Any, predicted: dict[str, float] | None) -> Table:
     if predicted is not None:
         cols += [Column("predicted_ms", "Predicted (ms)", fixed(2)),
                  Column("predicted_share", "Predicted share", _bar, "left", no_wrap=True)]
+    cols.append(Column("gflop_per_s_macc", "GFLOP/s [macc]", fixed(1), short="GFLOP/s"))
+    if shares:
+        cols += [Column("flops_share", "% of peak FLOP/s", percent, short="% peak"),
+                 Column("bandwidth_share", "% of bandwidth", percent, short="% BW")]
     table = Table(f"{r.model} (batch {r.batch_size}, {r.device}): share of MACs vs share of measured time by layer type",
-                  cols + [Column("gflop_per_s_macc", "GFLOP/s [macc]", fixed(1), short="GFLOP/s")], parts)
+                  cols, parts)
     if predicted is not None:
-        table.notes.append("Predicted: per-op-type calibrated latency of `cnnprof roofline` (memory "
-                           "copies fall under 'other'), from the model's structure alone.")
+        table.notes.append("Predicted: the latency of `cnnprof roofline` (layers of the device's layer table at "
+                           "their measured time, the rest per-op-type calibrated; memory copies fall under 'other'), "
+                           "without running the model.")
+    if shares:
+        table.notes.append(_peaks_note(peaks))
     covered = sum(p["time_ms"] for p in parts) / (1e3 * r.median_s) if r.median_s else 0
     table.notes.append(f"Per-op times come from separate instrumented passes (every aten op timed on its "
                        f"own); they add up to {100 * covered:.0f}% of the median latency, and the "
@@ -236,7 +290,9 @@ def _csv_row(r: Any, j: dict[str, Any]) -> dict[str, Any]:
     """One result flat: latency statistics, ratio, FLOP rates and peak memory as columns of their own."""
     flat = {k: v for k, v in j.items()
             if k not in ("latency_ms", "gflop_per_s", "peak_memory_bytes", "peak_bytes", "env", "breakdown",
-                         "latency_ratio")}
+                         "latency_ratio", "peak_share")}
+    if j.get("peak_share"):
+        flat.update({f"peak_{k}": v for k, v in j["peak_share"].items()})
     flat.update({f"latency_{k}_ms": v for k, v in j["latency_ms"].items()})
     if j.get("latency_ratio"):
         flat.update({f"latency_ratio_{k}": v for k, v in j["latency_ratio"].items()})

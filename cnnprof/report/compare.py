@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from cnnprof.report.counts import TRAIN_STEP, phase_flops
 from cnnprof.report.labels import CONVENTION_TEXT, SCOPE_TEXT
 from cnnprof.report.render import Column, Report, Table, fixed, ratio, ratio_short, shape, si
+from cnnprof.report.roofline import SOURCES_NOTE, time_sources
 
 
 def compare_report(rows: list[dict[str, Any]], convention: str = "macc", scope: str = "conv", bench: bool = False,
-                   predict: bool = False) -> Report:
+                   predict: bool = False, mode: str = "infer") -> Report:
     """rows: one per model with params, macs, acts, flops, uncounted ops, (if predict) predicted latency and
     (if bench) latency, its interleaved ratio interval, status and noisy flag; the first row is the reference
-    (see compare_rows)."""
+    (see compare_rows). mode "train": flops are a training step's, with its forward and backward parts."""
     shape_text = shape(rows[0]["input_shape"]) if rows else ""
     table_rows = []
     for i, r in enumerate(rows):
@@ -23,11 +25,17 @@ def compare_report(rows: list[dict[str, Any]], convention: str = "macc", scope: 
         table_rows.append(row)
     columns = _columns(convention, bench, predict)
     what = "Model comparison"
+    if mode == "train":
+        columns, what = _train_columns(columns, convention), "Model comparison of training steps (forward + backward)"
     if len(rows) == 1:  # one model (a printed cnnprof.profile): nothing to be a ratio to
-        columns, what = [c for c in columns if not c.key.endswith("_ratio") and c.key != "latency_text"], "Profile"
+        columns = [c for c in columns if not c.key.endswith("_ratio") and c.key != "latency_text"]
+        what = "Profile of a training step (forward + backward)" if mode == "train" else "Profile"
     table = Table(f"{what} at {shape_text} — FLOPs: {CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}",
                   columns, table_rows)
     table.notes = _notes(rows, bench, predict)
+    if mode == "train":
+        table.notes.append(TRAIN_STEP + " Backward: gradients passed on to earlier layers plus the parameters' gradients "
+                           "(JSON grad_input_flops, grad_weight_flops; see `cnnprof flops --mode train`).")
     return Report([table], rows, [_csv_row(r) for r in rows])
 
 
@@ -46,6 +54,17 @@ def _columns(convention: str, bench: bool, predict: bool) -> list[Column]:
                  Column("throughput", "Samples/s", fixed(1), short="Smp/s"),
                  Column("bench_notes", "Notes", justify="left")]
     return cols
+
+
+def _train_columns(columns: list[Column], convention: str) -> list[Column]:
+    """A training step's columns: its total FLOPs, then its forward and backward parts after the ratio."""
+    out = []
+    for c in columns:
+        out.append(Column(c.key, f"Train FLOPs [{convention}]", c.fmt, short="Train FLOPs") if c.key == "flops" else c)
+        if c.key == "flops_ratio":
+            out += [Column("forward_flops", f"Forward [{convention}]", si, short="Fwd"),
+                    Column("backward_flops", f"Backward [{convention}]", si, short="Bwd")]
+    return out
 
 
 def _latency_text(r: dict[str, Any]) -> str:
@@ -80,10 +99,17 @@ def _notes(rows: list[dict[str, Any]], bench: bool, predict: bool) -> list[str]:
         if any(r.get("noisy") for r in rows):
             notes.append("noisy: IQR above 10% of the median; rerun on a quieter machine or with a longer --min-time.")
     if predict and rows:
-        name, source = rows[0].get("device_name"), rows[0].get("profile")
-        where = name if f"({source})" in str(name) else f"{name} ({source})"  # "H100 (datasheet)" says it already
+        name, source, threads = rows[0].get("device_name"), rows[0].get("profile"), rows[0].get("threads")
+        at = f"{threads} thread{'' if threads == 1 else 's'}" if threads else ""
+        if f"({source})" in str(name):  # "H100 (datasheet)" says it already
+            where = f"{name} ({at})" if at else name
+        else:
+            where = f"{name} ({source}{', ' + at if at else ''})"
         notes.append(f"Predicted: {rows[0].get('prediction', 'calibrated')} latency on {where} from per-op costs, "
                      f"without running the models (see `cnnprof roofline`).")
+        notes += [f"{r['model']}: predicted time from " + ", ".join(
+            f"{100 * v:.0f}% {k}" for k, v in r["time_sources"].items() if v) + "."
+            for r in rows if r.get("time_sources")] + [SOURCES_NOTE]
     return notes
 
 
@@ -109,8 +135,8 @@ def compare_rows(counts: list[tuple[Any, int]], convention: str = "macc", predic
     rows = [_count_row(fc, params, convention) for fc, params in counts]
     for row, p in zip(rows, predictions or []):
         row.update(predicted_ms=1e3 * p.best_s(), roofline_ms=1e3 * p.roofline_s,
-                   prediction="calibrated" if p.calibrated else "roofline", device_name=p.device_name,
-                   profile=p.source)
+                   prediction=getattr(p, "latency_model", "") or ("calibrated" if p.calibrated else "roofline"),
+                   device_name=p.device_name, profile=p.source, threads=p.threads, time_sources=time_sources(p))
     if bench is not None:
         add_bench(rows, *bench, device)
     add_ratios(rows)  # last, as the CLI adds them: the JSON keys keep its order
@@ -118,10 +144,13 @@ def compare_rows(counts: list[tuple[Any, int]], convention: str = "macc", predic
 
 
 def _count_row(fc: Any, params: int, convention: str) -> dict[str, Any]:
-    return {"model": fc.model, "params": params, "flops": fc.flops(convention), "macs": fc.macs, "acts": fc.acts,
-            "convention": convention, "scope": fc.scope, "input_shape": list(fc.input_shape),
-            "macs_per_param": fc.macs / params if params else None, "uncounted_ops": dict(fc.uncounted),
-            "method": fc.method}
+    row = {"model": fc.model, "params": params, "flops": fc.flops(convention), "macs": fc.macs, "acts": fc.acts,
+           "convention": convention, "scope": fc.scope, "input_shape": list(fc.input_shape),
+           "macs_per_param": fc.macs / params if params else None, "uncounted_ops": dict(fc.uncounted),
+           "method": fc.method}
+    if getattr(fc, "mode", "infer") == "train":  # the MACs above are the whole step's
+        row.update(mode="train", **phase_flops(fc, convention))
+    return row
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:

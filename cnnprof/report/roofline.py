@@ -67,6 +67,27 @@ def device_report(profile: Any, cache_file: str | None = None) -> Report:
                                    | {f"peak_{k}": v for k, v in data["peak_flops"].items()}])
 
 
+def time_sources(pred: Any) -> dict[str, float]:
+    """Shares of a prediction's time by where they come from: measured layers, calibrated model, roofline,
+    module and view overheads."""
+    parts = pred.time_sources()
+    total = sum(parts.values()) or 1.0
+    return {k: v / total for k, v in parts.items()}
+
+
+def profile_text(pred: Any) -> str:
+    """Which device profile and thread count a prediction used, and where its time comes from, in words."""
+    source = "DATASHEET (not measured)" if pred.source == "datasheet" else pred.source
+    threads = f", {pred.threads} thread{'' if pred.threads == 1 else 's'}" if pred.threads else ""
+    shares = ", ".join(f"{100 * v:.0f}% {k}" for k, v in time_sources(pred).items() if v)
+    return f"profile {pred.device_name} ({source}{threads}, {pred.dtype}); predicted time from {shares or 'nothing'}"
+
+
+SOURCES_NOTE = ("Predicted time from: measured = layers timed alone on this device (its layer table, filled on first "
+                "use); calibrated = the per-op-type model; roofline = op types without a calibration; overhead = "
+                "module calls and views.")
+
+
 def _ridge_notes(pred: Any) -> list[str]:
     """Which conv / linear types sit below and above the ridge point, in words."""
     notes = []
@@ -94,7 +115,8 @@ def roofline_report(preds: list[Any], by: str = "type") -> Report:
                         | {"input_shape": shape(p.input_shape), "ridge_notes": " | ".join(row["ridge_notes"])})
         csv_rows += [{"model": p.model, "by": by, **r} for r in rows]
         tables.append(_model_table(p, by, rows, row["ridge_notes"]))
-    return Report([_summary_table(preds[0], json_rows), *tables], json_rows, csv_rows)
+    return Report([_summary_table(preds[0], json_rows, [profile_text(p) for p in preds]), *tables], json_rows,
+                  csv_rows)
 
 
 def _summary_row(p: Any) -> dict[str, Any]:
@@ -105,6 +127,7 @@ def _summary_row(p: Any) -> dict[str, Any]:
             "acts": tot.acts, "bytes": tot.bytes, "intensity": tot.intensity, "ops": len(p.ops),
             "module_calls": p.module_calls, "roofline_ms": 1e3 * p.roofline_s,
             "calibrated_ms": None if p.calibrated_s is None else 1e3 * p.calibrated_s,
+            "predicted_ms": 1e3 * p.predicted_s, "threads": p.threads, "time_sources": time_sources(p),
             "peak_flops": p.peak_flops, "bandwidth": p.bandwidth, "ridge": p.ridge,
             "ridge_notes": _ridge_notes(p)}
 
@@ -112,13 +135,13 @@ def _summary_row(p: Any) -> dict[str, Any]:
 def _group_rows(p: Any, by: str, macs: int) -> list[dict[str, Any]]:
     """Rows per group with times in ms and shares of the predicted time (calibrated when there is one) and MACs."""
     rows = {"layer": p.by_layer, "type": p.by_type, "stage": p.by_stage}[by]()
-    total_t = sum(r["calibrated_s"] if p.calibrated else r["roofline_s"] for r in rows) or 1.0
+    total_t = sum(r["predicted_s"] for r in rows) or 1.0
     total_m = macs or 1
     for r in rows:
-        t = r["calibrated_s"] if p.calibrated else r["roofline_s"]
-        r.update(time_share=t / total_t, macs_share=r["macs"] / total_m, roofline_ms=1e3 * r["roofline_s"],
-                 calibrated_ms=1e3 * r["calibrated_s"] if p.calibrated else None)
-        for k in ("compute_s", "memory_s", "overhead_s", "roofline_s", "calibrated_s"):
+        r.update(time_share=r["predicted_s"] / total_t, macs_share=r["macs"] / total_m,
+                 roofline_ms=1e3 * r["roofline_s"], calibrated_ms=1e3 * r["calibrated_s"] if p.calibrated else None,
+                 predicted_ms=1e3 * r["predicted_s"])
+        for k in ("compute_s", "memory_s", "overhead_s", "roofline_s", "calibrated_s", "predicted_s"):
             r.pop(k)
     return rows
 
@@ -130,6 +153,8 @@ def _model_table(p: Any, by: str, rows: list[dict[str, Any]], notes: list[str]) 
             Column("roofline_ms", "Roofline (ms)", fixed(3))]
     if p.calibrated:
         cols.append(Column("calibrated_ms", "Calibrated (ms)", fixed(3)))
+    if p.measured:
+        cols.append(Column("predicted_ms", "Predicted (ms)", fixed(3)))
     cols += [Column("time_share", "Share of time", percent), Column("macs_share", "Share of MACs", percent)]
     table = Table(f"{p.model} ({shape(p.input_shape)}, {p.dtype}) on the roofline of {p.device_name}: by {by}",
                   cols, rows)
@@ -137,18 +162,23 @@ def _model_table(p: Any, by: str, rows: list[dict[str, Any]], notes: list[str]) 
     return table
 
 
-def _summary_table(p0: Any, rows: list[dict[str, Any]]) -> Table:
+def _summary_table(p0: Any, rows: list[dict[str, Any]], texts: list[str]) -> Table:
     """One row per model, captioned with the first prediction's device (every model is on the same one)."""
     cols = [Column("model", "Model", justify="left"), Column("input_shape", "Input", shape),
             Column("macs", "MACs", si), Column("acts", "Acts", si), Column("bytes", "Bytes moved", si),
             Column("intensity", "FLOP/B", fixed(2)), Column("roofline_ms", "Roofline (ms)", fixed(3))]
     if any(r["calibrated_ms"] is not None for r in rows):
         cols.append(Column("calibrated_ms", "Calibrated (ms)", fixed(3)))
+    if any(r["time_sources"]["measured"] for r in rows):
+        cols.append(Column("predicted_ms", "Predicted (ms)", fixed(3)))
     summary = Table("Predicted latency (roofline and per-op-type calibrated) and memory traffic", cols, rows)
     source = "DATASHEET (not measured)" if p0.source == "datasheet" else p0.source
     summary.caption = (f"{p0.device_name} ({source}): peak {p0.peak_flops / 1e9:,.1f} GFLOP/s ({p0.dtype}), "
                        f"bandwidth {p0.bandwidth / 1e9:,.1f} GB/s, ridge {p0.ridge:.1f} FLOP/B")
+    summary.notes += [f"{r['model']}: {text}." for r, text in zip(rows, texts)] + [SOURCES_NOTE]
     summary.notes.append(NVIDIA_FLOPS_NOTE)
+    if getattr(p0, "latency_model", ""):
+        summary.notes.append(f"Calibrated: {p0.latency_model}, on the datasheet figures above.")
     summary.notes.append("Bound: compute or memory roof, or 'overhead' when the per-op dispatch cost exceeds both.")
     return summary
 

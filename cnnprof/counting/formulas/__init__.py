@@ -12,11 +12,16 @@ Counting rules (1 MAC = one multiply-accumulate; "ops" = other elementary operat
   recurrent.py: fused LSTM / GRU kernels as the matmuls of their decomposition (their fused cells: "all").
 - scope "all" adds pointwise.py (norms, activations, softmax, element-wise, statistics), pooling.py
   (pooling, reductions, interpolation) and detection.py (sort, topk, unique, nonzero, nms, roi_align).
+- backward.py: what autograd runs in a training step (convolution_backward split into input and weight
+  gradients by its output_mask, norm, activation and pooling backward), same conventions as the forward.
 - free.py: data movement (view, permute, cat, roll, index, gather, embedding lookup, padding, channel
   shuffle, nearest upsampling, ...) and allocation (zeros, arange, scalar_tensor, ...) are free. Any other op that runs is
   reported as uncounted, never dropped silently.
+- quantized.py: the kernels of quantized models (`quantized::conv2d`, `quantized::linear`, `linear_dynamic`, ...),
+  priced as the float ops they replace, their packed weights unpacked for the shapes.
 """
-from cnnprof.counting.formulas import detection, pointwise, pooling, products, recurrent  # noqa: F401 - they register
+from cnnprof.counting.formulas import (backward, detection, pointwise, pooling, products,  # noqa: F401 - they register
+                                       quantized, recurrent)
 from cnnprof.counting.formulas.free import FREE_OPS, is_free
 from cnnprof.counting.registry import (FORMULAS, Cost, Formula, Registered, formulas, lookup, op_name,
                                        register_formula, resolve_formulas, unregister_formula)

@@ -1,6 +1,7 @@
 """Ops that only move or reinterpret data, or allocate: zero cost by definition, never reported as uncounted.
 
-`embedding` is here on purpose: a lookup copies rows of its table (as index_select), it computes nothing.
+The backward of a view (`select_backward`, `slice_backward`: the gradient copied into a zero tensor of the
+input's shape) moves data too. `embedding` is here on purpose: a lookup copies rows of its table (as index_select), it computes nothing.
 Token models therefore cost their matrix products only, as in torch.utils.flop_counter."""
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ _upsample_nearest_exact3d scalar_tensor arange linspace new_full new_ones lift_f
 resize_ set_ _assert_async _assert_tensor_metadata sym_constrain_range_for_size type_as unsafe_split
 unsafe_split_with_sizes unsafe_chunk reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d
 replication_pad2d replication_pad3d
+new_empty_strided select_backward slice_backward diagonal_backward as_strided_scatter
 """.split())
 
 

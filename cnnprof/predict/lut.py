@@ -1,0 +1,368 @@
+"""A per-device lookup table of measured layers, filled on demand (FBNet's and ProxylessNAS's latency tables,
+nn-Meter's kernel measurements).
+
+Every distinct op call of a model (an aten op with its argument shapes, strides and scalars: one conv, one
+channel shuffle, one cat) is run once in isolation on this device, on tensors colder than the last-level
+cache as in a network (cnnprof.predict.microbench), and its median time is kept under a key made of what the
+traffic view of a trace knows about the call (op, type, output shape, window, groups, MACs, other ops, bytes
+read and written). Any later prediction whose op calls have those keys uses the measured time; the calibrated
+per-op-type model (cnnprof.predict.latency) prices the rest. The table is cached beside the device profile it
+belongs to (same device, torch version, thread count and dtype); like a profile it is data only: keys map to
+seconds, nothing in the file is run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from itertools import cycle
+from math import ceil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from cnnprof.counting.traffic import ELEMENT_BYTES, OpCall, TrafficCounter, op_calls
+from cnnprof.predict import microbench
+from cnnprof.predict.profile_file import ProfileError
+
+MAX_BYTES = 16 << 20  # a table of the whole zoo at a few batch sizes is a few hundred kB
+MAX_KEY = 300
+MIN_TIME_S = 0.05  # seconds of timed calls per layer (at least MIN_RUNS calls)
+MIN_RUNS = 5
+
+
+def layer_key(call: OpCall) -> str:
+    """What identifies a layer in the table: every shape fact and count the traffic view records of it."""
+    shape = "x".join(map(str, call.shape))
+    kernel = "x".join(map(str, call.kernel))
+    return (f"{call.op}|{call.type}|{shape}|k{kernel}|g{call.groups}|m{call.macs}|o{call.ops}|"
+            f"r{call.bytes_read}|w{call.bytes_written}")
+
+
+@dataclass
+class LayerTable:
+    """Measured seconds per layer key on one device at one thread count and dtype (see the module docstring)."""
+
+    device: str
+    dtype: str
+    threads: int
+    times: dict[str, float] = field(default_factory=dict)
+    module_overhead_s: float | None = None  # a module call inside a network, beyond its ops (measure_module_overhead)
+    path: Path | None = None  # where it is cached (None: this run only)
+    measured_now: int = 0  # layers measured by this process (the cache is written when > 0)
+    on_demand: bool = False  # predictions measure the layers they miss (cnnprof.predict.latency.measure_layers)
+    on_step: Callable[[str, int, int], None] | None = field(default=None, compare=False)
+    warn: Callable[[str], None] | None = field(default=None, compare=False)
+
+    def lookup(self, call: OpCall) -> float | None:
+        """Measured seconds of `call`, or None when that layer was never measured here."""
+        return self.times.get(layer_key(call))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype, "threads": self.threads,
+                "module_overhead_s": self.module_overhead_s, "layers": dict(self.times)}
+
+
+# ----------------------------------------------------------------------------- recording a model's layers
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor argument of a recorded op: enough to make one like it on any device."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: Any  # torch.dtype as recorded (floating ones become the run's dtype)
+
+
+def _spec(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return TensorSpec(tuple(value.shape), tuple(value.stride()), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_spec(v) for v in value)
+    return value
+
+
+def _storage(spec: TensorSpec) -> int:
+    """Elements a tensor of this shape and stride spans (0 when it is empty)."""
+    if any(s == 0 for s in spec.shape):
+        return 0
+    return 1 + sum((s - 1) * st for s, st in zip(spec.shape, spec.stride))
+
+
+def _make(value: Any, device: str, dtype: Any) -> Any:
+    """A fresh tensor for every TensorSpec in `value` (uniform in [0, 1) when floating, else zeros)."""
+    import torch
+
+    if isinstance(value, TensorSpec):
+        if value.dtype.is_floating_point:
+            base = torch.rand(max(_storage(value), 1), device=device, dtype=dtype)
+        else:
+            base = torch.zeros(max(_storage(value), 1), device=device, dtype=value.dtype)
+        return base.as_strided(value.shape, value.stride)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_make(v, device, dtype) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One distinct op call of a model: its key, its cost facts and how to run it alone."""
+
+    key: str
+    call: OpCall
+    func: Any  # the aten OpOverload
+    args: tuple
+    kwargs: dict
+
+    def make(self, device: str, dtype: Any) -> Callable[[], Any]:
+        """The op on fresh tensors of the recorded shapes on `device` (floating ones at `dtype`)."""
+        args, kwargs = _make(self.args, device, dtype), _make(self.kwargs, device, dtype)
+        return lambda: self.func(*args, **kwargs)
+
+
+class _Recorder(TorchDispatchMode):
+    """Runs a forward pass on meta and keeps every priced op or copy with the arguments it was called with."""
+
+    def __init__(self, element_bytes: int):
+        super().__init__()
+        self.counter = TrafficCounter(None, element_bytes)
+        self.layers: dict[str, Layer] = {}
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # never under torch.compile; avoids importing torch._dynamo
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from cnnprof.counting.meta_fast import fast_meta
+
+        kwargs = kwargs or {}
+        out = fast_meta(func.overloadpacket.__name__, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
+        event = self.counter.record(func, args, kwargs, out)
+        if event is not None:  # a priced op or a copy (views and allocations move nothing)
+            call = op_calls([event], self.counter.element_bytes)[0]
+            key = layer_key(call)
+            if key not in self.layers:
+                self.layers[key] = Layer(key, call, func, _spec(args), _spec(kwargs))
+        return out
+
+
+def record_layers(model: Any, inputs: Any = None, dtype: str = "float32") -> list[Layer]:
+    """Every distinct layer of one forward pass of `model` (nn.Module or source; `inputs` as in count_flops),
+    recorded on meta in execution order."""
+    import torch
+
+    from cnnprof.counting.meta_fast import cheap_checks
+    from cnnprof.counting.run import _forward, dense_attention
+    from cnnprof.counting.source import as_source
+    from cnnprof.counting.state import untouched
+    from cnnprof.inputs import make_inputs
+
+    source = as_source(model)
+    net = source.module if source.module is not None else source.build("meta")
+    args, kwargs = make_inputs(*source.inputs(net, inputs))
+    recorder = _Recorder(ELEMENT_BYTES[dtype])
+    with untouched(net):
+        net.eval()
+        with torch.no_grad(), cheap_checks(), dense_attention(), recorder:
+            _forward(net, args, kwargs, on_meta=True)
+    return list(recorder.layers.values())
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def measure_layer(layer: Layer, device: str, dtype: str, min_time: float = MIN_TIME_S,
+                  timer: Callable[..., float] | None = None) -> float:
+    """Median seconds of `layer` alone on `device`, cycling through enough copies of its tensors to overflow
+    the last-level cache (in a network an op's weights were last touched a whole forward pass ago)."""
+    from cnnprof.predict.device import time_call
+    from cnnprof.timing.settings import DTYPES
+
+    timer = timer or time_call
+    copies = max(1, min(microbench.MAX_COPIES, ceil(microbench.cold_bytes(device) / max(layer.call.bytes, 1))))
+    fns = cycle([layer.make(device, DTYPES[dtype]) for _ in range(copies)])
+    return timer(lambda: next(fns)(), device, min_time=min_time, min_runs=MIN_RUNS, warmup=2)
+
+
+def fill(table: LayerTable, layers: Sequence[Layer], *, on_step: Callable[[str, int, int], None] | None = None,
+         min_time: float = MIN_TIME_S, timer: Callable[..., float] | None = None) -> int:
+    """Measure every layer of `layers` not yet in `table` (at the current thread count); returns how many were
+    measured. Ctrl-C stops early and keeps what was measured."""
+    todo = [layer for layer in layers if layer.key not in table.times]
+    for i, layer in enumerate(todo):
+        if on_step:
+            on_step(f"{layer.call.op} {'x'.join(map(str, layer.call.shape))}", i, len(todo))
+        try:
+            t = measure_layer(layer, table.device, table.dtype, min_time, timer)
+        except KeyboardInterrupt:
+            break
+        except Exception:  # noqa: BLE001 - no kernel at this dtype here, or values it cannot take: the model prices it
+            continue
+        if math.isfinite(t) and t > 0:
+            table.times[layer.key] = t
+            table.measured_now += 1
+    return table.measured_now
+
+
+# ----------------------------------------------------------------------------- the cache
+
+def table_path(device: str, dtype: str) -> Path:
+    """The table's cache file: beside the device profile of this device, torch version, threads and dtype."""
+    from cnnprof.predict.device import cache_path
+
+    profile = cache_path(device, dtype)
+    return profile.with_name(f"layers-{profile.name}")
+
+
+def _checked(data: Any, what: str) -> dict[str, float]:
+    """The layer times of a table file, every key and time checked."""
+    layers = data.get("layers") if isinstance(data, dict) else None
+    if not isinstance(layers, dict):
+        raise ProfileError(f"{what}: expected an object with a `layers` mapping of layer to seconds")
+    out = {}
+    for key, value in layers.items():
+        if not isinstance(key, str) or len(key) > MAX_KEY:
+            raise ProfileError(f"{what}: a layer key is not a name of at most {MAX_KEY} characters")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ProfileError(f"{what}: layers.{key[:60]}: expected a positive number of seconds, got {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def _overhead(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ProfileError(f"{what}: module_overhead_s: expected a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def load_table(device: str, dtype: str = "float32", warn: Callable[[str], None] | None = None) -> LayerTable:
+    """The cached table of `device` at this thread count and `dtype` (empty when there is none, or when the
+    file is bad: `warn` hears why, and it is measured again)."""
+    import torch
+
+    from cnnprof.models.yaml_input import read_regular
+
+    path = table_path(device, dtype)
+    table = LayerTable(device, dtype, torch.get_num_threads(), path=path)
+    if not os.path.lexists(path):
+        return table
+    try:
+        raw = read_regular(path, MAX_BYTES, str(path), "layer table", "JSON", ProfileError)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise ProfileError(f"{path}: not JSON ({type(exc).__name__})") from None
+        table.times = _checked(data, str(path))
+        table.module_overhead_s = _overhead(data.get("module_overhead_s"), str(path))
+    except ProfileError as exc:
+        if warn is not None:
+            warn(f"ignoring the cached layer table: {exc}")
+    return table
+
+
+def save_table(table: LayerTable, warn: Callable[[str], None] | None = None) -> Path | None:
+    """Write `table` to its cache file (atomically); None when it cannot be written (`warn` hears why)."""
+    if table.path is None:
+        return None
+    tmp = table.path.with_name(f"{table.path.name}.tmp{os.getpid()}")
+    try:
+        table.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(table.to_json()))
+        os.replace(tmp, table.path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if warn is not None:
+            warn(f"cannot cache the layer table in {table.path.parent}: {exc.strerror or exc}")
+        return None
+    return table.path
+
+
+def measure_model(table: LayerTable, model: Any, inputs: Any = None, *,
+                  on_step: Callable[[str, int, int], None] | None = None, min_time: float = MIN_TIME_S,
+                  warn: Callable[[str], None] | None = None, view_overhead_s: float = 0.0) -> int:
+    """Fill `table` with every layer of `model` not measured yet (and, the first time, the in-network module
+    overhead) and cache it; returns how many layers were new."""
+    before = table.measured_now
+    try:
+        layers = record_layers(model, inputs, table.dtype)
+    except Exception as exc:  # noqa: BLE001 - the user's forward on meta (a model counted by a real run): not timed
+        if warn is not None:
+            warn(f"the layers of this model were not timed (it does not run on meta: {type(exc).__name__}); the "
+                 f"calibrated model prices them")
+        return 0
+    fill(table, layers, on_step=on_step, min_time=min_time)
+    new, overhead_missing = table.measured_now - before, table.module_overhead_s is None
+    if overhead_missing:
+        table.module_overhead_s = measure_module_overhead(table.device, table.dtype, view_overhead_s)
+    if new or overhead_missing:
+        save_table(table, warn)
+    return new
+
+
+# ----------------------------------------------------------------------------- what no single layer holds
+
+def tiny_network(blocks: int, c: int) -> Any:
+    """Tiny mobile blocks (1x1 conv, BN, hardswish, depthwise 3x3, BN, ReLU, residual add) on small maps: their
+    ops take microseconds, so a forward pass is nearly all per-call cost."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.Hardswish(),
+                                      nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.BatchNorm2d(c),
+                                      nn.ReLU(inplace=True))
+
+        def forward(self, x: Any) -> Any:
+            return x + self.body(x)
+
+    return nn.Sequential(*[Block() for _ in range(blocks)]).eval()
+
+
+def measure_module_overhead(device: str, dtype: str = "float32", view_overhead_s: float = 0.0, *, blocks: int = 20,
+                            channels: int = 8, timer: Callable[..., float] | None = None) -> float:
+    """Seconds a module call adds inside a network beyond its ops timed alone (Python's module call and functional
+    wrappers, which an op timed alone skips): a synthetic network's forward time, less the sum of its layers
+    each timed alone and its views, per module call. Synthetic, so no model it later predicts is part of it."""
+    import torch
+
+    from cnnprof.counting.traffic import analyze_memory
+    from cnnprof.predict.device import time_call
+    from cnnprof.timing.settings import DTYPES
+
+    timer = timer or time_call
+    shape = (1, channels, 4, 4)
+    net = tiny_network(blocks, channels).to(device=device, dtype=DTYPES[dtype])
+    x = torch.rand(shape, device=device, dtype=DTYPES[dtype])
+    with torch.inference_mode():
+        whole = timer(lambda: net(x), device, min_time=0.3, min_runs=20, warmup=3)
+    alone = LayerTable(device, dtype, torch.get_num_threads())
+    fill(alone, record_layers(net, (shape,), dtype), min_time=0.1, timer=timer)
+    memory = analyze_memory(net, shape, dtype)
+    ops = sum(alone.lookup(c) or 0.0 for c in memory.calls)
+    return max(0.0, (whole - ops - memory.free_calls * view_overhead_s) / max(memory.modules_called, 1))
+
+
+def attach(profile: Any, *, on_demand: bool = False, on_step: Callable[[str, int, int], None] | None = None,
+           warn: Callable[[str], None] | None = None) -> Any:
+    """`profile` with this device's cached layer table attached, when the profile was measured here at the current
+    thread count (a datasheet or a profile file describes another machine: nothing is attached)."""
+    import dataclasses
+
+    import torch
+
+    if profile.source != "measured" or profile.threads != torch.get_num_threads():
+        return profile
+    table = load_table(profile.device, profile.calibration_dtype, warn)
+    table.on_demand, table.on_step, table.warn = on_demand, on_step, warn
+    return dataclasses.replace(profile, layers=table)
