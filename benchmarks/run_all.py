@@ -29,6 +29,8 @@ SCRIPTS = [
     ("GPU latency model on timm's published GPU inference tables (issue 14 item 3: fitted on the RTX 3090 table, "
      "held out by model; other GPUs untuned; CPU only, from benchmarks/data/gpu_tables.json.gz)", "gpu_tables.py",
      [], []),
+    ("Memory: predicted vs measured peak of inference and a training step, CPU (issue 15)", "memory_prediction.py",
+     [], ["--models", "resnet18,mobilenet_v2", "--batch-sizes", "1,8"]),
     ("Design commands: sweep grid vs import torch, search trials/s on the RegNet space", "design_speed.py",
      ["--runs", "3", "--trials", "200"], ["--runs", "1", "--trials", "40"]),
 ]

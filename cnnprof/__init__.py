@@ -6,10 +6,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ("profile", "compare", "count_params", "count_flops", "benchmark", "trace", "build_model", "list_models",
+__all__ = ("profile", "compare", "count_params", "count_flops", "benchmark", "memory", "trace", "build_model", "list_models",
            "register_formula", "unregister_formula", "formulas", "Cost",
            # result types (each prints as the CLI's table and has to_dict(), the CLI's JSON row)
-           "Profile", "Comparison", "ParamCount", "FlopCount", "BenchResult", "MemoryProfile", "LatencyPrediction",
+           "Profile", "Comparison", "ParamCount", "FlopCount", "BenchResult", "MemoryProfile", "MemoryEstimate",
+           "LatencyPrediction",
            "Trace", "OpEvent", "BenchSettings", "__version__")
 
 # Loaded on first use (torch-free import of cnnprof): public name -> defining module.
@@ -19,7 +20,7 @@ _LAZY = {
     "ParamCount": "cnnprof.counting.params", "FlopCount": "cnnprof.counting.flops",
     "BenchResult": "cnnprof.timing.runtime", "MemoryProfile": "cnnprof.counting.traffic",
     "LatencyPrediction": "cnnprof.predict.latency", "Trace": "cnnprof.counting.trace",
-    "OpEvent": "cnnprof.counting.trace",
+    "OpEvent": "cnnprof.counting.trace", "MemoryEstimate": "cnnprof.predict.memory",
 }
 
 
@@ -84,6 +85,17 @@ def benchmark(model, input_shape=None, device="cpu", **options):
     from cnnprof.timing.runtime import benchmark as _bench
 
     return _bench(model, input_shape=input_shape, device=device, **options)
+
+
+def memory(model, inputs=None, **options):
+    """Predicted memory of an inference pass (mode='infer') or a training step (mode='train', optimizer='sgd' |
+    'momentum' | 'adam' | 'adamw'): parameters, gradients, optimizer state, inputs, saved activations and the
+    peak, simulated on meta; with budget= (bytes or '24GiB'; default the device's free memory) whether it fits
+    and the largest batch that does. Returns a printable MemoryEstimate; options: batch_size, dtype, device,
+    budget, max_batch (see cnnprof.predict.memory.memory)."""
+    from cnnprof.predict.memory import memory as _memory
+
+    return _memory(model, inputs, **options)
 
 
 def _is_module(model) -> bool:

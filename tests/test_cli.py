@@ -34,8 +34,8 @@ def test_every_command_has_help_for_every_option(cli):
     from cnnprof.cli import app
 
     group = typer.main.get_command(app)
-    assert set(group.commands) == {"list", "params", "flops", "compare", "bench", "device", "roofline", "sweep",
-                                   "match", "search"}
+    assert set(group.commands) == {"list", "params", "flops", "compare", "bench", "device", "roofline", "memory",
+                                   "sweep", "match", "search"}
     for name, command in group.commands.items():
         assert command.help, name
         assert cli(name, "--help").exit_code == 0
@@ -374,7 +374,7 @@ def test_a_full_disk_under_output_is_one_line_and_exit_1(cli, tmp_path, monkeypa
 
 def test_help_lists_the_commands_in_the_order_a_user_learns_them(cli):
     text = cli("--help").stdout
-    order = ["list", "params", "flops", "compare", "bench", "device", "roofline", "sweep", "match", "search"]
+    order = ["list", "params", "flops", "compare", "bench", "device", "roofline", "memory", "sweep", "match", "search"]
     positions = [text.index(f"\n  {name} ") for name in order]
     assert positions == sorted(positions)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 # Each module registers its command.
 from cnnprof.cli import (  # noqa: F401
-    bench, compare, device, flops, list_cmd, match, params, roofline, search, sweep)
+    bench, compare, device, flops, list_cmd, match, memory, params, roofline, search, sweep)
 from cnnprof.cli.common import app
 
 __all__ = ["app", "main"]
 
 # `cnnprof --help` lists the commands in the order a user learns them, not in the order they were imported.
-ORDER = ("list", "params", "flops", "compare", "bench", "device", "roofline", "sweep", "match", "search")
+ORDER = ("list", "params", "flops", "compare", "bench", "device", "roofline", "memory", "sweep", "match", "search")
 app.registered_commands.sort(key=lambda c: ORDER.index(c.name or c.callback.__name__)
                              if (c.name or c.callback.__name__) in ORDER else len(ORDER))
 

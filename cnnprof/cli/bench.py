@@ -12,6 +12,7 @@ from cnnprof.cli.common import (
     app, print_error, err, Format, Device, DType, ModelsArg, FormatOpt, OutputOpt, SetOpt, ResolutionOpt,
     InputShapeOpt, InputOpt, explicit_inputs, input_specs, model_args, for_each_model, guard, parse_batch_sizes,
     add_overrides, open_output, emit_report, soft_interrupts, interrupt_requested)
+from cnnprof.cli.memory import Mode, ModeOpt, Optimizer, OptimizerOpt
 from cnnprof.errors import CnnprofError
 
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: cpu, or cuda (exit 2 if CUDA is not available).")]
@@ -56,16 +57,21 @@ def bench_cmd(
                                                              "separately (it is the cold call).")] = False,
     breakdown: Annotated[bool, typer.Option("--breakdown", help="Per layer type: share of MACs vs share of measured time, "
                                                                 "and achieved GFLOP/s (op-level timing).")] = False,
-    auto_batch: Annotated[bool, typer.Option("--auto-batch", help="Halve a batch size that cannot fit in free memory "
-                                                                  "until it does (the size used is recorded).")] = False,
+    auto_batch: Annotated[bool, typer.Option("--auto-batch", help="Halve a batch size whose predicted peak (`cnnprof "
+                                                                  "memory`) cannot fit in free memory until it does "
+                                                                  "(the size used is recorded).")] = False,
+    mode: ModeOpt = Mode.infer,
+    optimizer: OptimizerOpt = Optimizer.sgd,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
 ) -> None:
-    """Measure forward-pass latency and throughput (median, mean, min, p90, p99, IQR) on CPU or CUDA.
-    Several models are timed interleaved in rounds, and their latency ratios to the first get an interval."""
+    """Measure forward-pass (or, with --mode train, training-step) latency and throughput (median, mean, min, p90,
+    p99, IQR) on CPU or CUDA, and the peak memory of a call next to its prediction. Several models are timed
+    interleaved in rounds, and their latency ratios to the first get an interval."""
     settings = BenchOptions(device.value, batch_size, resolution, input_shape_, input_, dtype.value, channels_last,
-                            threads, warmup, min_time, min_runs, compile_, breakdown, auto_batch)
+                            threads, warmup, min_time, min_runs, compile_, breakdown, auto_batch, mode.value,
+                            optimizer.value)
     guard(partial(_run, settings, models, set_, fmt.value, output))
 
 
@@ -87,6 +93,8 @@ class BenchOptions:
     compile: bool
     breakdown: bool
     auto_batch: bool
+    mode: str = "infer"
+    optimizer: str = "sgd"
 
     def check(self) -> None:
         from cnnprof.timing.settings import check_device, validate_timing
@@ -96,6 +104,8 @@ class BenchOptions:
         _use_threads(self.threads)
         if self.compile and self.breakdown:
             raise CnnprofError("--breakdown times the eager model op by op; run it without --compile")
+        if self.mode == "train" and self.breakdown:
+            raise CnnprofError("--breakdown times the ops of a forward pass; drop it or use --mode infer")
         warn_settings(self.device, self.dtype)
 
 
@@ -151,7 +161,8 @@ class BenchRun:
             return interleaved_benchmark(
                 sources, inputs, o.device, dtype=o.dtype, channels_last=o.channels_last, threads=o.threads,
                 warmup=o.warmup, min_time=o.min_time, min_runs=o.min_runs, compile=o.compile,
-                auto_batch=o.auto_batch, breakdown=o.breakdown, stop=interrupt_requested)
+                auto_batch=o.auto_batch, breakdown=o.breakdown, stop=interrupt_requested, mode=o.mode,
+                optimizer=o.optimizer)
 
     def report(self, groups: list[tuple[list, list]]) -> Any:
         from cnnprof.report.tables import bench_report

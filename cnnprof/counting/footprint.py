@@ -1,65 +1,273 @@
-"""Memory a forward pass needs, estimated on the meta device before anything is allocated.
+"""Memory of an inference pass or a training step, simulated on the meta device before anything is allocated.
 
-Estimate = parameters and buffers + the input + the peak of live activations during the forward pass.
-Live bytes are tracked op by op: every op output that is not a view or an in-place result adds its
-bytes, and a weakref finalizer subtracts them when the tensor is freed (inference frees intermediates
-as soon as the next layer has used them). Allocator slack and kernel workspaces are not modelled, so
-the check refuses only configurations that cannot fit, and real OOMs are still caught as rows.
+The model runs on meta tensors under `LiveBytes`, a dispatch mode that does the allocator's bookkeeping: every
+op output that is not a view or an in-place result allocates its storage (counted once per storage, at
+its full size), and a weakref finalizer frees it when the tensor dies, as Python's reference counting frees
+it in a real run. The peak of those live bytes over the op sequence, on top of what is resident before the
+pass starts (parameters, buffers, inputs and, for training, the optimizer state), is the predicted peak.
+A training step is `train_step`: forward, loss, backward, optimizer step, gradients set to None; the same
+function is what cnnprof.timing runs and measures, so prediction and measurement run the same ops.
+What autograd saves for backward is taken from `torch.autograd.graph.saved_tensors_hooks`: each storage
+once, attributed to the module that saved it first. On the CPU, oneDNN convolution's copies of its input and
+weight count while it runs (cpu_workspace). Not modelled: allocator rounding and caching, cuDNN workspaces,
+other kernels' scratch memory.
 """
 from __future__ import annotations
 
+import copy
 import os
-import weakref
-from typing import Any
+from collections import defaultdict
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch import nn
 from torch.utils._pytree import tree_flatten
 
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+from cnnprof.counting.liveness import FAST, LiveBytes, cpu_workspace, storage_bytes, storage_key as _key
+from cnnprof.counting.meta_fast import cheap_checks
+from cnnprof.errors import CnnprofError, parameter
+
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "float64": torch.float64}
+MODES = ("infer", "train")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+__all__ = ["FAST", "Footprint", "LiveBytes", "cpu_workspace", "MODES", "OPTIMIZERS", "available_bytes", "estimate_bytes", "fits", "footprint",
+           "make_optimizer", "prime_optimizer", "storage_bytes", "train_step", "training_loss"]
 
 
-class _LiveBytes(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.live = 0
-        self.peak = 0
+class SavedTensors:
+    """`saved_tensors_hooks` that record each storage autograd saves once: bytes and tensors per module, the
+    storages in `exclude` (parameters, buffers, inputs) left out."""
 
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False  # never under torch.compile; avoids importing torch._dynamo
+    def __init__(self, exclude: set[int], where: Any = None) -> None:
+        self.exclude = exclude
+        self.where = where  # an object with `.current` (the running module's path), or None
+        self.bytes: dict[str, int] = defaultdict(int)
+        self.tensors: dict[str, int] = defaultdict(int)
+        self._seen: set[int] = set()
 
-    def _free(self, n: int) -> None:
-        self.live -= n
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        key = _key(t)
+        if key not in self.exclude and key not in self._seen:
+            self._seen.add(key)
+            module = self.where.current if self.where is not None else ""
+            self.bytes[module] += t.untyped_storage().nbytes()
+            self.tensors[module] += 1
+        return t  # saved as is: the hooks only look
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        aliases = any(r.alias_info is not None for r in func._schema.returns)
-        if not aliases:
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor):
-                    n = t.numel() * t.element_size()
-                    self.live += n
-                    weakref.finalize(t, self._free, n)
-            self.peak = max(self.peak, self.live)
-        return out
+    def hooks(self) -> Any:
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
 
 
-def estimate_bytes(model: torch.nn.Module, inputs: Any, dtype: str = "float32") -> int:
-    """Bytes a forward pass of `model` (built on meta, float32) needs in `dtype`; `inputs`: one shape or
-    a sequence of InputSpecs (cnnprof.inputs)."""
+def training_loss(out: Any) -> torch.Tensor:
+    """The loss a training step backpropagates: cross-entropy against class 0 for (N, classes) logits, the mean
+    of the output otherwise (the first floating tensor of the output)."""
+    first = next((t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+    if first is None:
+        raise CnnprofError("the model's output has no floating-point tensor to train on")
+    if first.dim() == 2:
+        target = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
+        return nn.functional.cross_entropy(first, target)
+    return first.mean()
+
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], foreach: bool = False) -> torch.optim.Optimizer:
+    """sgd (no state), momentum (SGD, one buffer per parameter), adam / adamw (two moments and a step each);
+    `foreach`: the multi-tensor implementation (the default on CUDA), which allocates more at once."""
+    params = [p for p in params if p.requires_grad]
+    if name in ("sgd", "momentum"):
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9 if name == "momentum" else 0.0, foreach=foreach)
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=1e-3, foreach=foreach)
+    raise CnnprofError(f"{parameter('optimizer', name)}: expected one of {', '.join(OPTIMIZERS)}")
+
+
+def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Create the optimizer's state as its first step does (zero gradients, one step), gradients then dropped."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def forward_backward(model: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward, loss and backward: the gradients are left in `.grad`."""
+    loss = training_loss(model(*args, **kwargs))
+    if loss.is_meta:
+        _meta_backward(loss)
+    else:
+        loss.backward()
+
+
+def _meta_backward(loss: torch.Tensor) -> None:
+    """loss.backward() on meta, seeded with a ones tensor made here: backward's own seeding checks shapes with
+    torch.fx's symbolic shapes, whose import (sympy) costs ~1 s, longer than the rest of a prediction. The same
+    autograd engine runs either way; should its entry point move in another torch version, backward() it is."""
+    seed = torch.ones(loss.shape, dtype=loss.dtype, device=loss.device)
+    engine = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
+    if engine is None:
+        loss.backward(seed)
+        return
+    engine.run_backward((loss,), (seed,), False, False, (), allow_unreachable=True, accumulate_grad=True)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    """One training step: forward, loss, backward, optimizer step, gradients set to None (freed)."""
+    forward_backward(model, args, kwargs)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every tensor of the optimizer's state."""
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes of one inference pass or training step: what is resident before it, what autograd saves, and the
+    predicted peak (resident + the most that is live at once during the pass)."""
+
+    mode: str
+    parameters: int
+    buffers: int
+    inputs: int
+    gradients: int  # train: one gradient per trainable parameter, live from backward to the optimizer step
+    optimizer_state: int  # train: the optimizer's state, resident once its first step has run
+    saved: int  # train: activations autograd saves for backward (parameters, buffers and inputs left out)
+    peak: int
+    saved_by_module: tuple[tuple[str, int, int], ...] = ()  # (module path, bytes, tensors), in forward order
+
+    @property
+    def resident(self) -> int:
+        """Bytes live before the pass starts."""
+        return self.parameters + self.buffers + self.inputs + self.optimizer_state
+
+    @property
+    def transient(self) -> int:
+        """The most bytes live at once during the pass, above the resident ones."""
+        return self.peak - self.resident
+
+
+@contextmanager
+def _mode_of(model: nn.Module, train: bool) -> Iterator[None]:
+    """The model in train or eval mode for the pass, its own mode of every submodule restored after."""
+    before = [(m, m.training) for m in model.modules()]
+    model.train(train)
+    try:
+        yield
+    finally:
+        for m, was in before:
+            m.training = was
+
+
+def _inputs(inputs: Any, dtype: str, device: str = "meta") -> tuple[tuple, dict]:
+    """Meta tensors for one shape or a sequence of InputSpecs; float inputs in `dtype`."""
     from cnnprof.inputs import InputSpec, make_inputs, split
 
-    scale = ITEMSIZE[dtype] / 4
-    weights = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * b.element_size()
-                                                                 for b in model.buffers())
     specs = [InputSpec(tuple(inputs))] if inputs and isinstance(next(iter(inputs)), int) else list(inputs)
-    args, kwargs = make_inputs(*split(specs))
-    given = sum(t.numel() * t.element_size() for t in (*args, *kwargs.values()))
-    mode = _LiveBytes()
-    with torch.no_grad(), mode:
-        model(*args, **kwargs)
-    return int(scale * (weights + given + mode.peak))
+    specs = [InputSpec(s.shape, dtype if s.is_float else s.dtype, s.name) for s in specs]
+    return make_inputs(*split(specs))
+
+
+def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer", optimizer: str = "sgd",
+              device: str = "cpu", where: Any = None) -> Footprint:
+    """The Footprint of `model` (built on meta) on `inputs` (one shape or InputSpecs) in `dtype`: an inference
+    pass (no_grad) or, with mode='train', a training step with `optimizer` (see train_step), as it runs on
+    `device` (cpu: oneDNN's convolution workspace, cpu_workspace; cuda: the multi-tensor optimizer step, its
+    default there). `where`: an object whose `.current` names the running module, to attribute saved tensors
+    (cnnprof.counting.trace)."""
+    if mode not in MODES:
+        raise CnnprofError(f"{parameter('mode', mode)}: expected infer or train")
+    if dtype not in ITEMSIZE:
+        raise CnnprofError(f"{parameter('dtype', dtype)}: expected one of {', '.join(ITEMSIZE)}")
+    if optimizer not in OPTIMIZERS:
+        raise CnnprofError(f"{parameter('optimizer', optimizer)}: expected one of {', '.join(OPTIMIZERS)}")
+    if dtype != "float32" and any(p.dtype != TORCH_DTYPES[dtype] for p in model.parameters()):
+        model = copy.deepcopy(model).to(dtype=TORCH_DTYPES[dtype])
+    args, kwargs = _inputs(inputs, dtype)
+    train = mode == "train"
+    params, buffers, given = list(model.parameters()), list(model.buffers()), [*args, *kwargs.values()]
+    state, step_extra = _step_cost(params, optimizer, device == "cuda") if train else (0, 0)
+    saved = SavedTensors({_key(t) for t in (*params, *buffers, *given)}, where)
+    live = LiveBytes(cpu_workspace if device == "cpu" else None)
+    with _mode_of(model, train), cheap_checks(), live, (saved.hooks() if train else nullcontext()), \
+            torch.inference_mode(False):
+        if train:
+            forward_backward(model, args, kwargs)
+            live.sweep()  # what is live when the optimizer steps: the gradients (and the loss)
+            live.peak = max(live.peak, live.live + step_extra)
+            for p in params:
+                p.grad = None
+        else:
+            with torch.no_grad():
+                model(*args, **kwargs)
+    sizes = dict(parameters=storage_bytes(params), buffers=storage_bytes(buffers), inputs=storage_bytes(given),
+                 optimizer_state=state)
+    by_module = tuple((m, saved.bytes[m], saved.tensors[m]) for m in saved.bytes)
+    return Footprint(mode=mode, gradients=storage_bytes(p for p in params if p.requires_grad) if train else 0,
+                     saved=saved.total, peak=sum(sizes.values()) + live.peak, saved_by_module=by_module, **sizes)
+
+
+# Per optimizer: (state elements per parameter element, state bytes per parameter tensor (Adam's float32 step
+# count), temporaries per element of the single-tensor step, of the multi-tensor (foreach) step). Data, not
+# a simulation: constructing a torch.optim optimizer imports torch._dynamo (~2 s), longer than the whole
+# prediction; tests/test_memory_predict.py checks this table against torch.optim (simulated_per_element).
+OPTIMIZER_BYTES = {"sgd": (0, 0, 0, 0), "momentum": (1, 0, 0, 0), "adam": (2, 4, 2, 1), "adamw": (2, 4, 2, 1)}
+
+
+def per_element(optimizer: str, foreach: bool, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(a, b, c, d): a parameter of n elements has a·n + b bytes of optimizer state, and its step allocates at
+    most c·n + d bytes (OPTIMIZER_BYTES at the parameter's element size)."""
+    state, scalar, single, multi = OPTIMIZER_BYTES[optimizer]
+    size = torch.empty((), dtype=dtype).element_size()
+    return state * size, scalar, (multi if foreach else single) * size, 0
+
+
+def simulated_per_element(optimizer: str, foreach: bool, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """per_element found by stepping real one- and two-element CPU parameters with torch.optim (the check of
+    OPTIMIZER_BYTES): the state each keeps, and the most its step allocates."""
+    found = []
+    for n in (1, 2):
+        p = torch.zeros(n, dtype=dtype, requires_grad=True)
+        opt = make_optimizer(optimizer, [p], foreach)
+        prime_optimizer(opt)
+        p.grad = torch.zeros_like(p)
+        live = LiveBytes()
+        with live, torch.inference_mode(False):
+            opt.step()
+        found.append((storage_bytes(optimizer_state(opt)), live.peak))
+    (s1, e1), (s2, e2) = found
+    return s2 - s1, 2 * s1 - s2, e2 - e1, 2 * e1 - e2
+
+
+def _step_cost(params: list[nn.Parameter], optimizer: str, foreach: bool) -> tuple[int, int]:
+    """(bytes of the optimizer state, most bytes its step allocates above the gradients), the same at every
+    batch size. The single-tensor step frees each parameter's temporaries before the next one: its peak is
+    the largest parameter's; the multi-tensor (foreach) step allocates them for all parameters at once."""
+    state, steps = 0, []
+    for p in params:
+        if p.requires_grad:
+            a, b, c, d = per_element(optimizer, foreach, p.dtype)
+            state += a * p.numel() + b
+            steps.append(c * p.numel() + d)
+    return state, (sum(steps) if foreach else max(steps, default=0))
+
+
+def estimate_bytes(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer",
+                   optimizer: str = "sgd", device: str = "cpu") -> int:
+    """Predicted peak bytes of an inference pass (or, mode='train', a training step) of `model` (built on meta)
+    in `dtype` on `device`; `inputs`: one shape or a sequence of InputSpecs (cnnprof.inputs)."""
+    return footprint(model, inputs, dtype, mode, optimizer, device).peak
 
 
 def available_bytes(device: str) -> int | None:

@@ -29,6 +29,8 @@ def bench_json(r: Any) -> dict[str, Any]:
         "gflop_per_s": {"macc": r.gflops("macc"), "nvidia": r.gflops("nvidia")},
         "requested_batch_size": r.requested_batch_size, "rounds": r.rounds, "estimated_bytes": r.needed_bytes,
         "peak_memory_bytes": {"allocated": r.peak_allocated, "reserved": r.peak_reserved},
+        "mode": r.mode, "optimizer": r.optimizer,
+        "peak_bytes": {"measured": r.measured_peak, "predicted": r.predicted_peak},
         "env": {k: getattr(r.env, k) for k in r.env.__dataclass_fields__},
     }
     if r.breakdown:
@@ -162,10 +164,26 @@ def _memory(m: dict[str, Any] | None) -> str:
     return "-" if not m or m["allocated"] is None else f"{si(m['allocated'], 1)}B / {si(m['reserved'], 1)}B"
 
 
+def _peak_mib(m: dict[str, Any] | None) -> str:
+    """'812.4 / 801.9': the measured and the predicted peak of one call, in MiB."""
+    if not m or m.get("measured") is None:
+        return "-"
+    predicted = "-" if m.get("predicted") is None else f"{m['predicted'] / 2**20:,.1f}"
+    return f"{m['measured'] / 2**20:,.1f} / {predicted}"
+
+
+def _what(results: list[Any]) -> str:
+    """What was timed: forward passes, or training steps with their optimizer."""
+    train = [r for r in results if r.mode == "train"]
+    if not train:
+        return "Forward-pass latency (inference_mode, warm-up excluded)"
+    return f"Training-step latency (forward, loss, backward, {train[0].optimizer} step; warm-up excluded)"
+
+
 def _latency_table(results: list[Any], rows: list[dict[str, Any]]) -> Table:
     stats = [("median", "Median (ms)"), ("mean", "Mean (ms)"), ("min", "Min (ms)"), ("p90", "P90 (ms)"),
              ("p99", "P99 (ms)"), ("iqr", "IQR (ms)")]
-    table = Table("Forward-pass latency (inference_mode, warm-up excluded)", [
+    table = Table(_what(results), [
         Column("model", "Model", justify="left"), Column("batch_size", "Batch", integer),
         *(Column("latency_ms", header, _ms(key), short=SHORT_HEADERS[header]) for key, header in stats),
         Column("runs", "Runs", integer), Column("flags", "Notes", justify="left"),
@@ -202,7 +220,16 @@ def _speed_table(results: list[Any], rows: list[dict[str, Any]], settings: dict[
         cols.append(Column("compile_ms", "Compile (ms)", fixed(0)))
     if any(r.device == "cuda" for r in results):
         cols.append(Column("peak_memory_bytes", "Peak CUDA mem (alloc / reserved)", _memory))
+    if any(r.measured_peak is not None for r in results):
+        cols.append(Column("peak_bytes", "Peak MiB (measured / predicted)", _peak_mib, short="Peak MiB m/p"))
     table = Table("Throughput and achieved FLOP rate (conv-scope FLOPs at the median latency)", cols, rows)
+    if any(r.measured_peak is not None for r in results):
+        table.notes.append("Peak MiB: one more, untimed call; measured on a CPU as the allocator's peak "
+                           "over the call (torch.profiler memory events) plus the resident parameters, buffers, "
+                           "inputs and optimizer state, on CUDA as max_memory_allocated; predicted on meta as "
+                           "`cnnprof memory` does.")
+    if any(r.mode == "train" for r in results):
+        table.notes.append("Training steps: the FLOP rates count the forward pass's FLOPs only.")
     env = results[0].env if results else None
     if env:
         parts = [f"torch {env.torch_version}", f"{env.device} ({env.device_name})",
@@ -262,8 +289,8 @@ def _breakdown_table(r: Any, predicted: dict[str, float] | None, peaks: dict[str
 def _csv_row(r: Any, j: dict[str, Any]) -> dict[str, Any]:
     """One result flat: latency statistics, ratio, FLOP rates and peak memory as columns of their own."""
     flat = {k: v for k, v in j.items()
-            if k not in ("latency_ms", "gflop_per_s", "peak_memory_bytes", "env", "breakdown", "latency_ratio",
-                         "peak_share")}
+            if k not in ("latency_ms", "gflop_per_s", "peak_memory_bytes", "peak_bytes", "env", "breakdown",
+                         "latency_ratio", "peak_share")}
     if j.get("peak_share"):
         flat.update({f"peak_{k}": v for k, v in j["peak_share"].items()})
     flat.update({f"latency_{k}_ms": v for k, v in j["latency_ms"].items()})
@@ -272,5 +299,6 @@ def _csv_row(r: Any, j: dict[str, Any]) -> dict[str, Any]:
     flat.update(gflop_per_s_macc=j["gflop_per_s"]["macc"], gflop_per_s_nvidia=j["gflop_per_s"]["nvidia"],
                 peak_allocated_bytes=j["peak_memory_bytes"]["allocated"],
                 peak_reserved_bytes=j["peak_memory_bytes"]["reserved"],
+                peak_measured_bytes=j["peak_bytes"]["measured"], peak_predicted_bytes=j["peak_bytes"]["predicted"],
                 torch_version=r.env.torch_version, device_name=r.env.device_name, threads=r.env.threads)
     return flat

@@ -58,9 +58,16 @@ def _search(r: Any) -> Report:
     return Report(*search_report(r))
 
 
+def _memory(r: Any) -> Report:
+    from cnnprof.report.memory import memory_report
+
+    return memory_report([r])
+
+
 BUILDERS: dict[str, Callable[[Any], Report]] = {
     "ParamCount": _params, "FlopCount": _flops, "BenchResult": _bench, "LatencyPrediction": _roofline,
     "DeviceProfile": _device, "SweepResult": _sweep, "MatchResult": _match, "SearchResult": _search,
+    "MemoryEstimate": _memory,
 }
 
 

@@ -17,7 +17,7 @@ import torch
 
 from cnnprof.timing.breakdown import breakdown as type_breakdown
 from cnnprof.timing.prepare import (
-    Plan, bound_call, failure, memory_refusal, prepare, release, reset_peak, started, warm_up)
+    Plan, bind, check_plan, failure, memory_fields, memory_refusal, modes, prepare, release, reset_peak, started, warm_up)
 from cnnprof.timing.results import BenchResult, Environment
 from cnnprof.timing.settings import check_device, device_settings, validate_timing
 from cnnprof.timing.stats import RatioStat, ratio_stat
@@ -42,17 +42,21 @@ def interleaved_benchmark(sources: Sequence[Any], inputs: Sequence[Any], device:
                           dtype: str = "float32", channels_last: bool = False, threads: int | None = None,
                           warmup: float = 0.5, min_time: float = 1.0, min_runs: int = 5, compile: bool = False,
                           auto_batch: bool = False, breakdown: bool = False, stop: Callable[[], bool] = NOT_STOPPED,
+                          mode: str = "infer", optimizer: str = "sgd",
                           ) -> tuple[list[BenchResult], list[RatioStat | None]]:
     """Time resolved models (ModelSource) on their inputs (per model: a shape, a sequence of InputSpecs, or
     None for the model's declared input) in interleaved rounds. Returns one BenchResult per
     model and, per model, its RatioStat against the first that ran (None for that one, for failed models and
     for models at another batch size). `stop()` is polled between slices: when it turns true, the results
     of the completed rounds are returned with status 'interrupted'. `threads` and cudnn.benchmark are set
-    for the measurement and restored after it."""
+    for the measurement and restored after it. mode='train' times training steps with `optimizer`
+    (cnnprof.counting.footprint.train_step) instead of forward passes."""
     check_device(device)
     validate_timing(warmup, min_time, min_runs, threads, dtype)
     plan = Plan(device=device, dtype=dtype, channels_last=channels_last, warmup=warmup, min_time=min_time,
-                min_runs=min_runs, compile=compile, breakdown=breakdown, auto_batch=auto_batch)
+                min_runs=min_runs, compile=compile, breakdown=breakdown, auto_batch=auto_batch, mode=mode,
+                optimizer=optimizer)
+    check_plan(plan)
     with device_settings(device, threads, dtype, channels_last, compiled=compile) as env:
         entries = []
         for source, given in zip(sources, inputs):
@@ -142,37 +146,43 @@ def _halved(specs: tuple, batch: int) -> tuple:
     return with_batch_and_resolution(specs, max(1, batch // 2), None)
 
 
-def _jump(meta_model, specs, device, dtype, needed: int) -> tuple:
-    """The inputs at the largest batch of the halving sequence B, B/2, ... that the memory estimate says fits:
-    the estimate grows linearly with the batch, so its values at B and at 1 give the answer at once."""
+def _jump(meta_model, specs, device, dtype, needed: int, mode: str = "infer", optimizer: str = "sgd") -> tuple:
+    """The inputs at the largest batch of the halving sequence B, B/2, ... that the memory estimate says fits,
+    from its values at 1, 2 and B. The estimate grows with the batch and bends upwards (a workspace of fixed
+    size can dominate small batches, activations large ones), so the line through 1 and 2 is the least steep:
+    it gives the largest candidate, which the caller checks, halving further should it not fit."""
     from cnnprof.counting.footprint import available_bytes, estimate_bytes
     from cnnprof.inputs import with_batch_and_resolution
 
     batch, free = specs[0].shape[0], available_bytes(device)
     try:
         with torch.inference_mode(False):
-            one = estimate_bytes(meta_model, with_batch_and_resolution(specs, 1, None), dtype)
+            one, two = (estimate_bytes(meta_model, with_batch_and_resolution(specs, b, None), dtype, mode, optimizer,
+                                       device) if b < batch else needed for b in (1, 2))
     except Exception:  # noqa: BLE001 - no estimate: halve one step at a time
         return specs
-    per_sample = (needed - one) / (batch - 1)
-    if free is None or per_sample <= 0:
+    slopes = [d for d in (two - one, (needed - one) / (batch - 1)) if d > 0]
+    if free is None or not slopes:
         return specs
+    per_sample = min(slopes)
     fits = max(1, int((free - one) / per_sample) + 1)
     while batch > 1 and batch > fits:
         batch //= 2
     return with_batch_and_resolution(specs, max(1, batch), None)
 
 
-def _shrink(meta_model, specs, device, dtype, auto_batch: bool):
-    """(inputs that fit, refusal or None): with auto_batch, the batch is halved until the estimate fits, the
-    first jump straight from the estimate (no hundred estimates from a huge batch)."""
-    refused = memory_refusal(meta_model, specs, device, dtype)
+def _shrink(meta_model, specs, device, dtype, auto_batch: bool, mode: str = "infer", optimizer: str = "sgd"):
+    """(inputs that fit, refusal or None): with auto_batch, the batch is halved until the estimate (of an
+    inference pass or a training step, cnnprof.counting.footprint) fits, the first jump straight from the
+    estimate (no hundred estimates from a huge batch)."""
+    how = dict(mode=mode, optimizer=optimizer)
+    refused = memory_refusal(meta_model, specs, device, dtype, **how)
     if refused is not None and auto_batch and specs[0].shape[0] > 1:
-        specs = _jump(meta_model, specs, device, dtype, refused[0])
-        refused = memory_refusal(meta_model, specs, device, dtype)
+        specs = _jump(meta_model, specs, device, dtype, refused[0], **how)
+        refused = memory_refusal(meta_model, specs, device, dtype, **how)
     while refused is not None and auto_batch and specs[0].shape[0] > 1:
         specs = _halved(specs, specs[0].shape[0])
-        refused = memory_refusal(meta_model, specs, device, dtype)
+        refused = memory_refusal(meta_model, specs, device, dtype, **how)
     return specs, refused
 
 
@@ -207,23 +217,26 @@ def _setup_once(source: Any, meta_model: Any, specs: tuple, plan: Plan, env: Env
     from cnnprof.counting.flops import count_flops
 
     requested = specs[0].shape[0] if specs and specs[0].shape else 1
-    specs, refused = _shrink(meta_model, specs, plan.device, plan.dtype, plan.auto_batch)
+    specs, refused = _shrink(meta_model, specs, plan.device, plan.dtype, plan.auto_batch, plan.mode, plan.optimizer)
     counted = replace(source, module=meta_model) if meta_model is not None else source
     with torch.inference_mode(False):
         macs = count_flops(counted, inputs=list(specs)).macs
     shape = specs[0].shape
     base = BenchResult(model=source.label, device=plan.device, batch_size=shape[0] if shape else 1,
-                       input_shape=shape, dtype=plan.dtype, env=env, macs=macs, requested_batch_size=requested)
+                       input_shape=shape, dtype=plan.dtype, env=env, macs=macs, requested_batch_size=requested,
+                       **modes(plan))
     entry = _Entry(source, base)
     if refused is not None:
         entry.result = replace(base, status="oom", error=refused[1], needed_bytes=refused[0])
         return entry
     try:
-        model = prepare(source, plan.device, plan.dtype, plan.channels_last, plan.compile)
-        entry.call = bound_call(model, specs, plan.device, plan.dtype, plan.channels_last)
+        model = prepare(source, plan.device, plan.dtype, plan.channels_last, plan.compile, plan.mode == "train")
+        bound = bind(model, specs, plan)
+        entry.call = bound.call
         reset_peak(plan.device)  # the peak of a model here includes its cold call and warm-up
         m = measure(entry.call, plan.device, None, cold=True, warmup=warm_up(plan.warmup))
-        entry.result = replace(base, **started(m, plan.device, plan.compile))
+        entry.result = replace(base, **started(m, plan.device, plan.compile),
+                               **memory_fields(bound, meta_model, specs, plan))
     except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - a result row, not a crash
         status, error = failure(exc)
         entry.result, entry.call = replace(base, status=status, error=error), None

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from cnnprof.errors import first_line
+from cnnprof.errors import CnnprofError, first_line, parameter
 from cnnprof.inputs import make_inputs, split
 from cnnprof.timing.settings import DTYPES
 from cnnprof.timing.timer import Measurement, StopRule
@@ -34,6 +34,26 @@ class Plan:
     compile: bool = False
     breakdown: bool = False
     auto_batch: bool = False
+    mode: str = "infer"  # infer: forward passes; train: training steps (cnnprof.counting.footprint.train_step)
+    optimizer: str = "sgd"  # the optimizer of a training step
+
+
+def check_plan(plan: Plan) -> None:
+    """Refuse a mode or optimizer that does not exist, and a breakdown of training steps (it times forward ops)."""
+    from cnnprof.counting.footprint import MODES, OPTIMIZERS
+
+    if plan.mode not in MODES:
+        raise CnnprofError(f"{parameter('mode', plan.mode)}: expected infer or train")
+    if plan.optimizer not in OPTIMIZERS:
+        raise CnnprofError(f"{parameter('optimizer', plan.optimizer)}: expected one of {', '.join(OPTIMIZERS)}")
+    if plan.mode == "train" and plan.breakdown:
+        raise CnnprofError(f"{parameter('breakdown')} times the ops of a forward pass; drop it or use "
+                           f"{parameter('mode', 'infer')}")
+
+
+def modes(plan: Plan) -> dict[str, Any]:
+    """The BenchResult fields that say what was timed: the mode, and the optimizer of a training step."""
+    return dict(mode=plan.mode, optimizer=plan.optimizer if plan.mode == "train" else None)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -51,18 +71,28 @@ def failure(exc: BaseException) -> tuple[str, str]:
     return "error", f"{type(exc).__name__}: {first_line(exc)}"
 
 
-def memory_refusal(meta_model: nn.Module | None, inputs: Any, device: str,
-                   dtype: str) -> tuple[int, str] | None:
-    """(needed bytes, reason) when the configuration cannot fit in free memory, else None (also when the
-    estimate itself cannot be made: then the real run decides)."""
-    from cnnprof.counting.footprint import estimate_bytes, fits, gib
+def predicted_peak(meta_model: nn.Module | None, inputs: Any, device: str, dtype: str, mode: str = "infer",
+                   optimizer: str = "sgd") -> int | None:
+    """Predicted peak bytes of one call (cnnprof.counting.footprint), or None when it cannot be made."""
+    from cnnprof.counting.footprint import estimate_bytes
 
     if meta_model is None:
         return None
     try:
         with torch.inference_mode(False):
-            needed = estimate_bytes(meta_model, inputs, dtype)
+            return estimate_bytes(meta_model, inputs, dtype, mode, optimizer, device)
     except Exception:  # noqa: BLE001 - no estimate: let the measurement itself find out
+        return None
+
+
+def memory_refusal(meta_model: nn.Module | None, inputs: Any, device: str, dtype: str, mode: str = "infer",
+                   optimizer: str = "sgd") -> tuple[int, str] | None:
+    """(needed bytes, reason) when the configuration cannot fit in free memory, else None (also when the
+    estimate itself cannot be made: then the real run decides)."""
+    from cnnprof.counting.footprint import fits, gib
+
+    needed = predicted_peak(meta_model, inputs, device, dtype, mode, optimizer)
+    if needed is None:
         return None
     ok, free = fits(needed, device)
     if ok:
@@ -71,13 +101,15 @@ def memory_refusal(meta_model: nn.Module | None, inputs: Any, device: str,
     return needed, f"out of memory: needs about {gib(needed)}, {gib(free)} {where}; not attempted"
 
 
-def prepare(source: Any, device: str, dtype: str, channels_last: bool, compile: bool) -> nn.Module:
-    """The model of `source` on `device` in `dtype` (and channels_last), in eval mode, compiled if asked."""
+def prepare(source: Any, device: str, dtype: str, channels_last: bool, compile: bool,
+            train: bool = False) -> nn.Module:
+    """The model of `source` on `device` in `dtype` (and channels_last), in eval (or train) mode, compiled if
+    asked."""
     with torch.inference_mode(False):
         net = source.build(device).to(dtype=DTYPES[dtype])
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-    net.eval()
+    net.train(train)
     return torch.compile(net) if compile else net
 
 
@@ -100,6 +132,37 @@ def bound_call(net: nn.Module, specs: Sequence[Any], device: str, dtype: str,
     return lambda: net(*args, **kwargs)
 
 
+@dataclass
+class Bound:
+    """A call without arguments that the timer times (a forward pass, or a training step), and the bytes that
+    are resident while it runs (parameters, buffers, inputs, optimizer state), what a measured CPU peak adds to
+    the allocator's peak over the call (cnnprof.timing.peak)."""
+
+    call: Callable[[], Any]
+    resident: int
+
+
+def bind(net: nn.Module, specs: Sequence[Any], plan: Plan) -> Bound:
+    """The call of `plan.mode` on real inputs of `specs`: `net` on them, or a training step with a fresh
+    `plan.optimizer` (its state created at once, as after a first step; foreach on CUDA, its default there)."""
+    from cnnprof.counting.footprint import make_optimizer, prime_optimizer, train_step
+    from cnnprof.timing.peak import resident_bytes
+
+    args, kwargs = real_inputs(specs, plan.device, plan.dtype, plan.channels_last)
+    given = [*args, *kwargs.values()]
+    if plan.mode != "train":
+        return Bound(lambda: net(*args, **kwargs), resident_bytes(net, given))
+    with torch.inference_mode(False):
+        opt = make_optimizer(plan.optimizer, net.parameters(), foreach=plan.device == "cuda")
+        prime_optimizer(opt)
+
+    def step() -> None:
+        with torch.inference_mode(False), torch.enable_grad():
+            train_step(net, opt, args, kwargs)
+
+    return Bound(step, resident_bytes(net, given, opt))
+
+
 def warm_up(seconds: float) -> StopRule:
     """The warm-up of a model: at least one call, then calls until `seconds` of wall time have passed."""
     return StopRule(min_time=seconds, min_runs=1, wall=True)
@@ -117,6 +180,15 @@ def started(m: Measurement, device: str, compile: bool) -> dict[str, Any]:
     return dict(cold_s=m.cold_s, compile_s=m.cold_s if compile else None, warmup_runs=m.warmup_runs,
                 peak_allocated=torch.cuda.max_memory_allocated() if cuda else None,
                 peak_reserved=torch.cuda.max_memory_reserved() if cuda else None)
+
+
+def memory_fields(bound: Bound, meta_model: nn.Module | None, specs: Sequence[Any], plan: Plan) -> dict[str, Any]:
+    """The BenchResult fields of memory: the peak of one more (untimed) call, measured (cnnprof.timing.peak), next
+    to the peak predicted for it on meta (cnnprof.counting.footprint)."""
+    from cnnprof.timing.peak import peak_bytes
+
+    return dict(measured_peak=peak_bytes(bound.call, plan.device, bound.resident),
+                predicted_peak=predicted_peak(meta_model, specs, plan.device, plan.dtype, plan.mode, plan.optimizer))
 
 
 def release(device: str) -> None:

@@ -60,6 +60,10 @@ class BenchResult(Printable):
     requested_batch_size: int | None = None  # differs from batch_size when auto_batch halved it
     rounds: int = 0  # interleaved rounds the samples come from (0: timed on its own)
     needed_bytes: int | None = None  # estimated memory of the configuration (parameters + activations)
+    mode: str = "infer"  # infer: forward passes were timed; train: training steps
+    optimizer: str | None = None  # the optimizer of a training step
+    measured_peak: int | None = None  # bytes, one call after the warm-up (cnnprof.timing.peak says how)
+    predicted_peak: int | None = None  # bytes, the same call simulated on meta (cnnprof.counting.footprint)
 
     @property
     def runs(self) -> int:
