@@ -99,6 +99,23 @@ def _fast(name: str, args: tuple, kwargs: dict | None) -> Any:
     return _fast_backward(name, args)
 
 
+# Norms whose saved statistics follow the weight's dtype when the input's is lower (mixed precision: a bfloat16
+# input under autocast, float32 weights): what the CPU kernels return (torch 2.13), where the shape-only path
+# and torch's meta kernel of group_norm give the input's dtype. Name -> index of the weight argument.
+_NORM_WEIGHT = {"native_batch_norm": 1, "_native_batch_norm_legit": 1, "_native_batch_norm_legit_no_training": 1,
+                "native_layer_norm": 2, "native_group_norm": 1}
+
+
+def _mixed_norm(name: str, args: tuple, out: Any) -> Any:
+    """`out` of a norm with its statistics in the weight's dtype when input and weight dtypes differ."""
+    if name not in _NORM_WEIGHT or len(args) <= _NORM_WEIGHT[name] or not isinstance(out, tuple):
+        return out
+    x, w = args[0], args[_NORM_WEIGHT[name]]
+    if not isinstance(w, torch.Tensor) or not x.is_meta or w.dtype == x.dtype or not w.is_floating_point():
+        return out
+    return (out[0], *(torch.empty(t.shape, dtype=w.dtype, device="meta") for t in out[1:3]), *out[3:])
+
+
 class LiveBytes(TorchDispatchMode):
     """Live bytes of the storages ops allocate inside the mode, and their peak (see the module docstring).
 
@@ -138,6 +155,7 @@ class LiveBytes(TorchDispatchMode):
         out = _fast(func.overloadpacket.__name__, args, kwargs) if FAST else None
         if out is None:
             out = func(*args, **(kwargs or {}))
+        out = _mixed_norm(func.overloadpacket.__name__, args, out)
         if not any(r.alias_info is not None for r in func._schema.returns):
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
