@@ -175,7 +175,26 @@ def cpu_workspace(name: str, args: tuple, out: Any) -> int:
     """Bytes a CPU kernel holds while it runs, beyond its output: oneDNN's convolution copies the input and the
     weight into its blocked layout and writes the output into a buffer of its own before the copy that is
     returned, so it holds max(input + weight, output) more (measured with the allocator's profiler events on
-    torch 2.13, every zoo conv). Other kernels' scratch is not modelled."""
+    torch 2.13, every zoo conv). A bfloat16 pointwise (1x1, ungrouped) convolution also holds a float32
+    accumulator of one image's output, channels rounded up to 16, beside the copies (measured the same way;
+    it shows at small batches). Other kernels' scratch is not modelled."""
     if name != "convolution" or len(args) < 2:
         return 0
-    return max(_nbytes(args[0]) + _nbytes(args[1]), _nbytes(out))
+    x, w = args[0], args[1]
+    copies = _nbytes(x) + _nbytes(w)
+    if _pointwise(x, w, args) and isinstance(out, torch.Tensor) and out.dim() >= 3:
+        copies += 4 * -(-out.shape[1] // 16) * 16 * _numel(out.shape[2:])
+    return max(copies, _nbytes(out))
+
+
+def _pointwise(x: Any, w: Any, args: tuple) -> bool:
+    """A bfloat16 1x1 convolution with one group, not transposed (aten.convolution's arguments)."""
+    return (isinstance(w, torch.Tensor) and x.dtype == torch.bfloat16 and w.dim() >= 3
+            and all(k == 1 for k in w.shape[2:]) and len(args) > 8 and args[8] == 1 and not args[6])
+
+
+def _numel(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

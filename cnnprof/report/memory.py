@@ -78,9 +78,7 @@ def _notes(estimates: list[Any]) -> list[str]:
         notes.append(f"{e.model} at batch {e.batch_size}: peak {e.peak / 2**30:.2f} GiB {verdict} in "
                      f"{e.budget / 2**30:.2f} GiB ({source})" + (f"; {best}" if best else "") + ".")
     notes.append("Not modelled: allocator rounding and caching, cuDNN workspaces, the CUDA context; of the CPU "
-                 "kernels' scratch memory only oneDNN convolution's copies" + (
-                     " (not its bfloat16 scratchpad, a fixed size per layer that shows at small batches)."
-                     if any(e.amp for e in estimates) else "."))
+                 "kernels' scratch memory only oneDNN convolution's copies.")
     return notes
 
 
