@@ -156,3 +156,34 @@ def test_cli_memory_amp(cli):
     result = cli("memory", "resnet18", "--amp", "--dtype", "bfloat16")
     assert result.exit_code == 2 and "--amp keeps the weights in float32" in result.stderr
     assert "--dtype bfloat16" in result.stderr and "Traceback" not in result.stderr
+
+
+# torch's CUDA autocast reference (docs "CUDA Ops that can autocast to float16 / to float32"): conv and matmul in
+# float16; softmax and sum with dtype=float32; layer_norm, exp and the losses cast up to float32.
+CUDA_OPS = {
+    "conv2d": (lambda x, w: F.conv2d(x, w), (torch.rand(2, 4, 8, 8), _W), torch.float16),
+    "linear": (lambda x, w: F.linear(x, w), (torch.rand(2, 8), _L), torch.float16),
+    "softmax of fp16": (lambda x: F.softmax(x.half(), -1), (torch.rand(2, 8),), torch.float32),
+    "sum of fp16": (lambda x: x.half().sum(), (torch.rand(2, 8),), torch.float32),
+    "layer_norm of fp16": (lambda x: F.layer_norm(x.half(), (8,)), (torch.rand(2, 8),), torch.float32),
+    "exp of fp16": (lambda x: torch.exp(x.half()), (torch.rand(2, 8),), torch.float32),
+    "relu of fp16": (lambda x: F.relu(x.half()), (torch.rand(2, 8),), torch.float16),
+}
+
+
+@pytest.mark.parametrize("name", CUDA_OPS)
+def test_cuda_policy_follows_torchs_cuda_autocast_lists(name):
+    from conftest import HAS_CUDA
+
+    op, args, expected = CUDA_OPS[name]
+    if HAS_CUDA:
+        with real_autocast("cuda"):
+            expected = op(*(a.cuda() for a in args)).dtype
+    with Autocast("cuda"):
+        assert op(*(a.to("meta") for a in args)).dtype == expected
+
+
+def test_cuda_amp_computes_in_float16_and_keeps_float32_weights():
+    e = cnnprof.memory("resnet18", batch_size=2, mode="train", device="cuda", budget="8GiB", amp=True)
+    assert e.amp == "float16" and e.footprint.parameters == 4 * sum(p.numel() for p in build_model(
+        "resnet18", "meta").parameters())
