@@ -92,7 +92,7 @@ def memory(model, inputs=None, **options):
     'momentum' | 'adam' | 'adamw'): parameters, gradients, optimizer state, inputs, saved activations and the
     peak, simulated on meta; with budget= (bytes or '24GiB'; default the device's free memory) whether it fits
     and the largest batch that does. Returns a printable MemoryEstimate; options: batch_size, dtype, device,
-    budget, max_batch (see cnnprof.predict.memory.memory)."""
+    budget, max_batch, amp (mixed precision under torch.autocast; see cnnprof.predict.memory.memory)."""
     from cnnprof.predict.memory import memory as _memory
 
     return _memory(model, inputs, **options)

@@ -40,6 +40,9 @@ def memory_cmd(
     input_: InputOpt = None,
     optimizer: OptimizerOpt = Optimizer.sgd,
     dtype: Annotated[DType, typer.Option(help="Data type of the weights and float inputs.")] = DType.float32,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision: the forward pass and loss under torch.autocast "
+                                                    "(bfloat16 on cpu, float16 on cuda; emulated on meta); "
+                                                    "parameters, gradients and optimizer state stay float32.")] = False,
     device: Annotated[Device, typer.Option(help="Device predicted for: its free memory is the default budget; on "
                                                 "cuda the optimizer is the multi-tensor (foreach) one.")] = Device.cpu,
     budget: Annotated[Optional[str], typer.Option(
@@ -54,7 +57,7 @@ def memory_cmd(
     backward, and the peak over the op sequence (simulated on the meta device); whether it fits a budget and the
     largest batch that does."""
     settings = MemorySettings(mode.value, optimizer.value, dtype.value, device.value, budget, resolution,
-                              input_shape_, input_)
+                              input_shape_, input_, amp)
     guard(partial(_run, settings, models, set_, batch_size, fmt.value, output))
 
 
@@ -70,6 +73,7 @@ class MemorySettings:
     resolution: int | None
     input_shape: list[str] | None
     inputs: list[str] | None
+    amp: bool = False  # mixed precision (torch.autocast, emulated)
 
 
 def _predict(settings: MemorySettings, explicit: Any, source: Any, job: tuple) -> Any:
@@ -84,7 +88,7 @@ def _predict(settings: MemorySettings, explicit: Any, source: Any, job: tuple) -
     if explicit is not None and job[1] is not None:
         specs = with_batch_and_resolution(specs, job[1], None)
     return predict_memory(source, specs, mode=settings.mode, optimizer=settings.optimizer, dtype=settings.dtype,
-                          device=settings.device, budget=settings.budget)
+                          device=settings.device, budget=settings.budget, amp=settings.amp)
 
 
 def _report(results: list) -> Any:
@@ -95,10 +99,12 @@ def _report(results: list) -> Any:
 
 def _run(settings: MemorySettings, models: list[str] | None, set_: list[str] | None, batch_size: str | None,
          fmt: str, output: str | None) -> int:
+    from cnnprof.counting.footprint import check_settings
     from cnnprof.predict.memory import parse_bytes
     from cnnprof.timing.settings import check_device
 
     check_device(settings.device)  # the default budget is its free memory
+    check_settings(settings.dtype, settings.mode, settings.optimizer, settings.amp)  # before any model is built
     if settings.budget is not None:
         parse_bytes(settings.budget)  # a bad size is refused before any model is built
     explicit = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution)

@@ -17,7 +17,7 @@ OPTIONS = {
     "minimize": "--minimize", "maximize": "--maximize", "stats": "--stats",
     "knob": "--vary", "reference": "--to", "target": "--target", "bounds": "--range", "axes": "--set",
     "fixed": "--set", "quick": "--quick", "cached": "--cached", "seed": "--seed", "sampler": "--sampler",
-    "mode": "--mode", "frozen": "--frozen", "budget": "--budget", "optimizer": "--optimizer",
+    "mode": "--mode", "frozen": "--frozen", "budget": "--budget", "optimizer": "--optimizer", "amp": "--amp",
 }
 
 

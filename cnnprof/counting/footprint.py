@@ -10,7 +10,9 @@ function is what cnnprof.timing runs and measures, so prediction and measurement
 What autograd saves for backward is taken from `torch.autograd.graph.saved_tensors_hooks`: each storage
 once, attributed to the module that saved it first. On the CPU, oneDNN convolution's copies of its input and
 weight count while it runs (cpu_workspace). Not modelled: allocator rounding and caching, cuDNN workspaces,
-other kernels' scratch memory.
+other kernels' scratch memory. With `amp`, the forward pass and loss run under an emulation of torch.autocast
+(cnnprof.counting.amp): parameters, gradients and optimizer state stay float32, what the listed ops compute
+and save is bfloat16 (CPU) or float16 (CUDA), and the cast weights are live through the forward pass.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from cnnprof.counting.amp import Autocast
 from cnnprof.counting.liveness import FAST, LiveBytes, cpu_workspace, storage_bytes, storage_key as _key
 from cnnprof.counting.meta_fast import cheap_checks
 from cnnprof.errors import CnnprofError, parameter
@@ -34,7 +37,8 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
                 "float64": torch.float64}
 MODES = ("infer", "train")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-__all__ = ["FAST", "Footprint", "LiveBytes", "cpu_workspace", "MODES", "OPTIMIZERS", "available_bytes", "estimate_bytes", "fits", "footprint",
+__all__ = ["FAST", "Footprint", "LiveBytes", "cpu_workspace", "MODES", "OPTIMIZERS", "available_bytes", "check_settings",
+           "estimate_bytes", "fits", "footprint",
            "make_optimizer", "prime_optimizer", "storage_bytes", "train_step", "training_loss"]
 
 
@@ -99,9 +103,12 @@ def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def forward_backward(model: nn.Module, args: tuple, kwargs: dict) -> None:
-    """Forward, loss and backward: the gradients are left in `.grad`."""
-    loss = training_loss(model(*args, **kwargs))
+def forward_backward(model: nn.Module, args: tuple, kwargs: dict, amp: Any = None) -> None:
+    """Forward, loss and backward: the gradients are left in `.grad`. `amp`: a context manager the forward pass
+    and the loss run in (torch.autocast, or its emulation cnnprof.counting.amp.Autocast); backward runs outside
+    it, as the AMP recipe has it."""
+    with amp if amp is not None else nullcontext():
+        loss = training_loss(model(*args, **kwargs))
     if loss.is_meta:
         _meta_backward(loss)
     else:
@@ -120,9 +127,11 @@ def _meta_backward(loss: torch.Tensor) -> None:
     engine.run_backward((loss,), (seed,), False, False, (), allow_unreachable=True, accumulate_grad=True)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-    """One training step: forward, loss, backward, optimizer step, gradients set to None (freed)."""
-    forward_backward(model, args, kwargs)
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict,
+               amp: Any = None) -> None:
+    """One training step: forward, loss, backward, optimizer step, gradients set to None (freed); `amp`: the
+    autocast context of the forward pass and loss (see forward_backward)."""
+    forward_backward(model, args, kwargs, amp)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -179,19 +188,28 @@ def _inputs(inputs: Any, dtype: str, device: str = "meta") -> tuple[tuple, dict]
     return make_inputs(*split(specs))
 
 
-def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer", optimizer: str = "sgd",
-              device: str = "cpu", where: Any = None) -> Footprint:
-    """The Footprint of `model` (built on meta) on `inputs` (one shape or InputSpecs) in `dtype`: an inference
-    pass (no_grad) or, with mode='train', a training step with `optimizer` (see train_step), as it runs on
-    `device` (cpu: oneDNN's convolution workspace, cpu_workspace; cuda: the multi-tensor optimizer step, its
-    default there). `where`: an object whose `.current` names the running module, to attribute saved tensors
-    (cnnprof.counting.trace)."""
+def check_settings(dtype: str, mode: str, optimizer: str, amp: bool = False) -> None:
+    """Refuse a dtype, mode or optimizer that does not exist, and AMP on weights that are not float32."""
     if mode not in MODES:
         raise CnnprofError(f"{parameter('mode', mode)}: expected infer or train")
     if dtype not in ITEMSIZE:
         raise CnnprofError(f"{parameter('dtype', dtype)}: expected one of {', '.join(ITEMSIZE)}")
     if optimizer not in OPTIMIZERS:
         raise CnnprofError(f"{parameter('optimizer', optimizer)}: expected one of {', '.join(OPTIMIZERS)}")
+    if amp and dtype != "float32":
+        raise CnnprofError(f"{parameter('amp')} keeps the weights in float32 and casts op by op; it cannot "
+                           f"go with {parameter('dtype', dtype)}")
+
+
+def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer", optimizer: str = "sgd",
+              device: str = "cpu", where: Any = None, amp: bool = False) -> Footprint:
+    """The Footprint of `model` (built on meta) on `inputs` (one shape or InputSpecs) in `dtype`: an inference
+    pass (no_grad) or, with mode='train', a training step with `optimizer` (see train_step), as it runs on
+    `device` (cpu: oneDNN's convolution workspace, cpu_workspace; cuda: the multi-tensor optimizer step, its
+    default there). `where`: an object whose `.current` names the running module, to attribute saved tensors
+    (cnnprof.counting.trace). `amp`: mixed precision, the forward pass and loss under torch.autocast for
+    `device` (bfloat16 on cpu, float16 on cuda; emulated, cnnprof.counting.amp), weights kept in float32."""
+    check_settings(dtype, mode, optimizer, amp)
     if dtype != "float32" and any(p.dtype != TORCH_DTYPES[dtype] for p in model.parameters()):
         model = copy.deepcopy(model).to(dtype=TORCH_DTYPES[dtype])
     args, kwargs = _inputs(inputs, dtype)
@@ -200,16 +218,18 @@ def footprint(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str =
     state, step_extra = _step_cost(params, optimizer, device == "cuda") if train else (0, 0)
     saved = SavedTensors({_key(t) for t in (*params, *buffers, *given)}, where)
     live = LiveBytes(cpu_workspace if device == "cpu" else None)
+    # inference: as under torch.inference_mode (what cnnprof.timing measures), where autocast caches no cast weight
+    autocast = Autocast(device, cache=train) if amp else nullcontext()
     with _mode_of(model, train), cheap_checks(), live, (saved.hooks() if train else nullcontext()), \
             torch.inference_mode(False):
         if train:
-            forward_backward(model, args, kwargs)
+            forward_backward(model, args, kwargs, autocast)
             live.sweep()  # what is live when the optimizer steps: the gradients (and the loss)
             live.peak = max(live.peak, live.live + step_extra)
             for p in params:
                 p.grad = None
         else:
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 model(*args, **kwargs)
     sizes = dict(parameters=storage_bytes(params), buffers=storage_bytes(buffers), inputs=storage_bytes(given),
                  optimizer_state=state)
@@ -264,10 +284,10 @@ def _step_cost(params: list[nn.Parameter], optimizer: str, foreach: bool) -> tup
 
 
 def estimate_bytes(model: nn.Module, inputs: Any, dtype: str = "float32", mode: str = "infer",
-                   optimizer: str = "sgd", device: str = "cpu") -> int:
+                   optimizer: str = "sgd", device: str = "cpu", amp: bool = False) -> int:
     """Predicted peak bytes of an inference pass (or, mode='train', a training step) of `model` (built on meta)
-    in `dtype` on `device`; `inputs`: one shape or a sequence of InputSpecs (cnnprof.inputs)."""
-    return footprint(model, inputs, dtype, mode, optimizer, device).peak
+    in `dtype` on `device` (with `amp`: under autocast); `inputs`: one shape or a sequence of InputSpecs."""
+    return footprint(model, inputs, dtype, mode, optimizer, device, amp=amp).peak
 
 
 def available_bytes(device: str) -> int | None:

@@ -99,6 +99,23 @@ def _fast(name: str, args: tuple, kwargs: dict | None) -> Any:
     return _fast_backward(name, args)
 
 
+# Norms whose saved statistics follow the weight's dtype when the input's is lower (mixed precision: a bfloat16
+# input under autocast, float32 weights): what the CPU kernels return (torch 2.13), where the shape-only path
+# and torch's meta kernel of group_norm give the input's dtype. Name -> index of the weight argument.
+_NORM_WEIGHT = {"native_batch_norm": 1, "_native_batch_norm_legit": 1, "_native_batch_norm_legit_no_training": 1,
+                "native_layer_norm": 2, "native_group_norm": 1}
+
+
+def _mixed_norm(name: str, args: tuple, out: Any) -> Any:
+    """`out` of a norm with its statistics in the weight's dtype when input and weight dtypes differ."""
+    if name not in _NORM_WEIGHT or len(args) <= _NORM_WEIGHT[name] or not isinstance(out, tuple):
+        return out
+    x, w = args[0], args[_NORM_WEIGHT[name]]
+    if not isinstance(w, torch.Tensor) or not x.is_meta or w.dtype == x.dtype or not w.is_floating_point():
+        return out
+    return (out[0], *(torch.empty(t.shape, dtype=w.dtype, device="meta") for t in out[1:3]), *out[3:])
+
+
 class LiveBytes(TorchDispatchMode):
     """Live bytes of the storages ops allocate inside the mode, and their peak (see the module docstring).
 
@@ -138,6 +155,7 @@ class LiveBytes(TorchDispatchMode):
         out = _fast(func.overloadpacket.__name__, args, kwargs) if FAST else None
         if out is None:
             out = func(*args, **(kwargs or {}))
+        out = _mixed_norm(func.overloadpacket.__name__, args, out)
         if not any(r.alias_info is not None for r in func._schema.returns):
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
@@ -157,7 +175,26 @@ def cpu_workspace(name: str, args: tuple, out: Any) -> int:
     """Bytes a CPU kernel holds while it runs, beyond its output: oneDNN's convolution copies the input and the
     weight into its blocked layout and writes the output into a buffer of its own before the copy that is
     returned, so it holds max(input + weight, output) more (measured with the allocator's profiler events on
-    torch 2.13, every zoo conv). Other kernels' scratch is not modelled."""
+    torch 2.13, every zoo conv). A bfloat16 pointwise (1x1, ungrouped) convolution also holds a float32
+    accumulator of one image's output, channels rounded up to 16, beside the copies (measured the same way;
+    it shows at small batches). Other kernels' scratch is not modelled."""
     if name != "convolution" or len(args) < 2:
         return 0
-    return max(_nbytes(args[0]) + _nbytes(args[1]), _nbytes(out))
+    x, w = args[0], args[1]
+    copies = _nbytes(x) + _nbytes(w)
+    if _pointwise(x, w, args) and isinstance(out, torch.Tensor) and out.dim() >= 3:
+        copies += 4 * -(-out.shape[1] // 16) * 16 * _numel(out.shape[2:])
+    return max(copies, _nbytes(out))
+
+
+def _pointwise(x: Any, w: Any, args: tuple) -> bool:
+    """A bfloat16 1x1 convolution with one group, not transposed (aten.convolution's arguments)."""
+    return (isinstance(w, torch.Tensor) and x.dtype == torch.bfloat16 and w.dim() >= 3
+            and all(k == 1 for k in w.shape[2:]) and len(args) > 8 and args[8] == 1 and not args[6])
+
+
+def _numel(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

@@ -6,7 +6,8 @@ momentum, two moments and a step for adam / adamw); the inputs; the activations 
 (train; each storage once); and the predicted peak, the most bytes live at once over the op sequence, on top
 of what is resident. Against a budget (bytes; by default the device's free memory) it says whether the peak
 fits and finds the largest batch that does: the peak is close to linear in the batch, so two simulations
-give a guess and a few more confirm it.
+give a guess and a few more confirm it. With `amp`, the pass runs under an emulation of torch.autocast
+(cnnprof.counting.amp): the parameters, gradients and optimizer state stay in float32.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
-from cnnprof.counting.footprint import MODES, OPTIMIZERS, Footprint, available_bytes, footprint
+from cnnprof.counting.footprint import Footprint, available_bytes, check_settings, footprint
 from cnnprof.errors import CnnprofError, parameter
 from cnnprof.inputs import MAX_INPUT_ELEMENTS, InputSpec, with_batch_and_resolution
 from cnnprof.results import Printable
@@ -56,6 +57,7 @@ class MemoryEstimate(Printable):
     budget: int | None = None  # bytes the peak is checked against (None: not checked)
     budget_source: str = "given"  # given | free memory of the device
     max_batch: int | None = None  # largest batch whose peak fits the budget (0: not even batch 1)
+    amp: str | None = None  # mixed precision: the dtype autocast computes in (weights stay `dtype`); None: off
 
     @property
     def batch_size(self) -> int:
@@ -106,17 +108,15 @@ def largest_batch(peak_at: Peak, budget: int, known: dict[int, int], limit: int,
 
 def predict_memory(source: Any, inputs: Sequence[InputSpec], *, mode: str = "infer", optimizer: str = "sgd",
                    dtype: str = "float32", device: str = "cpu", budget: Any = None, max_batch: bool = True,
-                   label: str | None = None) -> MemoryEstimate:
+                   label: str | None = None, amp: bool = False) -> MemoryEstimate:
     """The MemoryEstimate of a resolved model (cnnprof.models.spec.ModelSource, built here on meta) on `inputs`
     (InputSpecs; the first dimension is the batch). `budget`: bytes or a size ('24GiB'); None checks against
     the device's free memory (cnnprof.counting.footprint.available_bytes). `max_batch`: also find the largest
-    batch that fits."""
+    batch that fits. `amp`: mixed precision, torch.autocast for `device` (emulated, cnnprof.counting.amp)."""
+    from cnnprof.counting.amp import AMP_DTYPES
     from cnnprof.counting.trace import ModuleTracker
 
-    if mode not in MODES:
-        raise CnnprofError(f"{parameter('mode', mode)}: expected infer or train")
-    if optimizer not in OPTIMIZERS:
-        raise CnnprofError(f"{parameter('optimizer', optimizer)}: expected one of {', '.join(OPTIMIZERS)}")
+    check_settings(dtype, mode, optimizer, amp)
     if budget is None:
         from cnnprof.timing.settings import check_device
 
@@ -125,18 +125,19 @@ def predict_memory(source: Any, inputs: Sequence[InputSpec], *, mode: str = "inf
     specs = tuple(inputs)
     tracker = ModuleTracker(model)
     try:
-        fp = footprint(model, specs, dtype, mode, optimizer, device, where=tracker)
+        fp = footprint(model, specs, dtype, mode, optimizer, device, where=tracker, amp=amp)
     finally:
         tracker.remove()
     limit_bytes, source_of = (parse_bytes(budget), "given") if budget is not None else (available_bytes(device),
                                                                                           "free memory")
     result = MemoryEstimate(label or source.label, mode, optimizer if mode == "train" else None, dtype, device, specs,
-                            fp, limit_bytes, source_of)
+                            fp, limit_bytes, source_of, amp=AMP_DTYPES[device] if amp else None)
     if limit_bytes is None or not max_batch or not specs or not specs[0].shape:
         return result
 
     def peak_at(b: int) -> int:
-        return footprint(model, with_batch_and_resolution(specs, b, None), dtype, mode, optimizer, device).peak
+        return footprint(model, with_batch_and_resolution(specs, b, None), dtype, mode, optimizer, device,
+                         amp=amp).peak
 
     known, lowest = {result.batch_size: fp.peak}, 1
     try:
@@ -173,9 +174,9 @@ def _prod(dims: Sequence[int]) -> int:
 
 def memory(model: Any, inputs: Any = None, *, batch_size: int | None = None, mode: str = "infer",
            optimizer: str = "sgd", dtype: str = "float32", device: str = "cpu", budget: Any = None,
-           max_batch: bool = True) -> MemoryEstimate:
+           max_batch: bool = True, amp: bool = False) -> MemoryEstimate:
     """predict_memory for any model (nn.Module or resolved spec) on `inputs` as count_flops takes them (default:
-    the model's declared input), at `batch_size` when given."""
+    the model's declared input), at `batch_size` when given; `amp`: under torch.autocast (mixed precision)."""
     from cnnprof.inputs import as_specs
     from cnnprof.models.spec import model_inputs, resolve
 
@@ -185,4 +186,4 @@ def memory(model: Any, inputs: Any = None, *, batch_size: int | None = None, mod
     if batch_size is not None:
         specs = with_batch_and_resolution(specs, batch_size, None)
     return predict_memory(source, specs, mode=mode, optimizer=optimizer, dtype=dtype, device=device, budget=budget,
-                          max_batch=max_batch)
+                          max_batch=max_batch, amp=amp)

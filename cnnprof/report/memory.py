@@ -31,6 +31,8 @@ def memory_json(e: Any) -> dict[str, Any]:
            "saved_activations_bytes": fp.saved, "resident_bytes": fp.resident, "transient_bytes": fp.transient,
            "peak_bytes": fp.peak, "budget_bytes": e.budget, "budget_source": e.budget_source if e.budget else None,
            "fits": e.fits, "max_batch_size": e.max_batch}
+    if e.amp:  # only with mixed precision: the default output stays as it was
+        row["amp"] = e.amp
     if e.mode == "train":
         row["saved_by_layer"] = [{"layer": m or "(model)", "tensors": n, "bytes": b,
                                   "share": b / fp.saved if fp.saved else 0.0} for m, b, n in fp.saved_by_module]
@@ -60,7 +62,11 @@ def _notes(estimates: list[Any]) -> list[str]:
         e = estimates[0]
         what = (f"a training step (forward, loss, backward, {e.optimizer} step)" if e.mode == "train"
                 else "an inference pass (no_grad)")
-        notes.append(f"{e.dtype}, {what}, simulated on the meta device for {e.device}; buffers "
+        precision = e.dtype if not e.amp else (
+            f"mixed precision (autocast to {e.amp}; parameters, gradients and optimizer state stay {e.dtype})")
+        if e.amp and e.mode != "train":
+            what = "an inference pass (inference_mode: autocast caches no cast weight)"
+        notes.append(f"{precision}, {what}, simulated on the meta device for {e.device}; buffers "
                      f"{mib(e.footprint.buffers)} MiB are in the peak, not in a column.")
     for e in estimates:
         if e.budget is None:
@@ -84,4 +90,6 @@ def _saved_table(e: Any, row: dict[str, Any]) -> Table:
                   row.get("saved_by_layer", []))
     table.notes.append("Each storage autograd saves is counted once, under the layer that saved it first; "
                        "parameters, buffers and inputs are left out (they are resident anyway).")
+    if e.amp:
+        table.notes.append(f"Mixed precision: the {e.amp} copies of the weights that layers save are counted here.")
     return table
