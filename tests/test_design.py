@@ -165,12 +165,17 @@ def test_search_respects_constraints_and_writes_rebuildable_configs(cli, small_s
     rows = search_json(cli, small_space, tmp_path / "out", "--trials", "12", "--seed", "3", "--constraint", "macs<=150M",
                        "--constraint", "params<=2M", "--minimize", "params", "--maximize", "macs")
     assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
-    for r in rows:
-        assert r["feasible"] == (r["macs"] <= 150e6 and r["params"] <= 2e6)
+    for r in rows:  # samples outside the budget were rejected on their counts: every trial returned is inside
+        assert r["feasible"] and r["macs"] <= 150e6 and r["params"] <= 2e6
     front = [r for r in rows if r["pareto"]]
     assert front and all(r["feasible"] for r in front)
-    assert json.loads((tmp_path / "out" / "trials.json").read_text()) == rows
-    assert (tmp_path / "out" / "trials.csv").read_text().count("\n") == 13
+    stored = json.loads((tmp_path / "out" / "trials.json").read_text())
+    assert [{k: v for k, v in r.items() if k != "rejected"} for r in stored if not r["rejected"]] == rows
+    rejected = [r for r in stored if r["rejected"]]  # visible, flagged, each outside a constraint, never on the front
+    assert rejected and all(not r["feasible"] and not r["pareto"] and (r["macs"] > 150e6 or r["params"] > 2e6)
+                            for r in rejected)
+    assert [r["trial"] for r in stored] == list(range(len(stored)))
+    assert (tmp_path / "out" / "trials.csv").read_text().count("\n") == len(stored) + 1
     for r in front:  # each chosen architecture is a standalone config that rebuilds to the same counts
         counted = cli.json("flops", r["config"])[0]
         assert (counted["params"], counted["macs"]) == (r["params"], r["macs"])

@@ -120,14 +120,14 @@ def _out_dir(path: str) -> Path:
 
 
 def _write_trials(saved: Any) -> None:
-    """Every trial, as raw numbers, to OUT/trials.json and OUT/trials.csv."""
+    """Every trial, as raw numbers, to OUT/trials.json and OUT/trials.csv, with the rejected samples flagged."""
     import json
 
     from cnnprof.design.search import output_path, write_text
     from cnnprof.report.design import trial_rows
     from cnnprof.report.render import render_csv
 
-    rows = trial_rows(saved.result, saved.configs)
+    rows = trial_rows(saved.result, saved.configs, rejected=True)
     write_text(output_path(saved.out_dir, "trials.json"), json.dumps(rows, indent=2) + "\n")
     write_text(output_path(saved.out_dir, "trials.csv"), render_csv(rows))
 

@@ -4,16 +4,22 @@ The study (samplers, constraints, storage) is Optuna's: a sqlite:/// URL resumes
 same study name on a shared database URL lets workers on several machines fill one study (Optuna's
 documented way to scale out). Trials are asked and told in fixed-size batches, evaluated by a pool of
 processes, so the samples depend on --seed only, not on the number of workers.
+
+Trials stay inside the budget: a sample is counted first, as a sum of memoised part counts (cnnprof.design.memo,
+~1 ms), and one outside a constraint on a counted metric (params, MACs, FLOPs, acts, or a predicted latency) is
+rejected before anything costly runs: stored as a pruned trial (Optuna's constrained samplers learn from its
+violations), flagged in trials.json, never counted against `trials` (pycls samples within complexity bounds
+the same way).
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cnnprof.design.metrics import Constraint, Point, Settings, get_metric, metric_value, require
+from cnnprof.design.metrics import Constraint, Point, Settings, counted, get_metric, metric_value, require
 from cnnprof.design.space import Space, name_problem
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
@@ -22,6 +28,8 @@ from cnnprof.results import Printable
 
 BATCH = 8  # trials asked before any is told: fixed, so results do not depend on --workers
 MAX_TRIALS = 1_000_000  # a study's ceiling: more is a typo (a study this size is days of counting), not a plan
+# Rejected samples one call may draw before it gives up on a budget that leaves (almost) nothing of the space.
+REJECT_BASE, REJECT_PER_TRIAL = 1000, 20
 
 
 @dataclass(frozen=True)
@@ -38,17 +46,19 @@ class SearchResult(Printable):
     constraints: tuple[Constraint, ...]
     convention: str
     settings: Settings
-    trials: tuple[TrialRecord, ...]
+    trials: tuple[TrialRecord, ...]  # the study's trials, rejected samples apart
     pareto: tuple[int, ...]  # trial numbers on the feasible Pareto front, by first objective
     evaluated: int  # trials run by this call (the rest were in the stored study)
     elapsed_s: float
     interrupted: bool = False
     workers: int = 1
     warnings: tuple[str, ...] = ()  # e.g. a resumed study that stores no description of its space
+    rejected: tuple[TrialRecord, ...] = ()  # samples outside a constraint on a counted metric (the whole study's)
+    rejected_now: int = 0  # of which this call drew
 
     def trial(self, number: int) -> TrialRecord:
-        """The trial of this number."""
-        return next(t for t in self.trials if t.number == number)
+        """The trial of this number (a rejected sample too)."""
+        return next(t for t in (*self.trials, *self.rejected) if t.number == number)
 
 
 @dataclass(frozen=True)
@@ -67,23 +77,36 @@ class Distribution:
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def evaluate_sample(space: Space, sample: dict[str, Any], settings: Settings) -> Point:
-    """Materialise one sample of the space and count it; an invalid sample is a Point with status invalid."""
+def evaluate_sample(space: Space, sample: dict[str, Any], settings: Settings, gate: Sequence[Constraint] = (),
+                    convention: str = "macc") -> Point:
+    """Materialise one sample of the space and count it (as a sum of memoised part counts where it can); benchmark
+    it only when it satisfies the `gate` constraints. An invalid sample is a Point with status invalid."""
+    from cnnprof.design.memo import count_config
     from cnnprof.design.metrics import evaluate
 
     try:
         config = space.config(sample)
     except CnnprofError as exc:
         return Point(tuple(sample.items()), status="invalid", error=first_line(exc))
+    point = count_config(config, replace(settings, profile=None) if settings.bench else settings, sample)
+    if point is not None and (not settings.bench or rejects(point, gate, convention)):
+        return point
     return evaluate(config, {}, settings, knobs=sample)
+
+
+def rejects(point: Point, gate: Sequence[Constraint], convention: str) -> bool:
+    """Whether a counted point falls outside one of the constraints checked before a trial is accepted."""
+    return point.ok and not all(c.satisfied(metric_value(point, c.metric, convention)) for c in gate)
 
 
 def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint] = (), *,
            trials: int = 100, seed: int | None = None, sampler: str = "auto", storage: str | None = None,
            study_name: str | None = None, workers: int = 1, settings: Settings = Settings(),
-           convention: str = "macc", stats: bool = False,
-           progress: Callable[[int, int], None] | None = None) -> SearchResult:
-    """Run (or resume) a study until it holds `trials` finished trials; return every trial and the front."""
+           convention: str = "macc", stats: bool = False, progress: Callable[[int, int], None] | None = None,
+           cache: str | Path | None = None) -> SearchResult:
+    """Run (or resume) a study until it holds `trials` finished trials, samples rejected by a constraint apart;
+    return every trial and the front. `cache`: a file of part counts (cnnprof.design.memo) read first and written
+    after, so a resumed or parallel search counts no part twice."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -96,16 +119,35 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     study, warnings = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints),
                                  constraints)
     start = time.perf_counter()
+    warnings += _read_cache(cache)
     pool = _pool(workers) if workers > 1 and not settings.bench else None
-    run = _Run(study, space, settings, objectives, constraints, convention)
-    evaluated, interrupted = run.until(trials, pool, progress)
-    records = tuple(record(t, constraints) for t in finished_trials(study))
+    gate = tuple(c for c in constraints if counted(c.metric, settings))
+    run = _Run(study, space, settings, objectives, constraints, convention, gate)
+    evaluated, rejected, interrupted = run.until(trials, pool, progress)
+    warnings += run.warnings + _write_cache(cache)
+    stored = [record(t, constraints) for t in finished_trials(study)]
+    records = tuple(r for r in stored if not r.rejected)
     return SearchResult(space=space.name, space_source=space.source, study_name=study_name, storage=storage or "memory",
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
                         elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1,
-                        warnings=tuple(warnings))
+                        warnings=tuple(warnings), rejected=tuple(r for r in stored if r.rejected),
+                        rejected_now=rejected)
+
+
+def _read_cache(cache: str | Path | None) -> list[str]:
+    from cnnprof.design.memo import load_cache
+
+    warning = load_cache(cache) if cache is not None else None
+    return [warning] if warning else []
+
+
+def _write_cache(cache: str | Path | None) -> list[str]:
+    from cnnprof.design.memo import save_cache
+
+    warning = save_cache(cache) if cache is not None else None
+    return [warning] if warning else []
 
 
 def check_study_name(study_name: str | None) -> None:
@@ -157,34 +199,55 @@ class _Run:
     objectives: Sequence[tuple[str, str]]
     constraints: tuple[Constraint, ...]
     convention: str
+    gate: tuple[Constraint, ...] = ()  # constraints checked on the count, before a trial is accepted
+    warnings: list[str] = field(default_factory=list)
 
-    def until(self, trials: int, pool: Any, progress: Callable[[int, int], None] | None) -> tuple[int, bool]:
-        """Run batches until the study holds `trials` finished trials: (trials evaluated, interrupted)."""
-        evaluated, batch, told = 0, [], set()
+    def until(self, trials: int, pool: Any, progress: Callable[[int, int], None] | None) -> tuple[int, int, bool]:
+        """Run batches until the study holds `trials` accepted trials: (trials evaluated, samples rejected,
+        interrupted). The study is read once; other processes' trials count when this call ends (a shared study
+        may end a batch or so over)."""
+        done = sum(1 for t in finished_trials(self.study) if not t.user_attrs["cnnprof"].get("rejected"))
+        evaluated, rejected, batch, told = 0, 0, [], set()
+        limit = REJECT_BASE + REJECT_PER_TRIAL * trials
         try:
             while True:
-                done = len(finished_trials(self.study))
                 if progress:
                     progress(min(done, trials), trials)
                 if done >= trials:
-                    return evaluated, False
+                    return evaluated, rejected, False
+                if rejected >= limit:
+                    self.warnings.append(f"{rejected:,} samples in a row fell outside "
+                                         f"{', '.join(c.text for c in self.gate)}; stopped with {done} of {trials} "
+                                         f"trials (the constraints leave too little of the space)")
+                    return evaluated, rejected, False
                 batch = [self.study.ask() for _ in range(min(BATCH, trials - done))]
                 for t, point in zip(batch, self.evaluate(batch, pool)):
                     told.add(t.number)
-                    tell(self.study, t, point, self.objectives, self.constraints, self.convention)
-                    evaluated += 1
+                    outside = rejects(point, self.gate, self.convention)
+                    tell(self.study, t, point, self.objectives, self.constraints, self.convention, rejected=outside)
+                    rejected += outside
+                    evaluated += not outside
+                    done += not outside
         except KeyboardInterrupt:
             self.fail_untold(batch, told)
-            return evaluated, True
+            return evaluated, rejected, True
         finally:
             if pool:
                 pool.shutdown(cancel_futures=True)
 
     def evaluate(self, batch: list[Any], pool: Any) -> list[Point]:
-        """Sample the knobs of each asked trial and count the samples."""
+        """Sample the knobs of each asked trial and count the samples (a worker hands back the parts it counted)."""
+        from cnnprof.design.memo import MEMO
+
         samples = [{k.name: k.suggest(t) for k in self.space.knobs} for t in batch]
-        jobs = [(self.space, s, self.settings) for s in samples]
-        return list(pool.map(_evaluate_job, jobs)) if pool else [_evaluate_job(j) for j in jobs]
+        jobs = [(self.space, s, self.settings, self.gate, self.convention) for s in samples]
+        if not pool:
+            return [evaluate_sample(*j) for j in jobs]
+        points = []
+        for point, added in pool.map(_evaluate_job, jobs):
+            MEMO.merge(added)
+            points.append(point)
+        return points
 
     def fail_untold(self, batch: list[Any], told: set[int]) -> None:
         """Fail this process's trials left running by an interruption (not other workers')."""
@@ -195,8 +258,11 @@ class _Run:
                 self.study.tell(t, state=TrialState.FAIL)
 
 
-def _evaluate_job(job: tuple[Space, dict, Settings]) -> Point:
-    return evaluate_sample(*job)
+def _evaluate_job(job: tuple) -> tuple[Point, list]:
+    """A worker's evaluation, with the part counts it made (for the parent's cache file)."""
+    from cnnprof.design.memo import MEMO
+
+    return evaluate_sample(*job), MEMO.take_added()
 
 
 def _pool(workers: int):
@@ -267,13 +333,14 @@ def search_to_dir(out_dir: str | Path, space: Space, objectives: Sequence[tuple[
                   sampler: str = "auto", storage: str | None = None, study_name: str | None = None, workers: int = 1,
                   settings: Settings = Settings(), convention: str = "macc", stats: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> SavedSearch:
-    """Search with the study stored in `out_dir` (study.db, unless `storage` says otherwise), then write the
-    Pareto front's configs to out_dir/pareto, or with `stats` compute the design-space distributions."""
+    """Search with the study stored in `out_dir` (study.db, unless `storage` says otherwise; its part counts in
+    part_counts.json), then write the Pareto front's configs to out_dir/pareto, or with `stats` compute the
+    design-space distributions."""
     out_dir = Path(out_dir)
     result = search(space, objectives, constraints, trials=trials, seed=seed, sampler=sampler,
                     storage=storage or f"sqlite:///{output_path(out_dir, 'study.db').resolve()}",
                     study_name=study_name, workers=workers, settings=settings, convention=convention, stats=stats,
-                    progress=progress)
+                    progress=progress, cache=output_path(out_dir, "part_counts.json"))
     configs = {} if stats else write_configs(result, space, output_path(out_dir, "pareto"))
     return SavedSearch(result, out_dir, configs, distributions(result) if stats else None)
 

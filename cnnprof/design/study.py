@@ -25,7 +25,8 @@ class TrialRecord:
     sample: tuple[tuple[str, Any], ...]
     point: Point
     feasible: bool  # valid and within every constraint
-    values: tuple[float, ...] | None  # objective values (None for a failed trial)
+    values: tuple[float, ...] | None  # objective values (None for a failed or rejected trial)
+    rejected: bool = False  # outside a constraint on a counted metric: not counted against the trials asked for
 
 
 def sampler_kind(sampler: str, objectives: Sequence[tuple[str, str]], stats: bool) -> str:
@@ -200,12 +201,19 @@ def constraint_values(point: Point, constraints: Sequence[Constraint], conventio
 
 
 def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
-         constraints: Sequence[Constraint], convention: str) -> None:
-    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial)."""
+         constraints: Sequence[Constraint], convention: str, rejected: bool = False) -> None:
+    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial;
+    a `rejected` one, outside a constraint on its counts, is pruned with its constraint values, so a constrained
+    sampler learns where the budget ends)."""
     from optuna.trial import TrialState
 
     # One attribute, one storage write (each write is a database round trip).
-    trial.set_user_attr("cnnprof", {name: getattr(point, name) for name in POINT_FIELDS})
+    trial.set_user_attr("cnnprof", {**{name: getattr(point, name) for name in POINT_FIELDS},
+                                    **({"rejected": True} if rejected else {})})
+    if rejected:
+        _set_constraints(trial, constraints, [_violation(point, c, convention) for c in constraints])
+        study.tell(trial, state=TrialState.PRUNED)
+        return
     if not point.ok:
         study.tell(trial, state=TrialState.FAIL)
         return
@@ -215,12 +223,22 @@ def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, s
     except CnnprofError:
         study.tell(trial, state=TrialState.FAIL)
         raise
+    _set_constraints(trial, constraints, cons)
+    study.tell(trial, values)
+
+
+def _set_constraints(trial: Any, constraints: Sequence[Constraint], values: Sequence[float]) -> None:
     if hasattr(trial, "set_constraint"):  # Optuna >= 5
-        for c, value in zip(constraints, cons):
+        for c, value in zip(constraints, values):
             trial.set_constraint(c.text, value)
     else:
-        trial.set_user_attr("constraints", cons)
-    study.tell(trial, values)
+        trial.set_user_attr("constraints", list(values))
+
+
+def _violation(point: Point, c: Constraint, convention: str) -> float:
+    """A constraint's value for Optuna at a rejected point; 0 where the metric was not measured (not run)."""
+    v = metric_value(point, c.metric, convention)
+    return 0.0 if v is None else c.violation(v) if not c.satisfied(v) else min(0.0, c.violation(v))
 
 
 def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:
@@ -229,4 +247,5 @@ def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:
     point = Point(tuple(t.params.items()), **{k: attrs.get(k) for k in POINT_FIELDS})
     feasible = point.ok and t.values is not None and all(
         c.satisfied(metric_value(point, c.metric)) for c in constraints)
-    return TrialRecord(t.number, point.knobs, point, feasible, tuple(t.values) if t.values is not None else None)
+    return TrialRecord(t.number, point.knobs, point, feasible, tuple(t.values) if t.values is not None else None,
+                       rejected=attrs.get("rejected") is True)
