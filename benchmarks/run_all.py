@@ -26,7 +26,7 @@ SCRIPTS = [
     ("Latency prediction: how params, MACs, acts, traffic and cnnprof's predictions track measured latency "
      "(issue 8; CUDA batch 1 and 64 too when a GPU is present)", "latency_prediction.py", [], ["--quick"]),
     ("Design commands: sweep grid vs import torch, search trials/s on the RegNet space", "design_speed.py",
-     ["--runs", "3", "--trials", "200"], ["--runs", "1", "--trials", "40"]),
+     ["--runs", "3", "--trials", "10000"], ["--runs", "1", "--trials", "200", "--no-stats"]),
 ]
 
 

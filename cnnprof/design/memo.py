@@ -83,6 +83,11 @@ class PartCounts:
         added, self.added = list(self.added.items()), {}
         return added
 
+    def learn(self, entries: list[tuple[tuple, PartCost]]) -> None:
+        """Add entries another process made and will hand over itself (not added to `added`)."""
+        for key, cost in entries:
+            self.table.setdefault(key, cost)
+
     def merge(self, entries: list[tuple[tuple, PartCost]]) -> None:
         """Add entries made elsewhere (by a worker process): they are written with the study's cache."""
         for key, cost in entries:
@@ -99,7 +104,6 @@ def measure(part: Any, shape: tuple[int, ...], scope: str, profile: Any = None) 
     import torch
 
     from cnnprof.counting.flops import flop_count
-    from cnnprof.counting.params import count_params
     from cnnprof.counting.run import trace_model
 
     with torch.device("meta"):
@@ -109,8 +113,7 @@ def measure(part: Any, shape: tuple[int, ...], scope: str, profile: Any = None) 
     out = next(o for name, _, o in trace.module_shapes if name == "")
     if out is None or not all(isinstance(d, int) for d in out):
         raise CnnprofError(f"part {part.key[:60]} gives no single tensor output")
-    cost = PartCost(tuple(out), count_params(module).total, fc.macs, fc.other_ops, fc.acts,
-                    trace.modules_called, trace.free_calls)
+    cost = PartCost(tuple(out), trace.params, fc.macs, fc.other_ops, fc.acts, trace.modules_called, trace.free_calls)
     if profile is None:
         return cost
     from cnnprof.counting.traffic import memory_profile

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from cnnprof.design.metrics import Constraint, Point, Settings, counted, get_metric, metric_value, require
 from cnnprof.design.space import Space, name_problem
+from cnnprof.design.stats import Distribution, distributions  # noqa: F401 - re-exported
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
 from cnnprof.errors import CnnprofError, first_line, parameter
@@ -30,6 +31,7 @@ BATCH = 8  # trials asked before any is told: fixed, so results do not depend on
 MAX_TRIALS = 1_000_000  # a study's ceiling: more is a typo (a study this size is days of counting), not a plan
 # Rejected samples one call may draw before it gives up on a budget that leaves (almost) nothing of the space.
 REJECT_BASE, REJECT_PER_TRIAL = 1000, 20
+SHARED_BATCHES = 4  # a worker is told the part counts the others made in this many recent batches
 
 
 @dataclass(frozen=True)
@@ -59,22 +61,6 @@ class SearchResult(Printable):
     def trial(self, number: int) -> TrialRecord:
         """The trial of this number (a rejected sample too)."""
         return next(t for t in (*self.trials, *self.rejected) if t.number == number)
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """Empirical distribution of one metric over the valid samples (pycls-style design-space statistics)."""
-
-    metric: str
-    values: tuple[float, ...]  # sorted
-
-    def quantile(self, q: float) -> float:
-        """The q-quantile (0 to 1), interpolated linearly between the sorted values."""
-        xs = self.values
-        pos = q * (len(xs) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(xs) - 1)
-        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def evaluate_sample(space: Space, sample: dict[str, Any], settings: Settings, gate: Sequence[Constraint] = (),
@@ -201,6 +187,7 @@ class _Run:
     convention: str
     gate: tuple[Constraint, ...] = ()  # constraints checked on the count, before a trial is accepted
     warnings: list[str] = field(default_factory=list)
+    learnt: list[list] = field(default_factory=list)  # part counts the workers made, by batch (passed on to all)
 
     def until(self, trials: int, pool: Any, progress: Callable[[int, int], None] | None) -> tuple[int, int, bool]:
         """Run batches until the study holds `trials` accepted trials: (trials evaluated, samples rejected,
@@ -243,10 +230,14 @@ class _Run:
         jobs = [(self.space, s, self.settings, self.gate, self.convention) for s in samples]
         if not pool:
             return [evaluate_sample(*j) for j in jobs]
-        points = []
-        for point, added in pool.map(_evaluate_job, jobs):
+        # Each worker also learns what the others counted lately, so no part is traced once per worker.
+        recent = [entry for added in self.learnt[-SHARED_BATCHES:] for entry in added]
+        points, learnt = [], []
+        for point, added in pool.map(_evaluate_job, [(*j, recent) for j in jobs]):
             MEMO.merge(added)
+            learnt += added
             points.append(point)
+        self.learnt.append(learnt)
         return points
 
     def fail_untold(self, batch: list[Any], told: set[int]) -> None:
@@ -259,10 +250,12 @@ class _Run:
 
 
 def _evaluate_job(job: tuple) -> tuple[Point, list]:
-    """A worker's evaluation, with the part counts it made (for the parent's cache file)."""
+    """A worker's evaluation, with the part counts it made (for the parent's cache and the other workers)."""
     from cnnprof.design.memo import MEMO
 
-    return evaluate_sample(*job), MEMO.take_added()
+    *args, recent = job
+    MEMO.learn(recent)
+    return evaluate_sample(*args), MEMO.take_added()
 
 
 def _pool(workers: int):
@@ -298,19 +291,6 @@ def pareto_front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str,
             front.append((v, n))
             seen.add(v)
     return tuple(n for _, n in sorted(front))
-
-
-def distributions(result: SearchResult) -> list[Distribution]:
-    """Empirical distributions of the count metrics over the valid trials (acts when counted)."""
-    valid = [t.point for t in result.trials if t.point.ok]
-    out = []
-    for metric in ("params", "macs", "flops", "acts", "latency"):
-        values = [metric_value(p, metric, result.convention) for p in valid]
-        if values and all(v is not None for v in values):
-            if metric == "flops" and result.convention == "macc" and result.settings.scope == "conv":
-                continue  # identical to macs
-            out.append(Distribution(metric, tuple(sorted(values))))
-    return out
 
 
 @dataclass(frozen=True)
