@@ -305,3 +305,21 @@ def test_latency_can_be_predicted_instead_of_measured(cli, small_space, tmp_path
     for args in (["--predict", "--bench"], ["--device-spec", "h100"]):
         result = cli("sweep", "mobilenet_v1", "--set", "width_mult=1,0.5", *args)
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_regnet_budget_search_acceptance(cli, tmp_path):
+    """Issue 16: the RegNet command returns its trials inside macs<=400M, the same trials for the same seed whatever
+    the workers, and every Pareto config rebuilds to its trial's counts."""
+    args = ("--trials", "40", "--constraint", "macs<=400M", "--seed", "0", "--minimize", "params", "--maximize", "macs")
+    rows = search_json(cli, "configs/spaces/regnet.yaml", tmp_path / "a", "--storage", str(tmp_path / "a.log"), *args)
+    assert len(rows) == 40 and sum(r["macs"] <= 400e6 for r in rows) >= 36  # at least 90% (here: all)
+    stored = json.loads((tmp_path / "a" / "trials.json").read_text())
+    assert all(r["macs"] > 400e6 for r in stored if r["rejected"]) and len(stored) > 40
+    again = cli("search", "--space", "configs/spaces/regnet.yaml", "--out", str(tmp_path / "b"), "--workers", "2",
+                "--format", "json", "--storage", str(tmp_path / "b.log"), *args)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "config"} for r in rows]  # noqa: E731
+    assert again.exit_code == 0 and strip(json.loads(again.stdout)) == strip(rows)
+    for r in (r for r in rows if r["pareto"]):
+        counted = cli.json("flops", r["config"])[0]
+        assert (counted["params"], counted["macs"], counted["acts"]) == (r["params"], r["macs"], r["acts"])
