@@ -224,3 +224,15 @@ def test_an_interrupted_search_keeps_the_told_trials_and_fails_the_rest(syntheti
     monkeypatch.setattr(search_module, "evaluate_sample", real)
     resumed = search_module.search(synthetic, [("macs", "minimize")], trials=10, seed=0, storage=storage)
     assert resumed.evaluated == 2 and [t.number for t in resumed.trials] == [*range(batch), 16, 17]
+
+
+def test_a_budget_that_leaves_nothing_stops_with_a_warning(synthetic, monkeypatch):
+    import cnnprof.design.search as search_module
+
+    monkeypatch.setattr(search_module, "REJECT_BASE", 10)
+    result = search_module.search(synthetic, [("macs", "minimize")], [parse_constraint("params<=50")], trials=2,
+                                  seed=0)
+    limit = 10 + search_module.REJECT_PER_TRIAL * 2
+    assert result.trials == () and len(result.rejected) == result.rejected_now == limit and not result.interrupted
+    assert any(f"{limit} samples of this run fell outside params<=50; stopped with 0 of 2 trials" in w
+               for w in result.warnings)

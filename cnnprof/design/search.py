@@ -203,7 +203,7 @@ class _Run:
                 if done >= trials:
                     return evaluated, rejected, False
                 if rejected >= limit:
-                    self.warnings.append(f"{rejected:,} samples in a row fell outside "
+                    self.warnings.append(f"{rejected:,} samples of this run fell outside "
                                          f"{', '.join(c.text for c in self.gate)}; stopped with {done} of {trials} "
                                          f"trials (the constraints leave too little of the space)")
                     return evaluated, rejected, False
