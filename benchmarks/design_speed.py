@@ -6,7 +6,7 @@ with predicted latency (EDFs of params, MACs, acts and latency).
 Each command runs in a fresh process and a fresh study; wall times are of the whole command. Samples rejected
 by the constraint (counted, never run; not counted against --trials) are reported beside the trials.
 Prints Markdown tables. Run: .venv/bin/python benchmarks/design_speed.py [--runs 3] [--trials 10000]
-[--workers 1,2] [--storages journal,sqlite] [--no-sweep] [--no-stats]
+[--workers 1,2] [--storages journal,sqlite,memory] [--no-sweep] [--no-stats]
 """
 from __future__ import annotations
 
@@ -22,7 +22,20 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 GRID = ["--set", "width_mult=1,0.75,0.5,0.25", "--set", "resolution=224,192,160,128"]
-STORAGES = {"sqlite": ("SQLite (default)", None), "journal": ("journal file", "{dir}/study.log")}
+STORAGES = {"sqlite": ("SQLite (default)", None), "journal": ("journal file", "{dir}/study.log"),
+            "memory": ("in memory (library call)", "")}
+# The same search as a library call on an in-memory study (what counting costs without storage writes).
+IN_MEMORY = """
+import json, sys, time
+from cnnprof.design.metrics import parse_constraint
+from cnnprof.design.search import search
+from cnnprof.design.space import load_space
+t = time.perf_counter()
+r = search(load_space("regnet"), [("params", "minimize"), ("macs", "maximize")], [parse_constraint("macs<=400M")],
+           trials=int(sys.argv[1]), seed=0, workers=int(sys.argv[2]))
+print(json.dumps({"wall": time.perf_counter() - t, "trials": len(r.trials), "rejected": len(r.rejected),
+                  "inside": sum(t.point.macs <= 400e6 for t in r.trials) / len(r.trials)}))
+"""
 GOAL_S = 300.0
 
 
@@ -45,6 +58,9 @@ def search_cmd(out_dir: Path, trials: int, workers: int, storage: str | None, *e
 
 def search_run(trials: int, workers: int, storage: str | None, tmp: Path) -> dict:
     """One fresh study: wall time, trials returned, samples rejected, share of returned trials in the budget."""
+    if storage == "":
+        t, out = wall([sys.executable, "-c", IN_MEMORY, str(trials), str(workers)])
+        return {**json.loads(out), "wall": t}
     out_dir = tmp / f"s{workers}{'j' if storage else 'db'}"
     t, out = wall(search_cmd(out_dir, trials, workers, storage, "--constraint", "macs<=400M", "--maximize", "macs",
                              "--minimize", "params"))
@@ -72,7 +88,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--trials", type=int, default=10000)
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}")
-    parser.add_argument("--storages", default="journal,sqlite")
+    parser.add_argument("--storages", default="journal,sqlite,memory")
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--no-stats", action="store_true")
     args = parser.parse_args()
