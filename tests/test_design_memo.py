@@ -94,3 +94,16 @@ def test_the_cache_file_round_trips_and_stale_or_bad_files_are_not_used(tmp_path
         warning = load_cache(path, fresh)
         assert not fresh.table and "not used" in warning and "measured again" in warning
     assert load_cache(tmp_path / "absent.json", PartCounts()) is None
+
+
+def test_the_cache_is_written_in_place_never_through_a_planted_link(tmp_path):
+    memo = PartCounts()
+    count_config(load_space("configs/spaces/regnet.yaml").config({}), Settings(), {}, memo)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part_counts.json.tmp").symlink_to(outside)
+    assert save_cache(out / "part_counts.json", memo) is None
+    assert outside.read_text() == "keep" and not (out / "part_counts.json").is_symlink()
+    assert load_cache(out / "part_counts.json", PartCounts()) is None

@@ -243,7 +243,9 @@ def save_cache(path: str | Path, memo: PartCounts = MEMO) -> str | None:
         return f"{path}: {len(text):,} bytes of part counts, more than {CACHE_LIMIT:,}: not written"
     try:
         tmp = Path(f"{path}.tmp")
-        tmp.write_text(text)
+        tmp.unlink(missing_ok=True)  # a link planted there is removed, not followed;
+        with open(tmp, "x") as f:  # and "x" (O_EXCL) refuses to write through one planted since
+            f.write(text)
         tmp.replace(path)
     except OSError as exc:
         return f"{path}: cannot write the part-count cache: {exc.strerror or exc}"
