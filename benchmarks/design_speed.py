@@ -67,7 +67,7 @@ def search_run(trials: int, workers: int, storage: str | None, tmp: Path) -> dic
     rows = json.loads(out)
     stored = json.loads((out_dir / "trials.json").read_text())
     inside = sum(1 for r in rows if r["macs"] is not None and r["macs"] <= 400e6)
-    return {"wall": t, "trials": len(rows), "rejected": sum(1 for r in stored if r["rejected"]),
+    return {"wall": t, "trials": len(rows), "rejected": sum(1 for r in stored if r.get("rejected")),
             "inside": inside / len(rows)}
 
 

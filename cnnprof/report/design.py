@@ -216,9 +216,11 @@ def plot_match(result: Any, path: str) -> None:
 
 def trial_rows(result: Any, configs: dict[int, str] | None = None, rejected: bool = False) -> list[dict[str, Any]]:
     """Every trial of a SearchResult as raw numbers: knobs, counts, objectives, feasibility, front membership; with
-    `rejected`, also the samples rejected by a constraint, in trial order, each row flagged (as trials.json has)."""
+    `rejected`, also the samples rejected by a constraint, in trial order, each row flagged (as trials.json has;
+    with none rejected, the rows are the trials' alone, as on stdout)."""
     front = set(result.pareto)
     rows = []
+    rejected = rejected and bool(result.rejected)
     trials = sorted((*result.trials, *result.rejected), key=lambda t: t.number) if rejected else result.trials
     for t in trials:
         row: dict[str, Any] = {"trial": t.number, "status": t.point.status, "feasible": t.feasible,
