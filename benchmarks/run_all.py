@@ -30,7 +30,7 @@ SCRIPTS = [
      "held out by model; other GPUs untuned; CPU only, from benchmarks/data/gpu_tables.json.gz)", "gpu_tables.py",
      [], []),
     ("Design commands: sweep grid vs import torch, search trials/s on the RegNet space", "design_speed.py",
-     ["--runs", "3", "--trials", "200"], ["--runs", "1", "--trials", "40"]),
+     ["--runs", "3", "--trials", "10000"], ["--runs", "1", "--trials", "200", "--no-stats"]),
 ]
 
 

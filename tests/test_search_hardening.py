@@ -257,7 +257,7 @@ def toy(monkeypatch):
     from cnnprof.design.metrics import Point
     from cnnprof.design.space import Knob, Space
 
-    monkeypatch.setattr(search_module, "evaluate_sample", lambda space, sample, settings: Point(
+    monkeypatch.setattr(search_module, "evaluate_sample", lambda space, sample, settings, *gate_convention: Point(
         tuple(sample.items()), params=100 * sample["w"], macs=1000 * sample["w"], other_ops=0))
     return Space("toy", "", "toy.yaml", "none", {}, (Knob("w", "int", 1, 10),))
 
