@@ -25,7 +25,7 @@ from cnnprof.design.metrics import Constraint, Point, Settings, counted, get_met
 from cnnprof.design.space import Space, name_problem
 from cnnprof.design.leases import Lease, budget, rerun_stale
 from cnnprof.design.stats import Distribution, distributions  # noqa: F401 - re-exported
-from cnnprof.design.storage import redacted
+from cnnprof.design.storage import close, redacted, sync
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
 from cnnprof.design.workers import make_pool, signals_deferred, stop_pool
@@ -123,6 +123,7 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     evaluated, rejected, interrupted = run.until(trials, pool, progress)
     warnings += run.warnings + _write_cache(cache)
     stored = [record(t, constraints) for t in finished_trials(study)]
+    close(study)
     records = tuple(r for r in stored if not r.rejected)
     return SearchResult(space=space.name, space_source=space.source, study_name=study_name,
                         storage=redacted(storage) or "memory",
@@ -244,6 +245,7 @@ class _Run:
             self.batch, self.told = self.ask(min(BATCH, free), trials, lease, done | running), set()
         for t, point in zip(self.batch, self.evaluate(self.batch, pool)):
             self.tell(t, point)
+        sync(self.study)  # durable once a batch, not once a write
         return False
 
     def gave_up(self, done: int, trials: int) -> bool:

@@ -62,7 +62,7 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
                sampler: Any, constraints: Sequence[Constraint] = ()) -> tuple[Any, list[str]]:
     """Create the study, or load the stored one after checking it searches this space for these objectives:
     (study, warnings)."""
-    study = _create_study(open_storage(storage), redacted(storage), study_name, sampler, objectives)
+    study = _create_study(storage, study_name, sampler, objectives)
     storage = redacted(storage)  # shown in messages from here on
     metrics = [m for m, _ in objectives]
     stored = [d.name.lower() for d in study.directions]
@@ -77,18 +77,20 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
     return study, warnings
 
 
-def _create_study(opened: Any, storage: str | None, study_name: str, sampler: Any,
-                  objectives: Sequence[tuple[str, str]]) -> Any:
+def _create_study(given: str | None, study_name: str, sampler: Any, objectives: Sequence[tuple[str, str]]) -> Any:
     """optuna.create_study, loading a stored study; on a shared database, tried again when another process was
     creating the tables or the study at the same moment (both may start at once)."""
     import time
 
     import optuna
 
+    storage = redacted(given)
     for attempt in range(3):
         try:
-            return optuna.create_study(storage=opened, study_name=study_name, sampler=sampler,
+            return optuna.create_study(storage=open_storage(given), study_name=study_name, sampler=sampler,
                                        directions=[d for _, d in objectives], load_if_exists=True)
+        except CnnprofError:
+            raise
         except ValueError as exc:  # e.g. directions differ from the stored study's
             raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
         except ModuleNotFoundError as exc:
