@@ -55,7 +55,7 @@ def search(
                                                    help="Optuna storage: a database URL (default "
                                                         "sqlite:///OUT/study.db; postgresql://... needs "
                                                         "cnnprof[distributed]), an SQLite file (.db, .sqlite) or a "
-                                                        "journal file (.log, .journal; about twice the trials/s of "
+                                                        "journal file (.log, .journal; about 3x the trials/s of "
                                                         "SQLite on 2 cores). Rerunning resumes it; a shared database "
                                                         "URL lets several machines fill one study.")] = None,
     study_name: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the space's name).",
