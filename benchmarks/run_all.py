@@ -32,7 +32,7 @@ SCRIPTS = [
     ("Memory: predicted vs measured peak of inference and a training step, CPU (issue 15)", "memory_prediction.py",
      [], ["--models", "resnet18,mobilenet_v2", "--batch-sizes", "1,8"]),
     ("Design commands: sweep grid vs import torch, search trials/s on the RegNet space", "design_speed.py",
-     ["--runs", "3", "--trials", "200"], ["--runs", "1", "--trials", "40"]),
+     ["--runs", "3", "--trials", "10000"], ["--runs", "1", "--trials", "200", "--no-stats"]),
 ]
 
 

@@ -165,12 +165,17 @@ def test_search_respects_constraints_and_writes_rebuildable_configs(cli, small_s
     rows = search_json(cli, small_space, tmp_path / "out", "--trials", "12", "--seed", "3", "--constraint", "macs<=150M",
                        "--constraint", "params<=2M", "--minimize", "params", "--maximize", "macs")
     assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
-    for r in rows:
-        assert r["feasible"] == (r["macs"] <= 150e6 and r["params"] <= 2e6)
+    for r in rows:  # samples outside the budget were rejected on their counts: every trial returned is inside
+        assert r["feasible"] and r["macs"] <= 150e6 and r["params"] <= 2e6
     front = [r for r in rows if r["pareto"]]
     assert front and all(r["feasible"] for r in front)
-    assert json.loads((tmp_path / "out" / "trials.json").read_text()) == rows
-    assert (tmp_path / "out" / "trials.csv").read_text().count("\n") == 13
+    stored = json.loads((tmp_path / "out" / "trials.json").read_text())
+    assert [{k: v for k, v in r.items() if k != "rejected"} for r in stored if not r["rejected"]] == rows
+    rejected = [r for r in stored if r["rejected"]]  # visible, flagged, each outside a constraint, never on the front
+    assert rejected and all(not r["feasible"] and not r["pareto"] and (r["macs"] > 150e6 or r["params"] > 2e6)
+                            for r in rejected)
+    assert [r["trial"] for r in stored] == list(range(len(stored)))
+    assert (tmp_path / "out" / "trials.csv").read_text().count("\n") == len(stored) + 1
     for r in front:  # each chosen architecture is a standalone config that rebuilds to the same counts
         counted = cli.json("flops", r["config"])[0]
         assert (counted["params"], counted["macs"]) == (r["params"], r["macs"])
@@ -300,3 +305,21 @@ def test_latency_can_be_predicted_instead_of_measured(cli, small_space, tmp_path
     for args in (["--predict", "--bench"], ["--device-spec", "h100"]):
         result = cli("sweep", "mobilenet_v1", "--set", "width_mult=1,0.5", *args)
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_regnet_budget_search_acceptance(cli, tmp_path):
+    """Issue 16: the RegNet command returns its trials inside macs<=400M, the same trials for the same seed whatever
+    the workers, and every Pareto config rebuilds to its trial's counts."""
+    args = ("--trials", "40", "--constraint", "macs<=400M", "--seed", "0", "--minimize", "params", "--maximize", "macs")
+    rows = search_json(cli, "configs/spaces/regnet.yaml", tmp_path / "a", "--storage", str(tmp_path / "a.log"), *args)
+    assert len(rows) == 40 and sum(r["macs"] <= 400e6 for r in rows) >= 36  # at least 90% (here: all)
+    stored = json.loads((tmp_path / "a" / "trials.json").read_text())
+    assert all(r["macs"] > 400e6 for r in stored if r["rejected"]) and len(stored) > 40
+    again = cli("search", "--space", "configs/spaces/regnet.yaml", "--out", str(tmp_path / "b"), "--workers", "2",
+                "--format", "json", "--storage", str(tmp_path / "b.log"), *args)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "config"} for r in rows]  # noqa: E731
+    assert again.exit_code == 0 and strip(json.loads(again.stdout)) == strip(rows)
+    for r in (r for r in rows if r["pareto"]):
+        counted = cli.json("flops", r["config"])[0]
+        assert (counted["params"], counted["macs"], counted["acts"]) == (r["params"], r["macs"], r["acts"])

@@ -152,7 +152,7 @@ def synthetic(monkeypatch):
     """A one-knob space (w = 1..10) whose points cost params = 100 w and macs = 1000 w, with no model built."""
     import cnnprof.design.search as search_module
 
-    def fake(space, sample, settings):
+    def fake(space, sample, settings, gate=(), convention="macc"):
         w = sample["w"]
         return Point(tuple(sample.items()), params=100 * w, macs=1000 * w, other_ops=0)
 
@@ -166,9 +166,14 @@ def test_search_tells_constraints_and_keeps_the_feasible_front(synthetic):
     result = search(synthetic, [("params", "minimize"), ("macs", "maximize")], [parse_constraint("params<=500")],
                     trials=12, seed=0)
     assert len(result.trials) == 12 and result.evaluated == 12 and not result.interrupted
-    for t in result.trials:
+    for t in result.trials:  # a sample outside the budget is rejected on its count: every trial is inside
         w = t.point.knob("w")
-        assert t.values == (100 * w, 1000 * w) and t.feasible == (w <= 5)
+        assert t.values == (100 * w, 1000 * w) and t.feasible and w <= 5 and not t.rejected
+    # The rejected samples are kept apart, flagged, with their counts and no objective values; never counted.
+    assert result.rejected and result.rejected_now == len(result.rejected)
+    assert all(r.rejected and not r.feasible and r.values is None and r.point.params > 500 for r in result.rejected)
+    numbers = sorted(t.number for t in (*result.trials, *result.rejected))
+    assert numbers == list(range(12 + len(result.rejected)))
     # Every feasible w trades params for MACs, so each distinct one is on the front (its first trial only),
     # ordered by params.
     firsts = {}
@@ -200,15 +205,15 @@ def test_an_interrupted_search_keeps_the_told_trials_and_fails_the_rest(syntheti
     import cnnprof.design.search as search_module
     from cnnprof.design.study import open_storage
 
-    real, calls = search_module._evaluate_job, []
+    real, calls = search_module.evaluate_sample, []
 
-    def interrupted_in_the_second_batch(job):
+    def interrupted_in_the_second_batch(*job):
         calls.append(job)
         if len(calls) == search_module.BATCH + 3:
             raise KeyboardInterrupt
-        return real(job)
+        return real(*job)
 
-    monkeypatch.setattr(search_module, "_evaluate_job", interrupted_in_the_second_batch)
+    monkeypatch.setattr(search_module, "evaluate_sample", interrupted_in_the_second_batch)
     storage = str(tmp_path / "study.log")  # a journal file
     result = search_module.search(synthetic, [("macs", "minimize")], trials=20, seed=0, storage=storage)
     batch = search_module.BATCH
@@ -216,6 +221,18 @@ def test_an_interrupted_search_keeps_the_told_trials_and_fails_the_rest(syntheti
     assert [t.number for t in result.trials] == list(range(batch))  # the failed ones do not count as done
     stored = optuna.load_study(study_name="toy", storage=open_storage(storage)).get_trials(deepcopy=False)
     assert [t.state for t in stored] == [TrialState.COMPLETE] * batch + [TrialState.FAIL] * batch
-    monkeypatch.setattr(search_module, "_evaluate_job", real)
+    monkeypatch.setattr(search_module, "evaluate_sample", real)
     resumed = search_module.search(synthetic, [("macs", "minimize")], trials=10, seed=0, storage=storage)
     assert resumed.evaluated == 2 and [t.number for t in resumed.trials] == [*range(batch), 16, 17]
+
+
+def test_a_budget_that_leaves_nothing_stops_with_a_warning(synthetic, monkeypatch):
+    import cnnprof.design.search as search_module
+
+    monkeypatch.setattr(search_module, "REJECT_BASE", 10)
+    result = search_module.search(synthetic, [("macs", "minimize")], [parse_constraint("params<=50")], trials=2,
+                                  seed=0)
+    limit = 10 + search_module.REJECT_PER_TRIAL * 2
+    assert result.trials == () and len(result.rejected) == result.rejected_now == limit and not result.interrupted
+    assert any(f"{limit} samples of this run fell outside params<=50; stopped with 0 of 2 trials" in w
+               for w in result.warnings)

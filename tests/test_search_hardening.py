@@ -257,7 +257,7 @@ def toy(monkeypatch):
     from cnnprof.design.metrics import Point
     from cnnprof.design.space import Knob, Space
 
-    monkeypatch.setattr(search_module, "evaluate_sample", lambda space, sample, settings: Point(
+    monkeypatch.setattr(search_module, "evaluate_sample", lambda space, sample, settings, *gate_convention: Point(
         tuple(sample.items()), params=100 * sample["w"], macs=1000 * sample["w"], other_ops=0))
     return Space("toy", "", "toy.yaml", "none", {}, (Knob("w", "int", 1, 10),))
 
@@ -463,6 +463,34 @@ def test_sigkill_takes_the_workers_along_and_a_resume_reruns_the_lost_trials(cli
         assert after[number].user_attrs.get("cnnprof_stale") is True
         if params:
             assert [t.params for t in after if t.user_attrs.get("cnnprof_rerun_of") == number] == [params]
+
+
+def test_rejected_samples_are_streamed_and_never_fill_the_budget_of_a_stored_study(toy, tmp_path):
+    """Merged behaviours: rejected samples reach `on_trial` (--output) flagged, the per-batch budget read leaves them
+    out, and a resumed search fills exactly the accepted trials asked for."""
+    from cnnprof.design.metrics import parse_constraint
+    from cnnprof.design.search import search
+    from cnnprof.report.design import trial_row, trial_rows
+
+    storage, seen = str(tmp_path / "s.db"), []
+    first = search(toy, [("params", "minimize")], [parse_constraint("params<=500")], trials=3, seed=0,
+                   storage=storage, on_trial=seen.append)
+    assert len(first.trials) == 3 and first.rejected and first.gated
+    assert sorted(t.number for t in seen) == sorted(t.number for t in (*first.trials, *first.rejected))
+    assert {t.number for t in seen if t.rejected} == {t.number for t in first.rejected}
+    assert all(t.point.params > 500 for t in seen if t.rejected) and all(t.point.params <= 500 for t in first.trials)
+    streamed = {t.number: trial_row(t, first.convention, first.objectives, None, True) for t in seen}
+    for row in trial_rows(first, rejected=True):  # the rows trials.json has, as streamed (the front known at the end)
+        assert {**row, "pareto": None} == streamed[row["trial"]]
+    resumed = search(toy, [("params", "minimize")], [parse_constraint("params<=500")], trials=5, seed=0,
+                     storage=storage)
+    assert len(resumed.trials) == 5 and resumed.evaluated == 2
+    assert len(resumed.rejected) == len(first.rejected) + resumed.rejected_now
+    assert not (tmp_path / "s.db-wal").exists() and not (tmp_path / "s.db-shm").exists()  # connections closed
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s.db") as db:  # commits append to a log, not an fsync each
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_trial_another_process_failed_as_stale_meanwhile_is_not_counted(toy, tmp_path, monkeypatch):

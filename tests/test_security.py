@@ -82,7 +82,7 @@ def test_search_writes_only_under_its_output_directory(cli, tmp_path, monkeypatc
     assert result.exit_code == 0, result.stderr
     out = work / "search-tiny"
     assert files_under(tmp_path) == {work / "s.yaml", out / "study.db", out / "trials.json", out / "trials.csv",
-                                     out / "pareto" / "tiny_t0000.yaml"}
+                                     out / "part_counts.json", out / "pareto" / "tiny_t0000.yaml"}
 
 
 def test_an_output_path_that_resolves_outside_the_output_directory_is_refused(tmp_path):
@@ -214,7 +214,7 @@ def test_the_pareto_table_shows_a_space_name_knob_and_choice_escaped(monkeypatch
     from cnnprof.design.space import Knob, Space
     from cnnprof.report.design import search_report
 
-    def fake(space, sample, settings):
+    def fake(space, sample, settings, gate=(), convention="macc"):
         return Point(tuple(sample.items()), params=1 if sample[EVIL] == EVIL else 2, macs=1, other_ops=0)
 
     monkeypatch.setattr(search_module, "evaluate_sample", fake)

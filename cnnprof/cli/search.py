@@ -55,7 +55,7 @@ def search(
                                                    help="Optuna storage: a database URL (default "
                                                         "sqlite:///OUT/study.db; postgresql://... needs "
                                                         "cnnprof[distributed]), an SQLite file (.db, .sqlite) or a "
-                                                        "journal file (.log, .journal; about twice the trials/s of "
+                                                        "journal file (.log, .journal; about 3x the trials/s of "
                                                         "SQLite on 2 cores). Rerunning resumes it; a shared database "
                                                         "URL lets several machines fill one study.")] = None,
     study_name: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the space's name).",
@@ -94,7 +94,7 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     """`cnnprof search`: run or resume the study in the output directory, write the trial files, show the front.
     SIGTERM stops it as Ctrl-C does: the finished trials are kept and written, exit 130."""
     from cnnprof.design.metrics import parse_constraint
-    from cnnprof.design.search import check_study_name, parse_objectives, search_to_dir
+    from cnnprof.design.search import check_study_name, gate, parse_objectives, search_to_dir
     from cnnprof.design.space import load_space
     from cnnprof.design.storage import storage_url as check_storage
     from cnnprof.report.design import check_plot_path
@@ -109,7 +109,8 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     out_dir = _out_dir(out or f"search-{space.name}")
     check_storage(options["storage"])
     writer = open_output(output)
-    stream = partial(_stream, writer, options["convention"], objectives or [("macs", "minimize")]) if writer else None
+    stream = partial(_stream, writer, options["convention"], objectives or [("macs", "minimize")],
+                     bool(gate(constraints, settings))) if writer else None
     with sigterm_as_ctrl_c():
         saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
                                       on_trial=stream, **options), "Searching")
@@ -130,22 +131,23 @@ def _out_dir(path: str) -> Path:
     return out_dir
 
 
-def _stream(writer: Any, convention: str, objectives: list, trial: Any) -> None:
-    """--output: one row per trial as it finishes (pareto null: the front is known at the end, in trials.json)."""
+def _stream(writer: Any, convention: str, objectives: list, gated: bool, trial: Any) -> None:
+    """--output: one row per trial as it finishes, rejected samples too, flagged as in trials.json (pareto null:
+    the front is known at the end, in trials.json)."""
     from cnnprof.report.design import trial_row
 
-    writer.add([trial_row(trial, convention, objectives, None)])
+    writer.add([trial_row(trial, convention, objectives, None, gated)])
 
 
 def _write_trials(saved: Any) -> None:
-    """Every trial, as raw numbers, to OUT/trials.json and OUT/trials.csv."""
+    """Every trial, as raw numbers, to OUT/trials.json and OUT/trials.csv, with the rejected samples flagged."""
     import json
 
     from cnnprof.design.search import output_path, write_text
     from cnnprof.report.design import trial_rows
     from cnnprof.report.render import render_csv
 
-    rows = trial_rows(saved.result, saved.configs)
+    rows = trial_rows(saved.result, saved.configs, rejected=True)
     write_text(output_path(saved.out_dir, "trials.json"), json.dumps(rows, indent=2) + "\n")
     write_text(output_path(saved.out_dir, "trials.csv"), render_csv(rows))
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Iterable
 
-from cnnprof.design.study import STALE, counts
+from cnnprof.design.study import STALE, accepted
 
 PREFIX = "cnnprof_worker:"
 BEAT_S = 10.0  # how often a running search rewrites its heartbeat
@@ -152,7 +152,8 @@ def rerun_stale(study: Any, now: float | None = None) -> int:
 
 
 def budget(study: Any) -> tuple[set[int], set[int]]:
-    """(finished trials that count, running trials): numbers, from one read of the study."""
+    """(finished trials that count against the budget, running trials): numbers, from one read of the study;
+    samples rejected by a constraint on their counts do not count."""
     from optuna.trial import TrialState
 
     done, running = set(), set()
@@ -160,6 +161,6 @@ def budget(study: Any) -> tuple[set[int], set[int]]:
                                                     TrialState.RUNNING)):
         if t.state == TrialState.RUNNING:
             running.add(t.number)
-        elif counts(t):
+        elif accepted(t):
             done.add(t.number)
     return done, running

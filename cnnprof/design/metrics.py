@@ -147,6 +147,11 @@ def metric_value(point: Point, metric: str, convention: str = "macc") -> float |
     return get_metric(metric).value(point, convention) if point.ok else None
 
 
+def counted(metric: str, settings: Settings) -> bool:
+    """Whether a metric is known without running the model: a count, or a latency predicted from a profile."""
+    return get_metric(metric).need == "count" or (not settings.bench and settings.profile is not None)
+
+
 def require(metric: str, settings: Settings) -> None:
     """Raise (exit 2) when a metric cannot be had with these settings."""
     m = get_metric(metric)

@@ -4,20 +4,28 @@ The study (samplers, constraints, storage) is Optuna's: a sqlite:/// URL resumes
 same study name on a shared database URL lets workers on several machines fill one study (Optuna's
 documented way to scale out). Trials are asked and told in fixed-size batches, evaluated by a pool of
 processes, so the samples depend on --seed only, not on the number of workers.
+
+Trials stay inside the budget: a sample is counted first, as a sum of memoised part counts (cnnprof.design.memo,
+~1 ms), and one outside a constraint on a counted metric (params, MACs, FLOPs, acts, or a predicted latency) is
+rejected before anything costly runs: stored as a pruned trial (Optuna's constrained samplers learn from its
+violations), flagged in trials.json, never counted against `trials` (pycls samples within complexity bounds
+the same way).
 """
 from __future__ import annotations
 
 import math
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cnnprof.design.metrics import Constraint, Point, Settings, get_metric, metric_value, require
+from cnnprof.design.outputs import (  # noqa: F401 - output_path, write_text: re-exported
+    CONFIG_HEADER, output_path, remove_stale_configs, write_configs, write_text)
+from cnnprof.design.metrics import Constraint, Point, Settings, counted, get_metric, metric_value, require
 from cnnprof.design.space import Space, name_problem
 from cnnprof.design.leases import Lease, budget, rerun_stale
-from cnnprof.design.storage import redacted
+from cnnprof.design.stats import Distribution, distributions  # noqa: F401 - re-exported
+from cnnprof.design.storage import close, redacted, sync
 from cnnprof.design.study import (
     TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
 from cnnprof.design.workers import make_pool, signals_deferred, stop_pool
@@ -25,9 +33,11 @@ from cnnprof.errors import CnnprofError, first_line, parameter
 from cnnprof.results import Printable
 
 BATCH = 8  # trials asked before any is told: fixed, so results do not depend on --workers
-CONFIG_HEADER = "# Written by `cnnprof search`"  # a front config's first line: what a rerun may remove
 POLL_S = 0.5  # how often a search whose remaining trials other processes run checks on them
 MAX_TRIALS = 1_000_000  # a study's ceiling: more is a typo (a study this size is days of counting), not a plan
+# Rejected samples one call may draw before it gives up on a budget that leaves (almost) nothing of the space.
+REJECT_BASE, REJECT_PER_TRIAL = 1000, 20
+SHARED_BATCHES = 4  # a worker is told the part counts the others made in this many recent batches
 
 
 @dataclass(frozen=True)
@@ -44,53 +54,57 @@ class SearchResult(Printable):
     constraints: tuple[Constraint, ...]
     convention: str
     settings: Settings
-    trials: tuple[TrialRecord, ...]
+    trials: tuple[TrialRecord, ...]  # the study's trials, rejected samples apart
     pareto: tuple[int, ...]  # trial numbers on the feasible Pareto front, by first objective
     evaluated: int  # trials run by this call (the rest were in the stored study)
     elapsed_s: float
     interrupted: bool = False
     workers: int = 1
     warnings: tuple[str, ...] = ()  # e.g. a resumed study that stores no description of its space
+    rejected: tuple[TrialRecord, ...] = ()  # samples outside a constraint on a counted metric (the whole study's)
+    rejected_now: int = 0  # of which this call drew
+
+    @property
+    def gated(self) -> bool:
+        """Whether samples were checked against a constraint on their counts (then each trial says if rejected)."""
+        return bool(gate(self.constraints, self.settings))
 
     def trial(self, number: int) -> TrialRecord:
-        """The trial of this number."""
-        return next(t for t in self.trials if t.number == number)
+        """The trial of this number (a rejected sample too)."""
+        return next(t for t in (*self.trials, *self.rejected) if t.number == number)
 
 
-@dataclass(frozen=True)
-class Distribution:
-    """Empirical distribution of one metric over the valid samples (pycls-style design-space statistics)."""
-
-    metric: str
-    values: tuple[float, ...]  # sorted
-
-    def quantile(self, q: float) -> float:
-        """The q-quantile (0 to 1), interpolated linearly between the sorted values."""
-        xs = self.values
-        pos = q * (len(xs) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(xs) - 1)
-        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def evaluate_sample(space: Space, sample: dict[str, Any], settings: Settings) -> Point:
-    """Materialise one sample of the space and count it; an invalid sample is a Point with status invalid."""
+def evaluate_sample(space: Space, sample: dict[str, Any], settings: Settings, gate: Sequence[Constraint] = (),
+                    convention: str = "macc") -> Point:
+    """Materialise one sample of the space and count it (as a sum of memoised part counts where it can); benchmark
+    it only when it satisfies the `gate` constraints. An invalid sample is a Point with status invalid."""
+    from cnnprof.design.memo import count_config
     from cnnprof.design.metrics import evaluate
 
     try:
         config = space.config(sample)
     except CnnprofError as exc:
         return Point(tuple(sample.items()), status="invalid", error=first_line(exc))
+    point = count_config(config, replace(settings, profile=None) if settings.bench else settings, sample)
+    if point is not None and (not settings.bench or rejects(point, gate, convention)):
+        return point
     return evaluate(config, {}, settings, knobs=sample)
+
+
+def rejects(point: Point, gate: Sequence[Constraint], convention: str) -> bool:
+    """Whether a counted point falls outside one of the constraints checked before a trial is accepted."""
+    return point.ok and not all(c.satisfied(metric_value(point, c.metric, convention)) for c in gate)
 
 
 def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint] = (), *,
            trials: int = 100, seed: int | None = None, sampler: str = "auto", storage: str | None = None,
            study_name: str | None = None, workers: int = 1, settings: Settings = Settings(),
            convention: str = "macc", stats: bool = False, progress: Callable[[int, int], None] | None = None,
-           on_trial: Callable[[TrialRecord], None] | None = None) -> SearchResult:
-    """Run (or resume) a study until it holds `trials` finished trials; return every trial and the front.
-    `on_trial` sees each trial this call finishes, as it finishes (e.g. to stream it to a file)."""
+           on_trial: Callable[[TrialRecord], None] | None = None, cache: str | Path | None = None) -> SearchResult:
+    """Run (or resume) a study until it holds `trials` finished trials, samples rejected by a constraint apart;
+    return every trial and the front. `on_trial` sees each trial this call finishes (a rejected sample too), as it
+    finishes (e.g. to stream it to a file). `cache`: a file of part counts (cnnprof.design.memo) read first and
+    written after, so a resumed or parallel search counts no part twice."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,17 +117,36 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     study, warnings = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints),
                                  constraints)
     start = time.perf_counter()
+    warnings += _read_cache(cache)
     pool = make_pool(workers) if workers > 1 and not settings.bench else None
-    run = _Run(study, space, settings, objectives, constraints, convention, on_trial)
-    evaluated, interrupted = run.until(trials, pool, progress)
-    records = tuple(record(t, constraints) for t in finished_trials(study))
+    run = _Run(study, space, settings, objectives, constraints, convention, gate(constraints, settings), on_trial)
+    evaluated, rejected, interrupted = run.until(trials, pool, progress)
+    warnings += run.warnings + _write_cache(cache)
+    stored = [record(t, constraints) for t in finished_trials(study)]
+    close(study)
+    records = tuple(r for r in stored if not r.rejected)
     return SearchResult(space=space.name, space_source=space.source, study_name=study_name,
                         storage=redacted(storage) or "memory",
                         sampler=kind, seed=seed, objectives=tuple(objectives), constraints=constraints,
                         convention=convention, settings=settings, trials=records,
                         pareto=pareto_front(records, objectives), evaluated=evaluated,
                         elapsed_s=time.perf_counter() - start, interrupted=interrupted, workers=workers if pool else 1,
-                        warnings=tuple(warnings))
+                        warnings=tuple(warnings), rejected=tuple(r for r in stored if r.rejected),
+                        rejected_now=rejected)
+
+
+def _read_cache(cache: str | Path | None) -> list[str]:
+    from cnnprof.design.memo import load_cache
+
+    warning = load_cache(cache) if cache is not None else None
+    return [warning] if warning else []
+
+
+def _write_cache(cache: str | Path | None) -> list[str]:
+    from cnnprof.design.memo import save_cache
+
+    warning = save_cache(cache) if cache is not None else None
+    return [warning] if warning else []
 
 
 def check_study_name(study_name: str | None) -> None:
@@ -155,7 +188,12 @@ def _checked_objectives(objectives: Sequence[tuple[str, str]], constraints: Sequ
     return objectives
 
 
-@dataclass(frozen=True)
+def gate(constraints: Sequence[Constraint], settings: Settings) -> tuple[Constraint, ...]:
+    """The constraints checked on a sample's count, before it becomes a trial (those on a counted metric)."""
+    return tuple(c for c in constraints if counted(c.metric, settings))
+
+
+@dataclass
 class _Run:
     """One call's trials: asked in batches, evaluated (in a pool of processes or here), told to the study."""
 
@@ -165,41 +203,71 @@ class _Run:
     objectives: Sequence[tuple[str, str]]
     constraints: tuple[Constraint, ...]
     convention: str
+    gate: tuple[Constraint, ...] = ()  # constraints checked on the count, before a trial is accepted
     on_trial: Callable[[TrialRecord], None] | None = None
+    warnings: list[str] = field(default_factory=list)
+    learnt: list[list] = field(default_factory=list)  # part counts the workers made, by batch (passed on to all)
+    tally: dict[str, int] = field(default_factory=lambda: {"evaluated": 0, "rejected": 0})  # this call's
+    batch: list[Any] = field(default_factory=list)  # this process's trials being run, and which are told
+    told: set[int] = field(default_factory=set)
 
-    def until(self, trials: int, pool: Any, progress: Callable[[int, int], None] | None) -> tuple[int, bool]:
-        """Run batches until the study holds `trials` finished trials: (trials evaluated, interrupted). Trials
-        other processes are running count against the budget; those a dead process left running are run again."""
-        evaluated, batch, told, finished = 0, [], set(), False
+    def until(self, trials: int, pool: Any, progress: Callable[[int, int], None] | None) -> tuple[int, int, bool]:
+        """Run batches until the study holds `trials` accepted trials: (trials evaluated, samples rejected,
+        interrupted). Trials other processes are running count against the budget; those a dead process left
+        running are run again; samples rejected by a constraint on their counts use up nothing (up to a limit)."""
+        finished = False
         try:
             with Lease(self.study) as lease:
                 rerun_stale(self.study)
-                while True:
-                    done, running = budget(self.study)
-                    if progress:
-                        progress(min(len(done), trials), trials)
-                    if len(done) >= trials:
-                        finished = True
-                        return evaluated, False
-                    free = trials - len(done) - len(running)
-                    if free <= 0:  # the rest is being run by other processes: wait for them (or their death)
-                        time.sleep(POLL_S)
-                        rerun_stale(self.study)
-                        continue
-                    batch = self.ask(min(BATCH, free), trials, lease, done | running)
-                    for t, point in zip(batch, self.evaluate(batch, pool)):
-                        with signals_deferred():  # told and streamed whole, or not at all
-                            told.add(t.number)
-                            frozen = tell(self.study, t, point, self.objectives, self.constraints, self.convention)
-                            evaluated += frozen is not None
-                            if self.on_trial and frozen is not None:
-                                self.on_trial(record(frozen, self.constraints))
+                while not finished:
+                    finished = self.step(trials, lease, pool, progress)
         except KeyboardInterrupt:
-            return evaluated, True
+            return self.tally["evaluated"], self.tally["rejected"], True
         finally:  # interrupted or failed: no trial of ours is left running, no worker outlives the run
             if pool:
                 stop_pool(pool, terminate=not finished)
-            self.fail_untold(batch, told)
+            self.fail_untold()
+        return self.tally["evaluated"], self.tally["rejected"], False
+
+    def step(self, trials: int, lease: Lease, pool: Any, progress: Callable[[int, int], None] | None) -> bool:
+        """Read the study once, then stop (whether it does), wait for other processes' trials, or run a batch."""
+        done, running = budget(self.study)
+        if progress:
+            progress(min(len(done), trials), trials)
+        if len(done) >= trials or self.gave_up(len(done), trials):
+            return True
+        free = trials - len(done) - len(running)
+        if free <= 0:  # the rest is being run by other processes: wait for them (or their death)
+            time.sleep(POLL_S)
+            rerun_stale(self.study)
+            return False
+        with signals_deferred():  # asked and recorded as ours whole, so an interruption fails every one
+            self.batch, self.told = self.ask(min(BATCH, free), trials, lease, done | running), set()
+        for t, point in zip(self.batch, self.evaluate(self.batch, pool)):
+            self.tell(t, point)
+        sync(self.study)  # durable once a batch, not once a write
+        return False
+
+    def gave_up(self, done: int, trials: int) -> bool:
+        """Whether this call drew so many rejected samples that the constraints leave (almost) nothing."""
+        if self.tally["rejected"] < REJECT_BASE + REJECT_PER_TRIAL * trials:
+            return False
+        self.warnings.append(f"{self.tally['rejected']:,} samples of this run fell outside "
+                             f"{', '.join(c.text for c in self.gate)}; stopped with {done} of {trials} trials (the "
+                             f"constraints leave too little of the space)")
+        return True
+
+    def tell(self, t: Any, point: Point) -> None:
+        """Store one evaluated trial (rejected when outside the gate) and stream it, whole or not at all."""
+        with signals_deferred():
+            self.told.add(t.number)
+            outside = rejects(point, self.gate, self.convention)
+            frozen = tell(self.study, t, point, self.objectives, self.constraints, self.convention, rejected=outside)
+            if frozen is None:  # another process failed it as stale meanwhile: it runs the sample again
+                return
+            self.tally["rejected" if outside else "evaluated"] += 1
+            if self.on_trial:
+                self.on_trial(record(frozen, self.constraints))
 
     def ask(self, count: int, trials: int, lease: Lease, counted: set[int]) -> list[Any]:
         """Ask `count` trials and record them as this process's; any that other processes' trials, asked at the
@@ -215,22 +283,42 @@ class _Run:
         return [t for t in batch if t not in over]
 
     def evaluate(self, batch: list[Any], pool: Any) -> list[Point]:
-        """Sample the knobs of each asked trial and count the samples."""
-        samples = [{k.name: k.suggest(t) for k in self.space.knobs} for t in batch]
-        jobs = [(self.space, s, self.settings) for s in samples]
-        return list(pool.map(_evaluate_job, jobs)) if pool else [_evaluate_job(j) for j in jobs]
+        """Sample the knobs of each asked trial and count the samples (a worker hands back the parts it counted)."""
+        from cnnprof.design.memo import MEMO
 
-    def fail_untold(self, batch: list[Any], told: set[int]) -> None:
+        samples = [{k.name: k.suggest(t) for k in self.space.knobs} for t in batch]
+        jobs = [(self.space, s, self.settings, self.gate, self.convention) for s in samples]
+        if not pool:  # here, in this process's own memo
+            return [_evaluate_job((*j, None))[0] for j in jobs]
+        # Each worker also learns what the others counted lately, so no part is traced once per worker.
+        recent = [entry for added in self.learnt[-SHARED_BATCHES:] for entry in added]
+        points, learnt = [], []
+        for point, added in pool.map(_evaluate_job, [(*j, recent) for j in jobs]):
+            MEMO.merge(added)
+            learnt += added
+            points.append(point)
+        self.learnt.append(learnt)
+        return points
+
+    def fail_untold(self) -> None:
         """Fail this process's trials left running by an interruption (not other workers')."""
         from optuna.trial import TrialState
 
-        for t in batch:
-            if t.number not in told:
+        for t in self.batch:
+            if t.number not in self.told:
                 self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
 
 
-def _evaluate_job(job: tuple[Space, dict, Settings]) -> Point:
-    return evaluate_sample(*job)
+def _evaluate_job(job: tuple) -> tuple[Point, list]:
+    """A worker's evaluation, with the part counts it made (for the parent's cache and the other workers); with
+    `recent` None, an evaluation in the searching process itself (whose memo keeps what it made)."""
+    from cnnprof.design.memo import MEMO
+
+    *args, recent = job
+    if recent is None:
+        return evaluate_sample(*args), []
+    MEMO.learn(recent)
+    return evaluate_sample(*args), MEMO.take_added()
 
 
 def pareto_front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]]) -> tuple[int, ...]:
@@ -244,19 +332,6 @@ def pareto_front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str,
             front.append((v, n))
             seen.add(v)
     return tuple(n for _, n in sorted(front))
-
-
-def distributions(result: SearchResult) -> list[Distribution]:
-    """Empirical distributions of the count metrics over the valid trials (acts when counted)."""
-    valid = [t.point for t in result.trials if t.point.ok]
-    out = []
-    for metric in ("params", "macs", "flops", "acts", "latency"):
-        values = [metric_value(p, metric, result.convention) for p in valid]
-        if values and all(v is not None for v in values):
-            if metric == "flops" and result.convention == "macc" and result.settings.scope == "conv":
-                continue  # identical to macs
-            out.append(Distribution(metric, tuple(sorted(values))))
-    return out
 
 
 @dataclass(frozen=True)
@@ -280,82 +355,15 @@ def search_to_dir(out_dir: str | Path, space: Space, objectives: Sequence[tuple[
                   settings: Settings = Settings(), convention: str = "macc", stats: bool = False,
                   progress: Callable[[int, int], None] | None = None,
                   on_trial: Callable[[TrialRecord], None] | None = None) -> SavedSearch:
-    """Search with the study stored in `out_dir` (study.db, unless `storage` says otherwise), then write the
-    Pareto front's configs to out_dir/pareto (and remove the configs of trials no longer on it), or with `stats`
-    compute the design-space distributions."""
+    """Search with the study stored in `out_dir` (study.db, unless `storage` says otherwise; its part counts in
+    part_counts.json), then write the Pareto front's configs to out_dir/pareto (and remove the configs of trials no
+    longer on it), or with `stats` compute the design-space distributions."""
     out_dir = Path(out_dir)
     result = search(space, objectives, constraints, trials=trials, seed=seed, sampler=sampler,
                     storage=storage or f"sqlite:///{output_path(out_dir, 'study.db').resolve()}",
                     study_name=study_name, workers=workers, settings=settings, convention=convention, stats=stats,
-                    progress=progress, on_trial=on_trial)
+                    progress=progress, on_trial=on_trial, cache=output_path(out_dir, "part_counts.json"))
     configs = {} if stats else write_configs(result, space, output_path(out_dir, "pareto"))
     if not stats:
         remove_stale_configs(output_path(out_dir, "pareto"), configs.values())
     return SavedSearch(result, out_dir, configs, distributions(result) if stats else None)
-
-
-def remove_stale_configs(pareto_dir: Path, keep: Any) -> None:
-    """Remove the configs an earlier run wrote to pareto_dir for trials no longer on the front (a resumed study's
-    front moves), so that the directory holds exactly the front; files cnnprof did not write stay."""
-    keep = {Path(p).name for p in keep}
-    for path in sorted(pareto_dir.glob("*.yaml")):
-        if path.name in keep or not path.is_file() or path.is_symlink():
-            continue
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                ours = f.readline().startswith(CONFIG_HEADER)
-            if ours:
-                path.unlink()
-        except OSError as exc:
-            raise CnnprofError(f"{path}: cannot remove: {exc.strerror or exc}") from None
-
-
-def output_path(out_dir: str | Path, name: str) -> Path:
-    """out_dir/name, refused unless it resolves inside out_dir: whatever a name from a file or an existing link
-    says, a search writes only under its output directory."""
-    path = Path(out_dir) / name
-    if not path.resolve().is_relative_to(Path(out_dir).resolve()):
-        raise CnnprofError(f"{path}: resolves outside {parameter('out')} {out_dir}; refusing to write there")
-    return path
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write an output file whole or not at all (a temporary file renamed over it, so that a run stopped while
-    writing never leaves a truncated file); a failure is one line naming the file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CnnprofError(f"{path}: cannot write: {exc.strerror or exc}") from None
-
-
-def write_configs(result: SearchResult, space: Space, out_dir: Any,
-                  numbers: Sequence[int] | None = None) -> dict[int, str]:
-    """Write each chosen trial (default: the Pareto front) as a standalone YAML config; trial -> path."""
-    import yaml
-
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CnnprofError(f"{out}: cannot create: {exc.strerror or exc}") from None
-    paths = {}
-    for number in result.pareto if numbers is None else numbers:
-        t = result.trial(number)
-        name = f"{space.name}_t{number:04d}"
-        raw = space.config_raw(dict(t.sample))
-        raw["name"] = name
-        knobs = ", ".join(f"{k}={_short(v)}" for k, v in t.sample)
-        raw["description"] = f"cnnprof search of {space.source}, trial {number}: {knobs}"
-        raw["reference"] = f"{t.point.params} params, {t.point.macs} MACs ({result.settings.scope} scope)"
-        path = output_path(out, f"{name}.yaml")
-        header = f"{CONFIG_HEADER[2:]} (study {result.study_name}); rebuild with `cnnprof flops {path}`."
-        write_text(path, f"# {' '.join(header.splitlines())}\n" + yaml.safe_dump(raw, sort_keys=False, width=120))
-        paths[number] = str(path)
-    return paths
-
-
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

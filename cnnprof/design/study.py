@@ -27,7 +27,8 @@ class TrialRecord:
     sample: tuple[tuple[str, Any], ...]
     point: Point
     feasible: bool  # valid and within every constraint
-    values: tuple[float, ...] | None  # objective values (None for a failed trial)
+    values: tuple[float, ...] | None  # objective values (None for a failed or rejected trial)
+    rejected: bool = False  # outside a constraint on a counted metric: not counted against the trials asked for
 
 
 def sampler_kind(sampler: str, objectives: Sequence[tuple[str, str]], stats: bool) -> str:
@@ -61,7 +62,7 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
                sampler: Any, constraints: Sequence[Constraint] = ()) -> tuple[Any, list[str]]:
     """Create the study, or load the stored one after checking it searches this space for these objectives:
     (study, warnings)."""
-    study = _create_study(open_storage(storage), redacted(storage), study_name, sampler, objectives)
+    study = _create_study(storage, study_name, sampler, objectives)
     storage = redacted(storage)  # shown in messages from here on
     metrics = [m for m, _ in objectives]
     stored = [d.name.lower() for d in study.directions]
@@ -76,18 +77,20 @@ def open_study(space: Space, objectives: Sequence[tuple[str, str]], storage: str
     return study, warnings
 
 
-def _create_study(opened: Any, storage: str | None, study_name: str, sampler: Any,
-                  objectives: Sequence[tuple[str, str]]) -> Any:
+def _create_study(given: str | None, study_name: str, sampler: Any, objectives: Sequence[tuple[str, str]]) -> Any:
     """optuna.create_study, loading a stored study; on a shared database, tried again when another process was
     creating the tables or the study at the same moment (both may start at once)."""
     import time
 
     import optuna
 
+    storage = redacted(given)
     for attempt in range(3):
         try:
-            return optuna.create_study(storage=opened, study_name=study_name, sampler=sampler,
+            return optuna.create_study(storage=open_storage(given), study_name=study_name, sampler=sampler,
                                        directions=[d for _, d in objectives], load_if_exists=True)
+        except CnnprofError:
+            raise
         except ValueError as exc:  # e.g. directions differ from the stored study's
             raise CnnprofError(f"study {study_name!r}: {first_line(exc)}") from None
         except ModuleNotFoundError as exc:
@@ -191,6 +194,12 @@ def counts(t: Any) -> bool:
     return "cnnprof" in t.user_attrs and STALE not in t.user_attrs
 
 
+def accepted(t: Any) -> bool:
+    """Whether a finished trial counts against the trials asked for: it counts, and was not rejected by a
+    constraint on its counts (a rejected sample is stored, pruned, for the sampler, but uses up nothing)."""
+    return counts(t) and not (isinstance(t.user_attrs["cnnprof"], dict) and t.user_attrs["cnnprof"].get("rejected"))
+
+
 def objective_values(point: Point, objectives: Sequence[tuple[str, str]], convention: str) -> list[float]:
     """The objectives' values at a valid point, in order; a metric this build cannot give raises."""
     values = [metric_value(point, m, convention) for m, _ in objectives]
@@ -212,25 +221,31 @@ def constraint_values(point: Point, constraints: Sequence[Constraint], conventio
 
 
 def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
-         constraints: Sequence[Constraint], convention: str) -> Any:
-    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial);
-    the stored (frozen) trial, or None when another process failed it as stale meanwhile (its sample runs again
-    there: a process whose heartbeat did not reach the database for a minute)."""
+         constraints: Sequence[Constraint], convention: str, rejected: bool = False) -> Any:
+    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial;
+    a `rejected` one, outside a constraint on its counts, is pruned with its constraint values, so a constrained
+    sampler learns where the budget ends); the stored (frozen) trial, or None when another process failed it as
+    stale meanwhile (its sample runs again there: a process whose heartbeat did not reach the database for a
+    minute)."""
     from optuna.exceptions import UpdateFinishedTrialError
 
     try:
-        frozen = _tell(study, trial, point, objectives, constraints, convention)
+        frozen = _tell(study, trial, point, objectives, constraints, convention, rejected)
     except UpdateFinishedTrialError:
         return None
-    return None if STALE in frozen.user_attrs else frozen
+    return None if frozen is None or STALE in frozen.user_attrs else frozen
 
 
 def _tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
-          constraints: Sequence[Constraint], convention: str) -> Any:
+          constraints: Sequence[Constraint], convention: str, rejected: bool) -> Any:
     from optuna.trial import TrialState
 
     # One attribute, one storage write (each write is a database round trip).
-    trial.set_user_attr("cnnprof", {name: getattr(point, name) for name in POINT_FIELDS})
+    trial.set_user_attr("cnnprof", {**{name: getattr(point, name) for name in POINT_FIELDS},
+                                    **({"rejected": True} if rejected else {})})
+    if rejected:
+        _set_constraints(trial, constraints, [_violation(point, c, convention) for c in constraints])
+        return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
     if not point.ok:
         return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     try:
@@ -239,12 +254,22 @@ def _tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, 
     except CnnprofError:
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
+    _set_constraints(trial, constraints, cons)
+    return study.tell(trial, values, skip_if_finished=True)
+
+
+def _set_constraints(trial: Any, constraints: Sequence[Constraint], values: Sequence[float]) -> None:
     if hasattr(trial, "set_constraint"):  # Optuna >= 5
-        for c, value in zip(constraints, cons):
+        for c, value in zip(constraints, values):
             trial.set_constraint(c.text, value)
     else:
-        trial.set_user_attr("constraints", cons)
-    return study.tell(trial, values, skip_if_finished=True)
+        trial.set_user_attr("constraints", list(values))
+
+
+def _violation(point: Point, c: Constraint, convention: str) -> float:
+    """A constraint's value for Optuna at a rejected point; 0 where the metric was not measured (not run)."""
+    v = metric_value(point, c.metric, convention)
+    return 0.0 if v is None else c.violation(v) if not c.satisfied(v) else min(0.0, c.violation(v))
 
 
 def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:
@@ -253,4 +278,5 @@ def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:
     point = Point(tuple(t.params.items()), **{k: attrs.get(k) for k in POINT_FIELDS})
     feasible = point.ok and t.values is not None and all(
         c.satisfied(metric_value(point, c.metric)) for c in constraints)
-    return TrialRecord(t.number, point.knobs, point, feasible, tuple(t.values) if t.values is not None else None)
+    return TrialRecord(t.number, point.knobs, point, feasible, tuple(t.values) if t.values is not None else None,
+                       rejected=attrs.get("rejected") is True)

@@ -214,21 +214,28 @@ def plot_match(result: Any, path: str) -> None:
     _save(fig, path)
 
 
-def trial_rows(result: Any, configs: dict[int, str] | None = None) -> list[dict[str, Any]]:
-    """Every trial of a SearchResult as raw numbers: knobs, counts, objectives, feasibility, front membership."""
+def trial_rows(result: Any, configs: dict[int, str] | None = None, rejected: bool = False) -> list[dict[str, Any]]:
+    """Every trial of a SearchResult as raw numbers: knobs, counts, objectives, feasibility, front membership; with
+    `rejected`, also the samples rejected by a constraint, in trial order, each row flagged (as trials.json has;
+    in a search that checked no constraint on counts, the rows are the trials' alone, as on stdout)."""
     front = set(result.pareto)
     rows = []
-    for t in result.trials:
-        row = trial_row(t, result.convention, result.objectives, t.number in front)
+    rejected = rejected and bool(result.rejected or result.gated)
+    trials = sorted((*result.trials, *result.rejected), key=lambda t: t.number) if rejected else result.trials
+    for t in trials:
+        row = trial_row(t, result.convention, result.objectives, t.number in front, rejected)
         if configs and t.number in configs:
             row["config"] = configs[t.number]
         rows.append(row)
     return rows
 
 
-def trial_row(t: Any, convention: str, objectives: Any, pareto: bool | None) -> dict[str, Any]:
-    """One trial (a TrialRecord) as raw numbers; `pareto` None while the front is not known yet (a streamed row)."""
+def trial_row(t: Any, convention: str, objectives: Any, pareto: bool | None, rejected: bool = False) -> dict[str, Any]:
+    """One trial (a TrialRecord) as raw numbers; `pareto` None while the front is not known yet (a streamed row);
+    with `rejected`, the row says whether a constraint on its counts rejected it."""
     row: dict[str, Any] = {"trial": t.number, "status": t.point.status, "feasible": t.feasible, "pareto": pareto}
+    if rejected:
+        row["rejected"] = t.rejected
     row.update(dict(t.sample))
     row.update({k: v for k, v in point_row(t.point, convention).items() if k not in dict(t.sample)
                 and k != "status"})
@@ -272,12 +279,20 @@ def search_notes(result: Any) -> list[str]:
     rate = result.evaluated / result.elapsed_s if result.elapsed_s > 0 and result.evaluated else None
     notes = [f"{n} trials in study {result.study_name!r} ({result.storage}); {invalid} invalid (failed trials), "
              f"{infeasible} outside the constraints; sampler {result.sampler}, seed {result.seed}."]
-    if result.evaluated:
+    if result.rejected:
+        notes.append(f"{len(result.rejected):,} samples rejected on their counts before they became trials "
+                     f"({result.rejected_now:,} by this run): outside {_gate_text(result)}; not counted, listed in "
+                     f"trials.json with rejected: true.")
+    if result.evaluated or result.rejected_now:
         notes.append(f"This run: {result.evaluated} trials in {result.elapsed_s:.1f} s "
-                     f"({rate:.1f} trials/s, {result.workers} worker{'s' if result.workers > 1 else ''}).")
+                     f"({rate or 0:.1f} trials/s, {result.workers} worker{'s' if result.workers > 1 else ''}).")
     if result.interrupted:
         notes.append("Interrupted: rerun the same command to resume the stored study.")
     return notes
+
+
+def _gate_text(result: Any) -> str:
+    return ", ".join(c.text for c in result.constraints)
 
 
 STAT_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -300,8 +315,11 @@ def stats_table(result: Any, stats: list[Any]) -> Table:
                   f"{result.sampler})", cols, rows)
     if result.constraints:
         valid = [t for t in result.trials if t.point.ok]
-        share = sum(t.feasible for t in valid) / len(valid) if valid else 0.0
-        table.notes.append(f"{100 * share:.1f}% of valid samples satisfy {', '.join(c.text for c in result.constraints)}.")
+        drawn = len(valid) + len(result.rejected)
+        share = sum(t.feasible for t in valid) / drawn if drawn else 0.0
+        table.notes.append(f"{100 * share:.1f}% of valid samples satisfy {_gate_text(result)}"
+                           + (f"; the statistics are of the {len(valid):,} inside (pycls samples within complexity "
+                              f"bounds)." if result.rejected else "."))
     return table
 
 
