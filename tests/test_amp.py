@@ -9,11 +9,12 @@ from torch import nn
 import cnnprof
 from cnnprof.counting.amp import Autocast, real_autocast
 from cnnprof.counting.footprint import (
-    SavedTensors, _key, footprint, make_optimizer, prime_optimizer, train_step, training_loss)
+    footprint, make_optimizer, prime_optimizer, train_step)
 from cnnprof.errors import CnnprofError
 from cnnprof.models.spec import build_model
 from cnnprof.timing.peak import peak_bytes, resident_bytes
 
+import test_memory_predict as memory_tests
 from conftest import ZOO
 
 _W, _L = torch.rand(4, 4, 3, 3), torch.rand(3, 8)
@@ -53,23 +54,8 @@ def test_each_op_runs_in_the_dtype_real_cpu_autocast_gives_it(name):
     assert emulated.is_meta and emulated.dtype == real.dtype and emulated.shape == real.shape
 
 
-def real_saved_bytes(model: nn.Module, shape: tuple) -> int:
-    """Bytes of the distinct storages autograd saves in one real CPU forward pass and loss under autocast (the
-    bfloat16 copies of the weights included: they are not parameters), parameters, buffers and input left out."""
-    x = torch.rand(shape)
-    saved = SavedTensors({_key(t) for t in (*model.parameters(), *model.buffers(), x)})
-    with saved.hooks(), real_autocast("cpu"):
-        training_loss(model(x))
-    return saved.total
-
-
 def check_saved(name: str, resolution: int) -> None:
-    torch.manual_seed(0)
-    real, meta = build_model(name, "cpu").train(), build_model(name, "meta")
-    for batch in (1, 8):
-        shape = (batch, 3, resolution, resolution)
-        predicted = footprint(meta, shape, mode="train", amp=True).saved
-        assert predicted > 0 and predicted == real_saved_bytes(real, shape), batch
+    memory_tests.check_saved(name, resolution, amp=True)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "convnext_tiny", "efficientnet_b0", "regnet_y_400mf",
@@ -126,7 +112,7 @@ def test_weights_gradients_and_optimizer_state_stay_float32_and_activations_shri
 def test_a_weight_used_twice_is_cast_once_as_autocast_caches_it():
     lin = nn.Linear(8, 8, bias=False)
     model = nn.Sequential(lin, nn.ReLU(), lin)
-    real = real_saved_bytes(model, (2, 8))
+    real = memory_tests.real_saved_bytes(model, (2, 8), amp=True)
     fp = footprint(model.to("meta"), (2, 8), mode="train", amp=True)
     assert fp.saved == real
     # saved: the bfloat16 input of the first linear (the cast input), the weight's one bfloat16 copy, ReLU's

@@ -1,11 +1,14 @@
 """Predicted memory (cnnprof memory, cnnprof.memory, bench --mode train): saved activations against what autograd
 saves on a real CPU run, the peak against the CPU allocator, the terms against hand-derived sizes, the largest
 batch that fits, and the CLI's answers to bad input. (tests/test_memory.py is the ideal-cache traffic model.)"""
+import contextlib
+
 import pytest
 import torch
 from torch import nn
 
 import cnnprof
+from cnnprof.counting.amp import real_autocast
 from cnnprof.counting.footprint import (
     SavedTensors, _key, footprint, make_optimizer, prime_optimizer, training_loss)
 from cnnprof.errors import CnnprofError
@@ -18,24 +21,25 @@ from cnnprof.timing.prepare import Plan, bind, prepare
 from conftest import ZOO
 
 
-def real_saved_bytes(model: nn.Module, shape: tuple) -> int:
-    """Bytes of the distinct storages autograd saves during one real CPU forward pass and loss (train mode),
-    parameters, buffers and the input left out, as the allocator holds them."""
+def real_saved_bytes(model: nn.Module, shape: tuple, amp: bool = False) -> int:
+    """Bytes of the distinct storages autograd saves during one real CPU forward pass and loss (train mode; with
+    `amp` under CPU autocast, whose bfloat16 weight copies count: they are not parameters), parameters, buffers
+    and the input left out, as the allocator holds them."""
     x = torch.rand(shape)
     saved = SavedTensors({_key(t) for t in (*model.parameters(), *model.buffers(), x)})
-    with saved.hooks():
+    with saved.hooks(), real_autocast("cpu") if amp else contextlib.nullcontext():
         training_loss(model(x))
     return saved.total
 
 
-def check_saved(name: str, resolution: int) -> None:
+def check_saved(name: str, resolution: int, amp: bool = False) -> None:
     """At batch 1 and 8, one real model built for both."""
     torch.manual_seed(0)
     real, meta = build_model(name, "cpu").train(), build_model(name, "meta")
     for batch in (1, 8):
         shape = (batch, 3, resolution, resolution)
-        predicted = footprint(meta, shape, mode="train").saved
-        assert predicted > 0 and predicted == real_saved_bytes(real, shape), batch
+        predicted = footprint(meta, shape, mode="train", amp=amp).saved
+        assert predicted > 0 and predicted == real_saved_bytes(real, shape, amp), batch
 
 
 @pytest.mark.parametrize("name", ZOO)
