@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/cnnprof compare resnet50 resnext50
 
-# Everything CI runs: the linter limits, then the whole suite (the optional real-model group skips itself
-# without torchvision).
+# Everything CI runs: the linter limits, then the whole suite on two workers (pytest-xdist; the optional
+# real-model, full-size and PostgreSQL groups skip themselves), the 25 slowest tests listed.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --durations=25
 
 # The everyday lane (under a minute on 2 cores): no test marked slow, two workers (pytest-xdist).
 test-fast: lint

@@ -2,6 +2,7 @@
 saves on a real CPU run, the peak against the CPU allocator, the terms against hand-derived sizes, the largest
 batch that fits, and the CLI's answers to bad input. (tests/test_memory.py is the ideal-cache traffic model.)"""
 import contextlib
+import os
 
 import pytest
 import torch
@@ -47,7 +48,11 @@ def test_saved_activations_equal_what_autograd_saves_on_a_real_run(name):
     check_saved(name, 64)
 
 
+# At 224 px the real training runs of the whole zoo at batch 8 hold many GB (vgg16, resnext101): an optional
+# group, out of `make test` (CI machines have 2 cores and little memory); CNNPROF_TEST_FULL_SIZE=1 runs it.
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CNNPROF_TEST_FULL_SIZE"), reason="whole zoo at 224 px needs many GB: "
+                    "set CNNPROF_TEST_FULL_SIZE=1")
 @pytest.mark.parametrize("name", ZOO)
 def test_saved_activations_equal_what_autograd_saves_at_224(name):
     check_saved(name, 224)
