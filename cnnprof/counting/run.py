@@ -78,6 +78,14 @@ def _forward(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool) -> Any:
     return net(*args, **kwargs)
 
 
+def raise_internal(bug: FormulaError) -> None:
+    """Re-raise the error a formula raised as itself, marked as cnnprof's own bug (an internal error, not the
+    user's model failing)."""
+    original = bug.__cause__
+    original._cnnprof_internal = True
+    raise original from None
+
+
 @contextlib.contextmanager
 def dense_attention():
     """Off while counting: the nested-tensor fast path of nn.MultiheadAttention / TransformerEncoder in eval
@@ -114,9 +122,7 @@ def traced_run(net: nn.Module, args: tuple, kwargs: dict, on_meta: bool, units: 
             if units:
                 tracer.add_units(units)
         except FormulaError as bug:
-            original = bug.__cause__
-            original._cnnprof_internal = True  # cnnprof's own bug: re-raised as itself, an internal error
-            raise original from None
+            raise_internal(bug)
         finally:
             counting.remove()
             tracker.remove()

@@ -32,7 +32,8 @@ from cnnprof.counting.binding import bind
 from cnnprof.counting.formulas.backward import SPLITS, TRAIN_FORMULAS
 from cnnprof.counting.meta_fast import cheap_checks, fast_meta
 from cnnprof.counting.registry import op_key, resolve_formulas
-from cnnprof.counting.run import _check_fits, _meta_failure, _real_model, dense_attention, forward_error
+from cnnprof.counting.run import (_check_fits, _meta_failure, _real_model, dense_attention, forward_error,
+                                  raise_internal)
 from cnnprof.counting.source import as_source
 from cnnprof.counting.state import check_initialised, untouched
 from cnnprof.counting.trace import FormulaError, ModuleTracker, OpEvent, Trace, Tracer, first_shape
@@ -291,9 +292,7 @@ def _step(net: nn.Module, args: tuple, kwargs: dict, frozen: Sequence[str], unit
                 if roots:
                     torch.autograd.backward(roots, [torch.ones_like(r) for r in roots])
         except FormulaError as bug:
-            original = bug.__cause__
-            original._cnnprof_internal = True  # cnnprof's own bug: re-raised as itself, an internal error
-            raise original from None
+            raise_internal(bug)
         finally:
             tracker.remove()
     return tracer, tracker, trainable
