@@ -21,23 +21,8 @@ from cnnprof.predict.trust import doubts
 from cnnprof.timing import timer
 from cnnprof.results import Printable
 
-# Datasheet peaks (dense, no sparsity), nvidia FLOP/s (1 MAC = 2 FLOPs) and bytes/s. float32 is the non-tensor-core rate;
-# the launch overhead is a typical figure (~5 us), not a datasheet number.
-DATASHEETS: dict[str, dict[str, Any]] = {
-    "h200": {"name": "NVIDIA H200 SXM (datasheet)", "peak": {"float32": 67e12, "float16": 989e12, "bfloat16": 989e12},
-             "bandwidth": 4.8e12},
-    "h100": {"name": "NVIDIA H100 SXM (datasheet)", "peak": {"float32": 67e12, "float16": 989e12, "bfloat16": 989e12},
-             "bandwidth": 3.35e12},
-    "a100": {"name": "NVIDIA A100 SXM 80GB (datasheet)", "peak": {"float32": 19.5e12, "float16": 312e12,
-                                                                  "bfloat16": 312e12}, "bandwidth": 2.039e12},
-    "l4": {"name": "NVIDIA L4 (datasheet)", "peak": {"float32": 30.3e12, "float16": 121e12, "bfloat16": 121e12},
-           "bandwidth": 0.3e12},
-    "rtx4090": {"name": "NVIDIA RTX 4090 (datasheet)", "peak": {"float32": 82.6e12, "float16": 165.2e12,
-                                                               "bfloat16": 165.2e12}, "bandwidth": 1.008e12},
-    "v100": {"name": "NVIDIA V100 SXM2 (datasheet)", "peak": {"float32": 15.7e12, "float16": 125e12},
-             "bandwidth": 0.9e12},
-    "t4": {"name": "NVIDIA T4 (datasheet)", "peak": {"float32": 8.1e12, "float16": 65e12}, "bandwidth": 0.32e12},
-}
+# A datasheet GPU's per-op launch overhead: a typical figure (~5 us), not a datasheet number. The GPUs themselves,
+# with their sources, are data in gpus.yaml (cnnprof.predict.gpu.datasheets).
 GPU_LAUNCH_S = 5e-6
 
 
@@ -112,7 +97,7 @@ def datasheet(name: str) -> DeviceProfile:
 
     from cnnprof.predict.gpu import datasheets  # gpus.yaml: the GPUs the efficiency model knows, with sources
 
-    sheets = {**DATASHEETS, **datasheets()}
+    sheets = datasheets()
     key = name.lower().replace("-", "").replace(" ", "")
     if key not in sheets:
         raise CnnprofError(f"unknown {parameter('device_spec')} {name!r}; choose one of {', '.join(sheets)} or a "

@@ -258,7 +258,7 @@ def load() -> tuple[dict[str, GpuSpec], Efficiency]:
 
 
 def datasheets() -> dict[str, dict[str, Any]]:
-    """The datasheet GPUs in device.DATASHEETS's form (name, peak, bandwidth) by key."""
+    """The datasheet GPUs of gpus.yaml (name, peak, bandwidth, ...) by key."""
     return {k: {"name": s.name, "peak": dict(s.peak), "bandwidth": s.bandwidth} for k, s in load()[0].items()}
 
 
