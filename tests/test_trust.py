@@ -144,7 +144,7 @@ def test_a_prediction_waiting_for_another_measurement_uses_its_profile(cache, mo
             held.set()
             time.sleep(0.3)
             save_profile(profile(peak=300e9))
-        done.set()
+            done.set()  # inside the lock: profile_for may run the moment it is released
 
     threading.Thread(target=other).start()
     held.wait(5)
