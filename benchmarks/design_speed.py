@@ -22,7 +22,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 GRID = ["--set", "width_mult=1,0.75,0.5,0.25", "--set", "resolution=224,192,160,128"]
-STORAGES = {"sqlite": ("SQLite (default)", None), "journal": ("journal file", "{dir}/study.log"),
+STORAGES = {"sqlite": ("SQLite", "{dir}/study.db"), "journal": ("journal file (default)", None),
             "memory": ("in memory (library call)", "")}
 # The same search as a library call on an in-memory study (what counting costs without storage writes).
 IN_MEMORY = """
@@ -61,7 +61,7 @@ def search_run(trials: int, workers: int, storage: str | None, tmp: Path) -> dic
     if storage == "":
         t, out = wall([sys.executable, "-c", IN_MEMORY, str(trials), str(workers)])
         return {**json.loads(out), "wall": t}
-    out_dir = tmp / f"s{workers}{'j' if storage else 'db'}"
+    out_dir = tmp / f"s{workers}{'db' if storage else 'j'}"
     t, out = wall(search_cmd(out_dir, trials, workers, storage, "--constraint", "macs<=400M", "--maximize", "macs",
                              "--minimize", "params"))
     rows = json.loads(out)

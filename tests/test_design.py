@@ -323,3 +323,53 @@ def test_regnet_budget_search_acceptance(cli, tmp_path):
     for r in (r for r in rows if r["pareto"]):
         counted = cli.json("flops", r["config"])[0]
         assert (counted["params"], counted["macs"], counted["acts"]) == (r["params"], r["macs"], r["acts"])
+
+
+@pytest.mark.parametrize("objectives", [(("params", "minimize"), ("macs", "maximize")),
+                                        (("params", "minimize"), ("macs", "minimize"), ("acts", "maximize")),
+                                        (("macs", "minimize"),)])
+def test_pareto_front_equals_the_all_pairs_definition(objectives):
+    """The sorted front (each point checked against the front so far) is the textbook one: a feasible trial no
+    other feasible trial dominates, the first of equal ones; ties and duplicates included (few distinct values)."""
+    import random
+
+    from cnnprof.design.metrics import Point
+    from cnnprof.design.search import pareto_front
+    from cnnprof.design.study import TrialRecord
+
+    rng = random.Random(len(objectives))
+    xs = [rng.randint(0, 30) for _ in range(400)]  # the others grow with the first: a trade-off, a real front
+    records = [TrialRecord(n, (), Point(()), rng.random() > 0.2,
+                           (float(x), *(float(x + rng.randint(0, 4)) for _ in objectives[1:])))
+               for n, x in enumerate(xs)]
+    sign = [1 if d == "minimize" else -1 for _, d in objectives]
+    pts = [(r.number, tuple(s * v for s, v in zip(sign, r.values))) for r in records if r.feasible]
+    kept, seen = [], set()
+    for n, v in pts:
+        if not any(all(a <= b for a, b in zip(w, v)) and w != v for _, w in pts) and v not in seen:
+            kept.append((v, n))
+            seen.add(v)
+    expected = tuple(n for _, n in sorted(kept))
+    assert len(expected) > 1 or len(objectives) == 1
+    assert pareto_front(records, objectives) == expected
+
+
+def test_an_out_directory_stores_its_study_in_a_journal_file_and_resumes_an_earlier_sqlite_one(cli, small_space,
+                                                                                               tmp_path):
+    """--out's default study is OUT/study.log; an OUT/study.db an earlier cnnprof left is resumed, not restarted."""
+    import optuna
+
+    from cnnprof.design.search import default_storage
+
+    args = ("search", "--space", small_space, "--seed", "0", "--minimize", "macs", "--format", "json", "--workers", "1")
+    assert cli(*args, "--trials", "2", "--out", str(tmp_path / "new")).exit_code == 0
+    assert (tmp_path / "new" / "study.log").is_file() and not (tmp_path / "new" / "study.db").exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    assert cli(*args, "--trials", "2", "--out", str(old), "--storage", str(old / "study.db")).exit_code == 0
+    assert default_storage(old) == f"sqlite:///{(old / 'study.db').resolve()}"
+    resumed = cli(*args, "--trials", "3", "--out", str(old))
+    assert resumed.exit_code == 0, resumed.stderr
+    assert len(json.loads(resumed.stdout)) == 3 and not (old / "study.log").exists()
+    stored = optuna.load_study(study_name=None, storage=f"sqlite:///{old / 'study.db'}").trials
+    assert len([t for t in stored if t.state.is_finished()]) == 3

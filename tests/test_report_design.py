@@ -193,3 +193,18 @@ def test_plots_are_written(tmp_path):
         plot_pareto(search_result(), str(tmp_path / "missing" / "front.svg"))
     with pytest.raises(CnnprofError, match="no such folder"):
         check_plot_path(str(tmp_path / "missing" / "front.svg"))
+
+
+def test_the_pareto_plot_draws_the_samples_rejected_on_their_counts(tmp_path, monkeypatch):
+    """Rejected samples have no objective values (never evaluated); the plot places them by their counts."""
+    import cnnprof.report.design as report_design
+
+    far = Point((("width", 64), ("depth", 2)), params=5000, macs=90000, acts=3000)
+    result = search_result(rejected=(TrialRecord(4, far.knobs, far, False, None, rejected=True),))
+    assert result.counted_values(result.rejected[0]) == (90000.0, 5000.0)
+    drawn = []
+    real = report_design._counted_xy
+    monkeypatch.setattr(report_design, "_counted_xy", lambda r, t: drawn.append(real(r, t)) or drawn[-1])
+    report_design.plot_pareto(result, str(tmp_path / "front.svg"))
+    assert drawn == [(0.09, 0.005)]  # millions, as the axes
+    assert "rejected on their counts (1)" in (tmp_path / "front.svg").read_text()

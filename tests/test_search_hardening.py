@@ -409,7 +409,9 @@ def streamed(tmp_path) -> int:
 def stored_trials(tmp_path):
     import optuna
 
-    return optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path / 'o' / 'study.db'}").trials
+    from cnnprof.design.storage import open_storage
+
+    return optuna.load_study(study_name="small", storage=open_storage(str(tmp_path / "o" / "study.log"))).trials
 
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")

@@ -81,7 +81,7 @@ def test_search_writes_only_under_its_output_directory(cli, tmp_path, monkeypatc
     result = cli("search", "--space", "s.yaml", "--trials", "2", "--workers", "1", "--minimize", "macs")
     assert result.exit_code == 0, result.stderr
     out = work / "search-tiny"
-    assert files_under(tmp_path) == {work / "s.yaml", out / "study.db", out / "trials.json", out / "trials.csv",
+    assert files_under(tmp_path) == {work / "s.yaml", out / "study.log", out / "trials.json", out / "trials.csv",
                                      out / "part_counts.json", out / "pareto" / "tiny_t0000.yaml"}
 
 

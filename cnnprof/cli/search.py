@@ -50,14 +50,15 @@ def search(
                                                   "--stats (which needs random samples).")] = Sampler.auto,
     out: Annotated[Optional[str], typer.Option("--out", metavar="DIR", show_default=False,
                                                help="Where trials.json, trials.csv, the Pareto configs and the "
-                                                    "study database go (default: search-SPACE).")] = None,
+                                                    "study go (default: search-SPACE).")] = None,
     storage: Annotated[Optional[str], typer.Option(metavar="URL", show_default=False,
-                                                   help="Optuna storage: a database URL (default "
-                                                        "sqlite:///OUT/study.db; postgresql://... needs "
-                                                        "cnnprof[distributed]), an SQLite file (.db, .sqlite) or a "
-                                                        "journal file (.log, .journal; about 3x the trials/s of "
-                                                        "SQLite on 2 cores). Rerunning resumes it; a shared database "
-                                                        "URL lets several machines fill one study.")] = None,
+                                                   help="Optuna storage: a journal file (.log, .journal; "
+                                                        "default OUT/study.log, or an earlier run's OUT/study.db), "
+                                                        "a database URL (sqlite:///path.db; postgresql://... needs "
+                                                        "cnnprof[distributed]) or an SQLite file (.db, .sqlite; "
+                                                        "about 1/3 the trials/s of a journal file). Rerunning "
+                                                        "resumes it; a shared database URL lets several machines "
+                                                        "fill one study.")] = None,
     study_name: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the space's name).",
                                                       show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, show_default=False,

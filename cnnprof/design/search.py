@@ -13,6 +13,7 @@ the same way).
 """
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,8 @@ from cnnprof.design.leases import Lease, budget, rerun_stale
 from cnnprof.design.stats import Distribution, distributions  # noqa: F401 - re-exported
 from cnnprof.design.storage import close, redacted, sync
 from cnnprof.design.study import (
-    TrialRecord, finished_trials, make_sampler, open_study, record, sampler_kind, tell)
+    Asked, TrialRecord, ask_stored, fail_stored, finish_stored, finished_trials, make_sampler, mirror, open_study,
+    record, sampler_kind, tell, working_study)
 from cnnprof.design.workers import make_pool, signals_deferred, stop_pool
 from cnnprof.errors import CnnprofError, first_line, parameter
 from cnnprof.results import Printable
@@ -68,6 +70,11 @@ class SearchResult(Printable):
     def gated(self) -> bool:
         """Whether samples were checked against a constraint on their counts (then each trial says if rejected)."""
         return bool(gate(self.constraints, self.settings))
+
+    def counted_values(self, t: TrialRecord) -> tuple[float | None, ...]:
+        """A trial's objective values from its counts: a rejected sample's too (never evaluated, it has no
+        objective values of its own); None for a metric it was not measured on."""
+        return tuple(metric_value(t.point, m, self.convention) for m, _ in self.objectives)
 
     def trial(self, number: int) -> TrialRecord:
         """The trial of this number (a rejected sample too)."""
@@ -116,10 +123,11 @@ def search(space: Space, objectives: Sequence[tuple[str, str]], constraints: Seq
     constraints = tuple(constraints)
     study, warnings = open_study(space, objectives, storage, study_name, make_sampler(kind, seed, constraints),
                                  constraints)
+    work = working_study(make_sampler(kind, seed, constraints), objectives)
     start = time.perf_counter()
     warnings += _read_cache(cache)
     pool = make_pool(workers) if workers > 1 and not settings.bench else None
-    run = _Run(study, space, settings, objectives, constraints, convention, gate(constraints, settings), on_trial)
+    run = _Run(study, work, space, settings, objectives, constraints, convention, gate(constraints, settings), on_trial)
     evaluated, rejected, interrupted = run.until(trials, pool, progress)
     warnings += run.warnings + _write_cache(cache)
     stored = [record(t, constraints) for t in finished_trials(study)]
@@ -195,9 +203,11 @@ def gate(constraints: Sequence[Constraint], settings: Settings) -> tuple[Constra
 
 @dataclass
 class _Run:
-    """One call's trials: asked in batches, evaluated (in a pool of processes or here), told to the study."""
+    """One call's trials: asked in batches, evaluated (in a pool of processes or here), told to the study: drawn
+    by the sampler in the in-memory working study, stored in the stored study (see cnnprof.design.study)."""
 
-    study: Any
+    study: Any  # the stored study
+    work: Any  # the working study
     space: Space
     settings: Settings
     objectives: Sequence[tuple[str, str]]
@@ -208,8 +218,10 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     learnt: list[list] = field(default_factory=list)  # part counts the workers made, by batch (passed on to all)
     tally: dict[str, int] = field(default_factory=lambda: {"evaluated": 0, "rejected": 0})  # this call's
-    batch: list[Any] = field(default_factory=list)  # this process's trials being run, and which are told
+    batch: list[Asked] = field(default_factory=list)  # this process's trials being run, and which are told
     told: set[int] = field(default_factory=set)
+    judged: dict[int, bool] = field(default_factory=dict)  # finished trial number -> counts against the budget
+    ours: set[int] = field(default_factory=set)  # stored trials this call drew (already in the working study)
 
     def until(self, trials: int, pool: Any, progress: Callable[[int, int], None] | None) -> tuple[int, int, bool]:
         """Run batches until the study holds `trials` accepted trials: (trials evaluated, samples rejected,
@@ -231,7 +243,9 @@ class _Run:
 
     def step(self, trials: int, lease: Lease, pool: Any, progress: Callable[[int, int], None] | None) -> bool:
         """Read the study once, then stop (whether it does), wait for other processes' trials, or run a batch."""
-        done, running = budget(self.study)
+        fresh: list[Any] = []
+        done, running = budget(self.study, self.judged, fresh)
+        mirror(self.work, [t for t in fresh if t.number not in self.ours])
         if progress:
             progress(min(len(done), trials), trials)
         if len(done) >= trials or self.gave_up(len(done), trials):
@@ -243,8 +257,8 @@ class _Run:
             return False
         with signals_deferred():  # asked and recorded as ours whole, so an interruption fails every one
             self.batch, self.told = self.ask(min(BATCH, free), trials, lease, done | running), set()
-        for t, point in zip(self.batch, self.evaluate(self.batch, pool)):
-            self.tell(t, point)
+        for asked, point in zip(self.batch, self.evaluate(self.batch, pool)):
+            self.tell(asked, point)
         sync(self.study)  # durable once a batch, not once a write
         return False
 
@@ -257,37 +271,42 @@ class _Run:
                              f"constraints leave too little of the space)")
         return True
 
-    def tell(self, t: Any, point: Point) -> None:
+    def tell(self, asked: Asked, point: Point) -> None:
         """Store one evaluated trial (rejected when outside the gate) and stream it, whole or not at all."""
         with signals_deferred():
-            self.told.add(t.number)
+            self.told.add(asked.number)
             outside = rejects(point, self.gate, self.convention)
-            frozen = tell(self.study, t, point, self.objectives, self.constraints, self.convention, rejected=outside)
-            if frozen is None:  # another process failed it as stale meanwhile: it runs the sample again
-                return
+            frozen = tell(self.work, asked.trial, point, self.objectives, self.constraints, self.convention,
+                          rejected=outside)
+            if frozen is None or not finish_stored(self.study, asked, frozen):
+                return  # another process failed it as stale meanwhile: it runs the sample again
             self.tally["rejected" if outside else "evaluated"] += 1
             if self.on_trial:
-                self.on_trial(record(frozen, self.constraints))
+                self.on_trial(replace(record(frozen, self.constraints), number=asked.number))
 
-    def ask(self, count: int, trials: int, lease: Lease, counted: set[int]) -> list[Any]:
-        """Ask `count` trials and record them as this process's; any that other processes' trials, asked at the
-        same time, push past the budget is given back (failed without counts, so it uses up nothing)."""
+    def ask(self, count: int, trials: int, lease: Lease, counted: set[int]) -> list[Asked]:
+        """Ask `count` trials (queued samples of stale trials first) and record them as this process's; any that
+        other processes' trials, asked at the same time, push past the budget is given back (failed without
+        counts, so it uses up nothing)."""
         from optuna.trial import TrialState
 
-        batch = [self.study.ask() for _ in range(count)]
-        lease.claim(t.number for t in batch)
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[:count]
+        batch = [a for a in (ask_stored(self.study, self.work, self.space, w) for w in waiting) if a is not None]
+        batch += [ask_stored(self.study, self.work, self.space) for _ in range(count - len(batch))]
+        self.ours.update(a.number for a in batch)
+        lease.claim(a.number for a in batch)
         counted = counted | {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        over = [t for t in batch if sum(1 for n in counted if n < t.number) >= trials]
-        for t in over:
-            self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
-        return [t for t in batch if t not in over]
+        numbers = sorted(counted)
+        over = [a for a in batch if bisect.bisect_left(numbers, a.number) >= trials]  # trials before it: the budget
+        for a in over:
+            fail_stored(self.study, self.work, a)
+        return [a for a in batch if a not in over]
 
-    def evaluate(self, batch: list[Any], pool: Any) -> list[Point]:
-        """Sample the knobs of each asked trial and count the samples (a worker hands back the parts it counted)."""
+    def evaluate(self, batch: list[Asked], pool: Any) -> list[Point]:
+        """Count the samples of the asked trials (a worker hands back the parts it counted)."""
         from cnnprof.design.memo import MEMO
 
-        samples = [{k.name: k.suggest(t) for k in self.space.knobs} for t in batch]
-        jobs = [(self.space, s, self.settings, self.gate, self.convention) for s in samples]
+        jobs = [(self.space, a.sample, self.settings, self.gate, self.convention) for a in batch]
         if not pool:  # here, in this process's own memo
             return [_evaluate_job((*j, None))[0] for j in jobs]
         # Each worker also learns what the others counted lately, so no part is traced once per worker.
@@ -302,11 +321,9 @@ class _Run:
 
     def fail_untold(self) -> None:
         """Fail this process's trials left running by an interruption (not other workers')."""
-        from optuna.trial import TrialState
-
-        for t in self.batch:
-            if t.number not in self.told:
-                self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+        for a in self.batch:
+            if a.number not in self.told:
+                fail_stored(self.study, self.work, a)
 
 
 def _evaluate_job(job: tuple) -> tuple[Point, list]:
@@ -322,16 +339,19 @@ def _evaluate_job(job: tuple) -> tuple[Point, list]:
 
 
 def pareto_front(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]]) -> tuple[int, ...]:
-    """Numbers of the feasible trials no other feasible trial dominates (ties: the first trial only)."""
+    """Numbers of the feasible trials no other feasible trial dominates (ties: the first trial only), ordered by
+    their objective values. In lexicographic order every point that dominates another comes before it, and a
+    dominated dominator is itself dominated by a point of the front: so each point is checked against the front
+    found so far only (O(n * front) instead of O(n^2): a 10,000-trial study has a front of tens)."""
     sign = [1 if d == "minimize" else -1 for _, d in objectives]
-    pts = [(r.number, tuple(s * v for s, v in zip(sign, r.values))) for r in records if r.feasible]
-    front, seen = [], set()
-    for n, v in pts:
-        dominated = any(all(a <= b for a, b in zip(w, v)) and w != v for _, w in pts)
-        if not dominated and v not in seen:
+    pts = sorted((tuple(s * v for s, v in zip(sign, r.values)), r.number) for r in records if r.feasible)
+    front: list[tuple[tuple[float, ...], int]] = []
+    for v, n in pts:
+        if front and front[-1][0] == v:  # a tie with a point kept already (of a lower number)
+            continue
+        if not any(all(a <= b for a, b in zip(w, v)) for w, _ in front):
             front.append((v, n))
-            seen.add(v)
-    return tuple(n for _, n in sorted(front))
+    return tuple(n for _, n in front)
 
 
 @dataclass(frozen=True)
@@ -349,18 +369,29 @@ def parse_objectives(minimize: Sequence[str] = (), maximize: Sequence[str] = ())
     return [(get_metric(m).name, "minimize") for m in minimize] + [(get_metric(m).name, "maximize") for m in maximize]
 
 
+def default_storage(out_dir: Path) -> str:
+    """The study of an --out directory: an Optuna journal file, study.log (appends only; shared by processes on one
+    machine, or on a file system where a file can be locked); an earlier cnnprof's SQLite study.db there is resumed
+    as it is. A journal file runs ~3x the trials/s of SQLite: Optuna's RDB layer issues ~20 SQL statements per
+    sample through SQLAlchemy (10,000 RegNet trials: 137 s against 393 s on 2 cores, benchmarks/RESULTS.md)."""
+    old = output_path(out_dir, "study.db")
+    if old.is_file() and not output_path(out_dir, "study.log").exists():
+        return f"sqlite:///{old.resolve()}"
+    return str(output_path(out_dir, "study.log"))
+
+
 def search_to_dir(out_dir: str | Path, space: Space, objectives: Sequence[tuple[str, str]],
                   constraints: Sequence[Constraint] = (), *, trials: int = 100, seed: int | None = None,
                   sampler: str = "auto", storage: str | None = None, study_name: str | None = None, workers: int = 1,
                   settings: Settings = Settings(), convention: str = "macc", stats: bool = False,
                   progress: Callable[[int, int], None] | None = None,
                   on_trial: Callable[[TrialRecord], None] | None = None) -> SavedSearch:
-    """Search with the study stored in `out_dir` (study.db, unless `storage` says otherwise; its part counts in
+    """Search with the study stored in `out_dir` (see `default_storage`, unless `storage` says otherwise; its part counts in
     part_counts.json), then write the Pareto front's configs to out_dir/pareto (and remove the configs of trials no
     longer on it), or with `stats` compute the design-space distributions."""
     out_dir = Path(out_dir)
     result = search(space, objectives, constraints, trials=trials, seed=seed, sampler=sampler,
-                    storage=storage or f"sqlite:///{output_path(out_dir, 'study.db').resolve()}",
+                    storage=storage or default_storage(out_dir),
                     study_name=study_name, workers=workers, settings=settings, convention=convention, stats=stats,
                     progress=progress, on_trial=on_trial, cache=output_path(out_dir, "part_counts.json"))
     configs = {} if stats else write_configs(result, space, output_path(out_dir, "pareto"))

@@ -6,7 +6,7 @@ A trial's objective values and constraint values are plain functions of its Poin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Sequence
 
 from cnnprof.design.metrics import Constraint, Point, metric_value
@@ -48,10 +48,29 @@ def make_sampler(kind: str, seed: int | None, constraints: Sequence[Constraint])
     legacy = constraints and not hasattr(optuna.trial.Trial, "set_constraint")
     cf = partial(_stored_constraints, len(constraints)) if legacy else None
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf)
+        return _nsga2_class()(seed=seed, constraints_func=cf)
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, multivariate=True)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+@lru_cache(maxsize=None)
+def _nsga2_class() -> type:
+    import optuna
+
+    class NSGAII(optuna.samplers.NSGAIISampler):
+        """Optuna's NSGA-II, remembering each generation's parents: Optuna stores their ids, then finds them by
+        scanning every trial of the study for every sample it draws (a cost that grows with the square of the
+        trials). Parents are finished trials, which never change, so the list is kept per (study, generation)."""
+
+        def get_parent_population(self, study: Any, generation: int) -> list:
+            cache = self.__dict__.setdefault("_cnnprof_parents", {})
+            key = (id(study._storage), study._study_id, generation)
+            if key not in cache:
+                cache[key] = super().get_parent_population(study, generation)
+            return cache[key]
+
+    return NSGAII
 
 
 def _stored_constraints(count: int, frozen: Any) -> list[float]:
@@ -280,3 +299,97 @@ def record(t: Any, constraints: Sequence[Constraint]) -> TrialRecord:
         c.satisfied(metric_value(point, c.metric)) for c in constraints)
     return TrialRecord(t.number, point.knobs, point, feasible, tuple(t.values) if t.values is not None else None,
                        rejected=attrs.get("rejected") is True)
+
+
+# ----------------------------------------------------------------------------- the working study and the stored one
+#
+# The sampler works on an in-memory copy of the study (the working study): Optuna's samplers read every trial of the
+# study for every sample they draw, which on a stored study is a storage read each (a journal replay, a database
+# query), so a 10,000-trial search spent most of its time there. The stored study still holds every trial, and
+# holds it as the other processes sharing it need it: a trial is created there RUNNING with its sampled knobs in one
+# write as it is asked (so trial numbers, the exact fill and stale recovery work across processes as before), and
+# finished there with its counts as it is told; finished trials other processes store are copied into the working
+# study once a batch, so every sampler learns from the whole study.
+
+
+@dataclass
+class Asked:
+    """A trial being run: the working study's trial (what the sampler drew) and its twin in the stored study."""
+
+    trial: Any  # optuna.Trial of the working study
+    trial_id: int  # in the stored study
+    number: int  # in the stored study: the number users see (trials.json, configs' names)
+    sample: dict[str, Any]
+    stored_attrs: frozenset[str]  # system attributes the stored trial was created with
+
+
+def working_study(sampler: Any, objectives: Sequence[tuple[str, str]]) -> Any:
+    """The in-memory study the sampler draws from."""
+    import optuna
+
+    return optuna.create_study(sampler=sampler, directions=[d for _, d in objectives])
+
+
+def mirror(work: Any, trials: Sequence[Any]) -> None:
+    """Copy finished trials of the stored study (other processes', or a resumed study's) into the working study."""
+    for t in trials:
+        work.add_trial(t)
+
+
+def ask_stored(store: Any, work: Any, space: Space, waiting: Any = None) -> Asked | None:
+    """Draw a sample in the working study and create its trial, RUNNING, in the stored study (one write); with
+    `waiting` (a queued trial of the stored study: a stale trial's sample to run again) take that trial instead and
+    draw its fixed knobs, or None when another process took it first."""
+    import datetime
+
+    from optuna.trial import FrozenTrial, TrialState
+
+    if waiting is not None:
+        if not store._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+            return None
+        work.enqueue_trial(dict(waiting.system_attrs.get("fixed_params", {})), user_attrs=dict(waiting.user_attrs))
+    trial = work.ask()
+    sample = {k.name: k.suggest(trial) for k in space.knobs}
+    frozen = work._storage.get_trial(trial._trial_id)
+    attrs = {k: v for k, v in frozen.system_attrs.items() if k != "fixed_params"}
+    if waiting is not None:
+        for name, dist in frozen.distributions.items():
+            store._storage.set_trial_param(waiting._trial_id, name, dist.to_internal_repr(frozen.params[name]), dist)
+        for key, value in attrs.items():
+            store._storage.set_trial_system_attr(waiting._trial_id, key, value)
+        return Asked(trial, waiting._trial_id, waiting.number, sample, frozenset(attrs))
+    template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, values=None,
+                           datetime_start=datetime.datetime.now(), datetime_complete=None, params=frozen.params,
+                           distributions=frozen.distributions, user_attrs={}, system_attrs=attrs,
+                           intermediate_values={}, trial_id=-1)
+    trial_id = store._storage.create_new_trial(store._study_id, template_trial=template)
+    return Asked(trial, trial_id, store._storage.get_trial_number_from_id(trial_id), sample, frozenset(attrs))
+
+
+def finish_stored(store: Any, asked: Asked, frozen: Any) -> bool:
+    """Store a trial told in the working study: its attributes first (its counts: see `counts`), then its state and
+    values; False when another process failed it as stale meanwhile (the stored study refuses to finish it)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        for key, value in frozen.user_attrs.items():
+            store._storage.set_trial_user_attr(asked.trial_id, key, value)
+        for key, value in frozen.system_attrs.items():
+            if key not in asked.stored_attrs and key != "fixed_params":
+                store._storage.set_trial_system_attr(asked.trial_id, key, value)
+        store._storage.set_trial_state_values(asked.trial_id, state=frozen.state, values=frozen.values)
+    except UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def fail_stored(store: Any, work: Any, asked: Asked) -> None:
+    """Give a trial back: failed without counts in both studies, so it uses up nothing."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    work.tell(asked.trial, state=TrialState.FAIL, skip_if_finished=True)
+    try:
+        store._storage.set_trial_state_values(asked.trial_id, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        pass

@@ -77,10 +77,12 @@ def get_block(name: str) -> type[nn.Module]:
     return BLOCKS[name]
 
 
-def block_arguments(cls: type[nn.Module]) -> set[str]:
-    """Keyword arguments a block accepts besides in_channels, out_channels and stride."""
+@functools.lru_cache(maxsize=None)
+def block_arguments(cls: type[nn.Module]) -> frozenset[str]:
+    """Keyword arguments a block accepts besides in_channels, out_channels and stride (read once per class: a
+    design search asks it for every block of every sample)."""
     names = set(inspect.signature(cls.__init__).parameters)
-    return names - {"self", "in_channels", "out_channels", "stride"}
+    return frozenset(names - {"self", "in_channels", "out_channels", "stride"})
 
 
 @register_block("conv")

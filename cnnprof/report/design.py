@@ -342,8 +342,14 @@ def plot_pareto(result: Any, path: str) -> None:
     else:
         feas = [t for t in done if t.feasible]
         infeas = [t for t in done if not t.feasible]
-        ax.scatter([xy(t, 0) for t in infeas], [xy(t, 1) for t in infeas], s=8, c="tab:red", alpha=0.3,
-                   label="outside constraints")
+        rejected = [(x, y) for x, y in (_counted_xy(result, t) for t in result.rejected)
+                    if x is not None and y is not None]
+        if rejected:  # counted, never evaluated: where the budget cut the sampler off
+            ax.scatter(*zip(*rejected), s=8, marker="x", c="tab:red", alpha=0.25, linewidths=0.6,
+                       label=f"rejected on their counts ({len(rejected):,})")
+        if infeas:
+            ax.scatter([xy(t, 0) for t in infeas], [xy(t, 1) for t in infeas], s=8, c="tab:red", alpha=0.3,
+                       label="outside constraints")
         ax.scatter([xy(t, 0) for t in feas], [xy(t, 1) for t in feas], s=8, c="tab:gray", alpha=0.5, label="feasible")
         front = [result.trial(n) for n in result.pareto]
         ax.plot([xy(t, 0) for t in front], [xy(t, 1) for t in front], "o-", color="tab:blue", markersize=4,
@@ -357,6 +363,14 @@ def plot_pareto(result: Any, path: str) -> None:
                  f"{' — ' + ', '.join(c.text for c in result.constraints) if result.constraints else ''}")
     ax.grid(True, alpha=0.3)
     _save(fig, path)
+
+
+def _counted_xy(result: Any, t: Any) -> tuple[float | None, float | None]:
+    """A rejected sample's first two objectives from its counts (it has no objective values: never evaluated)."""
+    values = result.counted_values(t)[:2]
+    scaled = [None if v is None else v / (1e6 if m != "latency" else 1e-3)
+              for v, (m, _) in zip(values, result.objectives)]
+    return scaled[0], scaled[1]
 
 
 def plot_stats(result: Any, stats: list[Any], path: str) -> None:
