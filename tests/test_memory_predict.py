@@ -189,6 +189,7 @@ def test_cli_memory_sweeps_batch_sizes_and_defaults_to_free_memory(cli):
     assert [r["batch_size"] for r in rows] == [1, 4] and rows[0]["peak_bytes"] < rows[1]["peak_bytes"]
     assert all(r["mode"] == "infer" and r["saved_activations_bytes"] == 0 for r in rows)
     assert rows[0]["budget_source"] == "free memory" and rows[0]["budget_bytes"] > 0
+    assert rows[1]["budget_bytes"] == rows[0]["budget_bytes"]  # read once per run: one budget for every row
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,7 +1,7 @@
 """`cnnprof memory`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import partial
 from typing import Any, Optional
@@ -74,6 +74,7 @@ class MemorySettings:
     input_shape: list[str] | None
     inputs: list[str] | None
     amp: bool = False  # mixed precision (torch.autocast, emulated)
+    free_bytes: int | None = None  # the device's free memory, read once per run (the budget when none is given)
 
 
 def _predict(settings: MemorySettings, explicit: Any, source: Any, job: tuple) -> Any:
@@ -88,7 +89,9 @@ def _predict(settings: MemorySettings, explicit: Any, source: Any, job: tuple) -
     if explicit is not None and job[1] is not None:
         specs = with_batch_and_resolution(specs, job[1], None)
     return predict_memory(source, specs, mode=settings.mode, optimizer=settings.optimizer, dtype=settings.dtype,
-                          device=settings.device, budget=settings.budget, amp=settings.amp)
+                          device=settings.device, amp=settings.amp,
+                          **({"budget": settings.budget} if settings.budget is not None else
+                             {"budget": settings.free_bytes, "budget_source": "free memory"}))
 
 
 def _report(results: list) -> Any:
@@ -107,6 +110,10 @@ def _run(settings: MemorySettings, models: list[str] | None, set_: list[str] | N
     check_settings(settings.dtype, settings.mode, settings.optimizer, settings.amp)  # before any model is built
     if settings.budget is not None:
         parse_bytes(settings.budget)  # a bad size is refused before any model is built
+    if settings.budget is None:  # read once, so every row of the run is checked against the same budget
+        from cnnprof.counting.footprint import available_bytes
+
+        settings = replace(settings, free_bytes=available_bytes(settings.device))
     explicit = explicit_inputs(settings.input_shape, settings.inputs, settings.resolution)
     sizes = parse_batch_sizes(batch_size) if batch_size is not None else [None]
     jobs = [(arg, b) for arg in model_args(models, set_) for b in sizes]

@@ -108,11 +108,13 @@ def largest_batch(peak_at: Peak, budget: int, known: dict[int, int], limit: int,
 
 def predict_memory(source: Any, inputs: Sequence[InputSpec], *, mode: str = "infer", optimizer: str = "sgd",
                    dtype: str = "float32", device: str = "cpu", budget: Any = None, max_batch: bool = True,
-                   label: str | None = None, amp: bool = False) -> MemoryEstimate:
+                   label: str | None = None, amp: bool = False, budget_source: str = "given") -> MemoryEstimate:
     """The MemoryEstimate of a resolved model (cnnprof.models.spec.ModelSource, built here on meta) on `inputs`
     (InputSpecs; the first dimension is the batch). `budget`: bytes or a size ('24GiB'); None checks against
     the device's free memory (cnnprof.counting.footprint.available_bytes). `max_batch`: also find the largest
-    batch that fits. `amp`: mixed precision, torch.autocast for `device` (emulated, cnnprof.counting.amp)."""
+    batch that fits. `amp`: mixed precision, torch.autocast for `device` (emulated, cnnprof.counting.amp).
+    `budget_source`: what a given budget is, as the report says it ("free memory" when a caller read the device's
+    free memory once for several predictions, so that they share one budget)."""
     from cnnprof.counting.amp import AMP_DTYPES
     from cnnprof.counting.trace import ModuleTracker
 
@@ -128,8 +130,8 @@ def predict_memory(source: Any, inputs: Sequence[InputSpec], *, mode: str = "inf
         fp = footprint(model, specs, dtype, mode, optimizer, device, where=tracker, amp=amp)
     finally:
         tracker.remove()
-    limit_bytes, source_of = (parse_bytes(budget), "given") if budget is not None else (available_bytes(device),
-                                                                                          "free memory")
+    limit_bytes, source_of = (parse_bytes(budget), budget_source) if budget is not None else (
+        available_bytes(device), "free memory")
     result = MemoryEstimate(label or source.label, mode, optimizer if mode == "train" else None, dtype, device, specs,
                             fp, limit_bytes, source_of, amp=AMP_DTYPES[device] if amp else None)
     if limit_bytes is None or not max_batch or not specs or not specs[0].shape:
