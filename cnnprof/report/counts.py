@@ -108,22 +108,35 @@ def flops_report(results: list[Any], convention: str = "macc", by: str | None = 
     columns.append(Column("flops", f"FLOPs [{convention}]", si))
     main = Table(f"FLOPs per forward pass{common_input} — convention: {CONVENTION_TEXT[convention]}; "
                  f"scope: {SCOPE_TEXT[scope]}", columns, [])
+    report = _per_model(main, results, convention, by, depth,
+                        lambda fc, params: _flops_row(fc, params, convention), _flops_breakdown, _flops_table,
+                        lambda fc, row: {k: v for k, v in row.items() if k != "uncounted_ops"} | _uncounted(fc))
+    main.notes.append("Acts: output elements of every conv, linear and windowed pooling layer (pycls's activations).")
+    return report
+
+
+def _per_model(main: Table, results: list[tuple], convention: str, by: str | None, depth: int | None,
+               row_of: Any, breakdown: Any, table_of: Any, csv_of: Any) -> Report:
+    """The report of one FLOPs table row per model (`row_of(fc, params)`) and, with `by`, one breakdown table per
+    model (`breakdown` rows, `table_of` table); without `by` one CSV row per model (`csv_of(fc, row)`)."""
     tables, json_rows, csv_rows = [main], [], []
     for fc, params, module_params in results:
-        row = _flops_row(fc, params, convention)
+        row = row_of(fc, params)
         main.rows.append({**row, "input_shape": fc.input_shape})
         main.notes += _flops_notes(fc)
         if by:
-            rows = _flops_breakdown(fc, by, depth, convention, row["flops"], module_params)
+            rows = breakdown(fc, by, depth, convention, row["flops"], module_params)
             row[f"by_{by}"] = rows
             csv_rows += [{"model": fc.model, "by": by, "convention": convention, "scope": fc.scope, **r} for r in rows]
-            tables.append(_flops_table(fc, by, convention, rows))
+            tables.append(table_of(fc, by, convention, rows))
         else:
-            csv_rows.append({k: v for k, v in row.items() if k != "uncounted_ops"}
-                            | {"uncounted_ops": " ".join(f"{op}:{n}" for op, n in fc.uncounted)})
+            csv_rows.append(csv_of(fc, row))
         json_rows.append(row)
-    main.notes.append("Acts: output elements of every conv, linear and windowed pooling layer (pycls's activations).")
     return Report(tables, json_rows, csv_rows)
+
+
+def _uncounted(fc: Any) -> dict[str, str]:
+    return {"uncounted_ops": " ".join(f"{op}:{n}" for op, n in fc.uncounted)}
 
 
 def _flops_row(fc: Any, params: int | None, convention: str) -> dict[str, Any]:
@@ -231,25 +244,16 @@ def _train_report(results: list[tuple], convention: str, by: str | None, depth: 
                 *_phase_columns(convention), Column("flops", f"Total [{convention}]", si, short="Total")]
     main = Table(f"FLOPs per training step (forward + backward){common_input} — convention: "
                  f"{CONVENTION_TEXT[convention]}; scope: {SCOPE_TEXT[scope]}", columns, [])
-    tables, json_rows, csv_rows = [main], [], []
-    for fc, params, module_params in results:
+    def row_of(fc: Any, params: int | None) -> dict[str, Any]:
         base = _flops_row(fc, params, convention)
-        row = {"model": fc.model, "mode": "train", **{k: v for k, v in base.items() if k != "model"},
-               **phase_flops(fc, convention)}
-        main.rows.append({**row, "input_shape": fc.input_shape})
-        main.notes += _flops_notes(fc)
-        if by:
-            rows = _train_breakdown(fc, by, depth, convention, row["flops"], module_params)
-            row[f"by_{by}"] = rows
-            csv_rows += [{"model": fc.model, "by": by, "convention": convention, "scope": fc.scope, **r} for r in rows]
-            tables.append(_train_table(fc, by, convention, rows))
-        else:
-            csv_rows.append({k: v for k, v in row.items() if k not in ("uncounted_ops", "frozen")}
-                            | {"frozen": " ".join(fc.frozen),
-                               "uncounted_ops": " ".join(f"{op}:{n}" for op, n in fc.uncounted)})
-        json_rows.append(row)
+        return {"model": fc.model, "mode": "train", **{k: v for k, v in base.items() if k != "model"},
+                **phase_flops(fc, convention)}
+
+    report = _per_model(main, results, convention, by, depth, row_of, _train_breakdown, _train_table,
+                        lambda fc, row: {k: v for k, v in row.items() if k not in ("uncounted_ops", "frozen")}
+                        | {"frozen": " ".join(fc.frozen)} | _uncounted(fc))
     main.notes.append(TRAIN_NOTE)
-    return Report(tables, json_rows, csv_rows)
+    return report
 
 
 def _train_breakdown(fc: Any, by: str, depth: int | None, convention: str, total: int,
