@@ -73,13 +73,13 @@ def model_latency(source, shape, device: str, min_time: float, clock: str) -> tu
 
 def measure_model_row(name: str, batch: int, device: str, profile, min_time: float, clock: str) -> dict | None:
     """One model at one batch size: its layers into the table, its measured latency, every prediction."""
+    from cnnprof.cli.models_arg import parse_model_arg, resolve_arg
     from cnnprof.counting.flops import count_flops
     from cnnprof.counting.params import count_params
-    from cnnprof.models.spec import resolve
     from cnnprof.predict.latency import predict_latency
     from cnnprof.predict.lut import measure_model
 
-    source = resolve(name)
+    source = resolve_arg(parse_model_arg(name))  # MODEL@key=value as on the command line (timm:create_model@...)
     shape = (batch, *source.default_input_shape[1:])
     measure_model(profile.layers, source, (shape,))
     timed = model_latency(source, shape, device, min_time, clock)
