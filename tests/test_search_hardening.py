@@ -525,3 +525,37 @@ def test_a_database_url_password_is_never_shown(cli, tmp_path):
                         "postgresql://me:s3cret@127.0.0.1:1/db")
     one_line_exit_2(result, "--storage postgresql://me:***@127.0.0.1:1/db")
     assert "s3cret" not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_journal_file_fill_the_study_exactly_and_agree(tmp_path):
+    """Two searches at once on one journal file (each its own --out and seed): each samples in its own in-memory
+    working study, yet together they store exactly --trials counted trials, none twice, and both report every
+    trial of the study and the same Pareto front."""
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+
+    from cnnprof.design.storage import open_storage
+
+    (tmp_path / "small.yaml").write_text("name: small\n" + BASE + WIDTH +
+                                         "  resolution: {type: int, low: 96, high: 160, step: 32}\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-m", "cnnprof.cli", "search", "--space", str(tmp_path / "small.yaml"),
+                               "--trials", "40", "--minimize", "macs", "--maximize", "params", "--workers", "1",
+                               "--seed", str(i), "--storage", str(tmp_path / "shared.log"), "--out",
+                               str(tmp_path / f"o{i}"), "--format", "json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True) for i in (1, 2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    rows = [json.loads(out) for out, _ in outs]
+    study = optuna.load_study(study_name="small", storage=open_storage(str(tmp_path / "shared.log")))
+    stored = study.trials
+    assert sum(key.startswith("cnnprof_worker:") for key in study.user_attrs) == 2  # both took part
+    counted = [t for t in stored if t.state.name == "COMPLETE" and "cnnprof" in t.user_attrs]
+    assert len(counted) == 40 and "RUNNING" not in {t.state.name for t in stored}
+    assert sorted(r["trial"] for r in rows[0]) == sorted(r["trial"] for r in rows[1]) == sorted(t.number for t in counted)
+    assert {r["trial"] for r in rows[0] if r["pareto"]} == {r["trial"] for r in rows[1] if r["pareto"]}
