@@ -12,6 +12,7 @@ from torch import nn
 
 import cnnprof
 from cnnprof.counting.formulas import lookup
+from tests.test_results import PaddedEncoder
 
 try:  # deprecated in torch 2.10: without it the model tests skip, the op-level cases still run
     import torch.ao.quantization as tq
@@ -261,22 +262,12 @@ def test_dynamic_quantized_transformer_with_a_padding_mask_is_counted_on_its_den
     """A real CPU pass (quantized linear kernels) with a key padding mask: the nested-tensor fast path stays
     off while counting, so the count is the dense path's, as the float encoder's on meta, never a misfit."""
     torch.manual_seed(0)
-
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2,
-                                             enable_nested_tensor=True)
-
-        def forward(self, x, mask):
-            return self.enc(x, src_key_padding_mask=mask)
-
     inputs = ((2, 10, 32), "2,10:bool")
-    q = tq.quantize_dynamic(Encoder().eval(), {nn.Linear}, dtype=torch.qint8)
+    q = tq.quantize_dynamic(PaddedEncoder().eval(), {nn.Linear}, dtype=torch.qint8)
     fc = cnnprof.count_flops(q, inputs=inputs)
     per_layer = 3 * 20 * 32 * 32 + 2 * (2 * 4 * 10 * 10 * 8) + 20 * 32 * 32 + 2 * 20 * 32 * 64
     assert (fc.macs, fc.method, fc.uncounted) == (2 * per_layer, "cpu", ())
-    assert fc.macs == cnnprof.count_flops(Encoder().eval(), inputs=inputs).macs
+    assert fc.macs == cnnprof.count_flops(PaddedEncoder().eval(), inputs=inputs).macs
     assert torch.backends.mha.get_fastpath_enabled()
 
 

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import cnnprof
+from tests.test_train_flops import flop_counter_backward_macs
 
 # Out of `make test-fast`; no single model may hang the group (pytest-timeout, a dev dependency).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -148,39 +149,6 @@ def test_timm_naflexvit_is_fully_counted_and_agrees_with_flop_counter():
 CLASSIFICATION = tvm.list_models(module=tvm)
 
 
-def _flop_counter_backward_macs(model, shape) -> float:
-    """FlopCounterMode's count of autograd's backward (train() mode, a gradient of ones on every floating output,
-    math attention), / 2. torch <= 2.14 omits the division by groups in a grouped conv's weight gradient; the
-    custom formula adds it, as pytorch#183405 does upstream."""
-    from torch.func import functional_call
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils._pytree import tree_flatten
-    from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
-
-    raw = getattr(conv_backward_flop, "__wrapped__", conv_backward_flop)
-
-    def grouped(grad_out, x, w, bias, stride, padding, dilation, transposed, output_padding, groups, output_mask,
-                out_shape, **_):
-        args = (grad_out, x, w, bias, stride, padding, dilation, transposed, output_padding, groups)
-        return (raw(*args, [output_mask[0], False, False], out_shape)
-                + raw(*args, [False, output_mask[1], False], out_shape) // groups)
-
-    tensors = {n: torch.empty_like(t, device="meta").requires_grad_(isinstance(t, torch.nn.Parameter)
-                                                                   and t.requires_grad and t.is_floating_point())
-               for n, t in [*model.named_parameters(), *model.named_buffers()]}
-    was = model.training
-    model.train()
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
-            out = functional_call(model, tensors, (torch.empty(shape, device="meta"),), strict=False)
-            roots = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.requires_grad]
-            with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: grouped}) as m:
-                torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
-    finally:
-        model.train(was)
-    return m.get_total_flops() / 2
-
-
 @pytest.mark.parametrize("name", CLASSIFICATION)
 def test_torchvision_training_step_backward_agrees_with_flop_counter(name):
     model = _build(lambda: tvm.get_model(name))
@@ -188,7 +156,7 @@ def test_torchvision_training_step_backward_agrees_with_flop_counter(name):
     fc = cnnprof.count_flops(model, inputs=shape, scope="all", mode="train")
     assert fc.uncounted == ()
     conv = dataclasses.replace(fc, scope="conv")
-    assert conv.backward.macs == _flop_counter_backward_macs(model, shape)
+    assert conv.backward.macs == flop_counter_backward_macs(model, shape)
     assert conv.part("grad_weight").macs > 0
 
 

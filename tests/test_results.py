@@ -159,22 +159,25 @@ def test_compare_times_models_interleaved_from_the_api():
     assert c.failures() == []
 
 
+class PaddedEncoder(nn.Module):
+    """Two transformer encoder layers (width 32, 4 heads) called with a key padding mask: in eval mode torch's
+    nested-tensor fast path (also tests/test_quantized.py's, dynamically quantized)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2,
+                                         enable_nested_tensor=True)
+
+    def forward(self, x, mask):
+        return self.enc(x, src_key_padding_mask=mask)
+
+
 def test_transformer_with_a_padding_mask_is_counted_on_its_dense_path():
     """In eval mode a key padding mask sends nn.TransformerEncoder down its nested-tensor fast path, which has
     no meta sizes: counting turns the fast path off and counts the dense math path, and turns it back on."""
-
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2,
-                                             enable_nested_tensor=True)
-
-        def forward(self, x, mask):
-            return self.enc(x, src_key_padding_mask=mask)
-
     # per layer, 20 tokens: q, k, v projections 3 x 20 x 32 x 32; scores and weighted sum 2 x (2 x 4 heads x 10 x
     # 10 x 8); out projection 20 x 32 x 32; feed-forward 20 x 32 x 64 + 20 x 64 x 32
     per_layer = 3 * 20 * 32 * 32 + 2 * (2 * 4 * 10 * 10 * 8) + 20 * 32 * 32 + 2 * 20 * 32 * 64
-    fc = cnnprof.count_flops(Encoder().eval(), inputs=((2, 10, 32), "2,10:bool"))
+    fc = cnnprof.count_flops(PaddedEncoder().eval(), inputs=((2, 10, 32), "2,10:bool"))
     assert (fc.macs, fc.method, fc.uncounted) == (2 * per_layer, "meta", ())
     assert torch.backends.mha.get_fastpath_enabled()

@@ -114,12 +114,14 @@ def test_requires_grad_false_freezes_as_the_pattern_does_and_the_flags_stay():
 # ----------------------------------------------------------------------------- FlopCounterMode's backward count
 
 
-def _flop_counter_backward_macs(model, shape, groups_fixed=True) -> float:
-    """FlopCounterMode's count of autograd's backward for a gradient of ones (grad enabled, math attention), / 2.
+def flop_counter_backward_macs(model, shape, groups_fixed=True) -> float:
+    """FlopCounterMode's count of autograd's backward (train() mode, a gradient of ones on every floating output,
+    math attention), / 2: the independent reference for the training FLOPs, also of the optional real-model group.
     torch <= 2.14's formula for a grouped conv's weight gradient omits the division by groups (pytorch#183405 adds
-    it); `groups_fixed` applies that fix, as the upstream PR does."""
+    it); `groups_fixed` applies that fix, as the upstream PR does. The model's training flag is restored."""
     from torch.func import functional_call
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils._pytree import tree_flatten
     from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
 
     raw = getattr(conv_backward_flop, "__wrapped__", conv_backward_flop)
@@ -130,14 +132,20 @@ def _flop_counter_backward_macs(model, shape, groups_fixed=True) -> float:
         return (raw(*args, [output_mask[0], False, False], out_shape)
                 + raw(*args, [False, output_mask[1], False], out_shape) // groups)
 
-    tensors = {n: torch.empty_like(t, device="meta").requires_grad_(isinstance(t, nn.Parameter) and t.requires_grad)
+    tensors = {n: torch.empty_like(t, device="meta").requires_grad_(isinstance(t, nn.Parameter) and t.requires_grad
+                                                                   and t.is_floating_point())
                for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    was = model.training
     model.train()
-    with sdpa_kernel(SDPBackend.MATH):
-        out = functional_call(model, tensors, (torch.empty(shape, device="meta"),), strict=False)
-        mapping = {aten.convolution_backward: fixed} if groups_fixed else {}
-        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-            out.backward(torch.ones_like(out))
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            out = functional_call(model, tensors, (torch.empty(shape, device="meta"),), strict=False)
+            roots = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.requires_grad]
+            mapping = {aten.convolution_backward: fixed} if groups_fixed else {}
+            with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+                torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
+    finally:
+        model.train(was)
     return counter.get_total_flops() / 2
 
 
@@ -148,16 +156,16 @@ def test_backward_equals_flop_counter_on_every_zoo_model(name):
     assert fc.uncounted == ()
     assert fc.backward.part(GRAD_INPUT, GRAD_WEIGHT).macs > 0
     conv = cnnprof.count_flops(model, inputs=(1, 3, 224, 224), mode="train")
-    assert conv.backward.macs == _flop_counter_backward_macs(model, (1, 3, 224, 224))
+    assert conv.backward.macs == flop_counter_backward_macs(model, (1, 3, 224, 224))
 
 
 def test_without_grouped_convs_the_unpatched_flop_counter_agrees_too():
     model = resolve("resnet50").build("meta")
-    assert train(model, (1, 3, 224, 224)).backward.macs == _flop_counter_backward_macs(model, (1, 3, 224, 224), False)
+    assert train(model, (1, 3, 224, 224)).backward.macs == flop_counter_backward_macs(model, (1, 3, 224, 224), False)
 
 
 def test_attention_backward_equals_flop_counter():
-    assert train(Attention(), (2, 4, 8)).backward.macs == _flop_counter_backward_macs(Attention(), (2, 4, 8))
+    assert train(Attention(), (2, 4, 8)).backward.macs == flop_counter_backward_macs(Attention(), (2, 4, 8))
 
 
 # ----------------------------------------------------------------------------- trace, breakdowns, untouched
