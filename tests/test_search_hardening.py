@@ -519,6 +519,32 @@ def test_a_trial_another_process_failed_as_stale_meanwhile_is_not_counted(toy, t
     assert len(result.trials) == 4 and result.evaluated == 4 and taken[0] not in {t.number for t in result.trials}
 
 
+def test_a_trial_marked_stale_while_it_finishes_is_not_counted_or_streamed(toy, tmp_path, monkeypatch):
+    """The race: another process marks our trial stale, we finish it, its own FAIL then loses. The stored trial is
+    complete but stale: it does not count, so this run neither counts nor streams it."""
+    import optuna
+    from optuna.trial import TrialState
+
+    import cnnprof.design.search as search_module
+    from cnnprof.design.storage import open_storage
+
+    storage, real, taken, seen = str(tmp_path / "s.log"), search_module._evaluate_job, [], []
+
+    def another_process_marks_it(job):
+        if not taken:
+            study = optuna.load_study(study_name="toy", storage=open_storage(storage))
+            t = study.get_trials(states=(TrialState.RUNNING,))[0]
+            study._storage.set_trial_user_attr(t._trial_id, "cnnprof_stale", True)
+            taken.append(t.number)
+        return real(job)
+
+    monkeypatch.setattr(search_module, "_evaluate_job", another_process_marks_it)
+    result = search_module.search(toy, [("params", "minimize")], trials=4, seed=0, storage=storage,
+                                  on_trial=seen.append)
+    assert len(result.trials) == 4 and result.evaluated == 4
+    assert taken[0] not in {t.number for t in result.trials} | {t.number for t in seen}
+
+
 def test_a_database_url_password_is_never_shown(cli, tmp_path):
     """Unreachable (or without its driver installed): one line, the password masked."""
     result = run_search(cli, tmp_path, BASE + WIDTH, "--minimize", "params", "--storage",

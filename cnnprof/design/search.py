@@ -278,7 +278,7 @@ class _Run:
             outside = rejects(point, self.gate, self.convention)
             frozen = tell(self.work, asked.trial, point, self.objectives, self.constraints, self.convention,
                           rejected=outside)
-            if frozen is None or not finish_stored(self.study, asked, frozen):
+            if not finish_stored(self.study, asked, frozen):
                 return  # another process failed it as stale meanwhile: it runs the sample again
             self.tally["rejected" if outside else "evaluated"] += 1
             if self.on_trial:

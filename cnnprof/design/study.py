@@ -241,25 +241,13 @@ def constraint_values(point: Point, constraints: Sequence[Constraint], conventio
 
 def tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
          constraints: Sequence[Constraint], convention: str, rejected: bool = False) -> Any:
-    """Store a trial's counts and tell Optuna its objectives and constraints (an invalid point is a failed trial;
-    a `rejected` one, outside a constraint on its counts, is pruned with its constraint values, so a constrained
-    sampler learns where the budget ends); the stored (frozen) trial, or None when another process failed it as
-    stale meanwhile (its sample runs again there: a process whose heartbeat did not reach the database for a
-    minute)."""
-    from optuna.exceptions import UpdateFinishedTrialError
-
-    try:
-        frozen = _tell(study, trial, point, objectives, constraints, convention, rejected)
-    except UpdateFinishedTrialError:
-        return None
-    return None if frozen is None or STALE in frozen.user_attrs else frozen
-
-
-def _tell(study: Any, trial: Any, point: Point, objectives: Sequence[tuple[str, str]],
-          constraints: Sequence[Constraint], convention: str, rejected: bool) -> Any:
+    """Record a trial's counts and tell Optuna its objectives and constraints, in the working study (an invalid
+    point is a failed trial; a `rejected` one, outside a constraint on its counts, is pruned with its constraint
+    values, so a constrained sampler learns where the budget ends); the frozen trial, which `finish_stored` then
+    stores (and which another process may have failed as stale meanwhile: see there)."""
     from optuna.trial import TrialState
 
-    # One attribute, one storage write (each write is a database round trip).
+    # One attribute: one write when the trial is stored (each a database round trip).
     trial.set_user_attr("cnnprof", {**{name: getattr(point, name) for name in POINT_FIELDS},
                                     **({"rejected": True} if rejected else {})})
     if rejected:
@@ -368,7 +356,8 @@ def ask_stored(store: Any, work: Any, space: Space, waiting: Any = None) -> Aske
 
 def finish_stored(store: Any, asked: Asked, frozen: Any) -> bool:
     """Store a trial told in the working study: its attributes first (its counts: see `counts`), then its state and
-    values; False when another process failed it as stale meanwhile (the stored study refuses to finish it)."""
+    values; False when another process failed it as stale meanwhile (the stored study refuses to finish it, or, when
+    the two raced, the trial is finished but marked stale, so it does not count)."""
     from optuna.exceptions import UpdateFinishedTrialError
 
     try:
@@ -380,7 +369,7 @@ def finish_stored(store: Any, asked: Asked, frozen: Any) -> bool:
         store._storage.set_trial_state_values(asked.trial_id, state=frozen.state, values=frozen.values)
     except UpdateFinishedTrialError:
         return False
-    return True
+    return STALE not in store._storage.get_trial(asked.trial_id).user_attrs
 
 
 def fail_stored(store: Any, work: Any, asked: Asked) -> None:
