@@ -151,15 +151,13 @@ def rerun_stale(study: Any, now: float | None = None) -> int:
     return failed
 
 
-def budget(study: Any, known: dict[int, bool] | None = None,
-           fresh: list[Any] | None = None) -> tuple[set[int], set[int]]:
+def budget(study: Any, known: dict[int, bool], fresh: list[Any]) -> tuple[set[int], set[int]]:
     """(finished trials that count against the budget, running trials): numbers, from one read of the study;
     samples rejected by a constraint on their counts do not count. `known` (trial number -> counts) remembers
     finished trials between reads: a finished trial never changes, so each is judged once; `fresh` receives the
     finished trials not known before."""
     from optuna.trial import TrialState
 
-    known = {} if known is None else known
     running = set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED,
                                                     TrialState.RUNNING)):
@@ -167,6 +165,5 @@ def budget(study: Any, known: dict[int, bool] | None = None,
             running.add(t.number)
         elif t.number not in known:
             known[t.number] = accepted(t)
-            if fresh is not None:
-                fresh.append(t)
+            fresh.append(t)
     return {n for n, ok in known.items() if ok}, running
