@@ -151,19 +151,21 @@ def rerun_stale(study: Any, now: float | None = None) -> int:
     return failed
 
 
-def budget(study: Any, known: dict[int, bool], fresh: list[Any]) -> tuple[set[int], set[int]]:
-    """(finished trials that count against the budget, running trials): numbers, from one read of the study;
-    samples rejected by a constraint on their counts do not count. `known` (trial number -> counts) remembers
-    finished trials between reads: a finished trial never changes, so each is judged once; `fresh` receives the
-    finished trials not known before."""
+def budget(study: Any, known: dict[int, bool], fresh: list[Any]) -> tuple[set[int], set[int], list[Any]]:
+    """(finished trials that count against the budget, running trials: numbers; queued trials, oldest first), from
+    one read of the study; samples rejected by a constraint on their counts do not count. `known` (trial number ->
+    counts) remembers finished trials between reads: a finished trial never changes, so each is judged once;
+    `fresh` receives the finished trials not known before."""
     from optuna.trial import TrialState
 
-    running = set()
+    running, waiting = set(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED,
-                                                    TrialState.RUNNING)):
+                                                    TrialState.RUNNING, TrialState.WAITING)):
         if t.state == TrialState.RUNNING:
             running.add(t.number)
+        elif t.state == TrialState.WAITING:
+            waiting.append(t)
         elif t.number not in known:
             known[t.number] = accepted(t)
             fresh.append(t)
-    return {n for n, ok in known.items() if ok}, running
+    return {n for n, ok in known.items() if ok}, running, waiting

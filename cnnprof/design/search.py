@@ -244,7 +244,7 @@ class _Run:
     def step(self, trials: int, lease: Lease, pool: Any, progress: Callable[[int, int], None] | None) -> bool:
         """Read the study once, then stop (whether it does), wait for other processes' trials, or run a batch."""
         fresh: list[Any] = []
-        done, running = budget(self.study, self.judged, fresh)
+        done, running, waiting = budget(self.study, self.judged, fresh)
         mirror(self.work, [t for t in fresh if t.number not in self.ours])
         if progress:
             progress(min(len(done), trials), trials)
@@ -256,7 +256,7 @@ class _Run:
             rerun_stale(self.study)
             return False
         with signals_deferred():  # asked and recorded as ours whole, so an interruption fails every one
-            self.batch, self.told = self.ask(min(BATCH, free), trials, lease, done | running), set()
+            self.batch, self.told = self.ask(min(BATCH, free), trials, lease, done | running, waiting), set()
         for asked, point in zip(self.batch, self.evaluate(self.batch, pool)):
             self.tell(asked, point)
         sync(self.study)  # durable once a batch, not once a write
@@ -284,14 +284,14 @@ class _Run:
             if self.on_trial:
                 self.on_trial(replace(record(frozen, self.constraints), number=asked.number))
 
-    def ask(self, count: int, trials: int, lease: Lease, counted: set[int]) -> list[Asked]:
-        """Ask `count` trials (queued samples of stale trials first) and record them as this process's; any that
-        other processes' trials, asked at the same time, push past the budget is given back (failed without
-        counts, so it uses up nothing)."""
+    def ask(self, count: int, trials: int, lease: Lease, counted: set[int], waiting: list[Any]) -> list[Asked]:
+        """Ask `count` trials (`waiting`: queued samples of stale trials, first) and record them as this process's;
+        any that other processes' trials, asked at the same time, push past the budget is given back (failed
+        without counts, so it uses up nothing)."""
         from optuna.trial import TrialState
 
-        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[:count]
-        batch = [a for a in (ask_stored(self.study, self.work, self.space, w) for w in waiting) if a is not None]
+        queued = (ask_stored(self.study, self.work, self.space, w) for w in waiting[:count])
+        batch = [a for a in queued if a is not None]
         batch += [ask_stored(self.study, self.work, self.space) for _ in range(count - len(batch))]
         self.ours.update(a.number for a in batch)
         lease.claim(a.number for a in batch)
