@@ -418,3 +418,25 @@ def test_the_design_library_streams_estimates_and_stops_through_watch():
     rows = match("resnext50", "width_per_group", axes={"groups": [8, 32, 64]}, reference="resnet50",
                  watch=Watch(on_part=calls.append, stop=lambda: len(calls) >= 1))
     assert not rows.complete and [r.fixed for r in rows.rows] == [(("groups", 8),)] and calls[0].rows == rows.rows
+
+
+def test_sigterm_anywhere_in_a_command_body_is_exit_130_not_death(capsys):
+    """guard runs every command body with SIGTERM as Ctrl-C, so a signal between the windows where a command
+    installs its own handler (here: before any) is one line and exit 130, and the old handler is back after."""
+    import os
+    import signal
+
+    import typer
+
+    from cnnprof.cli.common import guard
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def body():
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the body")
+
+    with pytest.raises(typer.Exit) as stopped:
+        guard(body)
+    assert stopped.value.exit_code == 130 and "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -17,7 +17,8 @@ from rich.console import Console
 from typing_extensions import Annotated
 
 from cnnprof.cli.interrupts import (  # noqa: F401 - re-exported for the commands
-    INTERRUPTED, SIGNALS, Interrupted, interrupt_requested, interruptible, soft_interrupts, user_failure)
+    INTERRUPTED, SIGNALS, Interrupted, interrupt_requested, interruptible, sigterm_as_ctrl_c, soft_interrupts,
+    user_failure)
 from cnnprof.errors import CnnprofError, first_line
 from cnnprof.inputs import MAX_INPUT_ELEMENTS, InputSpec, check_explicit, input_specs, parse_inputs  # noqa: F401 - re-exported to commands
 
@@ -300,7 +301,8 @@ def guard(fn: Callable[[], int]) -> None:
 
     safe_encoding()
     try:
-        code = fn()
+        with sigterm_as_ctrl_c():
+            code = fn()
     except CnnprofError as exc:
         print_error(exc)
         raise typer.Exit(2)

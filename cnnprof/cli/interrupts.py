@@ -67,8 +67,10 @@ def interruptible():
 
 @contextmanager
 def sigterm_as_ctrl_c():
-    """While the body runs, SIGTERM raises KeyboardInterrupt exactly as Ctrl-C does (main thread only): for loops
-    that run no user model (search), so that there is nothing to tell apart, and `kill` stops them as cleanly."""
+    """While the body runs, SIGTERM raises KeyboardInterrupt exactly as Ctrl-C does (main thread only). Every
+    command body runs in it (cli.common.guard): a signal outside the windows where a command installs its own
+    handler (`interruptible`, a calibration, a search's batch) still ends in one line and exit 130, never a silent
+    death by SIGTERM's default action."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

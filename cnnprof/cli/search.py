@@ -15,7 +15,6 @@ from cnnprof.cli.common import (
     OutputOpt, guard, open_output)
 from cnnprof.cli.common import Device, print_note
 from cnnprof.cli.device import DeviceSpecOpt, PredictThreadsOpt
-from cnnprof.cli.interrupts import sigterm_as_ctrl_c
 from cnnprof.cli.sweep import BenchTimeOpt, DeviceOpt, Measuring, PlotOpt, PredictOpt, with_progress
 from cnnprof.errors import CnnprofError
 
@@ -112,12 +111,11 @@ def _search(space_file: str, minimize: MetricList, maximize: MetricList, constra
     writer = open_output(output)
     stream = partial(_stream, writer, options["convention"], objectives or [("macs", "minimize")],
                      bool(gate(constraints, settings))) if writer else None
-    with sigterm_as_ctrl_c():
-        saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
-                                      on_trial=stream, **options), "Searching")
-        for warning in saved.result.warnings:
-            print_note(f"warning: {warning}")
-        _write_trials(saved)
+    saved = with_progress(partial(search_to_dir, out_dir, space, objectives, constraints, settings=settings,
+                                  on_trial=stream, **options), "Searching")  # SIGTERM stops it as Ctrl-C (guard)
+    for warning in saved.result.warnings:
+        print_note(f"warning: {warning}")
+    _write_trials(saved)
     _show(saved, fmt, plot)
     return 130 if saved.result.interrupted else 0
 
