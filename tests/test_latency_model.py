@@ -182,16 +182,41 @@ def test_a_table_is_attached_only_to_a_profile_measured_here_at_this_thread_coun
     assert "layers" not in lut.attach(profile(threads=1)).to_json()
 
 
-def test_the_in_network_module_overhead_is_the_forward_time_less_the_layers_alone_per_module_call():
+def test_the_in_network_module_overhead_is_the_forward_time_less_its_ops_replayed_per_module_call():
     net = lut.tiny_network(3, 4)
     memory = analyze_memory(net, (1, 4, 4, 4))
+    runs = []
 
-    def timer(fn, device, min_time, min_runs, warmup):  # the whole network is timed with more runs
-        return 1e-3 if min_runs == 20 else 1e-6
+    def gap(whole, replay, device, min_time):  # what predict.device.time_gap would time: both callables work
+        runs.append((whole(), replay()))
+        return 1e-3
 
-    got = lut.measure_module_overhead("cpu", blocks=3, channels=4, view_overhead_s=1e-7, timer=timer)
-    assert got == pytest.approx((1e-3 - len(memory.calls) * 1e-6 - memory.free_calls * 1e-7) / memory.modules_called)
-    assert lut.measure_module_overhead("cpu", blocks=3, channels=4, timer=lambda *a, **k: 1e-6) == 0.0  # never < 0
+    got = lut.measure_module_overhead("cpu", blocks=3, channels=4, view_overhead_s=1e-7, gap=gap)
+    assert got == pytest.approx((1e-3 - memory.free_calls * 1e-7) / memory.modules_called)
+    assert runs and runs[0][0].shape == (1, 4, 4, 4)
+    assert lut.measure_module_overhead("cpu", blocks=3, channels=4, gap=lambda *a, **k: -1e-6) == 0.0  # never < 0
+
+
+def test_the_replay_runs_every_op_call_of_the_network_in_order():
+    recorder = lut._record(lut.tiny_network(3, 4), ((1, 4, 4, 4),), "float32")
+    memory = analyze_memory(lut.tiny_network(3, 4), (1, 4, 4, 4))
+    assert len(recorder.order) == len(memory.calls) > len(recorder.layers)
+    assert [recorder.layers[k].call.op for k in recorder.order] == [c.op for c in memory.calls]
+
+
+def test_time_gap_is_the_median_difference_of_calls_timed_in_alternation(monkeypatch):
+    from cnnprof.predict.device import time_gap
+    from cnnprof.timing import timer
+
+    now = [0.0]
+    monkeypatch.setattr(timer, "CLOCK", [lambda: now[0]])
+
+    def sleeper(seconds):
+        def call():
+            now[0] += seconds
+        return call
+
+    assert time_gap(sleeper(3e-3), sleeper(1e-3), "cpu", min_time=0.0, min_rounds=5) == pytest.approx(2e-3)
 
 
 def test_a_table_with_a_module_overhead_charges_it_per_module_call():

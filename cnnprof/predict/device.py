@@ -18,7 +18,7 @@ from typing import Any, Callable
 from cnnprof.errors import CnnprofError, parameter
 from cnnprof.predict.profile_file import ProfileError, checked, read_json
 from cnnprof.predict.trust import doubts
-from cnnprof.timing import timer
+from cnnprof.timing import stats, timer
 from cnnprof.results import Printable
 
 # A datasheet GPU's per-op launch overhead: a typical figure (~5 us), not a datasheet number. The GPUs themselves,
@@ -222,6 +222,23 @@ def time_call(fn: Callable[[], Any], device: str, min_time: float = 0.2, min_run
     rule = timer.StopRule(min_time=min_time, min_runs=min_runs)
     return timer.measure(fn, device, rule, warmup=timer.StopRule.calls(warmup),
                          number=CUDA_BATCH if device == "cuda" else 1, sync_each=True).median_s
+
+
+def time_gap(a: Callable[[], Any], b: Callable[[], Any], device: str, min_time: float = 0.3,
+             min_rounds: int = 30) -> float:
+    """Median over rounds of (seconds of one call of `a`) - (seconds of one call of `b`), the two timed back to
+    back in every round: a machine whose speed drifts (other tenants, clock frequency) moves both alike, so a
+    small gap between two long calls is measured where two separate medians would drown it."""
+    rule, gaps, spent = timer.StopRule.calls(1), [], 0.0
+    with timer.gc_paused():
+        for _ in range(2):  # warm-up
+            a(), b()
+        while len(gaps) < min_rounds or spent < min_time:
+            ta = timer.measure(a, device, rule, sync_each=True).times_s[0]
+            tb = timer.measure(b, device, rule, sync_each=True).times_s[0]
+            gaps.append(ta - tb)
+            spent += ta + tb
+    return stats.median(gaps)
 
 
 def measure_gemm(device: str, dtype: str, n: int, min_time: float) -> float:

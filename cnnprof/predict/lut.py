@@ -131,6 +131,7 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.counter = TrafficCounter(None, element_bytes)
         self.layers: dict[str, Layer] = {}
+        self.order: list[str] = []  # the key of every call, in execution order
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -149,12 +150,18 @@ class _Recorder(TorchDispatchMode):
             key = layer_key(call)
             if key not in self.layers:
                 self.layers[key] = Layer(key, call, func, _spec(args), _spec(kwargs))
+            self.order.append(key)
         return out
 
 
 def record_layers(model: Any, inputs: Any = None, dtype: str = "float32") -> list[Layer]:
     """Every distinct layer of one forward pass of `model` (nn.Module or source; `inputs` as in count_flops),
     recorded on meta in execution order."""
+    return list(_record(model, inputs, dtype).layers.values())
+
+
+def _record(model: Any, inputs: Any, dtype: str) -> _Recorder:
+    """A recorder that saw one forward pass of `model` on meta."""
     import torch
 
     from cnnprof.counting.meta_fast import cheap_checks
@@ -171,7 +178,7 @@ def record_layers(model: Any, inputs: Any = None, dtype: str = "float32") -> lis
         net.eval()
         with torch.no_grad(), cheap_checks(), dense_attention(), recorder:
             _forward(net, args, kwargs, on_meta=True)
-    return list(recorder.layers.values())
+    return recorder
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -330,27 +337,33 @@ def tiny_network(blocks: int, c: int) -> Any:
 
 
 def measure_module_overhead(device: str, dtype: str = "float32", view_overhead_s: float = 0.0, *, blocks: int = 20,
-                            channels: int = 8, timer: Callable[..., float] | None = None) -> float:
-    """Seconds a module call adds inside a network beyond its ops timed alone (Python's module call and functional
-    wrappers, which an op timed alone skips): a synthetic network's forward time, less the sum of its layers
-    each timed alone and its views, per module call. Synthetic, so no model it later predicts is part of it."""
+                            channels: int = 8, min_time: float = 0.3,
+                            gap: Callable[..., float] | None = None) -> float:
+    """Seconds a module call adds inside a network beyond its ops run alone (Python's module call, functional
+    wrappers and the composite ops above the kernels, which a layer timed alone skips): a synthetic network's
+    forward pass less the same op calls replayed back to back, timed in alternation (predict.device.time_gap),
+    less its views, per module call. Synthetic, so no model it later predicts is part of it."""
     import torch
 
     from cnnprof.counting.traffic import analyze_memory
-    from cnnprof.predict.device import time_call
+    from cnnprof.predict.device import time_gap
     from cnnprof.timing.settings import DTYPES
 
-    timer = timer or time_call
+    gap = gap or time_gap
     shape = (1, channels, 4, 4)
     net = tiny_network(blocks, channels).to(device=device, dtype=DTYPES[dtype])
     x = torch.rand(shape, device=device, dtype=DTYPES[dtype])
+    recorder = _record(net, (shape,), dtype)
+    ops = [recorder.layers[key].make(device, DTYPES[dtype]) for key in recorder.order]
+
+    def replay() -> None:
+        for op in ops:
+            op()
+
     with torch.inference_mode():
-        whole = timer(lambda: net(x), device, min_time=0.3, min_runs=20, warmup=3)
-    alone = LayerTable(device, dtype, torch.get_num_threads())
-    fill(alone, record_layers(net, (shape,), dtype), min_time=0.1, timer=timer)
+        seconds = gap(lambda: net(x), replay, device, min_time=min_time)
     memory = analyze_memory(net, shape, dtype)
-    ops = sum(alone.lookup(c) or 0.0 for c in memory.calls)
-    return max(0.0, (whole - ops - memory.free_calls * view_overhead_s) / max(memory.modules_called, 1))
+    return max(0.0, (seconds - memory.free_calls * view_overhead_s) / max(memory.modules_called, 1))
 
 
 def attach(profile: Any, *, on_demand: bool = False, on_step: Callable[[str, int, int], None] | None = None,
