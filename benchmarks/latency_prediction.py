@@ -18,6 +18,9 @@ Prints Markdown.
 Run (the full issue-14 run, CPU, quiet machine; roughly 30-45 min on 2 cores):
     .venv/bin/python benchmarks/latency_prediction.py --threads 1,2 --batches 1,8 --devices cpu
 Smaller: --quick (5 models, batch 1, 1 thread), --models a,b,c; on a busy machine at 1 thread --clock thread.
+On a machine whose speed drifts over minutes (a shared VM), --fresh-layers times each model's layers into a table
+of its own between two timings of the model, so drift between a shared layer's timing and the model's is not
+counted as prediction error.
 """
 from __future__ import annotations
 
@@ -71,20 +74,30 @@ def model_latency(source, shape, device: str, min_time: float, clock: str) -> tu
     return (r.median_s, r.noisy) if r.status == "ok" else None
 
 
-def measure_model_row(name: str, batch: int, device: str, profile, min_time: float, clock: str) -> dict | None:
-    """One model at one batch size: its layers into the table, its measured latency, every prediction."""
+def measure_model_row(name: str, batch: int, device: str, profile, min_time: float, clock: str,
+                      fresh: bool = False) -> dict | None:
+    """One model at one batch size: its layers into the table, its measured latency, every prediction. `fresh`:
+    the model's layers go into a table of its own, measured between two timings of the model (their mean is the
+    measured latency), so a machine whose speed drifts over minutes does not count as the model's error."""
+    import dataclasses
+
     from cnnprof.cli.models_arg import parse_model_arg, resolve_arg
     from cnnprof.counting.flops import count_flops
     from cnnprof.counting.params import count_params
     from cnnprof.predict.latency import predict_latency
-    from cnnprof.predict.lut import measure_model
+    from cnnprof.predict.lut import LayerTable, measure_model
 
     source = resolve_arg(parse_model_arg(name))  # MODEL@key=value as on the command line (timm:create_model@...)
     shape = (batch, *source.default_input_shape[1:])
-    measure_model(profile.layers, source, (shape,))
+    if fresh:
+        profile = dataclasses.replace(profile, layers=LayerTable(device, "float32", profile.threads))
+    before = model_latency(source, shape, device, min_time, clock) if fresh else (0.0, False)
+    measure_model(profile.layers, source, (shape,), view_overhead_s=profile.view_overhead_s)
     timed = model_latency(source, shape, device, min_time, clock)
-    if timed is None:
+    if timed is None or before is None:
         return None
+    if fresh:
+        timed = ((before[0] + timed[0]) / 2, before[1] or timed[1])
     pred = predict_latency(source, shape, profile, "float32")
     sources = pred.time_sources()
     fc = count_flops(source, shape)
@@ -92,7 +105,8 @@ def measure_model_row(name: str, batch: int, device: str, profile, min_time: flo
             "params": count_params(source.build("meta")).total, "bytes": pred.memory.bytes,
             "roofline": pred.roofline_s, "calibrated": pred.calibrated_s, "table": pred.predicted_s,
             "layers_part": pred.predicted_s - sources["overhead"], "overhead_part": sources["overhead"],
-            "measured_share": sources["measured"] / pred.predicted_s}
+            "measured_share": sources["measured"] / pred.predicted_s, "table_layers": len(profile.layers.times),
+            "module_overhead": profile.layers.module_overhead_s}
 
 
 def add_loo_correction(rows: list[dict]) -> None:
@@ -153,7 +167,7 @@ def acceptance(rows: list[dict]) -> list[str]:
 
 
 def section(device: str, threads: int | None, batches: list[int], models: list[str], min_time: float,
-            clock: str) -> list[str]:
+            clock: str, fresh: bool = False) -> list[str]:
     """Calibrate, fill the layer table, measure and predict every model at every batch size, at `threads`."""
     import dataclasses
 
@@ -167,28 +181,31 @@ def section(device: str, threads: int | None, batches: list[int], models: list[s
     profile = dataclasses.replace(profile, layers=LayerTable(device, "float32", profile.threads))
     n = profile.threads
     out = [f"### {device}: {profile.name}, torch {profile.torch_version}, {n} thread{'' if n == 1 else 's'}, "
-           f"clock {clock}\n",
+           f"clock {clock}{', each model with a fresh layer table' if fresh else ''}\n",
            f"Calibration took {profile.seconds:.1f} s: peak {profile.peak('float32') / 1e9:,.1f} GFLOP/s, bandwidth "
            f"{profile.bandwidth / 1e9:,.1f} GB/s, per-op overhead {profile.op_overhead_s * 1e6:.1f} µs, per-module "
            f"{profile.module_overhead_s * 1e6:.2f} µs.\n"]
+    timed_layers, overheads = 0, []
     for b in batches:
         rows = []
         for name in models:
             print(f"  {device} {n} threads batch {b}: {name}", file=sys.stderr, flush=True)
-            row = measure_model_row(name, b, device, profile, min_time, clock)
+            row = measure_model_row(name, b, device, profile, min_time, clock, fresh)
             if row is None:
                 out.append(f"- {name} at batch {b}: the timing failed")
             else:
                 rows.append(row)
+                timed_layers, overheads = row["table_layers"], overheads + [row["module_overhead"]]
         if len(rows) < 3:
             continue
         add_loo_correction(rows)
         out += [f"#### {device}, {n} thread{'' if n == 1 else 's'}, batch {b}, float32 ({len(rows)} models)\n",
                 *model_table(rows), *summary_table(rows), *acceptance(rows)]
-    table = profile.layers
-    overhead = "-" if table.module_overhead_s is None else f"{table.module_overhead_s * 1e6:.2f} µs"
-    out.append(f"_Section took {time.perf_counter() - t0:.0f} s ({len(table.times)} layers in the table; a module "
-               f"call inside a network: {overhead})._\n")
+    overheads = [o for o in overheads if o is not None]
+    overhead = "-" if not overheads else f"{statistics.median(overheads) * 1e6:.2f} µs"
+    layers = "each model's layers timed afresh" if fresh else f"{timed_layers} layers in the table"
+    out.append(f"_Section took {time.perf_counter() - t0:.0f} s ({layers}; a module call inside a network: "
+               f"{overhead}{' (median over the models)' if fresh else ''})._\n")
     return out
 
 
@@ -205,6 +222,9 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
                         help="thread: CPU time of the thread, for layers and models alike (needs --threads 1); "
                              "checks the model on a busy machine, where wall time counts other processes")
+    parser.add_argument("--fresh-layers", action="store_true",
+                        help="time each model's layers afresh, between two timings of the model, instead of "
+                             "reusing the layers other models share: on a machine whose speed drifts over minutes")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")] if args.threads else ([1] if args.quick else [None])
     if args.clock == "thread":
@@ -221,7 +241,7 @@ def main() -> None:
         batches = [int(b) for b in args.batches.split(",")] if args.batches else default
         for t in (threads if device == "cpu" else [None]):
             out += section(device, t, batches, models, 0.3 if args.quick else args.min_time,
-                           args.clock if device == "cpu" else "wall")
+                           args.clock if device == "cpu" else "wall", args.fresh_layers)
     if "cuda" not in devices:
         out.append("CUDA: no GPU on this machine, not measured (the script runs batch 1 and 64 on CUDA when one is "
                    "present).\n")

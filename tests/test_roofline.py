@@ -69,7 +69,7 @@ def test_fit_type_recovers_a_known_cost_model():
 def test_a_profile_written_before_the_op_type_rename_loads_and_predicts_the_same():
     """tests/golden_cli/fixed_cpu_profile.json was written before 'op kind' became 'op type' (KindFit -> TypeFit):
     the file format did not change (calibration keyed by op type name, fields of TypeFit), so it loads, writes
-    back identically, and predicts what roofline_by_type.json froze from it before the rename."""
+    back identically, and predicts what roofline_by_type.json holds (regenerated only for deliberate model changes)."""
     from pathlib import Path
 
     from cnnprof.predict import microbench

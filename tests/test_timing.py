@@ -4,6 +4,7 @@ runs, so every expectation below is derived by hand from the durations given."""
 import gc
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,50 @@ def test_cuda_time_call_and_breakdown():
     with torch.inference_mode():
         rows = breakdown(lambda: net(y), "cuda", 0.0)
     assert {r.type for r in rows} >= {"conv 3x3", "activation"} and all(r.time_s > 0 for r in rows)
+
+
+def test_memory_kept_sets_glibc_malloc_once_for_nested_blocks_and_restores_its_defaults(monkeypatch):
+    from cnnprof.timing import timer
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+    monkeypatch.setattr(timer, "_glibc", lambda: FakeLibc())
+    with timer.memory_kept():
+        with timer.memory_kept():
+            assert calls == [(-4, 0), (-1, -1)]  # no mmap per block, no trimming; once for both blocks
+        assert len(calls) == 2
+    assert calls[2:] == [(-4, 65536), (-1, 128 * 1024)]  # glibc's defaults after the outermost block
+
+
+_FAULTS_PER_ROUND = """
+import resource, torch
+def faults_per_round(rounds=5):
+    for _ in range(30):  # warm-up: the heap grows to hold the block, as a timing's warm-up calls make it
+        torch.ones(1 << 24)  # 64 MB, touched, freed: above glibc's largest mmap threshold
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        torch.ones(1 << 24)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / rounds
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and getrusage page-fault counts")
+def test_a_large_block_freed_and_allocated_again_while_timing_faults_no_pages_in_again():
+    import subprocess
+
+    from cnnprof.timing import timer
+
+    if timer._glibc() is None:
+        pytest.skip("malloc is not glibc's")
+    scope: dict = {}
+    exec(_FAULTS_PER_ROUND, scope)
+    with timer.memory_kept():
+        kept = scope["faults_per_round"]()
+    fresh = subprocess.run([sys.executable, "-c", _FAULTS_PER_ROUND + "print(faults_per_round())"],
+                           capture_output=True, text=True, check=True)
+    assert kept < 1000 < float(fresh.stdout)  # 64 MB are 16,384 pages of 4 kB: glibc's default maps them anew

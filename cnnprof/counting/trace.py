@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnprof.counting.acts import op_acts
 from cnnprof.counting.formulas import Cost, is_free, lookup, op_name
+from cnnprof.counting.formulas.free import ALLOCATIONS
 from cnnprof.counting.meta_fast import fast_meta
 from cnnprof.counting.types import scoped_type, type_scopes
 from cnnprof.inputs import InputSpec
@@ -179,7 +180,7 @@ class Tracer(TorchDispatchMode):
         self.traffic = traffic  # record elements moved, output shape, kernel and groups (the traffic view's facts)
         self.events: list[OpEvent] = []
         self.uncounted: dict[str, int] = defaultdict(int)  # ops that ran without a formula: calls
-        self.free_calls = 0  # views, allocations and uncounted ops: no traffic, but each one is dispatched
+        self.free_calls = 0  # views and uncounted ops (not allocations): no traffic, but each one is dispatched
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -213,7 +214,7 @@ class Tracer(TorchDispatchMode):
         name = op_name(func)
         priced = self._price(func, name, args, kwargs, out)
         if priced is None:
-            self.free_calls += 1
+            self.free_calls += name not in ALLOCATIONS
             return None
         cost, scope = priced
         base = name.rstrip("_")
@@ -252,7 +253,7 @@ class Trace:
     inputs: tuple[InputSpec, ...]  # every tensor input: shape, dtype, keyword name (None: positional)
     method: str  # meta: meta tensors; cpu: one real forward pass on the CPU (data-dependent ops)
     modules_called: int  # module forward calls (the Python overhead the latency model charges)
-    free_calls: int  # views, allocations and uncounted ops (dispatched, but no traffic)
+    free_calls: int  # views and uncounted ops, not allocations (dispatched, but no traffic)
     params: int = 0  # parameters of the traced module, each counted once
     traffic: bool = True  # whether the events record what each op moved (see Tracer)
 

@@ -6,6 +6,7 @@ caller's thread count and cudnn.benchmark come back. It yields the Environment t
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -15,6 +16,7 @@ from typing import Iterator
 import torch
 
 from cnnprof.errors import CnnprofError, DeviceError, parameter
+from cnnprof.timing import timer
 from cnnprof.timing.results import Environment
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -81,15 +83,16 @@ def environment(device: str, dtype: str, channels_last: bool, compiled: bool) ->
 def device_settings(device: str = "cpu", threads: int | None = None, dtype: str = "float32",
                     channels_last: bool = False, cudnn_benchmark: bool | None = None, *,
                     compiled: bool = False) -> Iterator[Environment]:
-    """Set CPU threads (when given) and cudnn.benchmark (default: on for CUDA) and enter inference_mode;
-    yield the Environment; restore both settings on exit, on error too."""
+    """Set CPU threads (when given) and cudnn.benchmark (default: on for CUDA) and enter inference_mode (on the
+    CPU, with malloc keeping freed memory: timer.memory_kept); yield the Environment; restore every setting on
+    exit, on error too."""
     previous_threads = torch.get_num_threads()
     previous_cudnn = torch.backends.cudnn.benchmark
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = device == "cuda" if cudnn_benchmark is None else cudnn_benchmark
-        with torch.inference_mode():
+        with torch.inference_mode(), timer.memory_kept() if device == "cpu" else contextlib.nullcontext():
             yield environment(device, dtype, channels_last, compiled)
     finally:
         torch.backends.cudnn.benchmark = previous_cudnn

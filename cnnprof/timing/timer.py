@@ -14,6 +14,8 @@ seconds since the loop began.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import math
 import time
@@ -159,6 +161,47 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# glibc mallopt parameters and their defaults (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_GLIBC_DEFAULTS = ((_M_MMAP_MAX, 65536), (_M_TRIM_THRESHOLD, 128 * 1024))
+_kept = [0]  # depth of nested memory_kept blocks
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> Any:
+    """glibc's C library, or None where malloc is someone else's (macOS, musl, Windows)."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@contextmanager
+def memory_kept() -> Iterator[None]:
+    """While CPU calls are timed, glibc's malloc keeps the memory that tensors free: no trimming of the heap's top,
+    no mmap / munmap per large block. Otherwise, depending on what the process allocated before, each forward pass
+    can hand tens of MB back to the OS and fault them in again (thousands of page faults per pass, which doubled a
+    CPU forward pass on a VM), and two timings of one model disagree. glibc's defaults come back after the
+    outermost block; nothing changes where malloc is not glibc's."""
+    libc = _glibc()
+    if libc is not None and _kept[0] == 0:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, -1)
+    _kept[0] += 1
+    try:
+        yield
+    finally:
+        _kept[0] -= 1
+        if libc is not None and _kept[0] == 0:
+            for option, value in _GLIBC_DEFAULTS:
+                libc.mallopt(option, value)
+
+
 def _loop(fn: Callable[[], Any], clock: Any, rule: StopRule, number: int = 1, sync_each: bool = False,
           timed: bool = True) -> tuple[int, list[tuple[Any, Any]]]:
     """Samples of `number` calls of `fn` until `rule` says stop: (samples, their (start, end) marks when
@@ -199,16 +242,17 @@ def measure(fn: Callable[[], Any], device: str = "cpu", rule: StopRule | None = 
     if number < 1:
         raise CnnprofError(f"{parameter('number', number)}: expected 1 or more calls per sample")
     clock = device_clock(device)
-    cold_s = _cold_call(fn, clock) if cold else None
-    warm = 0
-    if warmup is not None:
-        warm, _ = _loop(fn, clock, warmup, timed=False)
-        clock.sync()
-    if on_warm is not None:
-        on_warm()
-    if rule is None:
-        return Measurement((), number, cold_s, warm)
-    with gc_paused():
-        _, marks = _loop(fn, clock, rule, number, sync_each)
-        clock.sync()
+    with memory_kept() if device == "cpu" else contextlib.nullcontext():
+        cold_s = _cold_call(fn, clock) if cold else None
+        warm = 0
+        if warmup is not None:
+            warm, _ = _loop(fn, clock, warmup, timed=False)
+            clock.sync()
+        if on_warm is not None:
+            on_warm()
+        if rule is None:
+            return Measurement((), number, cold_s, warm)
+        with gc_paused():
+            _, marks = _loop(fn, clock, rule, number, sync_each)
+            clock.sync()
     return Measurement(tuple(clock.elapsed(a, b) / number for a, b in marks), number, cold_s, warm)

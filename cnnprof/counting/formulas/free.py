@@ -26,6 +26,11 @@ new_empty_strided select_backward slice_backward diagonal_backward as_strided_sc
 """.split())
 
 
+# Allocations: on meta, the decompositions of many ops allocate their outputs through these; on a device the
+# kernel allocates inside one call, so they are not dispatched calls of their own (not counted as free calls).
+ALLOCATIONS = frozenset("empty empty_strided empty_like new_empty new_empty_strided".split())
+
+
 def is_free(op: Any) -> bool:
     """Whether an op (OpOverload or aten name) only moves, reinterprets or allocates data."""
     name = op_name(op)
