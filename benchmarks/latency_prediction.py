@@ -8,8 +8,8 @@ synthetic grid, `cnnprof.predict.latency.calibrate`), then for every zoo model
   3. predict it from its structure: roofline; calibrated per-op-type model; layer table (sum of the measured
      layers + the calibrated module / view overheads); layer table + a model-level correction
      (measured ~ a * layers + b * overheads) fitted leave-one-model-out, on the OTHER models' timings only.
-Every measurement runs with glibc's malloc keeping freed memory (cnnprof.timing.timer.memory_kept), as `cnnprof
-bench` and the layer table measure. Neither the calibration nor the layer table ever sees a whole-model timing, so every prediction but the last is
+Every measurement runs with glibc's malloc keeping freed memory (cnnprof.timing.timer.keep_freed_memory), as
+`cnnprof bench` and the layer table measure. Neither the calibration nor the layer table ever sees a whole-model timing, so every prediction but the last is
 held out by construction, and the last is held out by leaving the model out of its fit.
 Reports per setting: every model's errors, the share of its predicted time that came from measured layers,
 Spearman rank correlation of each metric with measured latency, median |error| and median signed error, and the
@@ -223,7 +223,7 @@ def device_sections(device: str, args: argparse.Namespace, threads: list, models
 
 def main() -> None:
     from cnnprof.models.zoo import zoo_names
-    from cnnprof.timing.timer import memory_kept
+    from cnnprof.timing.timer import keep_freed_memory
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{', '.join(QUICK_MODELS)}; batch 1; 1 thread")
@@ -249,9 +249,9 @@ def main() -> None:
     models = args.models.split(",") if args.models else (QUICK_MODELS if args.quick else zoo_names())
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     out = []
-    with memory_kept():  # as `cnnprof bench` and the layer table measure: no page faults from glibc's trimming
-        for device in devices:
-            out += device_sections(device, args, threads, models)
+    keep_freed_memory()  # as every cnnprof timing does (the first one would; here before anything is allocated)
+    for device in devices:
+        out += device_sections(device, args, threads, models)
     if "cuda" not in devices:
         out.append("CUDA: no GPU on this machine, not measured (the script runs batch 1 and 64 on CUDA when one is "
                    "present).\n")

@@ -294,7 +294,7 @@ def test_cuda_time_call_and_breakdown():
     assert {r.type for r in rows} >= {"conv 3x3", "activation"} and all(r.time_s > 0 for r in rows)
 
 
-def test_memory_kept_sets_glibc_malloc_once_for_nested_blocks_and_restores_its_defaults(monkeypatch):
+def test_timing_on_the_cpu_sets_glibc_malloc_to_keep_freed_memory_once_per_process(monkeypatch):
     from cnnprof.timing import timer
 
     calls = []
@@ -305,11 +305,13 @@ def test_memory_kept_sets_glibc_malloc_once_for_nested_blocks_and_restores_its_d
             return 1
 
     monkeypatch.setattr(timer, "_glibc", lambda: FakeLibc())
-    with timer.memory_kept():
-        with timer.memory_kept():
-            assert calls == [(-4, 0), (-1, -1)]  # no mmap per block, no trimming; once for both blocks
-        assert len(calls) == 2
-    assert calls[2:] == [(-4, 65536), (-1, 128 * 1024)]  # glibc's defaults after the outermost block
+    monkeypatch.setattr(timer, "_kept", [False])
+    measure(lambda: None, "cpu", StopRule.calls(2))
+    assert calls == [(-4, 0), (-1, -1)]  # no mmap per block, no trimming of the heap's top
+    measure(lambda: None, "cpu", StopRule.calls(2))
+    with device_settings("cpu"):
+        pass
+    assert len(calls) == 2  # once: glibc's adaptive threshold cannot be restored, so it is not "undone"
 
 
 _FAULTS_PER_ROUND = """
@@ -334,8 +336,8 @@ def test_a_large_block_freed_and_allocated_again_while_timing_faults_no_pages_in
         pytest.skip("malloc is not glibc's")
     scope: dict = {}
     exec(_FAULTS_PER_ROUND, scope)
-    with timer.memory_kept():
-        kept = scope["faults_per_round"]()
+    timer.keep_freed_memory()  # what any CPU timing of this process did already
+    kept = scope["faults_per_round"]()
     fresh = subprocess.run([sys.executable, "-c", _FAULTS_PER_ROUND + "print(faults_per_round())"],
                            capture_output=True, text=True, check=True)
     assert kept < 1000 < float(fresh.stdout)  # 64 MB are 16,384 pages of 4 kB: glibc's default maps them anew

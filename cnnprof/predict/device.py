@@ -230,7 +230,7 @@ def time_gap(a: Callable[[], Any], b: Callable[[], Any], device: str, min_time: 
     back in every round: a machine whose speed drifts (other tenants, clock frequency) moves both alike, so a
     small gap between two long calls is measured where two separate medians would drown it."""
     rule, gaps, spent = timer.StopRule.calls(1), [], 0.0
-    with timer.gc_paused(), timer.memory_kept() if device == "cpu" else contextlib.nullcontext():
+    with timer.gc_paused():
         for _ in range(2):  # warm-up
             a(), b()
         while len(gaps) < min_rounds or spent < min_time:

@@ -12,7 +12,6 @@ seconds, nothing in the file is run.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -201,11 +200,8 @@ def fill(table: LayerTable, layers: Sequence[Layer], *, on_step: Callable[[str, 
          min_time: float = MIN_TIME_S, timer: Callable[..., float] | None = None) -> int:
     """Measure every layer of `layers` not yet in `table` (at the current thread count); returns how many were
     measured. Ctrl-C stops early and keeps what was measured."""
-    from cnnprof.timing.timer import memory_kept
-
     todo = [layer for layer in layers if layer.key not in table.times]
-    with memory_kept() if table.device == "cpu" else contextlib.nullcontext():
-        _fill(table, todo, on_step, min_time, timer)
+    _fill(table, todo, on_step, min_time, timer)
     return table.measured_now
 
 

@@ -6,7 +6,6 @@ caller's thread count and cudnn.benchmark come back. It yields the Environment t
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
@@ -84,15 +83,17 @@ def device_settings(device: str = "cpu", threads: int | None = None, dtype: str 
                     channels_last: bool = False, cudnn_benchmark: bool | None = None, *,
                     compiled: bool = False) -> Iterator[Environment]:
     """Set CPU threads (when given) and cudnn.benchmark (default: on for CUDA) and enter inference_mode (on the
-    CPU, with malloc keeping freed memory: timer.memory_kept); yield the Environment; restore every setting on
-    exit, on error too."""
+    CPU, malloc keeps freed memory from now on: timer.keep_freed_memory); yield the Environment; restore the
+    threads and cudnn.benchmark on exit, on error too."""
     previous_threads = torch.get_num_threads()
     previous_cudnn = torch.backends.cudnn.benchmark
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = device == "cuda" if cudnn_benchmark is None else cudnn_benchmark
-        with torch.inference_mode(), timer.memory_kept() if device == "cpu" else contextlib.nullcontext():
+        if device == "cpu":
+            timer.keep_freed_memory()
+        with torch.inference_mode():
             yield environment(device, dtype, channels_last, compiled)
     finally:
         torch.backends.cudnn.benchmark = previous_cudnn

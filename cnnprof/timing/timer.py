@@ -14,7 +14,6 @@ seconds since the loop began.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import math
@@ -161,10 +160,9 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# glibc mallopt parameters and their defaults (malloc.h)
+# glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_GLIBC_DEFAULTS = ((_M_MMAP_MAX, 65536), (_M_TRIM_THRESHOLD, 128 * 1024))
-_kept = [0]  # depth of nested memory_kept blocks
+_kept = [False]  # set once per process
 
 
 @functools.lru_cache(maxsize=1)
@@ -181,25 +179,22 @@ def _glibc() -> Any:
         return None
 
 
-@contextmanager
-def memory_kept() -> Iterator[None]:
-    """While CPU calls are timed, glibc's malloc keeps the memory that tensors free: no trimming of the heap's top,
-    no mmap / munmap per large block. Otherwise, depending on what the process allocated before, each forward pass
-    can hand tens of MB back to the OS and fault them in again (thousands of page faults per pass, which doubled a
-    CPU forward pass on a VM), and two timings of one model disagree. glibc's defaults come back after the
-    outermost block; nothing changes where malloc is not glibc's."""
+def keep_freed_memory() -> None:
+    """From the first CPU timing on, glibc's malloc keeps the memory that tensors free for the rest of the process:
+    no trimming of the heap's top, no mmap / munmap per large block. Otherwise, depending on what the process
+    allocated before, each forward pass can hand MBs back to the OS and fault them in again: mobilenet_v3_small
+    took 9.7 ms a pass with 1,148 page faults in a fresh process on a VM, 5.9 ms with none once memory is kept,
+    and two timings of one model disagreed by 20-90%. It is not undone: glibc's adaptive mmap threshold cannot
+    be turned back on once set, and the fixed one it would leave faults on every block above 128 kB. Nothing
+    changes where malloc is not glibc's (jemalloc and tcmalloc, which PyTorch's CPU guides recommend, keep
+    memory too)."""
+    if _kept[0]:
+        return
     libc = _glibc()
-    if libc is not None and _kept[0] == 0:
+    if libc is not None:
         libc.mallopt(_M_MMAP_MAX, 0)
         libc.mallopt(_M_TRIM_THRESHOLD, -1)
-    _kept[0] += 1
-    try:
-        yield
-    finally:
-        _kept[0] -= 1
-        if libc is not None and _kept[0] == 0:
-            for option, value in _GLIBC_DEFAULTS:
-                libc.mallopt(option, value)
+    _kept[0] = True
 
 
 def _loop(fn: Callable[[], Any], clock: Any, rule: StopRule, number: int = 1, sync_each: bool = False,
@@ -242,17 +237,18 @@ def measure(fn: Callable[[], Any], device: str = "cpu", rule: StopRule | None = 
     if number < 1:
         raise CnnprofError(f"{parameter('number', number)}: expected 1 or more calls per sample")
     clock = device_clock(device)
-    with memory_kept() if device == "cpu" else contextlib.nullcontext():
-        cold_s = _cold_call(fn, clock) if cold else None
-        warm = 0
-        if warmup is not None:
-            warm, _ = _loop(fn, clock, warmup, timed=False)
-            clock.sync()
-        if on_warm is not None:
-            on_warm()
-        if rule is None:
-            return Measurement((), number, cold_s, warm)
-        with gc_paused():
-            _, marks = _loop(fn, clock, rule, number, sync_each)
-            clock.sync()
+    if device == "cpu":
+        keep_freed_memory()
+    cold_s = _cold_call(fn, clock) if cold else None
+    warm = 0
+    if warmup is not None:
+        warm, _ = _loop(fn, clock, warmup, timed=False)
+        clock.sync()
+    if on_warm is not None:
+        on_warm()
+    if rule is None:
+        return Measurement((), number, cold_s, warm)
+    with gc_paused():
+        _, marks = _loop(fn, clock, rule, number, sync_each)
+        clock.sync()
     return Measurement(tuple(clock.elapsed(a, b) / number for a, b in marks), number, cold_s, warm)
