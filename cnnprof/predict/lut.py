@@ -201,12 +201,6 @@ def fill(table: LayerTable, layers: Sequence[Layer], *, on_step: Callable[[str, 
     """Measure every layer of `layers` not yet in `table` (at the current thread count); returns how many were
     measured. Ctrl-C stops early and keeps what was measured."""
     todo = [layer for layer in layers if layer.key not in table.times]
-    _fill(table, todo, on_step, min_time, timer)
-    return table.measured_now
-
-
-def _fill(table: LayerTable, todo: Sequence[Layer], on_step: Callable[[str, int, int], None] | None,
-          min_time: float, timer: Callable[..., float] | None) -> None:
     for i, layer in enumerate(todo):
         if on_step:
             on_step(f"{layer.call.op} {'x'.join(map(str, layer.call.shape))}", i, len(todo))
@@ -219,6 +213,7 @@ def _fill(table: LayerTable, todo: Sequence[Layer], on_step: Callable[[str, int,
         if math.isfinite(t) and t > 0:
             table.times[layer.key] = t
             table.measured_now += 1
+    return table.measured_now
 
 
 # ----------------------------------------------------------------------------- the cache
