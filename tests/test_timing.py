@@ -305,13 +305,16 @@ def test_timing_on_the_cpu_sets_glibc_malloc_to_keep_freed_memory_once_per_proce
             return 1
 
     monkeypatch.setattr(timer, "_glibc", lambda: FakeLibc())
-    monkeypatch.setattr(timer, "_kept", [False])
-    measure(lambda: None, "cpu", StopRule.calls(2))
-    assert calls == [(-4, 0), (-1, -1)]  # no mmap per block, no trimming of the heap's top
-    measure(lambda: None, "cpu", StopRule.calls(2))
-    with device_settings("cpu"):
-        pass
-    assert len(calls) == 2  # once: glibc's adaptive threshold cannot be restored, so it is not "undone"
+    timer.keep_freed_memory.cache_clear()  # as in a fresh process
+    try:
+        measure(lambda: None, "cpu", StopRule.calls(2))
+        assert calls == [(-4, 0), (-1, -1)]  # no mmap per block, no trimming of the heap's top
+        measure(lambda: None, "cpu", StopRule.calls(2))
+        with device_settings("cpu"):
+            pass
+        assert len(calls) == 2  # once: glibc's adaptive threshold cannot be restored, so it is not "undone"
+    finally:
+        timer.keep_freed_memory.cache_clear()  # the next timing sets it for real (the fake's calls changed nothing)
 
 
 _FAULTS_PER_ROUND = """

@@ -162,7 +162,6 @@ def gc_paused() -> Iterator[None]:
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_kept = [False]  # set once per process
 
 
 @functools.lru_cache(maxsize=1)
@@ -179,6 +178,7 @@ def _glibc() -> Any:
         return None
 
 
+@functools.lru_cache(maxsize=1)  # once per process
 def keep_freed_memory() -> None:
     """From the first CPU timing on, glibc's malloc keeps the memory that tensors free for the rest of the process:
     no trimming of the heap's top, no mmap / munmap per large block. Otherwise, depending on what the process
@@ -188,13 +188,10 @@ def keep_freed_memory() -> None:
     be turned back on once set, and the fixed one it would leave faults on every block above 128 kB. Nothing
     changes where malloc is not glibc's (jemalloc and tcmalloc, which PyTorch's CPU guides recommend, keep
     memory too)."""
-    if _kept[0]:
-        return
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_MMAP_MAX, 0)
         libc.mallopt(_M_TRIM_THRESHOLD, -1)
-    _kept[0] = True
 
 
 def _loop(fn: Callable[[], Any], clock: Any, rule: StopRule, number: int = 1, sync_each: bool = False,
