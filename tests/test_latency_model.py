@@ -28,6 +28,20 @@ def fake_time(layer: lut.Layer, *_args, **_kwargs) -> float:
     return 1e-6 + layer.call.bytes * 1e-11 + layer.call.flops * 1e-12
 
 
+def fake_timing(monkeypatch, seen: list | None = None) -> None:
+    """Layers 'measured' with fake_time, alone or in their network's order; `seen` hears every key timed."""
+    def alone(layer, *_args, **_kwargs):
+        if seen is not None:
+            seen.append(layer.key)
+        return fake_time(layer)
+
+    def in_order(recorder, device, dtype, keys, *_args, **_kwargs):
+        return {key: alone(recorder.layers[key]) for key in keys}
+
+    monkeypatch.setattr(lut, "measure_layer", alone)
+    monkeypatch.setattr(lut, "measure_in_order", in_order)
+
+
 class Shuffle(nn.Module):
     """ShuffleNet V2's unit in small: split, branch, concatenate, channel shuffle (the data-movement ops)."""
 
@@ -187,13 +201,15 @@ def test_the_in_network_module_overhead_is_the_forward_time_less_its_ops_replaye
     memory = analyze_memory(net, (1, 4, 4, 4))
     runs = []
 
-    def gap(whole, replay, device, min_time):  # what predict.device.time_gap would time: both callables work
-        runs.append((whole(), replay()))
+    def gap(whole, replay, device, min_time, b_times_itself=False):  # what predict.device.time_gap would time
+        runs.append((whole(), replay(), b_times_itself))
         return 1e-3
 
     got = lut.measure_module_overhead("cpu", blocks=3, channels=4, view_overhead_s=1e-7, gap=gap)
     assert got == pytest.approx((1e-3 - memory.free_calls * 1e-7) / memory.modules_called)
-    assert runs and runs[0][0].shape == (1, 4, 4, 4)
+    (out, replayed, own), = runs
+    assert out.shape == (1, 4, 4, 4)
+    assert own and 0 < replayed < 1  # on the CPU the replay's calls time themselves (their sum, in seconds)
     assert lut.measure_module_overhead("cpu", blocks=3, channels=4, gap=lambda *a, **k: -1e-6) == 0.0  # never < 0
 
 
@@ -231,7 +247,7 @@ def test_a_table_with_a_module_overhead_charges_it_per_module_call():
 def test_on_demand_prediction_measures_the_missing_layers_once(monkeypatch):
     torch.set_num_threads(1)
     timed = []
-    monkeypatch.setattr(lut, "measure_layer", lambda layer, *a, **k: timed.append(layer.key) or fake_time(layer))
+    fake_timing(monkeypatch, timed)
     monkeypatch.setattr(lut, "measure_module_overhead", lambda *a, **k: timed.append("overhead") or 4e-6)
     prof = lut.attach(profile(), on_demand=True)
     model = tiny()
@@ -249,7 +265,7 @@ def test_on_demand_prediction_measures_the_missing_layers_once(monkeypatch):
 def test_roofline_and_compare_say_the_profile_threads_and_measured_share(cli, monkeypatch):
     torch.set_num_threads(1)
     save_profile(profile(threads=1))
-    monkeypatch.setattr(lut, "measure_layer", lambda layer, *a, **k: fake_time(layer))
+    fake_timing(monkeypatch)
     monkeypatch.setattr(lut, "measure_module_overhead", lambda *a, **k: 4e-6)
     result = cli("roofline", "shufflenet_v2_x0_5", "--resolution", "32", "--threads", "1", "--by", "type")
     assert result.exit_code == 0, result.stderr

@@ -115,8 +115,8 @@ def use_threads(threads: int | None, spec: str | None = None) -> None:
 
 def _layer_note(label: str, done: int, total: int) -> None:
     if done == 0:
-        err.print(f"note: timing {total} layer{'' if total == 1 else 's'} not yet in this device's layer table, each "
-                  f"alone (once: they are cached)", markup=False)
+        err.print(f"note: timing {total} layer{'' if total == 1 else 's'} not yet in this device's layer table "
+                  f"(once: they are cached)", markup=False)
 
 
 def profile_for(device: str, spec: str | None, dtype: str = "float32", threads: int | None = None,

@@ -225,17 +225,18 @@ def time_call(fn: Callable[[], Any], device: str, min_time: float = 0.2, min_run
 
 
 def time_gap(a: Callable[[], Any], b: Callable[[], Any], device: str, min_time: float = 0.3,
-             min_rounds: int = 30) -> float:
+             min_rounds: int = 30, b_times_itself: bool = False) -> float:
     """Median over rounds of (seconds of one call of `a`) - (seconds of one call of `b`), the two timed back to
     back in every round: a machine whose speed drifts (other tenants, clock frequency) moves both alike, so a
-    small gap between two long calls is measured where two separate medians would drown it."""
+    small gap between two long calls is measured where two separate medians would drown it. `b_times_itself`:
+    `b` returns its own seconds (the timed part of what it does)."""
     rule, gaps, spent = timer.StopRule.calls(1), [], 0.0
     with timer.gc_paused():
         for _ in range(2):  # warm-up
             a(), b()
         while len(gaps) < min_rounds or spent < min_time:
             ta = timer.measure(a, device, rule, sync_each=True).times_s[0]
-            tb = timer.measure(b, device, rule, sync_each=True).times_s[0]
+            tb = b() if b_times_itself else timer.measure(b, device, rule, sync_each=True).times_s[0]
             gaps.append(ta - tb)
             spent += ta + tb
     return stats.median(gaps)

@@ -2,9 +2,10 @@
 nn-Meter's kernel measurements).
 
 Every distinct op call of a model (an aten op with its argument shapes, strides and scalars: one conv, one
-channel shuffle, one cat) is run once in isolation on this device, on tensors colder than the last-level
-cache as in a network (cnnprof.predict.microbench), and its median time is kept under a key made of what the
-traffic view of a trace knows about the call (op, type, output shape, window, groups, MACs, other ops, bytes
+channel shuffle, one cat) is timed on this device: on the CPU inside the model's own sequence of calls, on its
+data flow (cnnprof.predict.sequence); on CUDA, or when that replay would not fit in memory, alone, on tensors
+colder than the last-level cache (cnnprof.predict.microbench). Its median time is kept under a key made of
+what the traffic view of a trace knows about the call (op, type, output shape, window, groups, MACs, other ops, bytes
 read and written). Any later prediction whose op calls have those keys uses the measured time; the calibrated
 per-op-type model (cnnprof.predict.latency) prices the rest. The table is cached beside the device profile it
 belongs to (same device, torch version, thread count and dtype); like a profile it is data only: keys map to
@@ -24,13 +25,14 @@ from typing import Any, Callable, Sequence
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnprof.counting.traffic import ELEMENT_BYTES, OpCall, TrafficCounter, op_calls
-from cnnprof.predict import microbench
+from cnnprof.predict import microbench, sequence
 from cnnprof.predict.profile_file import ProfileError
 
 MAX_BYTES = 16 << 20  # a table of the whole zoo at a few batch sizes is a few hundred kB
 MAX_KEY = 300
 MIN_TIME_S = 0.05  # seconds of timed calls per layer (at least MIN_RUNS calls)
 MIN_RUNS = 5
+ORDER_TIME_S = 1.0  # seconds of timed calls when a model's layers are timed in its order (cnnprof.predict.sequence)
 
 
 def layer_key(call: OpCall) -> str:
@@ -132,6 +134,7 @@ class _Recorder(TorchDispatchMode):
         self.counter = TrafficCounter(None, element_bytes)
         self.layers: dict[str, Layer] = {}
         self.order: list[str] = []  # the key of every call, in execution order
+        self.plan = sequence.Plan(element_bytes)  # the calls with their data flow, to replay them in order
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -151,6 +154,7 @@ class _Recorder(TorchDispatchMode):
             if key not in self.layers:
                 self.layers[key] = Layer(key, call, func, _spec(args), _spec(kwargs))
             self.order.append(key)
+            self.plan.add(key, func, args, kwargs, out, _spec)
         return out
 
 
@@ -178,6 +182,7 @@ def _record(model: Any, inputs: Any, dtype: str) -> _Recorder:
         net.eval()
         with torch.no_grad(), cheap_checks(), dense_attention(), recorder:
             _forward(net, args, kwargs, on_meta=True)
+    recorder.plan.finish()
     return recorder
 
 
@@ -294,20 +299,54 @@ def save_table(table: LayerTable, warn: Callable[[str], None] | None = None) -> 
     return table.path
 
 
+def measure_in_order(recorder: _Recorder, device: str, dtype: str, keys: set[str],
+                     min_time: float = ORDER_TIME_S) -> dict[str, float | None]:
+    """Median seconds of each layer in `keys`, timed inside the recorded model's sequence of calls."""
+    from cnnprof.timing import timer
+    from cnnprof.timing.settings import DTYPES
+
+    return sequence.time_in_order(recorder.plan, device, DTYPES[dtype], _make, keys, min_time, timer.CLOCK[0])
+
+
+def fill_in_order(table: LayerTable, recorder: _Recorder, *, on_step: Callable[[str, int, int], None] | None = None,
+                  min_time: float = ORDER_TIME_S) -> int:
+    """Measure every layer of a recorded model not yet in `table` inside the model's own sequence of calls
+    (cnnprof.predict.sequence: CPU only, when the replay fits in sequence.MAX_BYTES; else each layer alone, as on
+    CUDA, where timing calls one by one would serialise what a network overlaps); returns how many were new."""
+    before = table.measured_now
+    todo = {key for key in recorder.order if key not in table.times}
+    alone = [layer for key, layer in recorder.layers.items() if key in todo]
+    if not todo:
+        return 0
+    if table.device != "cpu" or recorder.plan.bytes > sequence.MAX_BYTES:
+        return fill(table, alone, on_step=on_step) - before
+    if on_step:
+        on_step(f"{len(todo)} layers in their network's order", 0, len(todo))
+    try:
+        times = measure_in_order(recorder, table.device, table.dtype, todo, min_time)
+    except Exception:  # noqa: BLE001 - an op with no kernel at this dtype here: each layer alone, as fill skips it
+        return fill(table, alone) - before
+    for key, t in times.items():
+        if t is not None and math.isfinite(t) and t > 0:
+            table.times[key] = t
+            table.measured_now += 1
+    return table.measured_now - before
+
+
 def measure_model(table: LayerTable, model: Any, inputs: Any = None, *,
-                  on_step: Callable[[str, int, int], None] | None = None, min_time: float = MIN_TIME_S,
+                  on_step: Callable[[str, int, int], None] | None = None, min_time: float = ORDER_TIME_S,
                   warn: Callable[[str], None] | None = None, view_overhead_s: float = 0.0) -> int:
     """Fill `table` with every layer of `model` not measured yet (and, the first time, the in-network module
     overhead) and cache it; returns how many layers were new."""
     before = table.measured_now
     try:
-        layers = record_layers(model, inputs, table.dtype)
+        recorder = _record(model, inputs, table.dtype)
     except Exception as exc:  # noqa: BLE001 - the user's forward on meta (a model counted by a real run): not timed
         if warn is not None:
             warn(f"the layers of this model were not timed (it does not run on meta: {type(exc).__name__}); the "
                  f"calibrated model prices them")
         return 0
-    fill(table, layers, on_step=on_step, min_time=min_time)
+    fill_in_order(table, recorder, on_step=on_step, min_time=min_time)
     new, overhead_missing = table.measured_now - before, table.module_overhead_s is None
     if overhead_missing:
         table.module_overhead_s = measure_module_overhead(table.device, table.dtype, view_overhead_s)
@@ -347,21 +386,20 @@ def measure_module_overhead(device: str, dtype: str = "float32", view_overhead_s
 
     from cnnprof.counting.traffic import analyze_memory
     from cnnprof.predict.device import time_gap
+    from cnnprof.timing import timer
     from cnnprof.timing.settings import DTYPES
 
     gap = gap or time_gap
     shape = (1, channels, 4, 4)
     net = tiny_network(blocks, channels).to(device=device, dtype=DTYPES[dtype])
     x = torch.rand(shape, device=device, dtype=DTYPES[dtype])
-    recorder = _record(net, (shape,), dtype)
-    ops = [recorder.layers[key].make(device, DTYPES[dtype]) for key in recorder.order]
-
-    def replay() -> None:
-        for op in ops:
-            op()
-
+    replay = sequence.Replay(_record(net, (shape,), dtype).plan, device, DTYPES[dtype], _make)
     with torch.inference_mode():
-        seconds = gap(lambda: net(x), replay, device, min_time=min_time)
+        if device == "cpu":  # the calls' own times, as the table holds them (not the replay's bookkeeping)
+            seconds = gap(lambda: net(x), lambda: sum(replay.round(timer.CLOCK[0])), device, min_time=min_time,
+                          b_times_itself=True)
+        else:  # launches are asynchronous: the whole replay, as a network's forward pass is timed
+            seconds = gap(lambda: net(x), replay.round, device, min_time=min_time)
     memory = analyze_memory(net, shape, dtype)
     return max(0.0, (seconds - memory.free_calls * view_overhead_s) / max(memory.modules_called, 1))
 

@@ -1,0 +1,228 @@
+"""Layers timed in their network's order, on the network's own data flow (CPU).
+
+A layer timed alone, the same call again and again, runs hotter than in its network: its code, its oneDNN
+primitive and the block the allocator hands its output are the ones of the call before, and nothing else ran
+in between. Inside a network every op follows a different one, reads the activation the op before it just wrote
+and weights last touched a whole forward pass ago. On a 2-core EPYC VM, a network's forward pass took 1.1-1.8x
+the sum of its ops each run hot and alone, and 0.9-1.04x the sum of the same ops timed one by one in the
+network's order (benchmarks/RESULTS.md).
+
+So on the CPU the layer table is filled by replaying a model's recorded op calls in execution order, each timed:
+an argument that an earlier recorded call wrote is that call's real output (a view of it where the network
+took one), every other tensor (weights, buffers, the input) is made once per call site, and an output is
+dropped after its last reader, as the network frees it. A layer's time is the median over the rounds and call
+sites of its key. No module is built and nothing of the user's code runs: the calls were recorded on meta.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+MAX_BYTES = 2 << 30  # weights and live activations of a replay; beyond, layers are timed alone (predict.lut)
+WARMUP_ROUNDS = 2  # the first round makes oneDNN's primitives and the allocator's blocks
+MIN_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Written:
+    """A tensor argument an earlier recorded call wrote: replayed as a view of that call's real output."""
+
+    storage: int  # the meta storage's id while recording
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int  # storage offset, in elements
+    fallback: Any  # the TensorSpec to make one from when the writer's output is not there
+
+
+@dataclass(frozen=True)
+class Step:
+    """One recorded call: its layer key, the op, its arguments (TensorSpec or Written leaves) and the storages
+    its tensor outputs wrote, as (leaf index, storage id, storage offset)."""
+
+    key: str
+    func: Any
+    args: tuple
+    kwargs: dict
+    outputs: tuple[tuple[int, int, int], ...]
+
+
+def leaves(value: Any) -> list[Any]:
+    """The tensors of an op's output (a tensor, or a tuple or list of them), in order."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in leaves(v)]
+    return []
+
+
+def _storage_id(t: Any) -> int:
+    return t.untyped_storage()._cdata
+
+
+@dataclass
+class Plan:
+    """The recorded calls of one forward pass, with which storage each argument was written by, and when each
+    written storage is read for the last time."""
+
+    element_bytes: int
+    steps: list[Step] = field(default_factory=list)
+    frees: dict[int, list[int]] = field(default_factory=dict)  # step index -> storages last read there
+    fresh_bytes: int = 0  # tensors made once per call site (weights, buffers, input)
+    peak_live_bytes: int = 0  # outputs alive at once
+    _written: dict[int, int] = field(default_factory=dict)  # storage id -> bytes, for every recorded output
+    _last_read: dict[int, int] = field(default_factory=dict)
+    _last_write: dict[int, int] = field(default_factory=dict)
+    _alive: list[Any] = field(default_factory=list)  # meta outputs kept, so that no storage id is reused
+
+    def add(self, key: str, func: Any, args: Any, kwargs: Any, out: Any, spec: Callable[[Any], Any]) -> None:
+        """Record one call (`spec` turns a tensor into the TensorSpec to make a fresh one from)."""
+        index = len(self.steps)
+        args, kwargs = self._bind(args, spec, index), self._bind(kwargs, spec, index)
+        outputs = []
+        for i, t in enumerate(leaves(out)):
+            sid = _storage_id(t)
+            self._written[sid] = _nbytes(t, self.element_bytes)
+            self._last_write[sid] = index
+            outputs.append((i, sid, t.storage_offset()))
+            self._alive.append(t)
+        self.steps.append(Step(key, func, args, kwargs, tuple(outputs)))
+
+    def _bind(self, value: Any, spec: Callable[[Any], Any], index: int) -> Any:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            made = spec(value)
+            sid = _storage_id(value)
+            if sid in self._written:
+                self._last_read[sid] = index
+                return Written(sid, tuple(value.shape), tuple(value.stride()), value.storage_offset(), made)
+            self.fresh_bytes += _nbytes(value, self.element_bytes)
+            return made
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._bind(v, spec, index) for v in value)
+        if isinstance(value, dict):
+            return {k: self._bind(v, spec, index) for k, v in value.items()}
+        return value
+
+    def finish(self) -> "Plan":
+        """Fix when each written storage is dropped (after its last reader; one nobody reads, after its writer)
+        and the peak bytes of outputs alive at once."""
+        frees: dict[int, list[int]] = defaultdict(list)
+        for sid, index in self._last_write.items():
+            frees[max(index, self._last_read.get(sid, index))].append(sid)
+        self.frees = dict(frees)
+        live, seen = 0, set()
+        for index, step in enumerate(self.steps):
+            for _, sid, _ in step.outputs:
+                if sid not in seen:
+                    seen.add(sid)
+                    live += self._written[sid]
+            self.peak_live_bytes = max(self.peak_live_bytes, live)
+            live -= sum(self._written[sid] for sid in self.frees.get(index, ()))
+        self._alive.clear()
+        return self
+
+    @property
+    def bytes(self) -> int:
+        """What a replay holds at most: the tensors made once, and the outputs alive at once."""
+        return self.fresh_bytes + self.peak_live_bytes
+
+
+def _nbytes(t: Any, element_bytes: int) -> int:
+    """Bytes of a tensor's storage at the run's element size when floating."""
+    elements = max(t.untyped_storage().nbytes() // max(t.element_size(), 1), 1)
+    return elements * (element_bytes if t.dtype.is_floating_point else t.element_size())
+
+
+class Replay:
+    """A plan's calls on real tensors of `device` and `dtype`: the made-once tensors are made here, the written
+    ones are the replayed outputs of their writers."""
+
+    def __init__(self, plan: Plan, device: str, dtype: Any, make: Callable[[Any, str, Any], Any]):
+        self.plan, self.device, self.dtype, self._make = plan, device, dtype, make
+        self.args = [(self._fresh(s.args), self._fresh(s.kwargs)) for s in plan.steps]
+
+    def _fresh(self, value: Any) -> Any:
+        if isinstance(value, Written):
+            return value
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._fresh(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._fresh(v) for k, v in value.items()}
+        return self._make(value, self.device, self.dtype)
+
+    def _bind(self, value: Any, live: dict[int, tuple[Any, int]]) -> Any:
+        if isinstance(value, Written):
+            return _view(value, live) if value.storage in live else self._make(value.fallback, self.device,
+                                                                                 self.dtype)
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._bind(v, live) for v in value)
+        if isinstance(value, dict):
+            return {k: self._bind(v, live) for k, v in value.items()}
+        return value
+
+    def round(self, clock: Callable[[], float] | None = None) -> list[float]:
+        """One pass over the calls; with `clock`, the seconds of each call (else nothing is timed)."""
+        live: dict[int, tuple[Any, int]] = {}
+        times = []
+        for index, step in enumerate(self.plan.steps):
+            args, kwargs = self._bind(self.args[index][0], live), self._bind(self.args[index][1], live)
+            if clock is None:
+                out = step.func(*args, **kwargs)
+            else:
+                start = clock()
+                out = step.func(*args, **kwargs)
+                times.append(clock() - start)
+            tensors = leaves(out)
+            for leaf, sid, offset in step.outputs:
+                live[sid] = (tensors[leaf], offset)
+            for sid in self.plan.frees.get(index, ()):
+                live.pop(sid, None)
+            del args, kwargs, out, tensors
+        return times
+
+
+def _view(w: Written, live: dict[int, tuple[Any, int]]) -> Any:
+    """The view of a replayed output that the network read (the same shape, strides and offset into the same
+    storage), or a fresh tensor when it would not fit in that storage."""
+    import torch
+
+    base, written_offset = live[w.storage]
+    offset = base.storage_offset() + w.offset - written_offset
+    span = 1 + sum((s - 1) * st for s, st in zip(w.shape, w.stride)) if all(w.shape) else 0
+    if offset < 0 or offset + span > base.untyped_storage().nbytes() // base.element_size():
+        return torch.empty_strided(w.shape, w.stride, device=base.device, dtype=base.dtype).uniform_()
+    return base.as_strided(w.shape, w.stride, offset)
+
+
+def time_in_order(plan: Plan, device: str, dtype: Any, make: Callable[[Any, str, Any], Any], keys: set[str],
+                  min_time: float, clock: Callable[[], float],
+                  on_round: Callable[[int, int], None] | None = None) -> dict[str, float]:
+    """Median seconds of every call whose key is in `keys`, replayed in order (WARMUP_ROUNDS untimed, then
+    rounds until MIN_ROUNDS and `min_time` seconds of timed calls; `on_round` hears rounds done and expected).
+    Ctrl-C after a timed round keeps what was timed."""
+    import torch
+
+    from cnnprof.timing import stats
+    from cnnprof.timing.timer import gc_paused
+
+    replay, samples, spent, rounds = Replay(plan, device, dtype, make), defaultdict(list), 0.0, 0
+    with torch.inference_mode(), gc_paused():
+        for _ in range(WARMUP_ROUNDS):
+            replay.round()
+        while rounds < MIN_ROUNDS or spent < min_time:
+            try:
+                times = replay.round(clock)
+            except KeyboardInterrupt:
+                break
+            for step, t in zip(plan.steps, times):
+                if step.key in keys:
+                    samples[step.key].append(t)
+            spent, rounds = spent + sum(times), rounds + 1
+            if on_round is not None:
+                on_round(rounds, max(MIN_ROUNDS, rounds + math.ceil(max(min_time - spent, 0) / max(sum(times), 1e-9))))
+    return {key: stats.median(ts) for key, ts in samples.items()}
