@@ -41,9 +41,9 @@ def one_model(name: str, batch: int, seconds: float) -> str:
     shape = (batch, *source.default_input_shape[1:])
     net, x = source.build("cpu"), torch.randn(shape)
     recorder = lut._record(source, (shape,), "float32")
-    replay = sequence.Replay(recorder.plan, "cpu", torch.float32, lut._make)
+    replay = sequence.Replay(recorder.plan, "cpu", torch.float32)
     layers = [recorder.layers[k] for k in recorder.order]
-    calls = [(layer.func, lut._make(layer.args, "cpu", torch.float32), lut._make(layer.kwargs, "cpu", torch.float32))
+    calls = [(layer.func, sequence.make_tensors(layer.args, "cpu", torch.float32), sequence.make_tensors(layer.kwargs, "cpu", torch.float32))
              for layer in layers]
     clock, whole, in_order, hot = time.perf_counter, [], [], []
     with torch.inference_mode():

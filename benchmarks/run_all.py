@@ -26,6 +26,8 @@ SCRIPTS = [
     ("Latency prediction: how params, MACs, acts, traffic and cnnprof's predictions (calibrated model, layer "
      "table) track measured latency, leave-one-model-out (issues 8 and 14; CUDA batch 1 and 64 too when a GPU is "
      "present)", "latency_prediction.py", ["--threads", "1,2"], ["--quick"]),
+    ("A forward pass vs the sum of its layers, timed alone or in the network's order (issue 14; paired, 1 thread)",
+     "layer_context.py", [], ["--models", "resnet18,mobilenet_v2", "--seconds", "2"]),
     ("GPU latency model on timm's published GPU inference tables (issue 14 item 3: fitted on the RTX 3090 table, "
      "held out by model; other GPUs untuned; CPU only, from benchmarks/data/gpu_tables.json.gz)", "gpu_tables.py",
      [], []),

@@ -67,7 +67,7 @@ def test_the_replay_feeds_each_call_the_real_output_it_read_in_the_network():
         return call
 
     rec.plan.steps = [dataclasses.replace(s, func=spy(s.func)) for s in rec.plan.steps]
-    replay = sequence.Replay(rec.plan, "cpu", torch.float32, lut._make)
+    replay = sequence.Replay(rec.plan, "cpu", torch.float32)
     with torch.inference_mode():
         times = replay.round(iter(range(100)).__next__)
     assert times == [1] * len(rec.plan.steps)  # one clock read before and after every call
@@ -93,7 +93,7 @@ def test_time_in_order_takes_the_median_of_the_asked_keys_over_timed_rounds_afte
     ticks = iter(range(0, 10**6, 1))
     keys = {rec.order[0], rec.order[-1]}
     rounds = []
-    got = sequence.time_in_order(rec.plan, "cpu", torch.float32, lut._make, keys, min_time=0.0,
+    got = sequence.time_in_order(rec.plan, "cpu", torch.float32, keys, min_time=0.0,
                                  clock=lambda: next(ticks), on_round=lambda done, total: rounds.append(done))
     assert set(got) == keys and all(v == 1 for v in got.values())
     assert rounds == list(range(1, sequence.MIN_ROUNDS + 1))
@@ -132,7 +132,7 @@ def test_a_replay_that_fails_falls_back_to_each_layer_alone(monkeypatch):
 
 def test_a_real_replay_times_every_layer_of_a_network_once_per_key():
     rec = plan_of(lut.tiny_network(3, 4), (1, 4, 4, 4))
-    got = sequence.time_in_order(rec.plan, "cpu", torch.float32, lut._make, set(rec.layers), 0.0,
+    got = sequence.time_in_order(rec.plan, "cpu", torch.float32, set(rec.layers), 0.0,
                                  clock=__import__("time").perf_counter)
     assert set(got) == set(rec.layers) and all(0 < t < 1 for t in got.values())
 

@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnprof.counting.traffic import ELEMENT_BYTES, OpCall, TrafficCounter, op_calls
 from cnnprof.predict import microbench, sequence
+from cnnprof.predict.sequence import make_tensors as _make, spec as _spec
 from cnnprof.predict.profile_file import ProfileError
 
 MAX_BYTES = 16 << 20  # a table of the whole zoo at a few batch sizes is a few hundred kB
@@ -68,47 +69,6 @@ class LayerTable:
 
 
 # ----------------------------------------------------------------------------- recording a model's layers
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A tensor argument of a recorded op: enough to make one like it on any device."""
-
-    shape: tuple[int, ...]
-    stride: tuple[int, ...]
-    dtype: Any  # torch.dtype as recorded (floating ones become the run's dtype)
-
-
-def _spec(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return TensorSpec(tuple(value.shape), tuple(value.stride()), value.dtype)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_spec(v) for v in value)
-    return value
-
-
-def _storage(spec: TensorSpec) -> int:
-    """Elements a tensor of this shape and stride spans (0 when it is empty)."""
-    if any(s == 0 for s in spec.shape):
-        return 0
-    return 1 + sum((s - 1) * st for s, st in zip(spec.shape, spec.stride))
-
-
-def _make(value: Any, device: str, dtype: Any) -> Any:
-    """A fresh tensor for every TensorSpec in `value` (uniform in [0, 1) when floating, else zeros)."""
-    import torch
-
-    if isinstance(value, TensorSpec):
-        if value.dtype.is_floating_point:
-            base = torch.rand(max(_storage(value), 1), device=device, dtype=dtype)
-        else:
-            base = torch.zeros(max(_storage(value), 1), device=device, dtype=value.dtype)
-        return base.as_strided(value.shape, value.stride)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_make(v, device, dtype) for v in value)
-    return value
-
 
 @dataclass(frozen=True)
 class Layer:
@@ -154,7 +114,7 @@ class _Recorder(TorchDispatchMode):
             if key not in self.layers:
                 self.layers[key] = Layer(key, call, func, _spec(args), _spec(kwargs))
             self.order.append(key)
-            self.plan.add(key, func, args, kwargs, out, _spec)
+            self.plan.add(key, func, args, kwargs, out)
         return out
 
 
@@ -305,7 +265,7 @@ def measure_in_order(recorder: _Recorder, device: str, dtype: str, keys: set[str
     from cnnprof.timing import timer
     from cnnprof.timing.settings import DTYPES
 
-    return sequence.time_in_order(recorder.plan, device, DTYPES[dtype], _make, keys, min_time, timer.CLOCK[0])
+    return sequence.time_in_order(recorder.plan, device, DTYPES[dtype], keys, min_time, timer.CLOCK[0])
 
 
 def fill_in_order(table: LayerTable, recorder: _Recorder, *, on_step: Callable[[str, int, int], None] | None = None,
@@ -393,7 +353,7 @@ def measure_module_overhead(device: str, dtype: str = "float32", view_overhead_s
     shape = (1, channels, 4, 4)
     net = tiny_network(blocks, channels).to(device=device, dtype=DTYPES[dtype])
     x = torch.rand(shape, device=device, dtype=DTYPES[dtype])
-    replay = sequence.Replay(_record(net, (shape,), dtype).plan, device, DTYPES[dtype], _make)
+    replay = sequence.Replay(_record(net, (shape,), dtype).plan, device, DTYPES[dtype])
     with torch.inference_mode():
         if device == "cpu":  # the calls' own times, as the table holds them (not the replay's bookkeeping)
             seconds = gap(lambda: net(x), lambda: sum(replay.round(timer.CLOCK[0])), device, min_time=min_time,

@@ -3,9 +3,9 @@
 A layer timed alone, the same call again and again, runs hotter than in its network: its code, its oneDNN
 primitive and the block the allocator hands its output are the ones of the call before, and nothing else ran
 in between. Inside a network every op follows a different one, reads the activation the op before it just wrote
-and weights last touched a whole forward pass ago. On a 2-core EPYC VM, a network's forward pass took 1.1-1.8x
-the sum of its ops each run hot and alone, and 0.9-1.04x the sum of the same ops timed one by one in the
-network's order (benchmarks/RESULTS.md).
+and weights last touched a whole forward pass ago. On a 2-core EPYC VM, a network's forward pass took 1.1-1.7x
+the sum of its ops each run hot and alone, and 1.02-1.21x the sum of the same ops timed one by one in the
+network's order, the rest being its Python module calls (benchmarks/layer_context.py, RESULTS.md).
 
 So on the CPU the layer table is filled by replaying a model's recorded op calls in execution order, each timed:
 an argument that an earlier recorded call wrote is that call's real output (a view of it where the network
@@ -23,6 +23,52 @@ from typing import Any, Callable
 MAX_BYTES = 2 << 30  # weights and live activations of a replay; beyond, layers are timed alone (predict.lut)
 WARMUP_ROUNDS = 2  # the first round makes oneDNN's primitives and the allocator's blocks
 MIN_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor argument of a recorded op: enough to make one like it on any device."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: Any  # torch.dtype as recorded (floating ones become the run's dtype)
+
+
+def spec(value: Any) -> Any:
+    """`value` with a TensorSpec for every tensor in it."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return TensorSpec(tuple(value.shape), tuple(value.stride()), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return type(value)(spec(v) for v in value)
+    if isinstance(value, dict):
+        return {k: spec(v) for k, v in value.items()}
+    return value
+
+
+def _storage(spec: TensorSpec) -> int:
+    """Elements a tensor of this shape and stride spans (0 when it is empty)."""
+    if any(s == 0 for s in spec.shape):
+        return 0
+    return 1 + sum((s - 1) * st for s, st in zip(spec.shape, spec.stride))
+
+
+def make_tensors(value: Any, device: str, dtype: Any) -> Any:
+    """A fresh tensor for every TensorSpec in `value` (uniform in [0, 1) when floating, else zeros)."""
+    import torch
+
+    if isinstance(value, TensorSpec):
+        if value.dtype.is_floating_point:
+            base = torch.rand(max(_storage(value), 1), device=device, dtype=dtype)
+        else:
+            base = torch.zeros(max(_storage(value), 1), device=device, dtype=value.dtype)
+        return base.as_strided(value.shape, value.stride)
+    if isinstance(value, (list, tuple)):
+        return type(value)(make_tensors(v, device, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: make_tensors(v, device, dtype) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -78,10 +124,10 @@ class Plan:
     _last_write: dict[int, int] = field(default_factory=dict)
     _alive: list[Any] = field(default_factory=list)  # meta outputs kept, so that no storage id is reused
 
-    def add(self, key: str, func: Any, args: Any, kwargs: Any, out: Any, spec: Callable[[Any], Any]) -> None:
-        """Record one call (`spec` turns a tensor into the TensorSpec to make a fresh one from)."""
+    def add(self, key: str, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+        """Record one call of `func` on meta: its arguments and what it wrote."""
         index = len(self.steps)
-        args, kwargs = self._bind(args, spec, index), self._bind(kwargs, spec, index)
+        args, kwargs = self._bind(args, index), self._bind(kwargs, index)
         outputs = []
         for i, t in enumerate(leaves(out)):
             sid = _storage_id(t)
@@ -91,7 +137,7 @@ class Plan:
             self._alive.append(t)
         self.steps.append(Step(key, func, args, kwargs, tuple(outputs)))
 
-    def _bind(self, value: Any, spec: Callable[[Any], Any], index: int) -> Any:
+    def _bind(self, value: Any, index: int) -> Any:
         import torch
 
         if isinstance(value, torch.Tensor):
@@ -103,9 +149,9 @@ class Plan:
             self.fresh_bytes += _nbytes(value, self.element_bytes)
             return made
         if isinstance(value, (list, tuple)):
-            return type(value)(self._bind(v, spec, index) for v in value)
+            return type(value)(self._bind(v, index) for v in value)
         if isinstance(value, dict):
-            return {k: self._bind(v, spec, index) for k, v in value.items()}
+            return {k: self._bind(v, index) for k, v in value.items()}
         return value
 
     def finish(self) -> "Plan":
@@ -142,8 +188,8 @@ class Replay:
     """A plan's calls on real tensors of `device` and `dtype`: the made-once tensors are made here, the written
     ones are the replayed outputs of their writers."""
 
-    def __init__(self, plan: Plan, device: str, dtype: Any, make: Callable[[Any, str, Any], Any]):
-        self.plan, self.device, self.dtype, self._make = plan, device, dtype, make
+    def __init__(self, plan: Plan, device: str, dtype: Any):
+        self.plan, self.device, self.dtype = plan, device, dtype
         self.args = [(self._fresh(s.args), self._fresh(s.kwargs)) for s in plan.steps]
 
     def _fresh(self, value: Any) -> Any:
@@ -153,12 +199,13 @@ class Replay:
             return type(value)(self._fresh(v) for v in value)
         if isinstance(value, dict):
             return {k: self._fresh(v) for k, v in value.items()}
-        return self._make(value, self.device, self.dtype)
+        return make_tensors(value, self.device, self.dtype)
 
     def _bind(self, value: Any, live: dict[int, tuple[Any, int]]) -> Any:
         if isinstance(value, Written):
-            return _view(value, live) if value.storage in live else self._make(value.fallback, self.device,
-                                                                                 self.dtype)
+            if value.storage in live:
+                return _view(value, live)
+            return make_tensors(value.fallback, self.device, self.dtype)
         if isinstance(value, (list, tuple)):
             return type(value)(self._bind(v, live) for v in value)
         if isinstance(value, dict):
@@ -199,8 +246,7 @@ def _view(w: Written, live: dict[int, tuple[Any, int]]) -> Any:
     return base.as_strided(w.shape, w.stride, offset)
 
 
-def time_in_order(plan: Plan, device: str, dtype: Any, make: Callable[[Any, str, Any], Any], keys: set[str],
-                  min_time: float, clock: Callable[[], float],
+def time_in_order(plan: Plan, device: str, dtype: Any, keys: set[str], min_time: float, clock: Callable[[], float],
                   on_round: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Median seconds of every call whose key is in `keys`, replayed in order (WARMUP_ROUNDS untimed, then
     rounds until MIN_ROUNDS and `min_time` seconds of timed calls; `on_round` hears rounds done and expected).
@@ -210,7 +256,7 @@ def time_in_order(plan: Plan, device: str, dtype: Any, make: Callable[[Any, str,
     from cnnprof.timing import stats
     from cnnprof.timing.timer import gc_paused
 
-    replay, samples, spent, rounds = Replay(plan, device, dtype, make), defaultdict(list), 0.0, 0
+    replay, samples, spent, rounds = Replay(plan, device, dtype), defaultdict(list), 0.0, 0
     with torch.inference_mode(), gc_paused():
         for _ in range(WARMUP_ROUNDS):
             replay.round()
