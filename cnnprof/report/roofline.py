@@ -83,8 +83,8 @@ def profile_text(pred: Any) -> str:
     return f"profile {pred.device_name} ({source}{threads}, {pred.dtype}); predicted time from {shares or 'nothing'}"
 
 
-SOURCES_NOTE = ("Predicted time from: measured = layers timed alone on this device (its layer table, filled on first "
-                "use); calibrated = the per-op-type model; roofline = op types without a calibration; overhead = "
+SOURCES_NOTE = ("Predicted time from: measured = layers timed on this device (its layer table, filled on first use; "
+                "on the CPU inside each model's own sequence of calls); calibrated = the per-op-type model; roofline = op types without a calibration; overhead = "
                 "module calls and views.")
 
 
