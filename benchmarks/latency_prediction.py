@@ -9,8 +9,9 @@ synthetic grid, `cnnprof.predict.latency.calibrate`), then for every zoo model
      layers + the calibrated module / view overheads); layer table + a model-level correction
      (measured ~ a * layers + b * overheads) fitted leave-one-model-out, on the OTHER models' timings only.
 Every measurement runs with glibc's malloc keeping freed memory (cnnprof.timing.timer.keep_freed_memory), as
-`cnnprof bench` and the layer table measure. Neither the calibration nor the layer table ever sees a whole-model timing, so every prediction but the last is
-held out by construction, and the last is held out by leaving the model out of its fit.
+`cnnprof bench` and the layer table measure. Neither the calibration nor the layer table ever sees a whole-model
+timing, so every prediction but the last is held out by construction, and the last is held out by leaving the
+model out of its fit.
 Reports per setting: every model's errors, the share of its predicted time that came from measured layers,
 Spearman rank correlation of each metric with measured latency, median |error| and median signed error, and the
 issue-14 acceptance (median |error| <= 10%, Spearman above MACs' and bytes', median signed error within ±5%).

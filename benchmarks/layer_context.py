@@ -18,16 +18,17 @@ import time
 
 import torch
 
-MODELS = "resnet18,resnet50,mobilenet_v2,mobilenet_v3_small,shufflenet_v2_x1_0,efficientnet_b0,regnet_x_400mf,mnasnet1_0"
+MODELS = ("resnet18,resnet50,mobilenet_v2,mobilenet_v3_small,shufflenet_v2_x1_0,efficientnet_b0,regnet_x_400mf,"
+          "mnasnet1_0")
 
 
 def hot_alone(calls, clock) -> float:
     """Seconds of every call's third run back to back, summed."""
     total = 0.0
-    for func, args, kwargs in calls:
-        func(*args, **kwargs), func(*args, **kwargs)
+    for call in calls:
+        call(), call()
         start = clock()
-        func(*args, **kwargs)
+        call()
         total += clock() - start
     return total
 
@@ -42,9 +43,7 @@ def one_model(name: str, batch: int, seconds: float) -> str:
     net, x = source.build("cpu"), torch.randn(shape)
     recorder = lut._record(source, (shape,), "float32")
     replay = sequence.Replay(recorder.plan, "cpu", torch.float32)
-    layers = [recorder.layers[k] for k in recorder.order]
-    calls = [(layer.func, sequence.make_tensors(layer.args, "cpu", torch.float32), sequence.make_tensors(layer.kwargs, "cpu", torch.float32))
-             for layer in layers]
+    calls = [recorder.layers[k].make("cpu", torch.float32) for k in recorder.order]  # one per call site
     clock, whole, in_order, hot = time.perf_counter, [], [], []
     with torch.inference_mode():
         for _ in range(2):

@@ -5,8 +5,8 @@ Every distinct op call of a model (an aten op with its argument shapes, strides 
 channel shuffle, one cat) is timed on this device: on the CPU inside the model's own sequence of calls, on its
 data flow (cnnprof.predict.sequence); on CUDA, or when that replay would not fit in memory, alone, on tensors
 colder than the last-level cache (cnnprof.predict.microbench). Its median time is kept under a key made of
-what the traffic view of a trace knows about the call (op, type, output shape, window, groups, MACs, other ops, bytes
-read and written). Any later prediction whose op calls have those keys uses the measured time; the calibrated
+what the traffic view of a trace knows about the call (op, type, output shape, window, groups, MACs, other ops,
+bytes read and written). Any later prediction whose op calls have those keys uses the measured time; the calibrated
 per-op-type model (cnnprof.predict.latency) prices the rest. The table is cached beside the device profile it
 belongs to (same device, torch version, thread count and dtype); like a profile it is data only: keys map to
 seconds, nothing in the file is run.
@@ -275,9 +275,9 @@ def fill_in_order(table: LayerTable, recorder: _Recorder, *, on_step: Callable[[
     CUDA, where timing calls one by one would serialise what a network overlaps); returns how many were new."""
     before = table.measured_now
     todo = {key for key in recorder.order if key not in table.times}
-    alone = [layer for key, layer in recorder.layers.items() if key in todo]
     if not todo:
         return 0
+    alone = [layer for key, layer in recorder.layers.items() if key in todo]
     if table.device != "cpu" or recorder.plan.bytes > sequence.MAX_BYTES:
         return fill(table, alone, on_step=on_step) - before
     if on_step:
@@ -285,7 +285,7 @@ def fill_in_order(table: LayerTable, recorder: _Recorder, *, on_step: Callable[[
     try:
         times = measure_in_order(recorder, table.device, table.dtype, todo, min_time)
     except Exception:  # noqa: BLE001 - an op with no kernel at this dtype here: each layer alone, as fill skips it
-        return fill(table, alone) - before
+        return fill(table, alone, on_step=on_step) - before
     for key, t in times.items():
         if t is not None and math.isfinite(t) and t > 0:
             table.times[key] = t
@@ -338,10 +338,11 @@ def tiny_network(blocks: int, c: int) -> Any:
 def measure_module_overhead(device: str, dtype: str = "float32", view_overhead_s: float = 0.0, *, blocks: int = 20,
                             channels: int = 8, min_time: float = 0.3,
                             gap: Callable[..., float] | None = None) -> float:
-    """Seconds a module call adds inside a network beyond its ops run alone (Python's module call, functional
-    wrappers and the composite ops above the kernels, which a layer timed alone skips): a synthetic network's
-    forward pass less the same op calls replayed back to back, timed in alternation (predict.device.time_gap),
-    less its views, per module call. Synthetic, so no model it later predicts is part of it."""
+    """Seconds a module call adds inside a network beyond its ops (Python's module call, functional wrappers and
+    the composite ops above the kernels, which a replayed or lone op call skips): a synthetic network's forward
+    pass less its op calls replayed in order (cnnprof.predict.sequence; on the CPU the calls' own times), timed in
+    alternation (predict.device.time_gap), less its views, per module call. Synthetic, so no model it later
+    predicts is part of it."""
     import torch
 
     from cnnprof.counting.traffic import analyze_memory

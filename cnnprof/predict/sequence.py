@@ -15,10 +15,13 @@ sites of its key. No module is built and nothing of the user's code runs: the ca
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from torch.utils._pytree import tree_leaves, tree_map_only
+
+from cnnprof.counting.liveness import storage_key
 
 MAX_BYTES = 2 << 30  # weights and live activations of a replay; beyond, layers are timed alone (predict.lut)
 WARMUP_ROUNDS = 2  # the first round makes oneDNN's primitives and the allocator's blocks
@@ -34,41 +37,38 @@ class TensorSpec:
     dtype: Any  # torch.dtype as recorded (floating ones become the run's dtype)
 
 
+def _spec_of(t: Any) -> TensorSpec:
+    return TensorSpec(tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
 def spec(value: Any) -> Any:
-    """`value` with a TensorSpec for every tensor in it."""
+    """`value` (an argument, or a list, tuple or dict of them) with a TensorSpec for every tensor in it."""
     import torch
 
-    if isinstance(value, torch.Tensor):
-        return TensorSpec(tuple(value.shape), tuple(value.stride()), value.dtype)
-    if isinstance(value, (list, tuple)):
-        return type(value)(spec(v) for v in value)
-    if isinstance(value, dict):
-        return {k: spec(v) for k, v in value.items()}
-    return value
+    return tree_map_only(torch.Tensor, _spec_of, value)
 
 
-def _storage(spec: TensorSpec) -> int:
+def _storage(t: Any) -> int:
     """Elements a tensor of this shape and stride spans (0 when it is empty)."""
-    if any(s == 0 for s in spec.shape):
+    if any(s == 0 for s in t.shape):
         return 0
-    return 1 + sum((s - 1) * st for s, st in zip(spec.shape, spec.stride))
+    return 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride))
+
+
+def _tensor(t: TensorSpec, device: str, dtype: Any) -> Any:
+    """A fresh tensor like `t` (uniform in [0, 1) at `dtype` when floating, else zeros)."""
+    import torch
+
+    if t.dtype.is_floating_point:
+        base = torch.rand(max(_storage(t), 1), device=device, dtype=dtype)
+    else:
+        base = torch.zeros(max(_storage(t), 1), device=device, dtype=t.dtype)
+    return base.as_strided(t.shape, t.stride)
 
 
 def make_tensors(value: Any, device: str, dtype: Any) -> Any:
-    """A fresh tensor for every TensorSpec in `value` (uniform in [0, 1) when floating, else zeros)."""
-    import torch
-
-    if isinstance(value, TensorSpec):
-        if value.dtype.is_floating_point:
-            base = torch.rand(max(_storage(value), 1), device=device, dtype=dtype)
-        else:
-            base = torch.zeros(max(_storage(value), 1), device=device, dtype=value.dtype)
-        return base.as_strided(value.shape, value.stride)
-    if isinstance(value, (list, tuple)):
-        return type(value)(make_tensors(v, device, dtype) for v in value)
-    if isinstance(value, dict):
-        return {k: make_tensors(v, device, dtype) for k, v in value.items()}
-    return value
+    """`value` with a fresh tensor for every TensorSpec in it (what else it holds is left as it is)."""
+    return tree_map_only(TensorSpec, lambda t: _tensor(t, device, dtype), value)
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,7 @@ def leaves(value: Any) -> list[Any]:
     """The tensors of an op's output (a tensor, or a tuple or list of them), in order."""
     import torch
 
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in leaves(v)]
-    return []
-
-
-def _storage_id(t: Any) -> int:
-    return t.untyped_storage()._cdata
+    return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
 
 
 @dataclass
@@ -130,7 +122,7 @@ class Plan:
         args, kwargs = self._bind(args, index), self._bind(kwargs, index)
         outputs = []
         for i, t in enumerate(leaves(out)):
-            sid = _storage_id(t)
+            sid = storage_key(t)
             self._written[sid] = _nbytes(t, self.element_bytes)
             self._last_write[sid] = index
             outputs.append((i, sid, t.storage_offset()))
@@ -138,21 +130,18 @@ class Plan:
         self.steps.append(Step(key, func, args, kwargs, tuple(outputs)))
 
     def _bind(self, value: Any, index: int) -> Any:
+        """`value` with every tensor an earlier recorded call wrote as a Written, every other as a TensorSpec."""
         import torch
 
-        if isinstance(value, torch.Tensor):
-            made = spec(value)
-            sid = _storage_id(value)
-            if sid in self._written:
-                self._last_read[sid] = index
-                return Written(sid, tuple(value.shape), tuple(value.stride()), value.storage_offset(), made)
-            self.fresh_bytes += _nbytes(value, self.element_bytes)
-            return made
-        if isinstance(value, (list, tuple)):
-            return type(value)(self._bind(v, index) for v in value)
-        if isinstance(value, dict):
-            return {k: self._bind(v, index) for k, v in value.items()}
-        return value
+        return tree_map_only(torch.Tensor, lambda t: self._argument(t, index), value)
+
+    def _argument(self, t: Any, index: int) -> TensorSpec | Written:
+        sid = storage_key(t)
+        if sid in self._written:
+            self._last_read[sid] = index
+            return Written(sid, tuple(t.shape), tuple(t.stride()), t.storage_offset(), _spec_of(t))
+        self.fresh_bytes += _nbytes(t, self.element_bytes)
+        return _spec_of(t)
 
     def finish(self) -> "Plan":
         """Fix when each written storage is dropped (after its last reader; one nobody reads, after its writer)
@@ -190,22 +179,13 @@ class Replay:
 
     def __init__(self, plan: Plan, device: str, dtype: Any):
         self.plan, self.device, self.dtype = plan, device, dtype
-        self.args = [(self._fresh(s.args), self._fresh(s.kwargs)) for s in plan.steps]
-
-    def _fresh(self, value: Any) -> Any:
-        if isinstance(value, Written):
-            return value
-        if isinstance(value, (list, tuple)):
-            return type(value)(self._fresh(v) for v in value)
-        if isinstance(value, dict):
-            return {k: self._fresh(v) for k, v in value.items()}
-        return make_tensors(value, self.device, self.dtype)
+        self.args = [make_tensors((s.args, s.kwargs), device, dtype) for s in plan.steps]  # Written stay
 
     def _bind(self, value: Any, live: dict[int, tuple[Any, int]]) -> Any:
+        """`value` with every Written as the replayed output it names (made fresh when that is not there). Walked
+        by hand, not with tree_map_only: this runs between the timed calls, and pytree's walk took ~3x as long."""
         if isinstance(value, Written):
-            if value.storage in live:
-                return _view(value, live)
-            return make_tensors(value.fallback, self.device, self.dtype)
+            return _view(value, live) if value.storage in live else _tensor(value.fallback, self.device, self.dtype)
         if isinstance(value, (list, tuple)):
             return type(value)(self._bind(v, live) for v in value)
         if isinstance(value, dict):
@@ -217,7 +197,7 @@ class Replay:
         live: dict[int, tuple[Any, int]] = {}
         times = []
         for index, step in enumerate(self.plan.steps):
-            args, kwargs = self._bind(self.args[index][0], live), self._bind(self.args[index][1], live)
+            args, kwargs = self._bind(self.args[index], live)
             if clock is None:
                 out = step.func(*args, **kwargs)
             else:
@@ -240,17 +220,16 @@ def _view(w: Written, live: dict[int, tuple[Any, int]]) -> Any:
 
     base, written_offset = live[w.storage]
     offset = base.storage_offset() + w.offset - written_offset
-    span = 1 + sum((s - 1) * st for s, st in zip(w.shape, w.stride)) if all(w.shape) else 0
-    if offset < 0 or offset + span > base.untyped_storage().nbytes() // base.element_size():
+    if offset < 0 or offset + _storage(w) > base.untyped_storage().nbytes() // base.element_size():
         return torch.empty_strided(w.shape, w.stride, device=base.device, dtype=base.dtype).uniform_()
     return base.as_strided(w.shape, w.stride, offset)
 
 
-def time_in_order(plan: Plan, device: str, dtype: Any, keys: set[str], min_time: float, clock: Callable[[], float],
-                  on_round: Callable[[int, int], None] | None = None) -> dict[str, float]:
+def time_in_order(plan: Plan, device: str, dtype: Any, keys: set[str], min_time: float,
+                  clock: Callable[[], float]) -> dict[str, float]:
     """Median seconds of every call whose key is in `keys`, replayed in order (WARMUP_ROUNDS untimed, then
-    rounds until MIN_ROUNDS and `min_time` seconds of timed calls; `on_round` hears rounds done and expected).
-    Ctrl-C after a timed round keeps what was timed."""
+    rounds until MIN_ROUNDS and `min_time` seconds of timed calls). Ctrl-C after a timed round keeps what was
+    timed."""
     import torch
 
     from cnnprof.timing import stats
@@ -269,6 +248,4 @@ def time_in_order(plan: Plan, device: str, dtype: Any, keys: set[str], min_time:
                 if step.key in keys:
                     samples[step.key].append(t)
             spent, rounds = spent + sum(times), rounds + 1
-            if on_round is not None:
-                on_round(rounds, max(MIN_ROUNDS, rounds + math.ceil(max(min_time - spent, 0) / max(sum(times), 1e-9))))
     return {key: stats.median(ts) for key, ts in samples.items()}

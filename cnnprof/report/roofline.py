@@ -84,8 +84,8 @@ def profile_text(pred: Any) -> str:
 
 
 SOURCES_NOTE = ("Predicted time from: measured = layers timed on this device (its layer table, filled on first use; "
-                "on the CPU inside each model's own sequence of calls); calibrated = the per-op-type model; roofline = op types without a calibration; overhead = "
-                "module calls and views.")
+                "on the CPU inside each model's own sequence of calls); calibrated = the per-op-type model; "
+                "roofline = op types without a calibration; overhead = module calls and views.")
 
 
 def _ridge_notes(pred: Any) -> list[str]:
