@@ -28,4 +28,18 @@ def main() -> None:
 
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
-    app()
+    try:
+        app()
+    finally:
+        _forget_handled_ctrl_c()
+
+
+def _forget_handled_ctrl_c() -> None:
+    """Let a Ctrl-C/SIGTERM that `guard` handled end in its exit code (130), not in a death by SIGINT.
+
+    CPython 3.11 marks a KeyboardInterrupt as "unhandled" whenever it leaves code run by exec() or eval() of a
+    string (a dataclass or namedtuple being built while a module imports, say), even when a caller catches it;
+    under `python -m cnnprof.cli` the interpreter then kills itself with SIGINT at exit, whatever code the run
+    chose. exec() of a string clears that mark as it starts. A KeyboardInterrupt that truly leaves main() is
+    still marked by the interpreter after this, as it should be."""
+    exec("pass")  # noqa: S102 - a constant string: resets the interpreter's unhandled-Ctrl-C mark
