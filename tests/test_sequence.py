@@ -88,7 +88,7 @@ def test_a_view_that_does_not_fit_the_replayed_output_is_made_fresh():
     assert outside.shape == (4,) and outside.data_ptr() != base.data_ptr()
 
 
-def test_time_in_order_takes_the_median_of_the_asked_keys_over_timed_rounds_after_the_warmup(monkeypatch):
+def test_time_in_order_takes_the_mean_of_the_asked_keys_over_timed_rounds_after_the_warmup(monkeypatch):
     rec = plan_of(Residual())
     ticks = iter(range(0, 10**6, 1))
     keys = {rec.order[0], rec.order[-1]}
@@ -145,3 +145,59 @@ def test_the_replay_runs_in_place_ops_on_the_outputs_they_change(inplace):
     (read,) = [a for a in rec.plan.steps[2].args if isinstance(a, Written)]
     assert read.storage == relu_out
     assert (relu_out == rec.plan.steps[0].outputs[0][1]) is inplace
+
+
+def test_a_layer_time_is_its_mean_over_the_typical_rounds_slow_calls_within_them_kept():
+    rec = plan_of(Residual())
+    n = len(rec.plan.steps)
+    quiet = [1.0] * n
+    skewed = [1.0] * (n - 1) + [5.0]  # the last call waits once in a while, inside ordinary rounds
+    busy = [50.0] * n  # a round the machine spent elsewhere
+    rounds = [quiet, skewed, quiet, busy, skewed, quiet, skewed, [0.1] * n]
+    typical = sequence.typical_rounds(rounds)
+    assert len(typical) == 4 and busy not in typical and [0.1] * n not in typical and skewed in typical
+    last = rec.plan.steps[-1].key
+    got = sequence.mean_per_key(rec.plan, {last}, typical)
+    assert set(got) == {last} and got[last] == pytest.approx((2 * 5.0 + 2 * 1.0) / 4)
+    assert sequence.typical_rounds(rounds[:3]) == rounds[:3]  # too few to leave any out
+
+
+class Plain(nn.Module):
+    """conv -> batch norm -> ReLU -> linear, as a fresh network of torch's layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def test_made_once_tensors_hold_what_a_fresh_network_holds():
+    rec = plan_of(Plain(), (1, 3, 6, 6))
+    by_op = {str(s.func).split(".")[1]: s for s in rec.plan.steps}
+    conv = by_op["convolution"]
+    assert conv.args[0].init == ("normal", 1.0)  # the input
+    assert conv.args[1].init == ("normal", pytest.approx((2 / 27) ** 0.5))  # He-normal for a fan-in of 3 * 3 * 3
+    bn = [a for a in by_op["native_batch_norm"].args if isinstance(a, sequence.TensorSpec)]
+    assert [a.init[0] for a in bn] == ["ones", "zeros", "zeros", "ones"]  # weight, bias, running mean and var
+    linear = [a for a in by_op["addmm"].args if isinstance(a, sequence.TensorSpec)]
+    assert [a.init for a in linear] == [("ones", 0.0), ("normal", pytest.approx((2 / 128) ** 0.5))]
+    layer = rec.layers[conv.key]
+    assert layer.args[1] == conv.args[1]  # a layer timed alone is made the same way
+    made = sequence.make_tensors(bn, "cpu", torch.float32)
+    assert [float(t.mean()) for t in made] == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_a_deep_replay_keeps_its_activations_finite_and_of_both_signs():
+    deep = nn.Sequential(*[m for _ in range(40) for m in (nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())],
+                         nn.Conv2d(8, 8, 1))
+    rec = plan_of(deep, (1, 8, 8, 8))
+    outs = []
+    last = rec.plan.steps[-1]
+    rec.plan.steps[-1] = dataclasses.replace(last, func=lambda *a, **k: outs.append(last.func(*a, **k)) or outs[-1])
+    with torch.inference_mode():
+        sequence.Replay(rec.plan, "cpu", torch.float32).round()
+    (out,) = outs
+    assert bool(torch.isfinite(out).all()) and 1e-3 < float(out.std()) < 1e3  # uniform [0, 1) weights: inf
+    assert float((out > 0).float().mean()) < 0.9 and float((out < 0).float().mean()) > 0.1

@@ -112,7 +112,7 @@ class _Recorder(TorchDispatchMode):
             call = op_calls([event], self.counter.element_bytes)[0]
             key = layer_key(call)
             if key not in self.layers:
-                self.layers[key] = Layer(key, call, func, _spec(args), _spec(kwargs))
+                self.layers[key] = Layer(key, call, func, *_spec(func, args, kwargs))
             self.order.append(key)
             self.plan.add(key, func, args, kwargs, out)
         return out

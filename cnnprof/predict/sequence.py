@@ -10,11 +10,18 @@ network's order, the rest being its Python module calls (benchmarks/layer_contex
 So on the CPU the layer table is filled by replaying a model's recorded op calls in execution order, each timed:
 an argument that an earlier recorded call wrote is that call's real output (a view of it where the network
 took one), every other tensor (weights, buffers, the input) is made once per call site, and an output is
-dropped after its last reader, as the network frees it. A layer's time is the median over the rounds and call
-sites of its key. No module is built and nothing of the user's code runs: the calls were recorded on meta.
+dropped after its last reader, as the network frees it. A layer's time is the mean of its key's calls over
+the typical rounds (`typical_rounds`), so that the layers add up to a typical pass. No module is built and nothing of the user's code runs: the calls were recorded on meta.
+
+The tensors made once hold what a freshly initialised network holds (`init_for`): a weight He-normal for its
+fan-in, norm weights and running variances ones, biases and running means zeros, the input standard normal.
+Values matter to the time: made uniform in [0, 1), every weight positive, the activations of a replayed
+googlenet grew by ~100x per layer and were inf from the middle on, and its max-pools, whose loop branches on
+each comparison, ran in 0.55x the time they take in the network.
 """
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,6 +35,10 @@ WARMUP_ROUNDS = 2  # the first round makes oneDNN's primitives and the allocator
 MIN_ROUNDS = 5
 
 
+ZERO_NAMES = frozenset({"bias", "running_mean"})  # 1-D arguments a fresh network holds at zero
+WEIGHT_NAMES = frozenset({"weight", "mat2"})  # >= 2-D arguments that are a layer's weight (mat2: a linear's, (in, out))
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A tensor argument of a recorded op: enough to make one like it on any device."""
@@ -35,17 +46,42 @@ class TensorSpec:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     dtype: Any  # torch.dtype as recorded (floating ones become the run's dtype)
+    init: tuple[str, float] = ("normal", 1.0)  # how a floating one is filled: normal (with this std), ones, zeros
 
 
-def _spec_of(t: Any) -> TensorSpec:
-    return TensorSpec(tuple(t.shape), tuple(t.stride()), t.dtype)
+def init_for(name: str, t: Any) -> tuple[str, float]:
+    """How to fill a made-once floating tensor that an op takes as its argument `name` (its schema's), as a
+    freshly initialised network holds it: a weight He-normal for its fan-in (std sqrt(2 / fan-in), which keeps
+    the activations' scale through a ReLU), a 1-D or scalar one ones (norm weights, running variances, scales)
+    or zeros (biases, running means), anything else standard normal (the input)."""
+    if t.dim() <= 1:
+        return ("zeros", 0.0) if name in ZERO_NAMES else ("ones", 0.0)
+    if name in WEIGHT_NAMES:
+        fan_in = t.shape[0] if name == "mat2" else t.numel() // max(t.shape[0], 1)
+        return ("normal", (2.0 / max(fan_in, 1)) ** 0.5)
+    return ("normal", 1.0)
 
 
-def spec(value: Any) -> Any:
-    """`value` (an argument, or a list, tuple or dict of them) with a TensorSpec for every tensor in it."""
+def _spec_of(t: Any, name: str = "") -> TensorSpec:
+    return TensorSpec(tuple(t.shape), tuple(t.stride()), t.dtype, init_for(name, t))
+
+
+def argument_names(func: Any, args: tuple, kwargs: dict) -> tuple[list[str], dict[str, str]]:
+    """The schema's name of every positional argument of a call of the aten op `func` ("" past its schema or
+    when it has none), and of every keyword one (its own)."""
+    schema = getattr(func, "_schema", None)
+    names = [a.name for a in schema.arguments] if schema is not None else []
+    return [names[i] if i < len(names) else "" for i in range(len(args))], {k: k for k in kwargs}
+
+
+def spec(func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A call's arguments with a TensorSpec for every tensor in them, filled as `init_for` says for the
+    argument it is (a tensor inside a list argument, as the list's)."""
     import torch
 
-    return tree_map_only(torch.Tensor, _spec_of, value)
+    names, kwnames = argument_names(func, args, kwargs)
+    made = lambda v, n: tree_map_only(torch.Tensor, lambda t: _spec_of(t, n), v)  # noqa: E731
+    return tuple(made(v, n) for v, n in zip(args, names)), {k: made(v, kwnames[k]) for k, v in kwargs.items()}
 
 
 def _storage(t: Any) -> int:
@@ -56,13 +92,16 @@ def _storage(t: Any) -> int:
 
 
 def _tensor(t: TensorSpec, device: str, dtype: Any) -> Any:
-    """A fresh tensor like `t` (uniform in [0, 1) at `dtype` when floating, else zeros)."""
+    """A fresh tensor like `t`: at `dtype` filled as its `init` says when floating, else zeros."""
     import torch
 
-    if t.dtype.is_floating_point:
-        base = torch.rand(max(_storage(t), 1), device=device, dtype=dtype)
+    size = max(_storage(t), 1)
+    if not t.dtype.is_floating_point:
+        base = torch.zeros(size, device=device, dtype=t.dtype)
+    elif t.init[0] == "normal":
+        base = torch.randn(size, device=device, dtype=dtype).mul_(t.init[1])
     else:
-        base = torch.zeros(max(_storage(t), 1), device=device, dtype=t.dtype)
+        base = (torch.ones if t.init[0] == "ones" else torch.zeros)(size, device=device, dtype=dtype)
     return base.as_strided(t.shape, t.stride)
 
 
@@ -119,7 +158,9 @@ class Plan:
     def add(self, key: str, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         """Record one call of `func` on meta: its arguments and what it wrote."""
         index = len(self.steps)
-        args, kwargs = self._bind(args, index), self._bind(kwargs, index)
+        names, kwnames = argument_names(func, args, kwargs)
+        args = tuple(self._bind(v, n, index) for v, n in zip(args, names))
+        kwargs = {k: self._bind(v, kwnames[k], index) for k, v in kwargs.items()}
         outputs = []
         for i, t in enumerate(leaves(out)):
             sid = storage_key(t)
@@ -129,19 +170,20 @@ class Plan:
             self._alive.append(t)
         self.steps.append(Step(key, func, args, kwargs, tuple(outputs)))
 
-    def _bind(self, value: Any, index: int) -> Any:
-        """`value` with every tensor an earlier recorded call wrote as a Written, every other as a TensorSpec."""
+    def _bind(self, value: Any, name: str, index: int) -> Any:
+        """`value`, the argument `name`, with every tensor an earlier recorded call wrote as a Written, every other
+        as a TensorSpec."""
         import torch
 
-        return tree_map_only(torch.Tensor, lambda t: self._argument(t, index), value)
+        return tree_map_only(torch.Tensor, lambda t: self._argument(t, name, index), value)
 
-    def _argument(self, t: Any, index: int) -> TensorSpec | Written:
+    def _argument(self, t: Any, name: str, index: int) -> TensorSpec | Written:
         sid = storage_key(t)
         if sid in self._written:
             self._last_read[sid] = index
             return Written(sid, tuple(t.shape), tuple(t.stride()), t.storage_offset(), _spec_of(t))
         self.fresh_bytes += _nbytes(t, self.element_bytes)
-        return _spec_of(t)
+        return _spec_of(t, name)
 
     def finish(self) -> "Plan":
         """Fix when each written storage is dropped (after its last reader; one nobody reads, after its writer)
@@ -221,31 +263,50 @@ def _view(w: Written, live: dict[int, tuple[Any, int]]) -> Any:
     base, written_offset = live[w.storage]
     offset = base.storage_offset() + w.offset - written_offset
     if offset < 0 or offset + _storage(w) > base.untyped_storage().nbytes() // base.element_size():
-        return torch.empty_strided(w.shape, w.stride, device=base.device, dtype=base.dtype).uniform_()
+        return torch.empty_strided(w.shape, w.stride, device=base.device, dtype=base.dtype).normal_()
     return base.as_strided(w.shape, w.stride, offset)
 
 
 def time_in_order(plan: Plan, device: str, dtype: Any, keys: set[str], min_time: float,
                   clock: Callable[[], float]) -> dict[str, float]:
-    """Median seconds of every call whose key is in `keys`, replayed in order (WARMUP_ROUNDS untimed, then
-    rounds until MIN_ROUNDS and `min_time` seconds of timed calls). Ctrl-C after a timed round keeps what was
-    timed."""
+    """Seconds of every call whose key is in `keys`, replayed in order (WARMUP_ROUNDS untimed, then rounds until
+    MIN_ROUNDS and `min_time` seconds of timed calls): the mean of its calls in the typical rounds
+    (`typical_rounds`). Ctrl-C after a timed round keeps what was timed."""
     import torch
 
-    from cnnprof.timing import stats
     from cnnprof.timing.timer import gc_paused
 
-    replay, samples, spent, rounds = Replay(plan, device, dtype), defaultdict(list), 0.0, 0
+    replay, timed, spent = Replay(plan, device, dtype), [], 0.0
     with torch.inference_mode(), gc_paused():
         for _ in range(WARMUP_ROUNDS):
             replay.round()
-        while rounds < MIN_ROUNDS or spent < min_time:
+        while len(timed) < MIN_ROUNDS or spent < min_time:
             try:
                 times = replay.round(clock)
             except KeyboardInterrupt:
                 break
-            for step, t in zip(plan.steps, times):
-                if step.key in keys:
-                    samples[step.key].append(t)
-            spent, rounds = spent + sum(times), rounds + 1
-    return {key: stats.median(ts) for key, ts in samples.items()}
+            timed.append(times)
+            spent += sum(times)
+    return mean_per_key(plan, keys, typical_rounds(timed))
+
+
+def typical_rounds(rounds: list[list[float]]) -> list[list[float]]:
+    """The middle half of `rounds` by their total time (all of them when fewer than 4). A round slowed as a whole
+    (the machine busy elsewhere) is left out; what is uneven within a round (a call that waits for a thread to
+    wake, or for memory) stays in, as it does in the network's own forward passes. So the mean of a call over
+    these rounds adds up to a typical round, where the sum of per-call medians came out 2.5-5% short of it at 2
+    threads (right-skewed calls: googlenet, densenet121, regnet_y_1_6gf, ghostnet_100 at batch 1)."""
+    if len(rounds) < 4:
+        return rounds
+    ordered, quarter = sorted(rounds, key=sum), len(rounds) // 4
+    return ordered[quarter:len(rounds) - quarter]
+
+
+def mean_per_key(plan: Plan, keys: set[str], rounds: list[list[float]]) -> dict[str, float]:
+    """The mean seconds of the calls of each key in `keys` (over its call sites and `rounds`)."""
+    samples = defaultdict(list)
+    for times in rounds:
+        for step, t in zip(plan.steps, times):
+            if step.key in keys:
+                samples[step.key].append(t)
+    return {key: statistics.fmean(ts) for key, ts in samples.items()}
