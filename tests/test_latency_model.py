@@ -181,10 +181,14 @@ def test_table_cache_round_trip_beside_the_profile_and_bad_files(tmp_path):
     torch.set_num_threads(1)
     warned = []
     for bad in ("not json", json.dumps({"layers": {"k": -1.0}}), json.dumps({"layers": {"k": "fast"}}),
-                json.dumps([1, 2]), json.dumps({"layers": {}, "module_overhead_s": -1})):
+                json.dumps([1, 2]), json.dumps({"layers": {}, "module_overhead_s": -1}),
+                json.dumps({"layers": {"k": 1e-3}, "method": "\x1b[2J" * 9}),
+                json.dumps({"layers": {"k": 1e-3}, "module_overhead_s": 1e-6})):  # the last two: timed otherwise
         table.path.write_text(bad)
         assert lut.load_table("cpu", "float32", warned.append).times == {}
-    assert len(warned) == 5 and all(w.startswith("ignoring the cached layer table") for w in warned)
+    assert len(warned) == 7 and all(w.startswith("ignoring the cached layer table") for w in warned)
+    assert "another cnnprof (method 1, now 2)" in warned[-1] and "(method unknown," in warned[-2]
+    assert "\x1b" not in "".join(warned)
 
 
 def test_a_table_is_attached_only_to_a_profile_measured_here_at_this_thread_count():

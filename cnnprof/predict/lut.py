@@ -33,6 +33,9 @@ MAX_BYTES = 16 << 20  # a table of the whole zoo at a few batch sizes is a few h
 MAX_KEY = 300
 MIN_TIME_S = 0.05  # seconds of timed calls per layer (at least MIN_RUNS calls)
 MIN_RUNS = 5
+# How the layers were timed; a cached table timed otherwise is measured again. 2: in the network's order, on the
+# values of a fresh network, the mean over the typical rounds (cnnprof.predict.sequence).
+METHOD = 2
 ORDER_TIME_S = 1.0  # seconds of timed calls when a model's layers are timed in its order (cnnprof.predict.sequence)
 
 
@@ -64,7 +67,7 @@ class LayerTable:
         return self.times.get(layer_key(call))
 
     def to_json(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": self.dtype, "threads": self.threads,
+        return {"method": METHOD, "device": self.device, "dtype": self.dtype, "threads": self.threads,
                 "module_overhead_s": self.module_overhead_s, "layers": dict(self.times)}
 
 
@@ -231,8 +234,13 @@ def load_table(device: str, dtype: str = "float32", warn: Callable[[str], None] 
             data = json.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError) as exc:
             raise ProfileError(f"{path}: not JSON ({type(exc).__name__})") from None
-        table.times = _checked(data, str(path))
-        table.module_overhead_s = _overhead(data.get("module_overhead_s"), str(path))
+        times, overhead = _checked(data, str(path)), _overhead(data.get("module_overhead_s"), str(path))
+        method = data.get("method", 1)
+        if method != METHOD or type(method) is not int:
+            shown = method if type(method) is int else "unknown"  # the file's value never reaches the terminal
+            raise ProfileError(f"{path}: timed by another cnnprof (method {shown}, now {METHOD}); its layers are "
+                               "measured again")
+        table.times, table.module_overhead_s = times, overhead
     except ProfileError as exc:
         if warn is not None:
             warn(f"ignoring the cached layer table: {exc}")
