@@ -294,7 +294,7 @@ def typical_rounds(rounds: list[list[float]]) -> list[list[float]]:
     """The middle half of `rounds` by their total time (all of them when fewer than 4). A round slowed as a whole
     (the machine busy elsewhere) is left out; what is uneven within a round (a call that waits for a thread to
     wake, or for memory) stays in, as it does in the network's own forward passes. So the mean of a call over
-    these rounds adds up to a typical round, where the sum of per-call medians came out 2.5-5% short of it at 2
+    these rounds adds up to a typical round, where the sum of per-call medians came out 3-5% short of it at 2
     threads (right-skewed calls: googlenet, densenet121, regnet_y_1_6gf, ghostnet_100 at batch 1)."""
     if len(rounds) < 4:
         return rounds
