@@ -11,7 +11,8 @@ So on the CPU the layer table is filled by replaying a model's recorded op calls
 an argument that an earlier recorded call wrote is that call's real output (a view of it where the network
 took one), every other tensor (weights, buffers, the input) is made once per call site, and an output is
 dropped after its last reader, as the network frees it. A layer's time is the mean of its key's calls over
-the typical rounds (`typical_rounds`), so that the layers add up to a typical pass. No module is built and nothing of the user's code runs: the calls were recorded on meta.
+the typical rounds (`typical_rounds`), so that the layers add up to a typical pass. No module is built and
+nothing of the user's code runs: the calls were recorded on meta.
 
 The tensors made once hold what a freshly initialised network holds (`init_for`): a weight He-normal for its
 fan-in, norm weights and running variances ones, biases and running means zeros, the input standard normal.
