@@ -67,22 +67,22 @@ def _spec_of(t: Any, name: str = "") -> TensorSpec:
     return TensorSpec(tuple(t.shape), tuple(t.stride()), t.dtype, init_for(name, t))
 
 
-def argument_names(func: Any, args: tuple, kwargs: dict) -> tuple[list[str], dict[str, str]]:
-    """The schema's name of every positional argument of a call of the aten op `func` ("" past its schema or
-    when it has none), and of every keyword one (its own)."""
+def by_argument(func: Any, args: tuple, kwargs: dict, make: Callable[[Any, str], Any]) -> tuple[tuple, dict]:
+    """A call of the aten op `func` with every tensor in its arguments replaced by `make(tensor, name)`, `name` the
+    schema's name of the argument it is in (a tensor inside a list, the list's; "" past the schema)."""
+    import torch
+
     schema = getattr(func, "_schema", None)
     names = [a.name for a in schema.arguments] if schema is not None else []
-    return [names[i] if i < len(names) else "" for i in range(len(args))], {k: k for k in kwargs}
+    each = lambda v, n: tree_map_only(torch.Tensor, lambda t: make(t, n), v)  # noqa: E731
+    return (tuple(each(v, names[i] if i < len(names) else "") for i, v in enumerate(args)),
+            {k: each(v, k) for k, v in kwargs.items()})
 
 
 def spec(func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """A call's arguments with a TensorSpec for every tensor in them, filled as `init_for` says for the
-    argument it is (a tensor inside a list argument, as the list's)."""
-    import torch
-
-    names, kwnames = argument_names(func, args, kwargs)
-    made = lambda v, n: tree_map_only(torch.Tensor, lambda t: _spec_of(t, n), v)  # noqa: E731
-    return tuple(made(v, n) for v, n in zip(args, names)), {k: made(v, kwnames[k]) for k, v in kwargs.items()}
+    argument it is."""
+    return by_argument(func, args, kwargs, _spec_of)
 
 
 def _storage(t: Any) -> int:
@@ -159,9 +159,7 @@ class Plan:
     def add(self, key: str, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         """Record one call of `func` on meta: its arguments and what it wrote."""
         index = len(self.steps)
-        names, kwnames = argument_names(func, args, kwargs)
-        args = tuple(self._bind(v, n, index) for v, n in zip(args, names))
-        kwargs = {k: self._bind(v, kwnames[k], index) for k, v in kwargs.items()}
+        args, kwargs = by_argument(func, args, kwargs, lambda t, name: self._argument(t, name, index))
         outputs = []
         for i, t in enumerate(leaves(out)):
             sid = storage_key(t)
@@ -170,13 +168,6 @@ class Plan:
             outputs.append((i, sid, t.storage_offset()))
             self._alive.append(t)
         self.steps.append(Step(key, func, args, kwargs, tuple(outputs)))
-
-    def _bind(self, value: Any, name: str, index: int) -> Any:
-        """`value`, the argument `name`, with every tensor an earlier recorded call wrote as a Written, every other
-        as a TensorSpec."""
-        import torch
-
-        return tree_map_only(torch.Tensor, lambda t: self._argument(t, name, index), value)
 
     def _argument(self, t: Any, name: str, index: int) -> TensorSpec | Written:
         sid = storage_key(t)
